@@ -1,0 +1,1 @@
+//! Laneway's application core: settings, handlers, the chat start/status flow.

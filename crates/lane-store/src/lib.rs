@@ -1,0 +1,1 @@
+//! Chat lane stores: MemoryLaneStore and the per-tenant lane-store factory.

@@ -1,0 +1,40 @@
+//! Laneway's foundation: validated ids, job kinds, job records and their state machine, errors,
+//! the [`Clock`], and the traits every layer above implements or uses: [`QueueBackend`],
+//! [`ChatLaneStore`], [`JobStore`], [`IdempotencyStore`], [`Limiter`], [`JobHandler`].
+//!
+//! With the `test-util` feature: mockall mocks of each trait (`MockQueueBackend`, ...) and the
+//! [`conformance`] battery that every backend and lane store must pass.
+
+mod backend;
+mod clock;
+mod error;
+mod handler;
+mod ids;
+mod job;
+mod lane;
+mod limiter;
+mod store;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+pub use backend::{ProfileUpdate, QueueBackend};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use error::{QueueError, QueueResult};
+pub use handler::{HandlerError, HandlerSet, JobHandler};
+pub use ids::{IdError, JobId, LaneId, MAX_ID_LEN, MAX_TENANT_LEN, RequestId, TenantId};
+pub use job::{JobKind, JobRecord, JobStatus, JobUpdate, NewJob};
+pub use lane::{ChatEnqueueReceipt, ChatLaneStore, LaneClaim, LaneEnqueue, LaneLoad, LaneSnapshot, LaneStoreConfig};
+pub use limiter::{LimitCaps, LimitClass, Limiter, PermitSet, PermitUsage, acquisition_order};
+pub use store::{IdempotencyClaim, IdempotencyStore, JobStore, StatusCounts};
+
+#[cfg(feature = "test-util")]
+pub use backend::MockQueueBackend;
+#[cfg(feature = "test-util")]
+pub use handler::MockJobHandler;
+#[cfg(feature = "test-util")]
+pub use lane::MockChatLaneStore;
+#[cfg(feature = "test-util")]
+pub use limiter::MockLimiter;
+#[cfg(feature = "test-util")]
+pub use store::{MockIdempotencyStore, MockJobStore};

@@ -1,0 +1,93 @@
+//! Durable job records and idempotency keys.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::error::QueueResult;
+use crate::ids::{JobId, RequestId};
+use crate::job::{JobKind, JobRecord, JobStatus, JobUpdate, NewJob};
+
+/// Counts of one kind's jobs per state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct StatusCounts {
+    /// Waiting.
+    pub queued: u64,
+    /// Running.
+    pub processing: u64,
+    /// Finished well.
+    pub done: u64,
+    /// Dead-lettered.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl StatusCounts {
+    /// Adds `n` to the counter of `status`.
+    pub fn add(&mut self, status: JobStatus, n: u64) {
+        match status {
+            JobStatus::Queued => self.queued += n,
+            JobStatus::Processing => self.processing += n,
+            JobStatus::Done => self.done += n,
+            JobStatus::Failed => self.failed += n,
+            JobStatus::Cancelled => self.cancelled += n,
+        }
+    }
+}
+
+/// One tenant's job records. The source of truth for what was accepted.
+#[cfg_attr(feature = "test-util", mockall::automock)]
+#[async_trait]
+pub trait JobStore: Send + Sync + fmt::Debug {
+    /// Records a new queued job, assigning its per-tenant sequence number. Durable when it returns.
+    ///
+    /// # Errors
+    /// `QueueError::AlreadyExists` when the id is taken.
+    async fn create(&self, job: NewJob) -> QueueResult<JobRecord>;
+
+    /// The record of `id`, if any.
+    async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>>;
+
+    /// Applies `update` atomically, checking the fence and the transition table.
+    ///
+    /// # Errors
+    /// `QueueError::NotFound`, `QueueError::StaleLease`, `QueueError::InvalidTransition`; on error
+    /// nothing is written.
+    async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord>;
+
+    /// Deletes a record outright (only to roll back a submit that was refused).
+    async fn delete(&self, id: &JobId) -> QueueResult<bool>;
+
+    /// Queued and processing jobs of `kind`, in submission order (`seq`).
+    async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>>;
+
+    /// Jobs of `kind` in `status`, newest first, at most `limit` (for operators).
+    async fn list(&self, kind: Option<JobKind>, status: JobStatus, limit: usize) -> QueueResult<Vec<JobRecord>>;
+
+    /// Counts per state of `kind`.
+    async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts>;
+
+    /// Deletes finished (terminal) records last updated before `before_ms`; returns how many.
+    async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize>;
+}
+
+/// What [`IdempotencyStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key was free and now maps to the given job.
+    Claimed,
+    /// The key already maps to this job.
+    Existing(JobId),
+}
+
+/// Maps a client's `request_id` to the job it created, set-if-absent with a TTL.
+#[cfg_attr(feature = "test-util", mockall::automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + fmt::Debug {
+    /// Maps `request` to `job` unless it already maps to a job.
+    async fn claim(&self, request: &RequestId, job: &JobId) -> QueueResult<IdempotencyClaim>;
+
+    /// Forgets `request` if it maps to `job` (rollback of a refused submit).
+    async fn release(&self, request: &RequestId, job: &JobId) -> QueueResult<()>;
+}

@@ -1,0 +1,1 @@
+//! Backend selection and caching, tenant runtimes, master-key policy, tenant registry.
