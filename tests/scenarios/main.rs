@@ -1,1 +1,3 @@
 //! Workspace scenarios.
+
+mod layering;

@@ -47,7 +47,7 @@ pub struct LaneClaim {
     pub job_id: JobId,
     /// Its lane.
     pub lane_id: LaneId,
-    /// Fencing token: grows by one at every claim of the lane.
+    /// Fencing token: strictly greater than every earlier claim's epoch in this store.
     pub epoch: u64,
     /// Wall-clock ms after which the reaper may hand the job to someone else.
     pub lease_deadline_ms: u64,
@@ -97,6 +97,9 @@ pub struct LaneSnapshot {
 #[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]
 pub trait ChatLaneStore: Send + Sync + fmt::Debug {
+    /// `memory` or `redis`.
+    fn kind(&self) -> &'static str;
+
     /// How many jobs wait and run in `lane`.
     async fn lane_load(&self, lane: &LaneId) -> QueueResult<LaneLoad>;
 

@@ -13,6 +13,7 @@ mod ids;
 mod job;
 mod lane;
 mod limiter;
+mod mode;
 mod store;
 
 #[cfg(feature = "test-util")]
@@ -26,6 +27,7 @@ pub use ids::{IdError, JobId, LaneId, MAX_ID_LEN, MAX_TENANT_LEN, RequestId, Ten
 pub use job::{JobKind, JobRecord, JobStatus, JobUpdate, NewJob};
 pub use lane::{ChatEnqueueReceipt, ChatLaneStore, LaneClaim, LaneEnqueue, LaneLoad, LaneSnapshot, LaneStoreConfig};
 pub use limiter::{LimitCaps, LimitClass, Limiter, PermitSet, PermitUsage, acquisition_order};
+pub use mode::Mode;
 pub use store::{IdempotencyClaim, IdempotencyStore, JobStore, StatusCounts};
 
 #[cfg(feature = "test-util")]

@@ -1,0 +1,433 @@
+//! The scenarios, one public async fn per guarantee, each taking a [`RigFactory`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::handler::{Behavior, Event, RecordingHandler};
+use super::{Rig, RigFactory, RigOptions};
+use crate::{
+    Clock, HandlerSet, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, LaneId, NewJob, ProfileUpdate,
+    QueueError, RequestId,
+};
+
+/// How long a scenario waits for a condition before failing.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn handlers(h: &RecordingHandler) -> HandlerSet {
+    HandlerSet::uniform(Arc::new(h.clone()))
+}
+
+fn job(name: &str) -> JobId {
+    JobId::new(name).expect("valid job id")
+}
+
+fn lane(name: &str) -> LaneId {
+    LaneId::new(name).expect("valid lane id")
+}
+
+/// Creates the record of a chat job and enqueues it.
+async fn submit_chat(rig: &Rig, id: &str, lane_name: &str, behavior: &Behavior) -> Result<(), QueueError> {
+    let id = job(id);
+    let lane_id = lane(lane_name);
+    rig.store
+        .create(NewJob {
+            id: id.clone(),
+            kind: JobKind::Chat,
+            lane: Some(lane_id.clone()),
+            request_id: None,
+            payload: behavior.payload(),
+        })
+        .await?;
+    rig.backend.enqueue_chat_job(id, Some(lane_id)).await.map(drop)
+}
+
+async fn submit_plain(rig: &Rig, id: &str, kind: JobKind, behavior: &Behavior) {
+    let id = job(id);
+    rig.store
+        .create(NewJob { id: id.clone(), kind, lane: None, request_id: None, payload: behavior.payload() })
+        .await
+        .expect("create job");
+    match kind {
+        JobKind::Upload => rig.backend.enqueue_upload_job(id).await,
+        JobKind::Exam => rig.backend.enqueue_exam_job(id).await,
+        JobKind::ProfileUpdate => {
+            rig.backend.enqueue_profile_update(ProfileUpdate { job_id: id, student_id: "s1".into() }).await
+        }
+        JobKind::Chat => unreachable!("chat jobs go through submit_chat"),
+    }
+    .expect("enqueue job");
+}
+
+async fn record(rig: &Rig, id: &str) -> JobRecord {
+    rig.store.get(&job(id)).await.expect("store get").unwrap_or_else(|| panic!("job {id} missing"))
+}
+
+async fn wait_status(rig: &Rig, id: &str, status: JobStatus) {
+    let what = format!("job {id} is {status}");
+    wait_until(&what, || async { record(rig, id).await.status == status }).await;
+}
+
+async fn wait_started(h: &RecordingHandler, id: &str, invocation: u32) {
+    let id = job(id);
+    let what = format!("job {id} started {invocation} time(s)");
+    wait_until(&what, || {
+        let n = h.invocations(&id);
+        async move { n >= invocation }
+    })
+    .await;
+}
+
+/// The start events of `lane_name`'s jobs, in order.
+fn starts_in_lane(events: &[Event], lane_name: &str) -> Vec<(String, u32)> {
+    events
+        .iter()
+        .filter(|e| e.start && e.lane.as_deref() == Some(lane_name))
+        .map(|e| (e.job.to_string(), e.invocation))
+        .collect()
+}
+
+/// Asserts that in every lane no two invocations overlap.
+fn assert_no_overlap(events: &[Event]) {
+    let mut open: HashMap<String, (JobId, u32)> = HashMap::new();
+    for e in events {
+        let Some(lane) = &e.lane else { continue };
+        if e.start {
+            if let Some(other) = open.get(lane) {
+                panic!("lane {lane}: {} started while {:?} was running", e.job, other);
+            }
+            open.insert(lane.clone(), (e.job.clone(), e.invocation));
+        } else if open.get(lane) == Some(&(e.job.clone(), e.invocation)) {
+            open.remove(lane);
+        }
+    }
+}
+
+/// G1: every accepted job of every kind reaches `done`, each run once.
+pub async fn every_accepted_job_completes(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let rig = factory.build(handlers(&h), RigOptions::default()).await;
+    let mut ids = Vec::new();
+    for l in 0..3 {
+        for i in 0..4 {
+            let id = format!("c{l}-{i}");
+            submit_chat(&rig, &id, &format!("student:s{l}:main"), &Behavior::Ok).await.expect("submit");
+            ids.push(id);
+        }
+    }
+    for (kind, prefix) in [(JobKind::Upload, "u"), (JobKind::Exam, "e"), (JobKind::ProfileUpdate, "p")] {
+        for i in 0..3 {
+            let id = format!("{prefix}{i}");
+            submit_plain(&rig, &id, kind, &Behavior::Ok).await;
+            ids.push(id);
+        }
+    }
+    for id in &ids {
+        wait_status(&rig, id, JobStatus::Done).await;
+        assert_eq!(h.invocations(&job(id)), 1, "job {id} ran more than once");
+        let r = record(&rig, id).await;
+        assert_eq!(r.result, Some(json!({"job": id, "invocation": 1})));
+    }
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G1: a crash while jobs run or wait loses none of them; after the restart each lane runs in
+/// its original order.
+pub async fn a_crash_mid_job_loses_nothing(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions::default();
+    let rig = factory.build(handlers(&h), options.clone()).await;
+    submit_chat(&rig, "a1", "student:a:main", &Behavior::GateFirst("never".into())).await.expect("submit");
+    submit_chat(&rig, "a2", "student:a:main", &Behavior::Ok).await.expect("submit");
+    submit_chat(&rig, "a3", "student:a:main", &Behavior::Ok).await.expect("submit");
+    submit_chat(&rig, "b1", "student:b:main", &Behavior::GateFirst("never".into())).await.expect("submit");
+    submit_plain(&rig, "u1", JobKind::Upload, &Behavior::GateFirst("never".into())).await;
+    wait_started(&h, "a1", 1).await;
+    wait_started(&h, "b1", 1).await;
+    wait_started(&h, "u1", 1).await;
+    assert_eq!(record(&rig, "a1").await.status, JobStatus::Processing);
+
+    let h2 = RecordingHandler::new();
+    let rig = factory.crash_and_restart(rig, handlers(&h2), options).await;
+    for id in ["a1", "a2", "a3", "b1", "u1"] {
+        wait_status(&rig, id, JobStatus::Done).await;
+    }
+    let events = h2.events();
+    let order: Vec<String> = starts_in_lane(&events, "student:a:main").into_iter().map(|(j, _)| j).collect();
+    assert_eq!(order, ["a1", "a2", "a3"], "lane order after restart");
+    assert!(record(&rig, "a1").await.attempt >= 2, "the interrupted job ran again");
+    assert_no_overlap(&events);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G2: many lanes in parallel; in each, jobs start in submission order and never overlap.
+pub async fn lanes_run_in_order_one_job_at_a_time(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let rig = factory.build(handlers(&h), RigOptions::default()).await;
+    let lanes = 8;
+    let per_lane = 6;
+    // Interleave lanes, as concurrent conversations would.
+    for i in 0..per_lane {
+        for l in 0..lanes {
+            let behavior = if i % 3 == 1 { Behavior::FailTimes(1) } else { Behavior::Ok };
+            submit_chat(&rig, &format!("l{l}-{i}"), &format!("teacher:t{l}:main"), &behavior).await.expect("submit");
+        }
+    }
+    for l in 0..lanes {
+        for i in 0..per_lane {
+            wait_status(&rig, &format!("l{l}-{i}"), JobStatus::Done).await;
+        }
+    }
+    let events = h.events();
+    assert_no_overlap(&events);
+    for l in 0..lanes {
+        let mut firsts: Vec<String> = starts_in_lane(&events, &format!("teacher:t{l}:main"))
+            .into_iter()
+            .filter(|(_, inv)| *inv == 1)
+            .map(|(j, _)| j)
+            .collect();
+        let expected: Vec<String> = (0..per_lane).map(|i| format!("l{l}-{i}")).collect();
+        assert_eq!(firsts, expected, "lane {l} order");
+        firsts.clear();
+    }
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G2: a job running three times longer than its lease keeps renewing it; nobody else runs it
+/// and the next job of its lane waits.
+pub async fn a_long_job_renews_its_lease_and_keeps_its_lane(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions::default();
+    let ttl = options.lanes.claim_ttl_ms;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:long:main";
+    submit_chat(&rig, "long", l, &Behavior::GateFirst("long".into())).await.expect("submit");
+    submit_chat(&rig, "next", l, &Behavior::Ok).await.expect("submit");
+    wait_started(&h, "long", 1).await;
+    // Six half-leases = three lease lengths, each step waiting for a renewal past the new time.
+    for _ in 0..6 {
+        rig.clock.advance(ttl / 2);
+        let now = rig.clock.now_ms();
+        wait_until("the lease is renewed past the clock", || async {
+            let snap = rig.lanes.snapshot(None, 100).await.expect("snapshot");
+            snap.iter().any(|s| s.active.as_ref().is_some_and(|c| c.job_id.as_str() == "long" && c.lease_deadline_ms > now + ttl / 2))
+        })
+        .await;
+        assert_eq!(h.invocations(&job("long")), 1, "the long job was run twice");
+        assert_eq!(h.invocations(&job("next")), 0, "the next job started while the long one ran");
+    }
+    h.open("long");
+    wait_status(&rig, "next", JobStatus::Done).await;
+    assert_eq!(record(&rig, "long").await.status, JobStatus::Done);
+    assert_eq!(h.invocations(&job("long")), 1);
+    assert_no_overlap(&h.events());
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G3 + G4: a stalled worker's lease expires; the reaper (not a new enqueue) re-dispatches the
+/// same head job; the stalled worker's late result is rejected and the lane order holds.
+pub async fn an_expired_lease_is_reaped_and_the_late_result_is_rejected(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions { heartbeats: false, ..RigOptions::default() };
+    let ttl = options.lanes.claim_ttl_ms;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:stall:main";
+    submit_chat(&rig, "stall", l, &Behavior::GateFirst("stall".into())).await.expect("submit");
+    submit_chat(&rig, "after", l, &Behavior::Ok).await.expect("submit");
+    wait_started(&h, "stall", 1).await;
+    let first_claim = rig.lanes.snapshot(None, 10).await.expect("snapshot")[0].active.clone().expect("active claim");
+
+    rig.clock.advance(ttl + 1);
+    // No enqueue happens here: only the reaper can repair the lane.
+    wait_status(&rig, "after", JobStatus::Done).await;
+    let stalled = record(&rig, "stall").await;
+    assert_eq!(stalled.status, JobStatus::Done);
+    assert_eq!(stalled.result, Some(json!({"job": "stall", "invocation": 2})), "the re-dispatched run's result");
+    assert_eq!(h.invocations(&job("stall")), 2);
+
+    // The old claim is fenced off in the lane store...
+    let err = rig.lanes.finish(&first_claim).await.expect_err("a stale claim must not finish");
+    assert!(matches!(err, QueueError::StaleLease { .. }), "{err}");
+    // ...and the stalled worker's late result changes nothing.
+    h.open("stall");
+    wait_until("the stalled invocation ends", || {
+        let done = h.events().iter().any(|e| !e.start && e.job.as_str() == "stall" && e.invocation == 1);
+        async move { done }
+    })
+    .await;
+    // A negative cannot be awaited: watch the record for a while to see the late result is never
+    // written (the stalled worker settles right after its handler returns).
+    let watch_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watch_until {
+        let after = record(&rig, "stall").await;
+        assert_eq!(after.result, Some(json!({"job": "stall", "invocation": 2})), "late result was written");
+        assert_eq!(after.status, JobStatus::Done);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.invocations(&job("after")), 1, "the next job ran twice");
+    let order: Vec<String> = starts_in_lane(&h.events(), l).into_iter().map(|(j, _)| j).collect();
+    assert_eq!(order, ["stall", "stall", "after"]);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G4: a head that keeps failing is retried up to the budget, dead-lettered with its error, and
+/// the lane moves on.
+pub async fn a_failing_head_is_dead_lettered_and_the_lane_moves_on(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions::default();
+    let budget = options.max_attempts;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:fail:main";
+    submit_chat(&rig, "bad", l, &Behavior::FailAlways).await.expect("submit");
+    submit_chat(&rig, "good", l, &Behavior::Ok).await.expect("submit");
+    wait_status(&rig, "good", JobStatus::Done).await;
+    let bad = record(&rig, "bad").await;
+    assert_eq!(bad.status, JobStatus::Failed);
+    assert_eq!(bad.attempt, budget);
+    assert_eq!(bad.error.as_deref(), Some(format!("always fails ({budget})").as_str()));
+    assert_eq!(h.invocations(&job("bad")), budget);
+    let order: Vec<String> = starts_in_lane(&h.events(), l).into_iter().map(|(j, _)| j).collect();
+    let mut expected = vec!["bad".to_owned(); budget as usize];
+    expected.push("good".into());
+    assert_eq!(order, expected);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G2: a retried job keeps the head of its lane; jobs behind it wait.
+pub async fn a_retried_job_keeps_its_place_at_the_head(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let rig = factory.build(handlers(&h), RigOptions::default()).await;
+    let l = "student:retry:main";
+    submit_chat(&rig, "r1", l, &Behavior::FailTimes(2)).await.expect("submit");
+    submit_chat(&rig, "r2", l, &Behavior::Ok).await.expect("submit");
+    submit_chat(&rig, "r3", l, &Behavior::Ok).await.expect("submit");
+    wait_status(&rig, "r3", JobStatus::Done).await;
+    let r1 = record(&rig, "r1").await;
+    assert_eq!((r1.status, r1.attempt), (JobStatus::Done, 3));
+    let order: Vec<String> = starts_in_lane(&h.events(), l).into_iter().map(|(j, _)| j).collect();
+    assert_eq!(order, ["r1", "r1", "r1", "r2", "r3"]);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G5: the same job enqueued again (running or waiting) never runs twice; the same request id
+/// maps to one job; a repeated fingerprint coalesces only within the debounce window.
+pub async fn resubmitting_never_runs_a_job_twice(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions::default();
+    let debounce = options.lanes.debounce_ms;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:dup:main";
+    submit_chat(&rig, "d1", l, &Behavior::GateFirst("d1".into())).await.expect("submit");
+    submit_chat(&rig, "d2", l, &Behavior::Ok).await.expect("submit");
+    wait_started(&h, "d1", 1).await;
+    for id in ["d1", "d2", "d1"] {
+        let receipt = rig.backend.enqueue_chat_job(job(id), Some(lane(l))).await.expect("re-enqueue");
+        assert!(!receipt.dispatched, "a re-enqueue dispatched {id} again");
+    }
+    let load = rig.lanes.lane_load(&lane(l)).await.expect("load");
+    assert_eq!((load.active, load.queued), (1, 1));
+    h.open("d1");
+    wait_status(&rig, "d2", JobStatus::Done).await;
+    assert_eq!(h.invocations(&job("d1")), 1);
+    assert_eq!(h.invocations(&job("d2")), 1);
+
+    let req = RequestId::new("req-1").expect("request id");
+    assert_eq!(rig.idempotency.claim(&req, &job("d1")).await.expect("claim"), IdempotencyClaim::Claimed);
+    assert_eq!(
+        rig.idempotency.claim(&req, &job("other")).await.expect("claim"),
+        IdempotencyClaim::Existing(job("d1"))
+    );
+
+    rig.lanes.register_recent(&lane(l), "hello", &job("d2")).await.expect("register");
+    rig.clock.advance(debounce / 2);
+    assert_eq!(rig.lanes.recent_job(&lane(l), "hello").await.expect("recent"), Some(job("d2")));
+    assert_eq!(rig.lanes.recent_job(&lane(l), "other text").await.expect("recent"), None);
+    rig.clock.advance(debounce);
+    assert_eq!(rig.lanes.recent_job(&lane(l), "hello").await.expect("recent"), None);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G6: past `max_queue` waiting jobs a submit fails with `LaneFull` and the lane is unchanged.
+pub async fn a_full_lane_refuses_and_changes_nothing(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let mut options = RigOptions::default();
+    options.lanes.max_queue = 2;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:full:main";
+    submit_chat(&rig, "f0", l, &Behavior::GateFirst("f0".into())).await.expect("submit");
+    wait_started(&h, "f0", 1).await;
+    submit_chat(&rig, "f1", l, &Behavior::Ok).await.expect("submit");
+    submit_chat(&rig, "f2", l, &Behavior::Ok).await.expect("submit");
+    let before = rig.lanes.lane_load(&lane(l)).await.expect("load");
+    let err = submit_chat(&rig, "f3", l, &Behavior::Ok).await.expect_err("the lane is full");
+    assert!(matches!(err, QueueError::LaneFull { max: 2, .. }), "{err}");
+    assert!(err.to_string().contains("lane full"), "{err}");
+    assert_eq!(rig.lanes.lane_load(&lane(l)).await.expect("load"), before);
+    assert_eq!(rig.lanes.find_position(&lane(l), &job("f3")).await.expect("position"), 0);
+    h.open("f0");
+    wait_status(&rig, "f2", JobStatus::Done).await;
+    assert_eq!(h.invocations(&job("f3")), 0, "a refused job ran");
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G8: stop lets a running job finish within the deadline and hands back one that cannot; the
+/// next start runs what was handed back.
+pub async fn stop_finishes_running_jobs_and_hands_back_the_rest(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions { stop_deadline: Duration::from_millis(500), ..RigOptions::default() };
+    let rig = factory.build(handlers(&h), options).await;
+    submit_chat(&rig, "quick", "student:q:main", &Behavior::GateFirst("quick".into())).await.expect("submit");
+    submit_chat(&rig, "stuck", "student:s:main", &Behavior::GateFirst("stuck".into())).await.expect("submit");
+    submit_chat(&rig, "waiting", "student:s:main", &Behavior::Ok).await.expect("submit");
+    wait_started(&h, "quick", 1).await;
+    wait_started(&h, "stuck", 1).await;
+    let backend = rig.backend.clone();
+    let stopping = tokio::spawn(async move { backend.stop().await });
+    h.open("quick");
+    stopping.await.expect("stop task").expect("stop");
+    assert_eq!(record(&rig, "quick").await.status, JobStatus::Done, "a job that could finish in time was cut");
+    assert_eq!(record(&rig, "stuck").await.status, JobStatus::Queued, "an unfinished job was not handed back");
+    assert_eq!(record(&rig, "waiting").await.status, JobStatus::Queued);
+    let err = submit_chat(&rig, "late", "student:l:main", &Behavior::Ok).await.expect_err("a stopped backend takes no work");
+    assert!(matches!(err, QueueError::NotRunning | QueueError::Unavailable(_)), "{err}");
+
+    rig.backend.start().await.expect("start again");
+    wait_status(&rig, "waiting", JobStatus::Done).await;
+    assert_eq!(record(&rig, "stuck").await.status, JobStatus::Done);
+    let order: Vec<String> = starts_in_lane(&h.events(), "student:s:main").into_iter().map(|(j, _)| j).collect();
+    assert_eq!(order, ["stuck", "stuck", "waiting"]);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// G8: start and stop may be called twice in a row.
+pub async fn start_and_stop_are_idempotent(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let rig = factory.build(handlers(&h), RigOptions::default()).await;
+    rig.backend.start().await.expect("second start");
+    submit_chat(&rig, "once", "student:i:main", &Behavior::Ok).await.expect("submit");
+    wait_status(&rig, "once", JobStatus::Done).await;
+    assert_eq!(h.invocations(&job("once")), 1, "a double start ran a job twice");
+    rig.backend.stop().await.expect("stop");
+    rig.backend.stop().await.expect("second stop");
+    rig.backend.start().await.expect("start after stop");
+    submit_chat(&rig, "again", "student:i:main", &Behavior::Ok).await.expect("submit");
+    wait_status(&rig, "again", JobStatus::Done).await;
+    rig.backend.stop().await.expect("stop");
+}

@@ -1,0 +1,168 @@
+//! `InlineQueueBackend`: the seed's backend assembled from one function per method, and its
+//! standard assembly over an [`InlineRuntime`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use queue_core::{ChatEnqueueReceipt, JobId, JobKind, LaneId, ProfileUpdate, QueueBackend, QueueResult};
+
+use crate::runtime::InlineRuntime;
+
+/// A boxed, sendable future (the return type of every backend function).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A backend function of one argument.
+pub type Fn1<A, R> = Arc<dyn Fn(A) -> BoxFuture<R> + Send + Sync>;
+/// A backend function of no argument.
+pub type Fn0<R> = Arc<dyn Fn() -> BoxFuture<R> + Send + Sync>;
+/// The chat enqueue function.
+pub type ChatFn = Arc<dyn Fn(JobId, Option<LaneId>) -> BoxFuture<QueueResult<ChatEnqueueReceipt>> + Send + Sync>;
+
+/// One function per [`QueueBackend`] method (the seed's `InlineQueueBackend` fields).
+#[derive(Clone)]
+pub struct InlineBackendFns {
+    /// `enqueue_upload_job`.
+    pub enqueue_upload_job: Fn1<JobId, QueueResult<()>>,
+    /// `enqueue_exam_job`.
+    pub enqueue_exam_job: Fn1<JobId, QueueResult<()>>,
+    /// `enqueue_profile_update`.
+    pub enqueue_profile_update: Fn1<ProfileUpdate, QueueResult<()>>,
+    /// `enqueue_chat_job`.
+    pub enqueue_chat_job: ChatFn,
+    /// `scan_pending_upload_jobs`.
+    pub scan_pending_upload_jobs: Fn0<QueueResult<usize>>,
+    /// `scan_pending_exam_jobs`.
+    pub scan_pending_exam_jobs: Fn0<QueueResult<usize>>,
+    /// `scan_pending_chat_jobs`.
+    pub scan_pending_chat_jobs: Fn0<QueueResult<usize>>,
+    /// `start`.
+    pub start: Fn0<QueueResult<()>>,
+    /// `stop`.
+    pub stop: Fn0<QueueResult<()>>,
+}
+
+impl fmt::Debug for InlineBackendFns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InlineBackendFns { .. }")
+    }
+}
+
+impl InlineBackendFns {
+    /// Every function calling into `runtime`.
+    #[must_use]
+    pub fn over_runtime(runtime: &InlineRuntime) -> Self {
+        fn f0<R, Fut>(rt: &InlineRuntime, f: fn(InlineRuntime) -> Fut) -> Fn0<R>
+        where
+            Fut: Future<Output = R> + Send + 'static,
+        {
+            let rt = rt.clone();
+            Arc::new(move || Box::pin(f(rt.clone())))
+        }
+        let rt = runtime.clone();
+        let upload = rt.clone();
+        let exam = rt.clone();
+        let profile = rt.clone();
+        let chat = rt.clone();
+        Self {
+            enqueue_upload_job: Arc::new(move |id| {
+                let rt = upload.clone();
+                Box::pin(async move { rt.enqueue(JobKind::Upload, id).await })
+            }),
+            enqueue_exam_job: Arc::new(move |id| {
+                let rt = exam.clone();
+                Box::pin(async move { rt.enqueue(JobKind::Exam, id).await })
+            }),
+            enqueue_profile_update: Arc::new(move |p| {
+                let rt = profile.clone();
+                Box::pin(async move { rt.enqueue_profile_update(p).await })
+            }),
+            enqueue_chat_job: Arc::new(move |id, lane| {
+                let rt = chat.clone();
+                Box::pin(async move { rt.enqueue_chat(id, lane).await })
+            }),
+            scan_pending_upload_jobs: f0(&rt, |rt| async move { rt.scan_pending(JobKind::Upload).await }),
+            scan_pending_exam_jobs: f0(&rt, |rt| async move { rt.scan_pending(JobKind::Exam).await }),
+            scan_pending_chat_jobs: f0(&rt, |rt| async move { rt.scan_pending_chat_jobs().await }),
+            start: f0(&rt, |rt| async move { rt.start().await }),
+            stop: f0(&rt, |rt| async move { rt.stop().await }),
+        }
+    }
+}
+
+/// The in-process backend: `inline-test` in tests, `inline` otherwise.
+#[derive(Debug, Clone)]
+pub struct InlineQueueBackend {
+    name: &'static str,
+    fns: InlineBackendFns,
+    runtime: Option<InlineRuntime>,
+}
+
+impl InlineQueueBackend {
+    /// The name in tests.
+    pub const TEST_NAME: &'static str = "inline-test";
+    /// The name otherwise.
+    pub const NAME: &'static str = "inline";
+
+    /// A backend from explicit functions (the seed's shape; tests use it to observe calls).
+    #[must_use]
+    pub fn new(name: &'static str, fns: InlineBackendFns) -> Self {
+        Self { name, fns, runtime: None }
+    }
+
+    /// The standard backend over an in-process runtime.
+    #[must_use]
+    pub fn over_runtime(name: &'static str, runtime: InlineRuntime) -> Self {
+        Self { name, fns: InlineBackendFns::over_runtime(&runtime), runtime: Some(runtime) }
+    }
+
+    /// The runtime behind it, when built over one (for stats and depths).
+    #[must_use]
+    pub fn runtime(&self) -> Option<&InlineRuntime> {
+        self.runtime.as_ref()
+    }
+}
+
+#[async_trait]
+impl QueueBackend for InlineQueueBackend {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn enqueue_upload_job(&self, job_id: JobId) -> QueueResult<()> {
+        (self.fns.enqueue_upload_job)(job_id).await
+    }
+
+    async fn enqueue_exam_job(&self, job_id: JobId) -> QueueResult<()> {
+        (self.fns.enqueue_exam_job)(job_id).await
+    }
+
+    async fn enqueue_profile_update(&self, payload: ProfileUpdate) -> QueueResult<()> {
+        (self.fns.enqueue_profile_update)(payload).await
+    }
+
+    async fn enqueue_chat_job(&self, job_id: JobId, lane_id: Option<LaneId>) -> QueueResult<ChatEnqueueReceipt> {
+        (self.fns.enqueue_chat_job)(job_id, lane_id).await
+    }
+
+    async fn scan_pending_upload_jobs(&self) -> QueueResult<usize> {
+        (self.fns.scan_pending_upload_jobs)().await
+    }
+
+    async fn scan_pending_exam_jobs(&self) -> QueueResult<usize> {
+        (self.fns.scan_pending_exam_jobs)().await
+    }
+
+    async fn scan_pending_chat_jobs(&self) -> QueueResult<usize> {
+        (self.fns.scan_pending_chat_jobs)().await
+    }
+
+    async fn start(&self) -> QueueResult<()> {
+        (self.fns.start)().await
+    }
+
+    async fn stop(&self) -> QueueResult<()> {
+        (self.fns.stop)().await
+    }
+}

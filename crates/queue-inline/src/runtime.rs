@@ -1,0 +1,921 @@
+//! The in-process runtime behind `InlineQueueBackend`: one tokio worker pool per job kind, chat
+//! lanes dispatched through a [`ChatLaneStore`], capped work through a [`Limiter`], retries with
+//! backoff, a lease reaper, retention, and a graceful stop that hands back unfinished work.
+//!
+//! The job store is the source of truth. Everything held here (queues, lanes, running set) is an
+//! index over it that `start` rebuilds from the store's pending jobs, so a crash loses nothing
+//! that the store accepted.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use queue_core::{
+    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobRecord, JobStatus, JobStore,
+    JobUpdate, LaneClaim, LaneId, Limiter, PermitSet, ProfileUpdate, QueueError, QueueResult, SharedClock,
+    acquisition_order,
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::work_queue::WorkQueue;
+
+/// How the runtime behaves. Real-time intervals (heartbeat, reaper) are wall-clock `Duration`s;
+/// lease deadlines themselves are read from the injected clock.
+#[derive(Debug, Clone)]
+pub struct InlineRuntimeConfig {
+    /// Chat workers (`CHAT_WORKER_POOL_SIZE`).
+    pub chat_workers: usize,
+    /// Upload workers.
+    pub upload_workers: usize,
+    /// Exam workers.
+    pub exam_workers: usize,
+    /// Profile-update workers (each takes a batch at a time).
+    pub profile_workers: usize,
+    /// Capacity of the upload and exam queues; a submit past it is refused.
+    pub queue_capacity: usize,
+    /// Capacity of the profile-update queue (`PROFILE_UPDATE_QUEUE_MAX`).
+    pub profile_queue_capacity: usize,
+    /// Most profile updates merged into one handler call.
+    pub profile_batch_max: usize,
+    /// Attempts before a failing job is dead-lettered (`failed`).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// How often a running chat job renews its lease.
+    pub heartbeat_interval: Duration,
+    /// How often the reaper looks for expired leases.
+    pub reaper_interval: Duration,
+    /// How long `stop` lets running jobs finish before handing them back.
+    pub stop_deadline: Duration,
+    /// Finished records older than this are deleted.
+    pub retention: Duration,
+    /// How often retention runs.
+    pub purge_interval: Duration,
+}
+
+impl Default for InlineRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            chat_workers: 4,
+            upload_workers: 2,
+            exam_workers: 2,
+            profile_workers: 1,
+            queue_capacity: 10_000,
+            profile_queue_capacity: 500,
+            profile_batch_max: 64,
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(60),
+            reaper_interval: Duration::from_secs(1),
+            stop_deadline: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl InlineRuntimeConfig {
+    /// The heartbeat that keeps a lease of `claim_ttl` alive: a third of it, so two renewals may
+    /// be missed before the lease lapses.
+    #[must_use]
+    pub fn heartbeat_for_ttl(claim_ttl: Duration) -> Duration {
+        (claim_ttl / 3).max(Duration::from_millis(10))
+    }
+}
+
+/// What the runtime works on.
+#[derive(Debug, Clone)]
+pub struct InlineDeps {
+    /// The durable (or ephemeral) job records.
+    pub store: Arc<dyn JobStore>,
+    /// The tenant's chat lanes.
+    pub lanes: Arc<dyn ChatLaneStore>,
+    /// Caps on expensive work.
+    pub limiter: Arc<dyn Limiter>,
+    /// What runs each kind.
+    pub handlers: HandlerSet,
+    /// Time for leases and retention.
+    pub clock: SharedClock,
+}
+
+/// Counters since the runtime was built.
+#[derive(Debug, Default)]
+struct Stats {
+    enqueued: AtomicU64,
+    started: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    fenced: AtomicU64,
+    lease_expiries: AtomicU64,
+    handed_back: AtomicU64,
+    recovered: AtomicU64,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RuntimeStats {
+    /// Jobs accepted by an enqueue call.
+    pub enqueued: u64,
+    /// Job attempts started.
+    pub started: u64,
+    /// Jobs finished `done`.
+    pub completed: u64,
+    /// Jobs dead-lettered (`failed`).
+    pub failed: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Late results rejected because their lease was no longer current.
+    pub fenced: u64,
+    /// Leases that expired and were re-dispatched by the reaper.
+    pub lease_expiries: u64,
+    /// Running jobs handed back to the queue by a stop.
+    pub handed_back: u64,
+    /// Pending jobs re-enqueued by a scan.
+    pub recovered: u64,
+}
+
+/// Jobs waiting in memory per pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct QueueDepths {
+    /// Uploads waiting for a worker.
+    pub upload: usize,
+    /// Exams waiting for a worker.
+    pub exam: usize,
+    /// Profile updates waiting for a worker.
+    pub profile_update: usize,
+    /// Lanes whose head job waits for a chat worker.
+    pub chat_ready: usize,
+    /// Jobs running now.
+    pub running: usize,
+}
+
+#[derive(Debug)]
+struct RunningJob {
+    epoch: u64,
+    permits: Option<PermitSet>,
+}
+
+#[derive(Debug, Default)]
+struct Lifecycle {
+    shutdown: Option<watch::Sender<bool>>,
+    workers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    config: InlineRuntimeConfig,
+    deps: InlineDeps,
+    stats: Stats,
+    upload: WorkQueue<JobId>,
+    exam: WorkQueue<JobId>,
+    profile: WorkQueue<JobId>,
+    chat_ready: WorkQueue<LaneClaim>,
+    /// Non-chat jobs held in a queue or by a worker: a rescan skips them.
+    in_flight: Mutex<HashSet<JobId>>,
+    running: Mutex<HashMap<JobId, RunningJob>>,
+    /// Retry timers, aborted by `stop`.
+    timers: Mutex<Vec<JoinHandle<()>>>,
+    accepting: AtomicBool,
+    lifecycle: tokio::sync::Mutex<Lifecycle>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InlineRuntime")
+            .field("accepting", &self.accepting.load(Ordering::Relaxed))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single map or vector operation, so a panic elsewhere
+    // cannot leave the data half-updated: a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Aborts a spawned task when dropped (the heartbeat of a job ends with the job).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The in-process runtime. Cheap to clone; clones share one runtime.
+#[derive(Debug, Clone)]
+pub struct InlineRuntime {
+    inner: Arc<Inner>,
+}
+
+impl InlineRuntime {
+    /// Builds a stopped runtime.
+    #[must_use]
+    pub fn new(config: InlineRuntimeConfig, deps: InlineDeps) -> Self {
+        let inner = Inner {
+            upload: WorkQueue::new(config.queue_capacity),
+            exam: WorkQueue::new(config.queue_capacity),
+            profile: WorkQueue::new(config.profile_queue_capacity),
+            chat_ready: WorkQueue::new(usize::MAX),
+            config,
+            deps,
+            stats: Stats::default(),
+            in_flight: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
+            timers: Mutex::new(Vec::new()),
+            accepting: AtomicBool::new(false),
+            lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The dependencies it runs on.
+    #[must_use]
+    pub fn deps(&self) -> &InlineDeps {
+        &self.inner.deps
+    }
+
+    /// Whether it takes work.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.inner.accepting.load(Ordering::SeqCst)
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> RuntimeStats {
+        let s = &self.inner.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RuntimeStats {
+            enqueued: get(&s.enqueued),
+            started: get(&s.started),
+            completed: get(&s.completed),
+            failed: get(&s.failed),
+            retried: get(&s.retried),
+            fenced: get(&s.fenced),
+            lease_expiries: get(&s.lease_expiries),
+            handed_back: get(&s.handed_back),
+            recovered: get(&s.recovered),
+        }
+    }
+
+    /// Jobs waiting in memory and running.
+    #[must_use]
+    pub fn depths(&self) -> QueueDepths {
+        let i = &self.inner;
+        QueueDepths {
+            upload: i.upload.len(),
+            exam: i.exam.len(),
+            profile_update: i.profile.len(),
+            chat_ready: i.chat_ready.len(),
+            running: lock(&i.running).len(),
+        }
+    }
+
+    /// Starts the worker pools, the reaper and retention, then re-enqueues every pending job of
+    /// the store (recovery after a restart). Idempotent.
+    ///
+    /// # Errors
+    /// A store error during the rescan (the workers keep running; call again to retry).
+    pub async fn start(&self) -> QueueResult<()> {
+        {
+            let mut life = self.inner.lifecycle.lock().await;
+            if life.shutdown.is_some() {
+                return Ok(());
+            }
+            let (tx, rx) = watch::channel(false);
+            let c = &self.inner.config;
+            for (kind, n) in [
+                (JobKind::Chat, c.chat_workers),
+                (JobKind::Upload, c.upload_workers),
+                (JobKind::Exam, c.exam_workers),
+                (JobKind::ProfileUpdate, c.profile_workers),
+            ] {
+                for worker in 0..n.max(1) {
+                    let inner = self.inner.clone();
+                    let rx = rx.clone();
+                    let span = info_span!("worker", kind = kind.as_str(), worker);
+                    life.workers.push(tokio::spawn(Inner::worker_loop(inner, kind, rx).instrument(span)));
+                }
+            }
+            life.background.push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone())));
+            life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
+            life.shutdown = Some(tx);
+            self.inner.accepting.store(true, Ordering::SeqCst);
+        }
+        let recovered = self.scan_pending_chat_jobs().await?
+            + self.scan_pending(JobKind::Upload).await?
+            + self.scan_pending(JobKind::Exam).await?
+            + self.scan_pending(JobKind::ProfileUpdate).await?;
+        info!(recovered, "inline runtime started");
+        Ok(())
+    }
+
+    /// Stops taking work, lets running jobs finish within `stop_deadline`, then hands back
+    /// (re-queues in the store) what did not finish. The in-memory queues and lanes are dropped:
+    /// the store still holds those jobs as pending and the next `start` re-enqueues them.
+    /// Idempotent.
+    ///
+    /// # Errors
+    /// Never fails today; the signature leaves room for backends that can.
+    pub async fn stop(&self) -> QueueResult<()> {
+        let mut life = self.inner.lifecycle.lock().await;
+        let Some(shutdown) = life.shutdown.take() else {
+            return Ok(());
+        };
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let _ = shutdown.send(true);
+        let workers = std::mem::take(&mut life.workers);
+        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
+        let all_done = async {
+            for w in workers {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout(self.inner.config.stop_deadline, all_done).await.is_err() {
+            warn!("stop deadline passed; handing back the jobs still running");
+            for a in aborts {
+                a.abort();
+            }
+        }
+        for b in life.background.drain(..) {
+            b.abort();
+        }
+        for t in lock(&self.inner.timers).drain(..) {
+            t.abort();
+        }
+        self.inner.hand_back_running().await;
+        self.inner.upload.drain();
+        self.inner.exam.drain();
+        self.inner.profile.drain();
+        self.inner.chat_ready.drain();
+        lock(&self.inner.in_flight).clear();
+        if let Err(e) = self.inner.deps.lanes.reset().await {
+            warn!(error = %e, "could not reset lanes at stop");
+        }
+        info!("inline runtime stopped");
+        Ok(())
+    }
+
+    /// Ends every task at once, handing nothing back, as a crash of the process would: the
+    /// store keeps whatever state the jobs were in. For crash-recovery tests; use [`stop`] to
+    /// stop.
+    ///
+    /// [`stop`]: InlineRuntime::stop
+    pub async fn kill(&self) {
+        let mut life = self.inner.lifecycle.lock().await;
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        life.shutdown = None;
+        let life = &mut *life;
+        let timers: Vec<_> = lock(&self.inner.timers).drain(..).collect();
+        for task in life.workers.drain(..).chain(life.background.drain(..)).chain(timers) {
+            task.abort();
+        }
+    }
+
+    fn ensure_running(&self) -> QueueResult<()> {
+        if self.is_running() { Ok(()) } else { Err(QueueError::NotRunning) }
+    }
+
+    async fn pending_record(&self, job_id: &JobId, kind: JobKind) -> QueueResult<JobRecord> {
+        let record =
+            self.inner.deps.store.get(job_id).await?.ok_or_else(|| QueueError::NotFound { job: job_id.clone() })?;
+        if record.kind != kind {
+            return Err(QueueError::invalid(
+                "job_id",
+                format!("job {job_id} is a {} job, not a {kind} job", record.kind),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Queues a non-chat job whose record exists.
+    ///
+    /// # Errors
+    /// `NotRunning`, `NotFound`, `InvalidInput` (wrong kind), `QueueFull`.
+    pub async fn enqueue(&self, kind: JobKind, job_id: JobId) -> QueueResult<()> {
+        self.ensure_running()?;
+        if kind == JobKind::Chat {
+            return self.enqueue_chat(job_id, None).await.map(drop);
+        }
+        let record = self.pending_record(&job_id, kind).await?;
+        if record.status.is_terminal() {
+            return Err(QueueError::InvalidTransition { from: record.status, to: JobStatus::Queued });
+        }
+        if self.inner.push_plain(kind, job_id)? {
+            self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Queues a profile update.
+    ///
+    /// # Errors
+    /// As [`InlineRuntime::enqueue`].
+    pub async fn enqueue_profile_update(&self, update: ProfileUpdate) -> QueueResult<()> {
+        self.enqueue(JobKind::ProfileUpdate, update.job_id).await
+    }
+
+    /// Puts a chat job in its lane and dispatches it if the lane is idle.
+    ///
+    /// # Errors
+    /// `NotRunning`, `NotFound`, `InvalidInput`, `LaneFull`.
+    pub async fn enqueue_chat(&self, job_id: JobId, lane_id: Option<LaneId>) -> QueueResult<ChatEnqueueReceipt> {
+        self.ensure_running()?;
+        let record = self.pending_record(&job_id, JobKind::Chat).await?;
+        let lane = match (lane_id, record.lane) {
+            (Some(lane), _) | (None, Some(lane)) => lane,
+            (None, None) => return Err(QueueError::invalid("lane_id", "required for a chat job without a lane")),
+        };
+        let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
+        if outcome.added {
+            self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(claim) = outcome.dispatch {
+            self.inner.chat_ready.push_owed(claim);
+        }
+        debug!(job = %job_id, lane = %lane, position = outcome.receipt.lane_queue_position, "chat job enqueued");
+        Ok(outcome.receipt)
+    }
+
+    /// Re-enqueues pending non-chat jobs of `kind` that no worker holds; returns how many.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn scan_pending(&self, kind: JobKind) -> QueueResult<usize> {
+        if kind == JobKind::Chat {
+            return self.scan_pending_chat_jobs().await;
+        }
+        self.ensure_running()?;
+        let mut n = 0;
+        for record in self.inner.deps.store.scan_pending(kind).await? {
+            if lock(&self.inner.in_flight).contains(&record.id) {
+                continue;
+            }
+            self.inner.requeue_orphan(&record).await?;
+            match self.inner.push_plain(kind, record.id.clone()) {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    // Full: the rest stay pending in the store for the next scan.
+                    warn!(error = %e, "queue full during rescan; remaining jobs stay pending");
+                    break;
+                }
+            }
+        }
+        self.inner.stats.recovered.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Rebuilds lanes from the store's pending chat jobs, in submission order; returns how many
+    /// jobs were put back in a lane. Jobs already in their lane are left alone, so running it
+    /// twice changes nothing.
+    ///
+    /// # Errors
+    /// A store or lane-store error.
+    pub async fn scan_pending_chat_jobs(&self) -> QueueResult<usize> {
+        self.ensure_running()?;
+        let mut n = 0;
+        for record in self.inner.deps.store.scan_pending(JobKind::Chat).await? {
+            if lock(&self.inner.running).contains_key(&record.id) {
+                continue;
+            }
+            let Some(lane) = record.lane.clone() else {
+                warn!(job = %record.id, "pending chat job without a lane; dead-lettering it");
+                let _ = self
+                    .inner
+                    .deps
+                    .store
+                    .transition(&record.id, JobUpdate { to: Some(JobStatus::Failed), error: Some("chat job has no lane".into()), ..JobUpdate::default() })
+                    .await;
+                continue;
+            };
+            let outcome = match self.inner.deps.lanes.enqueue(&record.id, &lane).await {
+                Ok(outcome) => outcome,
+                Err(QueueError::LaneFull { .. }) => {
+                    // Recovery must not drop an accepted job: a lane rebuilt after a restart
+                    // can briefly exceed the cap only if the cap was lowered; the job stays
+                    // pending and a later scan retries.
+                    warn!(job = %record.id, lane = %lane, "lane full during rescan; job stays pending");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if outcome.added {
+                n += 1;
+            }
+            if let Some(claim) = outcome.dispatch {
+                self.inner.chat_ready.push_owed(claim);
+            }
+        }
+        self.inner.stats.recovered.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Inner {
+    fn queue(&self, kind: JobKind) -> &WorkQueue<JobId> {
+        match kind {
+            JobKind::Upload => &self.upload,
+            JobKind::Exam => &self.exam,
+            JobKind::ProfileUpdate | JobKind::Chat => &self.profile,
+        }
+    }
+
+    /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
+    fn push_plain(&self, kind: JobKind, job_id: JobId) -> QueueResult<bool> {
+        if !lock(&self.in_flight).insert(job_id.clone()) {
+            return Ok(false);
+        }
+        let queue = self.queue(kind);
+        if let Err(job_id) = queue.try_push(job_id) {
+            lock(&self.in_flight).remove(&job_id);
+            return Err(QueueError::QueueFull { kind, capacity: queue.capacity() });
+        }
+        Ok(true)
+    }
+
+    /// A record left `processing` by a worker that is gone goes back to `queued` first.
+    async fn requeue_orphan(&self, record: &JobRecord) -> QueueResult<()> {
+        if record.status == JobStatus::Processing {
+            match self.deps.store.transition(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
+                Ok(_) | Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn worker_loop(self: Arc<Self>, kind: JobKind, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if kind == JobKind::Chat {
+                let claim = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    claim = self.chat_ready.pop() => claim,
+                };
+                let span = info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
+                self.run_chat(claim).instrument(span).await;
+            } else {
+                let max = if kind == JobKind::ProfileUpdate { self.config.profile_batch_max } else { 1 };
+                let queue = self.queue(kind);
+                let batch = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    batch = queue.pop_batch(max) => batch,
+                };
+                self.run_plain_batch(kind, batch).await;
+            }
+        }
+    }
+
+    async fn acquire(&self, classes: &[queue_core::LimitClass]) -> QueueResult<Option<PermitSet>> {
+        if classes.is_empty() {
+            return Ok(None);
+        }
+        self.deps.limiter.acquire(classes).await.map(Some)
+    }
+
+    async fn release(&self, permits: Option<PermitSet>) {
+        if let Some(p) = permits
+            && let Err(e) = self.deps.limiter.release(p).await
+        {
+            warn!(error = %e, "could not release permits");
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        self.config.backoff_base.saturating_mul(1 << exp).min(self.config.backoff_max)
+    }
+
+    /// Claims `record` for a worker under `epoch`: `queued -> processing`.
+    async fn begin(&self, record: &JobRecord, epoch: u64) -> QueueResult<JobRecord> {
+        self.requeue_orphan(record).await?;
+        let started = self.deps.store.transition(&record.id, JobUpdate::start(epoch)).await?;
+        lock(&self.running).insert(record.id.clone(), RunningJob { epoch, permits: None });
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        Ok(started)
+    }
+
+    fn end(&self, job: &JobId, epoch: u64) {
+        let mut running = lock(&self.running);
+        if running.get(job).is_some_and(|r| r.epoch == epoch) {
+            running.remove(job);
+        }
+    }
+
+    fn note_permits(&self, job: &JobId, epoch: u64, permits: Option<&PermitSet>) {
+        if let Some(r) = lock(&self.running).get_mut(job)
+            && r.epoch == epoch
+        {
+            r.permits = permits.cloned();
+        }
+    }
+
+    async fn run_plain_batch(self: &Arc<Self>, kind: JobKind, batch: Vec<JobId>) {
+        let mut records = Vec::with_capacity(batch.len());
+        for job_id in batch {
+            match self.deps.store.get(&job_id).await {
+                Ok(Some(record)) if record.status.is_pending() => {
+                    let epoch = record.lease_epoch + 1;
+                    match self.begin(&record, epoch).await {
+                        Ok(started) => records.push((started, epoch)),
+                        Err(e) => {
+                            warn!(job = %job_id, error = %e, "could not start job");
+                            lock(&self.in_flight).remove(&job_id);
+                        }
+                    }
+                }
+                Ok(_) => {
+                    // Gone or finished meanwhile (cancelled): nothing to run.
+                    lock(&self.in_flight).remove(&job_id);
+                }
+                Err(e) => {
+                    warn!(job = %job_id, error = %e, "could not read job; it stays pending for the next scan");
+                    lock(&self.in_flight).remove(&job_id);
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let handler = self.deps.handlers.get(kind).clone();
+        let mut classes = Vec::new();
+        for (r, _) in &records {
+            classes.extend(handler.permits(r));
+        }
+        let permits = match self.acquire(&acquisition_order(&classes)).await {
+            Ok(p) => p,
+            Err(e) => {
+                for (r, epoch) in &records {
+                    self.settle_plain(kind, r, *epoch, Err(HandlerError::retryable(format!("limiter: {e}")))).await;
+                }
+                return;
+            }
+        };
+        for (r, epoch) in &records {
+            self.note_permits(&r.id, *epoch, permits.as_ref());
+        }
+        let jobs: Vec<JobRecord> = records.iter().map(|(r, _)| r.clone()).collect();
+        let results = if jobs.len() == 1 { vec![handler.handle(&jobs[0]).await] } else { handler.handle_batch(&jobs).await };
+        self.release(permits).await;
+        let mut results = results.into_iter();
+        for (r, epoch) in &records {
+            let result = results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
+            self.settle_plain(kind, r, *epoch, result).await;
+        }
+    }
+
+    async fn settle_plain(self: &Arc<Self>, kind: JobKind, record: &JobRecord, epoch: u64, result: Result<Value, HandlerError>) {
+        let id = &record.id;
+        let update = match &result {
+            Ok(value) => JobUpdate::done(epoch, value.clone()),
+            Err(e) if e.retryable && record.attempt < self.config.max_attempts => {
+                JobUpdate::requeue(epoch, Some(e.message.clone()))
+            }
+            Err(e) => JobUpdate::failed(epoch, e.message.clone()),
+        };
+        let to = update.to;
+        self.end(id, epoch);
+        match self.deps.store.transition(id, update).await {
+            Ok(_) => {}
+            Err(QueueError::StaleLease { .. }) => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                lock(&self.in_flight).remove(id);
+                return;
+            }
+            Err(e) => {
+                warn!(job = %id, error = %e, "could not record the outcome; the job stays pending");
+                lock(&self.in_flight).remove(id);
+                return;
+            }
+        }
+        match to {
+            Some(JobStatus::Queued) => {
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                let delay = self.backoff(record.attempt);
+                let inner = self.clone();
+                let job = id.clone();
+                self.add_timer(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    inner.queue(kind).push_owed(job);
+                }));
+            }
+            Some(JobStatus::Done) => {
+                self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                lock(&self.in_flight).remove(id);
+            }
+            _ => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                lock(&self.in_flight).remove(id);
+                warn!(job = %id, kind = kind.as_str(), "job failed for good");
+            }
+        }
+    }
+
+    fn add_timer(&self, handle: JoinHandle<()>) {
+        let mut timers = lock(&self.timers);
+        timers.retain(|t| !t.is_finished());
+        timers.push(handle);
+    }
+
+    /// Runs the head job of a lane under `claim`, then hands the lane to its next job.
+    async fn run_chat(self: &Arc<Self>, claim: LaneClaim) {
+        let record = match self.deps.store.get(&claim.job_id).await {
+            Ok(Some(r)) if r.status.is_pending() => r,
+            Ok(_) => {
+                // Cancelled or already finished (a late re-delivery): move the lane on.
+                self.advance_lane(&claim).await;
+                return;
+            }
+            Err(e) => {
+                // The store is unreachable: keep the claim; the lease lapses and the reaper
+                // re-dispatches the job once the store answers again.
+                warn!(error = %e, "could not read the chat job; leaving it to the reaper");
+                return;
+            }
+        };
+        let started = match self.begin(&record, claim.epoch).await {
+            Ok(r) => r,
+            Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "could not start the chat job; leaving it to the reaper");
+                return;
+            }
+        };
+        let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat(self.clone(), claim.clone())));
+        let handler = self.deps.handlers.chat.clone();
+        let classes = acquisition_order(&handler.permits(&started));
+        let result = match self.acquire(&classes).await {
+            Ok(permits) => {
+                self.note_permits(&claim.job_id, claim.epoch, permits.as_ref());
+                let result = handler.handle(&started).await;
+                self.release(permits).await;
+                result
+            }
+            Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
+        };
+        drop(heartbeat);
+        self.end(&claim.job_id, claim.epoch);
+        self.settle_chat(&claim, &started, result).await;
+    }
+
+    async fn heartbeat(self: Arc<Self>, claim: LaneClaim) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.deps.lanes.renew(&claim).await {
+                Ok(_) => {}
+                Err(QueueError::StaleLease { .. }) => {
+                    warn!(job = %claim.job_id, "lease lost while running; the result will be rejected");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
+            }
+        }
+    }
+
+    async fn settle_chat(self: &Arc<Self>, claim: &LaneClaim, record: &JobRecord, result: Result<Value, HandlerError>) {
+        let retry = matches!(&result, Err(e) if e.retryable && record.attempt < self.config.max_attempts);
+        if retry {
+            let message = result.err().map(|e| e.message);
+            match self.deps.store.transition(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
+                Ok(_) => {}
+                Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
+                    self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not record the retry; leaving it to the reaper");
+                    return;
+                }
+            }
+            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            let delay = self.backoff(record.attempt);
+            let inner = self.clone();
+            let claim = claim.clone();
+            // The job keeps the head of its lane while it waits: the retry re-claims the same
+            // head under a new epoch.
+            self.add_timer(tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                match inner.deps.lanes.reclaim(&claim).await {
+                    Ok(next) => inner.chat_ready.push_owed(next),
+                    Err(e) => debug!(error = %e, "retry superseded (the reaper re-dispatched the job)"),
+                }
+            }));
+            return;
+        }
+        // Fence at the lane first: a worker whose lease was reaped must not advance the lane nor
+        // write its result.
+        let next = match self.deps.lanes.finish(claim).await {
+            Ok(next) => next,
+            Err(QueueError::StaleLease { .. }) => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                warn!(job = %claim.job_id, "late result rejected: the lease had expired");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "could not finish the lane claim; leaving it to the reaper");
+                return;
+            }
+        };
+        let (update, ok) = match result {
+            Ok(value) => (JobUpdate::done(claim.epoch, value), true),
+            Err(e) => (JobUpdate::failed(claim.epoch, e.message), false),
+        };
+        match self.deps.store.transition(&claim.job_id, update).await {
+            Ok(_) if ok => {
+                self.stats.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                warn!(job = %claim.job_id, "chat job failed for good; the lane moves on");
+            }
+            Err(QueueError::StaleLease { .. }) => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => warn!(job = %claim.job_id, error = %e, "could not record the chat job's outcome"),
+        }
+        if let Some(next) = next {
+            self.chat_ready.push_owed(next);
+        }
+    }
+
+    async fn advance_lane(&self, claim: &LaneClaim) {
+        match self.deps.lanes.finish(claim).await {
+            Ok(Some(next)) => self.chat_ready.push_owed(next),
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "lane already moved on"),
+        }
+    }
+
+    async fn reaper_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.reaper_interval);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tick.tick() => {}
+            }
+            match self.deps.lanes.reap_expired().await {
+                Ok(claims) => {
+                    for claim in claims {
+                        warn!(job = %claim.job_id, lane = %claim.lane_id, "lease expired; re-dispatching the head job");
+                        self.stats.lease_expiries.fetch_add(1, Ordering::Relaxed);
+                        self.chat_ready.push_owed(claim);
+                    }
+                }
+                Err(e) => warn!(error = %e, "reaper could not read lanes"),
+            }
+        }
+    }
+
+    async fn purge_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.purge_interval);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tick.tick() => {}
+            }
+            let retention = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
+            let before = self.deps.clock.now_ms().saturating_sub(retention);
+            match self.deps.store.purge_finished(before).await {
+                Ok(0) => {}
+                Ok(n) => info!(purged = n, "finished job records past retention deleted"),
+                Err(e) => warn!(error = %e, "retention purge failed"),
+            }
+        }
+    }
+
+    /// Puts every job a worker still held back to `queued` and gives back its permits.
+    async fn hand_back_running(&self) {
+        let running: Vec<(JobId, RunningJob)> = lock(&self.running).drain().collect();
+        for (job, r) in running {
+            self.release(r.permits).await;
+            match self.deps.store.transition(&job, JobUpdate::requeue(r.epoch, Some("handed back at stop".into()))).await {
+                Ok(_) => {
+                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
+                    info!(job = %job, "running job handed back at stop");
+                }
+                Err(e) => debug!(job = %job, error = %e, "job finished while stopping"),
+            }
+        }
+    }
+}

@@ -1,0 +1,880 @@
+//! The durable embedded job store: one SQLite file per tenant, written by one thread that commits
+//! every operation waiting at the time in one transaction (group commit), read through a
+//! separate connection.
+//!
+//! Why this shape: an accepted job must survive the process being killed, which costs a
+//! durable commit; one writer draining a queue pays that cost once per batch instead of once per
+//! job, and a WAL database lets the read connection run beside it without blocking.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use queue_core::{
+    IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId,
+    NewJob, QueueError, QueueResult, RequestId, SharedClock, StatusCounts, TenantId,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+/// Settings of a [`SqliteJobStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteStoreConfig {
+    /// Most operations committed in one transaction (clamped to at least 1). Larger batches
+    /// spread one fsync over more jobs; the bound keeps one transaction, and the wait of the
+    /// first caller in it, short.
+    pub max_batch: usize,
+    /// How long a `request_id` keeps mapping to the job it created. Keep it no longer than the
+    /// retention of finished jobs, or a retried submit may be sent to a purged job.
+    pub idempotency_ttl_ms: u64,
+}
+
+impl Default for SqliteStoreConfig {
+    fn default() -> Self {
+        Self { max_batch: 512, idempotency_ttl_ms: 24 * 60 * 60 * 1000 }
+    }
+}
+
+/// Bumped when the schema changes incompatibly; a file written by a newer version is refused.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id            TEXT PRIMARY KEY NOT NULL,
+    kind          TEXT NOT NULL,
+    lane          TEXT,
+    request_id    TEXT,
+    status        TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    lease_epoch   INTEGER NOT NULL,
+    seq           INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    payload       TEXT NOT NULL,
+    result        TEXT,
+    error         TEXT
+);
+-- scan_pending, counts and list by kind are range scans of this index.
+CREATE INDEX IF NOT EXISTS jobs_by_kind_status_seq ON jobs (kind, status, seq);
+-- purge_finished is a range scan of this one.
+CREATE INDEX IF NOT EXISTS jobs_by_status_updated ON jobs (status, updated_at_ms);
+CREATE TABLE IF NOT EXISTS idempotency (
+    request_id    TEXT PRIMARY KEY NOT NULL,
+    job_id        TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value NOT NULL
+);
+";
+
+/// The `jobs` columns in the order [`RawJob::from_row`] reads them. A macro so that the SQL built
+/// from it is a `&'static str` and each statement is found in the cache without formatting.
+macro_rules! columns {
+    () => {
+        "id, kind, lane, request_id, status, attempt, lease_epoch, seq, created_at_ms, updated_at_ms, payload, \
+         result, error"
+    };
+}
+
+const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1");
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO jobs (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+);
+const LIST_BY_KIND_SQL: &str =
+    concat!("SELECT ", columns!(), " FROM jobs WHERE kind = ?1 AND status = ?2 ORDER BY seq DESC LIMIT ?3");
+const LIST_SQL: &str =
+    concat!("SELECT ", columns!(), " FROM jobs WHERE status = ?1 ORDER BY seq DESC LIMIT ?2");
+/// The pending jobs of one kind in submission order: two range scans of
+/// `jobs_by_kind_status_seq` (one per state) merged by a sort of the pending rows only.
+const SCAN_PENDING_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE kind = ?1 AND status IN ('queued', 'processing') ORDER BY seq"
+);
+
+/// How long a connection waits for a lock held by another connection (a checkpoint, or a second
+/// process opening the same file) before giving up with an error.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// One tenant's job records (and idempotency keys) in one SQLite file.
+///
+/// Writes go to a dedicated writer thread and are durable when they return; reads run on a
+/// blocking thread through a second connection and see every write that has returned. Dropping
+/// the store lets the writer finish its current batch, then joins it.
+pub struct SqliteJobStore {
+    tenant: TenantId,
+    clock: SharedClock,
+    path: PathBuf,
+    /// `path` as text, for error messages.
+    shown: Arc<str>,
+    /// `None` only while dropping: closing the channel is what stops the writer.
+    ops: Option<mpsc::Sender<Envelope>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Arc<Mutex<Connection>>,
+    stats: Arc<WriterStats>,
+}
+
+#[derive(Debug, Default)]
+struct WriterStats {
+    batches: AtomicU64,
+    ops: AtomicU64,
+}
+
+impl SqliteJobStore {
+    /// Opens (creating it and its parent directories if needed) the store at `path` for
+    /// `tenant`, and starts its writer thread. It does blocking file I/O: call it at startup or
+    /// from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`QueueError::Storage`] naming `path` when it cannot be created or opened, is not a job
+    /// store, or was written by a newer schema; [`QueueError::Config`] when it belongs to another
+    /// tenant.
+    pub fn open(
+        path: &Path,
+        tenant: TenantId,
+        clock: SharedClock,
+        config: SqliteStoreConfig,
+    ) -> QueueResult<Self> {
+        let shown: Arc<str> = path.display().to_string().into();
+        let fail =
+            |what: &str, e: &dyn fmt::Display| QueueError::Storage(format!("job store {shown}: {what}: {e}"));
+
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| fail(&format!("cannot create the directory {}", parent.display()), &e))?;
+        }
+        // No URI flag: a path is a path, even one that contains `?`.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| fail("cannot open", &e))?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+            .map_err(|e| fail("cannot configure", &e))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| fail("cannot switch to WAL (is it a SQLite database?)", &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(fail("cannot switch to WAL", &format!("journal mode stayed {mode}")));
+        }
+        // Durability. In WAL mode a commit appends to the -wal file. With synchronous=NORMAL that
+        // append reaches the OS at commit but is fsynced only at checkpoints: it survives a
+        // process crash (SIGKILL — the kernel still holds the pages) but not power loss or a
+        // kernel panic. FULL fsyncs the WAL at every commit, so an accepted job survives those
+        // too; group commit is what makes that affordable (one fsync per batch, not per job).
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| fail("cannot configure", &e))?;
+        let next_seq =
+            prepare_schema(&mut conn, &tenant).map_err(|e| e.into_queue(&shown, "cannot prepare"))?;
+
+        // The reader opens after the writer made the file a WAL database with its schema.
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| fail("cannot open the read connection", &e))?;
+        reader
+            .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+            .and_then(|()| reader.pragma_update(None, "query_only", true))
+            .map_err(|e| fail("cannot configure the read connection", &e))?;
+
+        let stats = Arc::new(WriterStats::default());
+        let (ops, queue) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            tenant: tenant.clone(),
+            shown: Arc::clone(&shown),
+            next_seq,
+            idempotency_ttl_ms: config.idempotency_ttl_ms,
+            max_batch: config.max_batch.max(1),
+            stats: Arc::clone(&stats),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("laneway-sqlite-{tenant}"))
+            .spawn(move || writer.run(&queue))
+            .map_err(|e| fail("cannot start the writer thread", &e))?;
+        tracing::debug!(tenant = %tenant, path = %shown, next_seq, "opened the SQLite job store");
+
+        Ok(Self {
+            tenant,
+            clock,
+            path: path.to_path_buf(),
+            shown,
+            ops: Some(ops),
+            writer: Some(handle),
+            reader: Arc::new(Mutex::new(reader)),
+            stats,
+        })
+    }
+
+    /// The file this store lives in.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many write transactions the writer has committed (each holds one or more operations).
+    #[must_use]
+    pub fn batches_committed(&self) -> u64 {
+        self.stats.batches.load(Ordering::Acquire)
+    }
+
+    /// How many write operations have taken effect. Refused ones (an existing id, a stale lease)
+    /// are not counted. Fewer batches than operations means group commit shared fsyncs.
+    #[must_use]
+    pub fn ops_committed(&self) -> u64 {
+        self.stats.ops.load(Ordering::Acquire)
+    }
+
+    fn writer_gone(&self) -> QueueError {
+        QueueError::Storage(format!("job store {}: the writer thread has stopped", self.shown))
+    }
+
+    /// Hands `op` to the writer and waits until its batch is committed.
+    async fn write(&self, op: WriteOp) -> QueueResult<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let envelope = Envelope { op, now_ms: self.clock.now_ms(), reply };
+        let ops = self.ops.as_ref().ok_or_else(|| self.writer_gone())?;
+        ops.send(envelope).map_err(|_| self.writer_gone())?;
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
+    /// Runs `f` on the read connection on a blocking thread.
+    async fn read<T, F>(&self, what: &'static str, f: F) -> QueueResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &TenantId) -> Result<T, Failure> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        let tenant = self.tenant.clone();
+        let shown = Arc::clone(&self.shown);
+        let task = tokio::task::spawn_blocking(move || {
+            // A panic in an earlier read leaves the connection itself usable.
+            let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn, &tenant).map_err(|e| e.into_queue(&shown, what))
+        });
+        task.await.map_err(|e| {
+            QueueError::Storage(format!("job store {}: {what} did not finish: {e}", self.shown))
+        })?
+    }
+}
+
+impl fmt::Debug for SqliteJobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteJobStore")
+            .field("tenant", &self.tenant)
+            .field("path", &self.path)
+            .field("batches_committed", &self.batches_committed())
+            .field("ops_committed", &self.ops_committed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteJobStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once it has answered what it holds.
+        drop(self.ops.take());
+        if let Some(handle) = self.writer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!(tenant = %self.tenant, path = %self.shown, "the SQLite writer thread panicked");
+        }
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> QueueError {
+    QueueError::Storage(format!("job store: the writer answered with an unexpected {outcome:?}"))
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
+        match self.write(WriteOp::Create(job)).await? {
+            Outcome::Record(record) => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {
+        let id = id.clone();
+        self.read("get", move |conn, tenant| {
+            let raw = conn.prepare_cached(GET_SQL)?.query_row([id.as_str()], RawJob::from_row).optional()?;
+            raw.map(|raw| raw.decode(tenant)).transpose()
+        })
+        .await
+    }
+
+    async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+        match self.write(WriteOp::Transition(id.clone(), update)).await? {
+            Outcome::Record(record) => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete(&self, id: &JobId) -> QueueResult<bool> {
+        match self.write(WriteOp::Delete(id.clone())).await? {
+            Outcome::Flag(deleted) => Ok(deleted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>> {
+        self.read("scan_pending", move |conn, tenant| {
+            let mut stmt = conn.prepare_cached(SCAN_PENDING_SQL)?;
+            let raws = stmt.query_map([kind.as_str()], RawJob::from_row)?.collect::<Result<Vec<_>, _>>()?;
+            raws.into_iter().map(|raw| raw.decode(tenant)).collect()
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        kind: Option<JobKind>,
+        status: JobStatus,
+        limit: usize,
+    ) -> QueueResult<Vec<JobRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("list", move |conn, tenant| {
+            let raws = if let Some(kind) = kind {
+                let mut stmt = conn.prepare_cached(LIST_BY_KIND_SQL)?;
+                stmt.query_map(params![kind.as_str(), status.as_str(), limit], RawJob::from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                let mut stmt = conn.prepare_cached(LIST_SQL)?;
+                stmt.query_map(params![status.as_str(), limit], RawJob::from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            raws.into_iter().map(|raw| raw.decode(tenant)).collect()
+        })
+        .await
+    }
+
+    async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
+        self.read("counts", move |conn, _| {
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM jobs WHERE kind = ?1 GROUP BY status")?;
+            let rows = stmt
+                .query_map([kind.as_str()], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut counts = StatusCounts::default();
+            for (status, n) in rows {
+                let status = JobStatus::parse(&status).map_err(|e| Failure::Corrupt(e.to_string()))?;
+                counts.add(status, u64::try_from(n).unwrap_or(0));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize> {
+        match self.write(WriteOp::Purge { before_ms }).await? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteJobStore {
+    async fn claim(&self, request: &RequestId, job: &JobId) -> QueueResult<IdempotencyClaim> {
+        match self.write(WriteOp::Claim { request: request.clone(), job: job.clone() }).await? {
+            Outcome::Claim(claim) => Ok(claim),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn release(&self, request: &RequestId, job: &JobId) -> QueueResult<()> {
+        match self.write(WriteOp::Release { request: request.clone(), job: job.clone() }).await? {
+            Outcome::Flag(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Creates the schema if needed, checks the file belongs to `tenant`, and returns the next
+/// sequence number.
+fn prepare_schema(conn: &mut Connection, tenant: &TenantId) -> Result<u64, Failure> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
+    let version: i64 =
+        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Failure::Corrupt(format!(
+            "schema version {version} is newer than this build understands ({SCHEMA_VERSION})"
+        )));
+    }
+    // A file is one tenant's: opening it for another tenant is a wiring bug that would mix data.
+    tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('tenant', ?1)", [tenant.as_str()])?;
+    let owner: String = tx.query_row("SELECT value FROM meta WHERE key = 'tenant'", [], |r| r.get(0))?;
+    if owner != tenant.as_str() {
+        return Err(Failure::Queue(QueueError::Config(format!(
+            "the job store belongs to tenant {owner:?}, not {:?}",
+            tenant.as_str()
+        ))));
+    }
+    // The persisted counter covers jobs that were created and then purged or deleted; max(seq)
+    // covers a file whose counter was never written. The larger of the two never goes back.
+    let stored: Option<i64> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0)).optional()?;
+    let max_seq: Option<i64> = tx.query_row("SELECT MAX(seq) FROM jobs", [], |r| r.get(0))?;
+    let next = stored.unwrap_or(1).max(max_seq.map_or(1, |m| m.saturating_add(1))).max(1);
+    tx.commit()?;
+    Ok(u64::try_from(next).unwrap_or(1))
+}
+
+/// Why an operation failed, before it is turned into a [`QueueError`] that names the file.
+#[derive(Debug)]
+enum Failure {
+    Sql(rusqlite::Error),
+    Corrupt(String),
+    Queue(QueueError),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+impl From<QueueError> for Failure {
+    fn from(e: QueueError) -> Self {
+        Self::Queue(e)
+    }
+}
+
+impl Failure {
+    fn into_queue(self, shown: &str, what: &str) -> QueueError {
+        match self {
+            Self::Sql(e) => QueueError::Storage(format!("job store {shown}: {what}: {e}")),
+            Self::Corrupt(e) => QueueError::Storage(format!("job store {shown}: {what}: corrupt data: {e}")),
+            Self::Queue(e) => e,
+        }
+    }
+}
+
+fn to_sql_int(value: u64, field: &str) -> Result<i64, Failure> {
+    i64::try_from(value).map_err(|_| Failure::Corrupt(format!("{field} {value} does not fit in SQLite")))
+}
+
+fn to_json(value: &serde_json::Value, field: &str) -> Result<String, Failure> {
+    serde_json::to_string(value).map_err(|e| Failure::Corrupt(format!("{field} cannot be encoded: {e}")))
+}
+
+/// A `jobs` row as SQLite returns it, before validation.
+struct RawJob {
+    id: String,
+    kind: String,
+    lane: Option<String>,
+    request_id: Option<String>,
+    status: String,
+    attempt: i64,
+    lease_epoch: i64,
+    seq: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    payload: String,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl RawJob {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            kind: row.get(1)?,
+            lane: row.get(2)?,
+            request_id: row.get(3)?,
+            status: row.get(4)?,
+            attempt: row.get(5)?,
+            lease_epoch: row.get(6)?,
+            seq: row.get(7)?,
+            created_at_ms: row.get(8)?,
+            updated_at_ms: row.get(9)?,
+            payload: row.get(10)?,
+            result: row.get(11)?,
+            error: row.get(12)?,
+        })
+    }
+
+    /// Validates the row back into a record; a row this store did not write is reported, not
+    /// guessed at.
+    fn decode(self, tenant: &TenantId) -> Result<JobRecord, Failure> {
+        let id = self.id;
+        let bad = |what: String| Failure::Corrupt(format!("job {id}: {what}"));
+        let int = |value: i64, field: &str| {
+            u64::try_from(value).map_err(|_| Failure::Corrupt(format!("job {id}: negative {field} {value}")))
+        };
+        let json = |text: &str, field: &str| {
+            serde_json::from_str(text)
+                .map_err(|e| Failure::Corrupt(format!("job {id}: {field} is not JSON: {e}")))
+        };
+        Ok(JobRecord {
+            kind: JobKind::parse(&self.kind).map_err(|e| bad(e.to_string()))?,
+            tenant: tenant.clone(),
+            lane: self.lane.map(LaneId::new).transpose().map_err(|e| bad(e.to_string()))?,
+            request_id: self.request_id.map(RequestId::new).transpose().map_err(|e| bad(e.to_string()))?,
+            status: JobStatus::parse(&self.status).map_err(|e| bad(e.to_string()))?,
+            attempt: u32::try_from(self.attempt)
+                .map_err(|_| bad(format!("attempt {} out of range", self.attempt)))?,
+            lease_epoch: int(self.lease_epoch, "lease_epoch")?,
+            seq: int(self.seq, "seq")?,
+            created_at_ms: int(self.created_at_ms, "created_at_ms")?,
+            updated_at_ms: int(self.updated_at_ms, "updated_at_ms")?,
+            payload: json(&self.payload, "payload")?,
+            result: self.result.as_deref().map(|r| json(r, "result")).transpose()?,
+            error: self.error,
+            id: JobId::new(id.clone()).map_err(|e| bad(e.to_string()))?,
+        })
+    }
+}
+
+/// A write, as the writer thread receives it.
+#[derive(Debug)]
+enum WriteOp {
+    Create(NewJob),
+    Transition(JobId, JobUpdate),
+    Delete(JobId),
+    Purge { before_ms: u64 },
+    Claim { request: RequestId, job: JobId },
+    Release { request: RequestId, job: JobId },
+}
+
+impl WriteOp {
+    const fn name(&self) -> &'static str {
+        match self {
+            Self::Create(_) => "create",
+            Self::Transition(..) => "transition",
+            Self::Delete(_) => "delete",
+            Self::Purge { .. } => "purge_finished",
+            Self::Claim { .. } => "claim",
+            Self::Release { .. } => "release",
+        }
+    }
+}
+
+/// What a write produced.
+#[derive(Debug)]
+enum Outcome {
+    Record(JobRecord),
+    Flag(bool),
+    Count(usize),
+    Claim(IdempotencyClaim),
+}
+
+struct Envelope {
+    op: WriteOp,
+    /// The caller's time when it asked: timestamps mean "when submitted", not "when batched".
+    now_ms: u64,
+    reply: oneshot::Sender<QueueResult<Outcome>>,
+}
+
+/// The writer thread's state: the only connection that writes.
+struct Writer {
+    conn: Connection,
+    tenant: TenantId,
+    shown: Arc<str>,
+    next_seq: u64,
+    idempotency_ttl_ms: u64,
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    /// Commits batches until every sender is gone.
+    fn run(mut self, queue: &mpsc::Receiver<Envelope>) {
+        let mut batch = Vec::with_capacity(self.max_batch.min(1024));
+        while let Ok(first) = queue.recv() {
+            batch.push(first);
+            // Whatever arrived while the previous batch was being fsynced rides in this one.
+            while batch.len() < self.max_batch {
+                match queue.try_recv() {
+                    Ok(envelope) => batch.push(envelope),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+    }
+
+    /// Applies `batch` in one transaction, then answers each caller. An operation that fails is
+    /// rolled back to its own savepoint and only its caller hears of it; a transaction that fails
+    /// to commit fails every operation in it (none of them took effect).
+    fn commit_batch(&mut self, batch: &mut Vec<Envelope>) {
+        let (work, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|e| ((e.op, e.now_ms), e.reply)).unzip();
+        let seq_before = self.next_seq;
+        let mut outcomes = Vec::with_capacity(work.len());
+        match self.apply_batch(work, &mut outcomes, seq_before) {
+            Ok(()) => {
+                let applied = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+                self.stats.ops.fetch_add(applied, Ordering::AcqRel);
+                self.stats.batches.fetch_add(1, Ordering::AcqRel);
+                tracing::trace!(tenant = %self.tenant, ops = replies.len(), applied, "committed a batch");
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting (its future was dropped) needs no answer.
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                self.next_seq = seq_before;
+                let error = QueueError::Storage(format!("job store {}: commit failed: {e}", self.shown));
+                tracing::error!(
+                    tenant = %self.tenant, path = %self.shown, error = %e, ops = replies.len(),
+                    "a job store batch failed"
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn apply_batch(
+        &mut self,
+        work: Vec<(WriteOp, u64)>,
+        outcomes: &mut Vec<QueueResult<Outcome>>,
+        seq_before: u64,
+    ) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        for (op, now_ms) in work {
+            self.conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+            let what = op.name();
+            let seq = self.next_seq;
+            let outcome = self.apply(op, now_ms).map_err(|e| e.into_queue(&self.shown, what));
+            if outcome.is_err() {
+                // Undo this operation only: its batch-mates before and after keep their effects.
+                self.next_seq = seq;
+                self.conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+            }
+            self.conn.prepare_cached("RELEASE op")?.execute([])?;
+            outcomes.push(outcome);
+        }
+        if self.next_seq != seq_before {
+            let next = i64::try_from(self.next_seq).unwrap_or(i64::MAX);
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([next])?;
+        }
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+
+    fn apply(&mut self, op: WriteOp, now_ms: u64) -> Result<Outcome, Failure> {
+        match op {
+            WriteOp::Create(job) => self.create(job, now_ms).map(Outcome::Record),
+            WriteOp::Transition(id, update) => self.transition(&id, &update, now_ms).map(Outcome::Record),
+            WriteOp::Delete(id) => {
+                let n = self.conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.as_str()])?;
+                Ok(Outcome::Flag(n > 0))
+            }
+            WriteOp::Purge { before_ms } => {
+                let before = to_sql_int(before_ms, "before_ms")?;
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND updated_at_ms < ?1",
+                    )?
+                    .execute([before])?;
+                // Retention is also when expired idempotency keys go, so the table stays bounded.
+                self.conn
+                    .prepare_cached("DELETE FROM idempotency WHERE expires_at_ms <= ?1")?
+                    .execute([to_sql_int(now_ms, "now")?])?;
+                Ok(Outcome::Count(n))
+            }
+            WriteOp::Claim { request, job } => self.claim(&request, &job, now_ms).map(Outcome::Claim),
+            WriteOp::Release { request, job } => {
+                let n = self
+                    .conn
+                    .prepare_cached("DELETE FROM idempotency WHERE request_id = ?1 AND job_id = ?2")?
+                    .execute([request.as_str(), job.as_str()])?;
+                Ok(Outcome::Flag(n > 0))
+            }
+        }
+    }
+
+    fn create(&mut self, job: NewJob, now_ms: u64) -> Result<JobRecord, Failure> {
+        let exists =
+            self.conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?.exists([job.id.as_str()])?;
+        if exists {
+            return Err(QueueError::AlreadyExists { job: job.id }.into());
+        }
+        let record = JobRecord::from_new(self.tenant.clone(), job, self.next_seq, now_ms);
+        self.conn.prepare_cached(INSERT_SQL)?.execute(params![
+            record.id.as_str(),
+            record.kind.as_str(),
+            record.lane.as_ref().map(LaneId::as_str),
+            record.request_id.as_ref().map(RequestId::as_str),
+            record.status.as_str(),
+            i64::from(record.attempt),
+            to_sql_int(record.lease_epoch, "lease_epoch")?,
+            to_sql_int(record.seq, "seq")?,
+            to_sql_int(record.created_at_ms, "created_at_ms")?,
+            to_sql_int(record.updated_at_ms, "updated_at_ms")?,
+            to_json(&record.payload, "payload")?,
+            record.result.as_ref().map(|r| to_json(r, "result")).transpose()?,
+            record.error.as_deref(),
+        ])?;
+        self.next_seq += 1;
+        Ok(record)
+    }
+
+    fn transition(&self, id: &JobId, update: &JobUpdate, now_ms: u64) -> Result<JobRecord, Failure> {
+        let raw = self.conn.prepare_cached(GET_SQL)?.query_row([id.as_str()], RawJob::from_row).optional()?;
+        let Some(raw) = raw else {
+            return Err(QueueError::NotFound { job: id.clone() }.into());
+        };
+        let mut record = raw.decode(&self.tenant)?;
+        // The same fence and table as every other store; on error nothing was written.
+        record.apply(update, now_ms)?;
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET status = ?2, attempt = ?3, lease_epoch = ?4, updated_at_ms = ?5, result = ?6, \
+                 error = ?7 WHERE id = ?1",
+            )?
+            .execute(params![
+                record.id.as_str(),
+                record.status.as_str(),
+                i64::from(record.attempt),
+                to_sql_int(record.lease_epoch, "lease_epoch")?,
+                to_sql_int(record.updated_at_ms, "updated_at_ms")?,
+                record.result.as_ref().map(|r| to_json(r, "result")).transpose()?,
+                record.error.as_deref(),
+            ])?;
+        Ok(record)
+    }
+
+    fn claim(&self, request: &RequestId, job: &JobId, now_ms: u64) -> Result<IdempotencyClaim, Failure> {
+        let now = to_sql_int(now_ms, "now")?;
+        // An expired key is as good as absent: clear it so the insert below can take it.
+        self.conn
+            .prepare_cached("DELETE FROM idempotency WHERE request_id = ?1 AND expires_at_ms <= ?2")?
+            .execute(params![request.as_str(), now])?;
+        let expires = now.saturating_add(i64::try_from(self.idempotency_ttl_ms).unwrap_or(i64::MAX));
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO idempotency (request_id, job_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![request.as_str(), job.as_str(), expires])?;
+        if inserted > 0 {
+            return Ok(IdempotencyClaim::Claimed);
+        }
+        let owner: String = self
+            .conn
+            .prepare_cached("SELECT job_id FROM idempotency WHERE request_id = ?1")?
+            .query_row([request.as_str()], |r| r.get(0))?;
+        let owner =
+            JobId::new(owner).map_err(|e| Failure::Corrupt(format!("idempotency key {request}: {e}")))?;
+        Ok(IdempotencyClaim::Existing(owner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use queue_core::ManualClock;
+
+    fn store(dir: &tempfile::TempDir) -> SqliteJobStore {
+        SqliteJobStore::open(
+            &dir.path().join("jobs.sqlite"),
+            TenantId::default_tenant(),
+            Arc::new(ManualClock::new(1_000)),
+            SqliteStoreConfig::default(),
+        )
+        .unwrap()
+    }
+
+    fn new_job(id: &str) -> NewJob {
+        NewJob {
+            id: JobId::new(id).unwrap(),
+            kind: JobKind::Upload,
+            lane: None,
+            request_id: None,
+            payload: serde_json::json!({ "id": id }),
+        }
+    }
+
+    #[test]
+    fn scan_pending_is_an_indexed_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let conn = store.reader.lock().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SCAN_PENDING_SQL}"))
+            .unwrap()
+            .query_map(["upload"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("USING INDEX jobs_by_kind_status_seq")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN jobs")), "{plan:?}");
+    }
+
+    /// Builds one batch by hand so the refused operations are certain to share a transaction
+    /// with the good ones.
+    #[test]
+    fn a_refused_operation_does_not_fail_the_rest_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        // The store prepares the file; its writer is stopped so this test can own the writing.
+        drop(store(&dir));
+        let mut conn = Connection::open(&path).unwrap();
+        let next_seq = prepare_schema(&mut conn, &TenantId::default_tenant()).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let mut writer = Writer {
+            conn,
+            tenant: TenantId::default_tenant(),
+            shown: "test".into(),
+            next_seq,
+            idempotency_ttl_ms: 1_000,
+            max_batch: 16,
+            stats: Arc::clone(&stats),
+        };
+        let mut answers = Vec::new();
+        let mut batch: Vec<Envelope> = [
+            WriteOp::Create(new_job("a")),
+            WriteOp::Create(new_job("a")),
+            WriteOp::Transition(JobId::new("missing").unwrap(), JobUpdate::start(1)),
+            WriteOp::Transition(JobId::new("a").unwrap(), JobUpdate::done(0, serde_json::Value::Null)),
+            WriteOp::Create(new_job("b")),
+        ]
+        .into_iter()
+        .map(|op| {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            Envelope { op, now_ms: 5, reply }
+        })
+        .collect();
+
+        writer.commit_batch(&mut batch);
+
+        let results: Vec<QueueResult<Outcome>> =
+            answers.into_iter().map(|mut a| a.try_recv().unwrap()).collect();
+        assert!(matches!(&results[0], Ok(Outcome::Record(r)) if r.seq == 1));
+        assert!(matches!(&results[1], Err(QueueError::AlreadyExists { .. })));
+        assert!(matches!(&results[2], Err(QueueError::NotFound { .. })));
+        assert!(matches!(&results[3], Err(QueueError::InvalidTransition { .. })));
+        assert!(
+            matches!(&results[4], Ok(Outcome::Record(r)) if r.seq == 2),
+            "a refused create spends no seq"
+        );
+        assert_eq!(stats.batches.load(Ordering::Acquire), 1);
+        assert_eq!(stats.ops.load(Ordering::Acquire), 2);
+        let rows: i64 = writer.conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0)).unwrap();
+        let status: String =
+            writer.conn.query_row("SELECT status FROM jobs WHERE id = 'a'", [], |r| r.get(0)).unwrap();
+        assert_eq!((rows, status.as_str()), (2, "queued"));
+    }
+}
