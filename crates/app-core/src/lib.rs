@@ -1,1 +1,19 @@
-//! Laneway's application core: settings, handlers, the chat start/status flow.
+//! Laneway's application core: settings from the environment, the concrete job handlers, the
+//! tenant wiring, and the chat start/status flow. A thin adapter over the queue layers, with no
+//! queue logic of its own.
+//!
+//! The `app` binary builds a [`Laneway`] from [`Settings`] and serves it.
+
+pub mod api;
+mod error;
+pub mod handlers;
+pub mod payloads;
+pub mod responder;
+mod service;
+pub mod settings;
+pub mod wiring;
+
+pub use error::AppError;
+pub use queue_core::{JobId, JobKind, JobStatus, LaneId, Mode, TenantId};
+pub use service::{Health, Laneway};
+pub use settings::{Settings, SettingsError};

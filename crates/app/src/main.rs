@@ -1,1 +1,105 @@
-fn main() {}
+//! `laneway`: the command line — `laneway serve` runs the HTTP API and the workers of every
+//! configured tenant in one process (the embedded default needs no server).
+
+mod http;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use app_core::{Laneway, Settings};
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+
+/// Multi-tenant job runtime for conversational-AI backends.
+#[derive(Debug, Parser)]
+#[command(name = "laneway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API and the workers (settings come from the environment; see README).
+    Serve {
+        /// Address to listen on [default: LANEWAY_ADDR or 127.0.0.1:8080].
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn getenv(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve { addr } => match serve(addr).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{e:#}");
+                eprintln!("laneway: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+async fn serve(addr: Option<SocketAddr>) -> anyhow::Result<()> {
+    let settings = Settings::from_env(&getenv).map_err(|e| anyhow::anyhow!("invalid settings:\n{e}"))?;
+    let addr = addr.unwrap_or(settings.addr);
+    let mode = settings.backend;
+    let app = Arc::new(Laneway::start(settings, mode, &getenv).await.context("cannot start")?);
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    info!(addr = %local, "laneway listening on http://{local}");
+    let router = http::router(app.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    info!("shutting down: stopping tenant runtimes");
+    app.shutdown().await;
+    info!("bye");
+    Ok(())
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}

@@ -38,7 +38,11 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
 
     /// Puts a chat job in its lane (`lane_id`, or the lane on its record) and dispatches it if the
     /// lane is idle.
-    async fn enqueue_chat_job(&self, job_id: JobId, lane_id: Option<LaneId>) -> QueueResult<ChatEnqueueReceipt>;
+    async fn enqueue_chat_job(
+        &self,
+        job_id: JobId,
+        lane_id: Option<LaneId>,
+    ) -> QueueResult<ChatEnqueueReceipt>;
 
     /// Re-enqueues upload jobs the store holds as pending but no worker holds; returns how many.
     async fn scan_pending_upload_jobs(&self) -> QueueResult<usize>;

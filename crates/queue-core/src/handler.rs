@@ -71,7 +71,12 @@ impl HandlerSet {
     /// One handler for every kind (tests and benchmarks).
     #[must_use]
     pub fn uniform(handler: Arc<dyn JobHandler>) -> Self {
-        Self { upload: handler.clone(), exam: handler.clone(), profile_update: handler.clone(), chat: handler }
+        Self {
+            upload: handler.clone(),
+            exam: handler.clone(),
+            profile_update: handler.clone(),
+            chat: handler,
+        }
     }
 
     /// The handler of `kind`.

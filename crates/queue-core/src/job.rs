@@ -217,7 +217,12 @@ impl JobUpdate {
     /// A claim by a worker: `queued -> processing` under `epoch`, one more attempt.
     #[must_use]
     pub fn start(epoch: u64) -> Self {
-        Self { to: Some(JobStatus::Processing), set_epoch: Some(epoch), bump_attempt: true, ..Self::default() }
+        Self {
+            to: Some(JobStatus::Processing),
+            set_epoch: Some(epoch),
+            bump_attempt: true,
+            ..Self::default()
+        }
     }
 
     /// Success under the claim `epoch`.
@@ -229,7 +234,12 @@ impl JobUpdate {
     /// Final failure under the claim `epoch`; the error is kept.
     #[must_use]
     pub fn failed(epoch: u64, error: impl Into<String>) -> Self {
-        Self { to: Some(JobStatus::Failed), expect_epoch: Some(epoch), error: Some(error.into()), ..Self::default() }
+        Self {
+            to: Some(JobStatus::Failed),
+            expect_epoch: Some(epoch),
+            error: Some(error.into()),
+            ..Self::default()
+        }
     }
 
     /// Back to the queue under the claim `epoch` (retry, or a graceful stop handing it back).

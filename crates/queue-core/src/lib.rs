@@ -25,7 +25,9 @@ pub use error::{QueueError, QueueResult};
 pub use handler::{HandlerError, HandlerSet, JobHandler};
 pub use ids::{IdError, JobId, LaneId, MAX_ID_LEN, MAX_TENANT_LEN, RequestId, TenantId};
 pub use job::{JobKind, JobRecord, JobStatus, JobUpdate, NewJob};
-pub use lane::{ChatEnqueueReceipt, ChatLaneStore, LaneClaim, LaneEnqueue, LaneLoad, LaneSnapshot, LaneStoreConfig};
+pub use lane::{
+    ChatEnqueueReceipt, ChatLaneStore, LaneClaim, LaneEnqueue, LaneLoad, LaneSnapshot, LaneStoreConfig,
+};
 pub use limiter::{LimitCaps, LimitClass, Limiter, PermitSet, PermitUsage, acquisition_order};
 pub use mode::Mode;
 pub use store::{IdempotencyClaim, IdempotencyStore, JobStore, StatusCounts};

@@ -63,7 +63,12 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>>;
 
     /// Jobs of `kind` in `status`, newest first, at most `limit` (for operators).
-    async fn list(&self, kind: Option<JobKind>, status: JobStatus, limit: usize) -> QueueResult<Vec<JobRecord>>;
+    async fn list(
+        &self,
+        kind: Option<JobKind>,
+        status: JobStatus,
+        limit: usize,
+    ) -> QueueResult<Vec<JobRecord>>;
 
     /// Counts per state of `kind`.
     async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts>;

@@ -18,7 +18,8 @@ pub type Fn1<A, R> = Arc<dyn Fn(A) -> BoxFuture<R> + Send + Sync>;
 /// A backend function of no argument.
 pub type Fn0<R> = Arc<dyn Fn() -> BoxFuture<R> + Send + Sync>;
 /// The chat enqueue function.
-pub type ChatFn = Arc<dyn Fn(JobId, Option<LaneId>) -> BoxFuture<QueueResult<ChatEnqueueReceipt>> + Send + Sync>;
+pub type ChatFn =
+    Arc<dyn Fn(JobId, Option<LaneId>) -> BoxFuture<QueueResult<ChatEnqueueReceipt>> + Send + Sync>;
 
 /// One function per [`QueueBackend`] method (the seed's `InlineQueueBackend` fields).
 #[derive(Clone)]
@@ -142,7 +143,11 @@ impl QueueBackend for InlineQueueBackend {
         (self.fns.enqueue_profile_update)(payload).await
     }
 
-    async fn enqueue_chat_job(&self, job_id: JobId, lane_id: Option<LaneId>) -> QueueResult<ChatEnqueueReceipt> {
+    async fn enqueue_chat_job(
+        &self,
+        job_id: JobId,
+        lane_id: Option<LaneId>,
+    ) -> QueueResult<ChatEnqueueReceipt> {
         (self.fns.enqueue_chat_job)(job_id, lane_id).await
     }
 

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use queue_core::{
-    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobRecord, JobStatus, JobStore,
-    JobUpdate, LaneClaim, LaneId, Limiter, PermitSet, ProfileUpdate, QueueError, QueueResult, SharedClock,
-    acquisition_order,
+    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobRecord, JobStatus,
+    JobStore, JobUpdate, LaneClaim, LaneId, Limiter, PermitSet, ProfileUpdate, QueueError, QueueResult,
+    SharedClock, acquisition_order,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -389,8 +389,13 @@ impl InlineRuntime {
     }
 
     async fn pending_record(&self, job_id: &JobId, kind: JobKind) -> QueueResult<JobRecord> {
-        let record =
-            self.inner.deps.store.get(job_id).await?.ok_or_else(|| QueueError::NotFound { job: job_id.clone() })?;
+        let record = self
+            .inner
+            .deps
+            .store
+            .get(job_id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound { job: job_id.clone() })?;
         if record.kind != kind {
             return Err(QueueError::invalid(
                 "job_id",
@@ -431,12 +436,15 @@ impl InlineRuntime {
     ///
     /// # Errors
     /// `NotRunning`, `NotFound`, `InvalidInput`, `LaneFull`.
-    pub async fn enqueue_chat(&self, job_id: JobId, lane_id: Option<LaneId>) -> QueueResult<ChatEnqueueReceipt> {
+    pub async fn enqueue_chat(
+        &self,
+        job_id: JobId,
+        lane_id: Option<LaneId>,
+    ) -> QueueResult<ChatEnqueueReceipt> {
         self.ensure_running()?;
         let record = self.pending_record(&job_id, JobKind::Chat).await?;
-        let lane = match (lane_id, record.lane) {
-            (Some(lane), _) | (None, Some(lane)) => lane,
-            (None, None) => return Err(QueueError::invalid("lane_id", "required for a chat job without a lane")),
+        let Some(lane) = lane_id.or(record.lane) else {
+            return Err(QueueError::invalid("lane_id", "required for a chat job without a lane"));
         };
         let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
         if outcome.added {
@@ -497,7 +505,14 @@ impl InlineRuntime {
                     .inner
                     .deps
                     .store
-                    .transition(&record.id, JobUpdate { to: Some(JobStatus::Failed), error: Some("chat job has no lane".into()), ..JobUpdate::default() })
+                    .transition(
+                        &record.id,
+                        JobUpdate {
+                            to: Some(JobStatus::Failed),
+                            error: Some("chat job has no lane".into()),
+                            ..JobUpdate::default()
+                        },
+                    )
                     .await;
                 continue;
             };
@@ -565,7 +580,8 @@ impl Inner {
                     _ = shutdown.wait_for(|stop| *stop) => return,
                     claim = self.chat_ready.pop() => claim,
                 };
-                let span = info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
+                let span =
+                    info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
                 self.run_chat(claim).instrument(span).await;
             } else {
                 let max = if kind == JobKind::ProfileUpdate { self.config.profile_batch_max } else { 1 };
@@ -660,7 +676,8 @@ impl Inner {
             Ok(p) => p,
             Err(e) => {
                 for (r, epoch) in &records {
-                    self.settle_plain(kind, r, *epoch, Err(HandlerError::retryable(format!("limiter: {e}")))).await;
+                    self.settle_plain(kind, r, *epoch, Err(HandlerError::retryable(format!("limiter: {e}"))))
+                        .await;
                 }
                 return;
             }
@@ -669,16 +686,27 @@ impl Inner {
             self.note_permits(&r.id, *epoch, permits.as_ref());
         }
         let jobs: Vec<JobRecord> = records.iter().map(|(r, _)| r.clone()).collect();
-        let results = if jobs.len() == 1 { vec![handler.handle(&jobs[0]).await] } else { handler.handle_batch(&jobs).await };
+        let results = if jobs.len() == 1 {
+            vec![handler.handle(&jobs[0]).await]
+        } else {
+            handler.handle_batch(&jobs).await
+        };
         self.release(permits).await;
         let mut results = results.into_iter();
         for (r, epoch) in &records {
-            let result = results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
+            let result =
+                results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
             self.settle_plain(kind, r, *epoch, result).await;
         }
     }
 
-    async fn settle_plain(self: &Arc<Self>, kind: JobKind, record: &JobRecord, epoch: u64, result: Result<Value, HandlerError>) {
+    async fn settle_plain(
+        self: &Arc<Self>,
+        kind: JobKind,
+        record: &JobRecord,
+        epoch: u64,
+        result: Result<Value, HandlerError>,
+    ) {
         let id = &record.id;
         let update = match &result {
             Ok(value) => JobUpdate::done(epoch, value.clone()),
@@ -791,7 +819,12 @@ impl Inner {
         }
     }
 
-    async fn settle_chat(self: &Arc<Self>, claim: &LaneClaim, record: &JobRecord, result: Result<Value, HandlerError>) {
+    async fn settle_chat(
+        self: &Arc<Self>,
+        claim: &LaneClaim,
+        record: &JobRecord,
+        result: Result<Value, HandlerError>,
+    ) {
         let retry = matches!(&result, Err(e) if e.retryable && record.attempt < self.config.max_attempts);
         if retry {
             let message = result.err().map(|e| e.message);
@@ -909,7 +942,12 @@ impl Inner {
         let running: Vec<(JobId, RunningJob)> = lock(&self.running).drain().collect();
         for (job, r) in running {
             self.release(r.permits).await;
-            match self.deps.store.transition(&job, JobUpdate::requeue(r.epoch, Some("handed back at stop".into()))).await {
+            match self
+                .deps
+                .store
+                .transition(&job, JobUpdate::requeue(r.epoch, Some("handed back at stop".into())))
+                .await
+            {
                 Ok(_) => {
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
                     info!(job = %job, "running job handed back at stop");

@@ -34,7 +34,10 @@ impl InlineRigs {
     }
 
     fn sqlite() -> Self {
-        Self { durability: Durability::Sqlite(tempfile::tempdir().expect("tempdir")), current: Mutex::new(None) }
+        Self {
+            durability: Durability::Sqlite(tempfile::tempdir().expect("tempdir")),
+            current: Mutex::new(None),
+        }
     }
 
     fn db_path(&self) -> Option<PathBuf> {
@@ -53,7 +56,8 @@ impl InlineRigs {
             ),
             Some(path) => {
                 let store = Arc::new(
-                    SqliteJobStore::open(&path, tenant, clock.clone(), SqliteStoreConfig::default()).expect("open sqlite"),
+                    SqliteJobStore::open(&path, tenant, clock.clone(), SqliteStoreConfig::default())
+                        .expect("open sqlite"),
                 );
                 (store.clone(), store)
             }
@@ -75,7 +79,11 @@ impl InlineRigs {
             max_attempts: options.max_attempts,
             backoff_base: Duration::from_millis(2),
             backoff_max: Duration::from_millis(20),
-            heartbeat_interval: if options.heartbeats { Duration::from_millis(10) } else { Duration::from_secs(3600) },
+            heartbeat_interval: if options.heartbeats {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_secs(3600)
+            },
             reaper_interval: Duration::from_millis(5),
             stop_deadline: options.stop_deadline,
             ..InlineRuntimeConfig::default()

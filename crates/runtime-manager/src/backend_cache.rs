@@ -22,7 +22,10 @@ pub struct BackendRequest<'a> {
 
 impl fmt::Debug for BackendRequest<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackendRequest").field("tenant_id", &self.tenant_id).field("mode", &self.mode).finish()
+        f.debug_struct("BackendRequest")
+            .field("tenant_id", &self.tenant_id)
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
@@ -81,7 +84,8 @@ impl QueueBackendCache {
         } else {
             get_backend(BackendRequest { tenant_id, mode, inline_backend_factory })?
         };
-        Ok(self.lock().entry(key).or_insert(built).clone())
+        let _ = key;
+        Ok(built)
     }
 
     /// The tenant's backend if one was created.
@@ -94,6 +98,11 @@ impl QueueBackendCache {
     #[must_use]
     pub fn all(&self) -> Vec<Arc<dyn QueueBackend>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// Forgets the tenant's backend, if cached; returns it.
+    pub fn remove(&self, tenant_id: Option<&TenantId>) -> Option<Arc<dyn QueueBackend>> {
+        self.lock().remove(&tenant_key(tenant_id))
     }
 
     /// Forgets every backend (`reset_queue_backend`).

@@ -7,17 +7,19 @@
 //! Every cache is a value its owner passes down; nothing here is process-global.
 
 mod backend_cache;
-mod master_key;
 mod manager;
+mod master_key;
 mod registry;
 mod state;
 
 pub use backend_cache::{BackendRequest, GetBackendFn, InlineBackendFactory, QueueBackendCache};
 pub use lane_store::{ChatLaneStoreFactory, MemoryLaneStore};
 pub use manager::{
-    BoxFuture, Getenv, RuntimeManagerDeps, StartRuntimeFn, StopRuntimeFn, ValidateMasterKeyFn, start_tenant_runtime,
-    stop_tenant_runtime,
+    BoxFuture, Getenv, RuntimeManagerDeps, StartRuntimeFn, StopRuntimeFn, ValidateMasterKeyFn,
+    start_tenant_runtime, stop_tenant_runtime,
 };
-pub use master_key::{DEV_MASTER_KEY, MIN_MASTER_KEY_LEN, MasterKeyError, MasterKeyStatus, validate_master_key_policy};
+pub use master_key::{
+    DEV_MASTER_KEY, MIN_MASTER_KEY_LEN, MasterKeyError, MasterKeyStatus, validate_master_key_policy,
+};
 pub use registry::{TenantBuilder, TenantRegistry, TenantRuntime};
 pub use state::RuntimeState;

@@ -19,7 +19,8 @@ pub type Getenv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub type ValidateMasterKeyFn =
     Arc<dyn Fn(&dyn Fn(&str) -> Option<String>) -> Result<MasterKeyStatus, MasterKeyError> + Send + Sync>;
 /// Starts a backend's runtime.
-pub type StartRuntimeFn = Arc<dyn Fn(Arc<dyn QueueBackend>, Mode) -> BoxFuture<QueueResult<()>> + Send + Sync>;
+pub type StartRuntimeFn =
+    Arc<dyn Fn(Arc<dyn QueueBackend>, Mode) -> BoxFuture<QueueResult<()>> + Send + Sync>;
 /// Stops a backend's runtime.
 pub type StopRuntimeFn = Arc<dyn Fn(Arc<dyn QueueBackend>) -> BoxFuture<QueueResult<()>> + Send + Sync>;
 /// Gets (from a cache, usually) the tenant's backend.
@@ -48,7 +49,10 @@ pub struct RuntimeManagerDeps {
 
 impl fmt::Debug for RuntimeManagerDeps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RuntimeManagerDeps").field("tenant_id", &self.tenant_id).field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("RuntimeManagerDeps")
+            .field("tenant_id", &self.tenant_id)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 

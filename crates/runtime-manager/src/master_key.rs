@@ -10,7 +10,9 @@ pub const MIN_MASTER_KEY_LEN: usize = 32;
 #[non_exhaustive]
 pub enum MasterKeyError {
     /// Production without a key.
-    #[error("MASTER_KEY: required when APP_ENV is production; set a random key of at least {MIN_MASTER_KEY_LEN} bytes")]
+    #[error(
+        "MASTER_KEY: required when APP_ENV is production; set a random key of at least {MIN_MASTER_KEY_LEN} bytes"
+    )]
     Missing,
     /// Production with a short key.
     #[error("MASTER_KEY: is {len} bytes; production needs at least {MIN_MASTER_KEY_LEN} bytes")]
@@ -33,7 +35,8 @@ pub enum MasterKeyStatus {
 }
 
 fn is_production(getenv: &dyn Fn(&str) -> Option<String>) -> bool {
-    let env = getenv("APP_ENV").filter(|v| !v.trim().is_empty()).or_else(|| getenv("ENV")).unwrap_or_default();
+    let env =
+        getenv("APP_ENV").filter(|v| !v.trim().is_empty()).or_else(|| getenv("ENV")).unwrap_or_default();
     matches!(env.trim().to_ascii_lowercase().as_str(), "prod" | "production")
 }
 
@@ -41,7 +44,9 @@ fn is_production(getenv: &dyn Fn(&str) -> Option<String>) -> bool {
 ///
 /// # Errors
 /// In production: a missing, short (< 32 bytes) or development-default key.
-pub fn validate_master_key_policy(getenv: &dyn Fn(&str) -> Option<String>) -> Result<MasterKeyStatus, MasterKeyError> {
+pub fn validate_master_key_policy(
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<MasterKeyStatus, MasterKeyError> {
     let key = getenv("MASTER_KEY").filter(|k| !k.is_empty());
     if is_production(getenv) {
         let key = key.ok_or(MasterKeyError::Missing)?;
@@ -56,7 +61,9 @@ pub fn validate_master_key_policy(getenv: &dyn Fn(&str) -> Option<String>) -> Re
     if key.is_some() {
         Ok(MasterKeyStatus::Configured)
     } else {
-        tracing::warn!("MASTER_KEY is not set: using the development default (refused when APP_ENV=production)");
+        tracing::warn!(
+            "MASTER_KEY is not set: using the development default (refused when APP_ENV=production)"
+        );
         Ok(MasterKeyStatus::DevDefault)
     }
 }
@@ -67,14 +74,18 @@ mod tests {
 
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn production_without_a_key_refuses_to_start() {
-        assert_eq!(validate_master_key_policy(&env(&[("APP_ENV", "production")])), Err(MasterKeyError::Missing));
+        assert_eq!(
+            validate_master_key_policy(&env(&[("APP_ENV", "production")])),
+            Err(MasterKeyError::Missing)
+        );
         assert_eq!(validate_master_key_policy(&env(&[("ENV", "prod")])), Err(MasterKeyError::Missing));
     }
 

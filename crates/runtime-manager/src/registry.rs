@@ -59,7 +59,12 @@ impl TenantRegistry {
     fn gate(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
         // Each operation on these maps is a single insert or lookup: poisoning cannot leave them
         // inconsistent.
-        self.transitions.lock().unwrap_or_else(PoisonError::into_inner).entry(tenant.clone()).or_default().clone()
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
     }
 
     /// The tenant's runtime, if it runs. Never waits for another tenant's start or stop.
@@ -71,7 +76,8 @@ impl TenantRegistry {
     /// Running tenants, sorted.
     #[must_use]
     pub fn tenants(&self) -> Vec<TenantId> {
-        let mut v: Vec<TenantId> = self.running.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        let mut v: Vec<TenantId> =
+            self.running.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         v.sort();
         v
     }

@@ -20,7 +20,10 @@ pub struct RuntimeState {
 
 impl fmt::Debug for RuntimeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RuntimeState").field("backends", &self.backends).field("lane_stores", &self.lane_stores).finish_non_exhaustive()
+        f.debug_struct("RuntimeState")
+            .field("backends", &self.backends)
+            .field("lane_stores", &self.lane_stores)
+            .finish_non_exhaustive()
     }
 }
 
@@ -28,7 +31,11 @@ impl RuntimeState {
     /// Fresh caches around `idempotency`.
     #[must_use]
     pub fn new(idempotency: Arc<dyn IdempotencyStore>) -> Self {
-        Self { backends: QueueBackendCache::new(), lane_stores: ChatLaneStoreFactory::new(), idempotency: Mutex::new(idempotency) }
+        Self {
+            backends: QueueBackendCache::new(),
+            lane_stores: ChatLaneStoreFactory::new(),
+            idempotency: Mutex::new(idempotency),
+        }
     }
 
     /// The current idempotency store.

@@ -39,7 +39,9 @@ impl Behavior {
     fn from_payload(v: &Value) -> Self {
         match v.get("behavior").and_then(Value::as_str) {
             Some("gate_first") => Self::GateFirst(v["gate"].as_str().unwrap_or_default().to_owned()),
-            Some("fail_times") => Self::FailTimes(u32::try_from(v["times"].as_u64().unwrap_or(0)).unwrap_or(0)),
+            Some("fail_times") => {
+                Self::FailTimes(u32::try_from(v["times"].as_u64().unwrap_or(0)).unwrap_or(0))
+            }
             Some("fail_always") => Self::FailAlways,
             _ => Self::Ok,
         }
@@ -79,7 +81,12 @@ impl RecordingHandler {
     }
 
     fn gate(&self, name: &str) -> Arc<Semaphore> {
-        self.gates.lock().expect("gates").entry(name.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(0))).clone()
+        self.gates
+            .lock()
+            .expect("gates")
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(0)))
+            .clone()
     }
 
     /// Lets every invocation waiting on `name` (now or later) through.
@@ -150,7 +157,9 @@ impl JobHandler for RecordingHandler {
         // Give other workers a chance to interleave, so overlap would show if it could happen.
         tokio::task::yield_now().await;
         let outcome = match behavior {
-            Behavior::FailTimes(n) if attempt <= n => Err(HandlerError::retryable(format!("planned failure {attempt}"))),
+            Behavior::FailTimes(n) if attempt <= n => {
+                Err(HandlerError::retryable(format!("planned failure {attempt}")))
+            }
             Behavior::FailAlways => Err(HandlerError::retryable(format!("always fails ({attempt})"))),
             _ => Ok(json!({"job": job.id.as_str(), "invocation": invocation})),
         };

@@ -19,7 +19,9 @@ use async_trait::async_trait;
 pub use handler::{Behavior, Event, RecordingHandler};
 pub use scenarios::*;
 
-use crate::{ChatLaneStore, HandlerSet, IdempotencyStore, JobStore, LaneStoreConfig, ManualClock, QueueBackend};
+use crate::{
+    ChatLaneStore, HandlerSet, IdempotencyStore, JobStore, LaneStoreConfig, ManualClock, QueueBackend,
+};
 
 /// What a scenario asks of the backend it gets.
 #[derive(Debug, Clone)]

@@ -187,7 +187,9 @@ pub async fn lanes_run_in_order_one_job_at_a_time(factory: &dyn RigFactory) {
     for i in 0..per_lane {
         for l in 0..lanes {
             let behavior = if i % 3 == 1 { Behavior::FailTimes(1) } else { Behavior::Ok };
-            submit_chat(&rig, &format!("l{l}-{i}"), &format!("teacher:t{l}:main"), &behavior).await.expect("submit");
+            submit_chat(&rig, &format!("l{l}-{i}"), &format!("teacher:t{l}:main"), &behavior)
+                .await
+                .expect("submit");
         }
     }
     for l in 0..lanes {
@@ -227,7 +229,11 @@ pub async fn a_long_job_renews_its_lease_and_keeps_its_lane(factory: &dyn RigFac
         let now = rig.clock.now_ms();
         wait_until("the lease is renewed past the clock", || async {
             let snap = rig.lanes.snapshot(None, 100).await.expect("snapshot");
-            snap.iter().any(|s| s.active.as_ref().is_some_and(|c| c.job_id.as_str() == "long" && c.lease_deadline_ms > now + ttl / 2))
+            snap.iter().any(|s| {
+                s.active
+                    .as_ref()
+                    .is_some_and(|c| c.job_id.as_str() == "long" && c.lease_deadline_ms > now + ttl / 2)
+            })
         })
         .await;
         assert_eq!(h.invocations(&job("long")), 1, "the long job was run twice");
@@ -252,14 +258,19 @@ pub async fn an_expired_lease_is_reaped_and_the_late_result_is_rejected(factory:
     submit_chat(&rig, "stall", l, &Behavior::GateFirst("stall".into())).await.expect("submit");
     submit_chat(&rig, "after", l, &Behavior::Ok).await.expect("submit");
     wait_started(&h, "stall", 1).await;
-    let first_claim = rig.lanes.snapshot(None, 10).await.expect("snapshot")[0].active.clone().expect("active claim");
+    let first_claim =
+        rig.lanes.snapshot(None, 10).await.expect("snapshot")[0].active.clone().expect("active claim");
 
     rig.clock.advance(ttl + 1);
     // No enqueue happens here: only the reaper can repair the lane.
     wait_status(&rig, "after", JobStatus::Done).await;
     let stalled = record(&rig, "stall").await;
     assert_eq!(stalled.status, JobStatus::Done);
-    assert_eq!(stalled.result, Some(json!({"job": "stall", "invocation": 2})), "the re-dispatched run's result");
+    assert_eq!(
+        stalled.result,
+        Some(json!({"job": "stall", "invocation": 2})),
+        "the re-dispatched run's result"
+    );
     assert_eq!(h.invocations(&job("stall")), 2);
 
     // The old claim is fenced off in the lane store...
@@ -402,16 +413,27 @@ pub async fn stop_finishes_running_jobs_and_hands_back_the_rest(factory: &dyn Ri
     let stopping = tokio::spawn(async move { backend.stop().await });
     h.open("quick");
     stopping.await.expect("stop task").expect("stop");
-    assert_eq!(record(&rig, "quick").await.status, JobStatus::Done, "a job that could finish in time was cut");
-    assert_eq!(record(&rig, "stuck").await.status, JobStatus::Queued, "an unfinished job was not handed back");
+    assert_eq!(
+        record(&rig, "quick").await.status,
+        JobStatus::Done,
+        "a job that could finish in time was cut"
+    );
+    assert_eq!(
+        record(&rig, "stuck").await.status,
+        JobStatus::Queued,
+        "an unfinished job was not handed back"
+    );
     assert_eq!(record(&rig, "waiting").await.status, JobStatus::Queued);
-    let err = submit_chat(&rig, "late", "student:l:main", &Behavior::Ok).await.expect_err("a stopped backend takes no work");
+    let err = submit_chat(&rig, "late", "student:l:main", &Behavior::Ok)
+        .await
+        .expect_err("a stopped backend takes no work");
     assert!(matches!(err, QueueError::NotRunning | QueueError::Unavailable(_)), "{err}");
 
     rig.backend.start().await.expect("start again");
     wait_status(&rig, "waiting", JobStatus::Done).await;
     assert_eq!(record(&rig, "stuck").await.status, JobStatus::Done);
-    let order: Vec<String> = starts_in_lane(&h.events(), "student:s:main").into_iter().map(|(j, _)| j).collect();
+    let order: Vec<String> =
+        starts_in_lane(&h.events(), "student:s:main").into_iter().map(|(j, _)| j).collect();
     assert_eq!(order, ["stuck", "stuck", "waiting"]);
     rig.backend.stop().await.expect("stop");
 }

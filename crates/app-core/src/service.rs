@@ -1,0 +1,416 @@
+//! [`Laneway`]: the application — its tenants, and the submit and status flows of the original
+//! service, over the queue layers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use queue_core::{
+    ChatLaneStore, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, Mode, NewJob, ProfileUpdate,
+    RequestId, SharedClock, SystemClock, TenantId,
+};
+use runtime_manager::{
+    RuntimeState, TenantBuilder, TenantRegistry, TenantRuntime, validate_master_key_policy,
+};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::api::{
+    ChatStartRequest, ChatStartResponse, ChatStatusResponse, ExamRequest, JobAccepted, JobView,
+    ProfileUpdateRequest, UploadRequest,
+};
+use crate::error::AppError;
+use crate::responder::ChatResponder;
+use crate::settings::Settings;
+use crate::wiring::build_tenant_runtime;
+
+/// Health of the service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok` when every known tenant runs.
+    pub status: &'static str,
+    /// The backend in use.
+    pub backend: &'static str,
+    /// Tenants whose runtime runs.
+    pub tenants: Vec<String>,
+}
+
+/// The running application.
+#[derive(Debug)]
+pub struct Laneway {
+    settings: Arc<Settings>,
+    mode: Mode,
+    state: Arc<RuntimeState>,
+    registry: TenantRegistry,
+    known: BTreeSet<TenantId>,
+}
+
+impl Laneway {
+    /// Checks the master-key policy, then builds and starts every configured tenant (`TENANT_ID`
+    /// and `LANEWAY_TENANTS`), recovering their pending jobs.
+    ///
+    /// # Errors
+    /// A refused master key, or a tenant whose runtime cannot start (e.g. an unwritable
+    /// `DATA_DIR`).
+    pub async fn start(
+        settings: Settings,
+        mode: Mode,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, AppError> {
+        validate_master_key_policy(getenv).map_err(|e| AppError::bad("MASTER_KEY", e.to_string()))?;
+        let responder = settings.chat_responder().map_err(|e| AppError::Internal(e.to_string()))?;
+        Self::start_with(settings, mode, responder, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Laneway::start`] without the policy check, with an explicit responder and clock
+    /// (tests).
+    ///
+    /// # Errors
+    /// A tenant whose runtime cannot start.
+    pub async fn start_with(
+        settings: Settings,
+        mode: Mode,
+        responder: Arc<dyn ChatResponder>,
+        clock: SharedClock,
+    ) -> Result<Self, AppError> {
+        for w in &settings.warnings {
+            warn!("{w}");
+        }
+        let settings = Arc::new(settings);
+        let state = Arc::new(RuntimeState::new(Arc::new(queue_inline::MemoryIdempotencyStore::new(
+            clock.clone(),
+            0,
+        ))));
+        let builder: TenantBuilder = {
+            let settings = settings.clone();
+            let state = state.clone();
+            Arc::new(move |tenant: TenantId| {
+                let settings = settings.clone();
+                let state = state.clone();
+                let responder = responder.clone();
+                let clock = clock.clone();
+                Box::pin(async move {
+                    // Opening a database blocks: keep it off the async workers.
+                    tokio::task::spawn_blocking(move || {
+                        build_tenant_runtime(&settings, mode, &state, responder, clock, &tenant)
+                    })
+                    .await
+                    .map_err(|e| queue_core::QueueError::Storage(format!("tenant build task failed: {e}")))?
+                })
+            })
+        };
+        let known: BTreeSet<TenantId> = settings.tenants().into_iter().collect();
+        let app = Self { settings, mode, state, registry: TenantRegistry::new(builder), known };
+        for tenant in &app.known {
+            app.registry
+                .start(tenant)
+                .await
+                .map_err(|e| AppError::Internal(format!("tenant {tenant}: {e}")))?;
+        }
+        info!(tenants = app.known.len(), mode = %mode, "laneway started");
+        Ok(app)
+    }
+
+    /// The settings it runs with.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The runtime state (caches) it owns.
+    #[must_use]
+    pub fn state(&self) -> &RuntimeState {
+        &self.state
+    }
+
+    /// The tenant named in a request (`None` = the default tenant, `TENANT_ID`).
+    ///
+    /// # Errors
+    /// `BadRequest` for a malformed id, `NotFound` for a tenant that is not configured, `NotReady`
+    /// for one that is not running.
+    pub fn tenant(&self, tenant: Option<&str>) -> Result<Arc<TenantRuntime>, AppError> {
+        let id = match tenant {
+            None => self.settings.tenant_id.clone(),
+            Some(t) => TenantId::new(t)?,
+        };
+        if !self.known.contains(&id) {
+            return Err(AppError::NotFound(format!("unknown tenant {id}")));
+        }
+        self.registry.get(&id).ok_or_else(|| AppError::NotReady(format!("tenant {id} is not running")))
+    }
+
+    /// Health: every configured tenant running.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        let running = self.registry.tenants();
+        let all = self.known.iter().all(|t| running.contains(t));
+        Health {
+            status: if all { "ok" } else { "degraded" },
+            backend: match self.mode {
+                Mode::Test => "inline-test",
+                Mode::Inline => "inline",
+                Mode::Redis => "redis",
+            },
+            tenants: running.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Stops every tenant gracefully.
+    pub async fn shutdown(&self) {
+        self.registry.stop_all().await;
+    }
+
+    /// The chat start flow of the original: idempotency by `request_id`, then coalescing by
+    /// fingerprint within the debounce window, then the lane cap, then the job is created and
+    /// enqueued. A refused submit leaves nothing behind.
+    ///
+    /// # Errors
+    /// `BadRequest` naming the field, `LaneFull`, `NotReady`, `NotFound` (tenant).
+    pub async fn chat_start(
+        &self,
+        tenant: Option<&str>,
+        req: ChatStartRequest,
+    ) -> Result<ChatStartResponse, AppError> {
+        let chat = req.validate()?;
+        let rt = self.tenant(tenant)?;
+        let job_id = JobId::generate();
+        if let IdempotencyClaim::Existing(existing) = rt.idempotency.claim(&chat.request_id, &job_id).await? {
+            return chat_receipt(&rt, &existing, false).await;
+        }
+        let release = |rt: Arc<TenantRuntime>, request: RequestId, job: JobId| async move {
+            if let Err(e) = rt.idempotency.release(&request, &job).await {
+                warn!(error = %e, "could not release an idempotency key");
+            }
+        };
+        if let Some(earlier) = rt.lanes.recent_job(&chat.lane, &chat.fingerprint).await? {
+            let pending = rt.store.get(&earlier).await?.is_some_and(|r| r.status.is_pending());
+            if pending {
+                // The same message again within the window: answer with the earlier job, and
+                // make this request id point at it too.
+                release(rt.clone(), chat.request_id.clone(), job_id).await;
+                let _ = rt.idempotency.claim(&chat.request_id, &earlier).await?;
+                return chat_receipt(&rt, &earlier, true).await;
+            }
+        }
+        let load = rt.lanes.lane_load(&chat.lane).await?;
+        let max = self.settings.chat_lane_max_queue;
+        if load.queued >= max {
+            release(rt.clone(), chat.request_id.clone(), job_id).await;
+            return Err(AppError::LaneFull(format!(
+                "lane full: lane {} already has {max} waiting jobs (CHAT_LANE_MAX_QUEUE={max})",
+                chat.lane
+            )));
+        }
+        let payload = serde_json::to_value(&chat.payload).map_err(|e| AppError::Internal(e.to_string()))?;
+        let new_job = NewJob {
+            id: job_id.clone(),
+            kind: JobKind::Chat,
+            lane: Some(chat.lane.clone()),
+            request_id: Some(chat.request_id.clone()),
+            payload,
+        };
+        if let Err(e) = rt.store.create(new_job).await {
+            release(rt.clone(), chat.request_id.clone(), job_id).await;
+            return Err(e.into());
+        }
+        let receipt = match rt.backend.enqueue_chat_job(job_id.clone(), Some(chat.lane.clone())).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not accepted: take the record and the key back so nothing is left half-done.
+                let _ = rt.store.delete(&job_id).await;
+                release(rt.clone(), chat.request_id.clone(), job_id).await;
+                return Err(e.into());
+            }
+        };
+        rt.lanes.register_recent(&chat.lane, &chat.fingerprint, &job_id).await?;
+        info!(tenant = %rt.tenant, lane = %chat.lane, job = %job_id, position = receipt.lane_queue_position, "chat job accepted");
+        Ok(ChatStartResponse {
+            job_id,
+            status: JobStatus::Queued.as_str().to_owned(),
+            lane_id: receipt.lane_id,
+            lane_queue_position: receipt.lane_queue_position,
+            lane_queue_size: receipt.lane_queue_size,
+            lane_active: receipt.lane_active,
+            debounced: false,
+        })
+    }
+
+    /// A chat job's status, live lane position and, once done, its reply.
+    ///
+    /// # Errors
+    /// `BadRequest` for a malformed id, `NotFound` for an unknown (or non-chat) job.
+    pub async fn chat_status(
+        &self,
+        tenant: Option<&str>,
+        job_id: &str,
+    ) -> Result<ChatStatusResponse, AppError> {
+        let rt = self.tenant(tenant)?;
+        let job = JobId::new(job_id)?;
+        let record = rt
+            .store
+            .get(&job)
+            .await?
+            .filter(|r| r.kind == JobKind::Chat)
+            .ok_or_else(|| AppError::NotFound(format!("chat job {job} not found")))?;
+        let position = match (&record.lane, record.status) {
+            (Some(lane), JobStatus::Queued) => rt.lanes.find_position(lane, &job).await?,
+            _ => 0,
+        };
+        let reply = record
+            .result
+            .as_ref()
+            .and_then(|r| r.get("reply"))
+            .and_then(Value::as_str)
+            .map(ToOwned::to_owned);
+        Ok(ChatStatusResponse {
+            job_id: record.id,
+            status: record.status.as_str().to_owned(),
+            lane_id: record.lane,
+            lane_queue_position: position,
+            reply,
+            error: if record.status == JobStatus::Failed { record.error } else { None },
+        })
+    }
+
+    /// Accepts an assignment upload.
+    ///
+    /// # Errors
+    /// `BadRequest` naming the field, `NotReady` when the queue is full.
+    pub async fn submit_upload(
+        &self,
+        tenant: Option<&str>,
+        req: UploadRequest,
+    ) -> Result<JobAccepted, AppError> {
+        let (request_id, payload) = req.validate()?;
+        self.submit_plain(tenant, JobKind::Upload, request_id, serde_json::to_value(payload), None).await
+    }
+
+    /// Accepts an exam score sheet.
+    ///
+    /// # Errors
+    /// As [`Laneway::submit_upload`].
+    pub async fn submit_exam(&self, tenant: Option<&str>, req: ExamRequest) -> Result<JobAccepted, AppError> {
+        let (request_id, payload) = req.validate()?;
+        self.submit_plain(tenant, JobKind::Exam, request_id, serde_json::to_value(payload), None).await
+    }
+
+    /// Accepts a profile update.
+    ///
+    /// # Errors
+    /// As [`Laneway::submit_upload`].
+    pub async fn submit_profile_update(
+        &self,
+        tenant: Option<&str>,
+        req: ProfileUpdateRequest,
+    ) -> Result<JobAccepted, AppError> {
+        let (request_id, payload) = req.validate()?;
+        let student = payload.student_id.clone();
+        self.submit_plain(
+            tenant,
+            JobKind::ProfileUpdate,
+            request_id,
+            serde_json::to_value(payload),
+            Some(student),
+        )
+        .await
+    }
+
+    async fn submit_plain(
+        &self,
+        tenant: Option<&str>,
+        kind: JobKind,
+        request_id: Option<RequestId>,
+        payload: Result<Value, serde_json::Error>,
+        student: Option<String>,
+    ) -> Result<JobAccepted, AppError> {
+        let payload = payload.map_err(|e| AppError::Internal(e.to_string()))?;
+        let rt = self.tenant(tenant)?;
+        let job_id = JobId::generate();
+        if let Some(req) = &request_id
+            && let IdempotencyClaim::Existing(existing) = rt.idempotency.claim(req, &job_id).await?
+        {
+            let record = rt
+                .store
+                .get(&existing)
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("job {existing} not found")))?;
+            return Ok(accepted(&record));
+        }
+        let new_job =
+            NewJob { id: job_id.clone(), kind, lane: None, request_id: request_id.clone(), payload };
+        let undo = |rt: Arc<TenantRuntime>, job: JobId, request: Option<RequestId>, created: bool| async move {
+            if created {
+                let _ = rt.store.delete(&job).await;
+            }
+            if let Some(req) = request {
+                let _ = rt.idempotency.release(&req, &job).await;
+            }
+        };
+        let record = match rt.store.create(new_job).await {
+            Ok(r) => r,
+            Err(e) => {
+                undo(rt.clone(), job_id, request_id, false).await;
+                return Err(e.into());
+            }
+        };
+        let enqueued = match kind {
+            JobKind::Upload => rt.backend.enqueue_upload_job(job_id.clone()).await,
+            JobKind::Exam => rt.backend.enqueue_exam_job(job_id.clone()).await,
+            JobKind::ProfileUpdate => {
+                let student_id = student.unwrap_or_default();
+                rt.backend.enqueue_profile_update(ProfileUpdate { job_id: job_id.clone(), student_id }).await
+            }
+            JobKind::Chat => unreachable!("chat jobs go through chat_start"),
+        };
+        if let Err(e) = enqueued {
+            undo(rt.clone(), job_id, request_id, true).await;
+            return Err(e.into());
+        }
+        info!(tenant = %rt.tenant, job = %job_id, kind = kind.as_str(), "job accepted");
+        Ok(accepted(&record))
+    }
+
+    /// Any job, by id.
+    ///
+    /// # Errors
+    /// `BadRequest` for a malformed id, `NotFound`.
+    pub async fn job(&self, tenant: Option<&str>, job_id: &str) -> Result<JobView, AppError> {
+        let rt = self.tenant(tenant)?;
+        let job = JobId::new(job_id)?;
+        let record =
+            rt.store.get(&job).await?.ok_or_else(|| AppError::NotFound(format!("job {job} not found")))?;
+        Ok(record.into())
+    }
+}
+
+fn accepted(record: &JobRecord) -> JobAccepted {
+    JobAccepted {
+        job_id: record.id.clone(),
+        status: record.status.as_str().to_owned(),
+        kind: record.kind.as_str().to_owned(),
+    }
+}
+
+async fn chat_receipt(
+    rt: &TenantRuntime,
+    job: &JobId,
+    debounced: bool,
+) -> Result<ChatStartResponse, AppError> {
+    let record =
+        rt.store.get(job).await?.ok_or_else(|| AppError::NotFound(format!("job {job} not found")))?;
+    let lane =
+        record.lane.clone().ok_or_else(|| AppError::Internal(format!("chat job {job} has no lane")))?;
+    let lanes: &dyn ChatLaneStore = &*rt.lanes;
+    let load = lanes.lane_load(&lane).await?;
+    let position =
+        if record.status == JobStatus::Queued { lanes.find_position(&lane, job).await? } else { 0 };
+    Ok(ChatStartResponse {
+        job_id: record.id,
+        status: record.status.as_str().to_owned(),
+        lane_id: lane,
+        lane_queue_position: position,
+        lane_queue_size: load.total,
+        lane_active: load.active > 0,
+        debounced,
+    })
+}

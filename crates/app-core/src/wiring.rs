@@ -1,0 +1,130 @@
+//! Builds one tenant's runtime from the settings: its data directory, job store, lanes,
+//! limiter, handlers and backend (through the runtime-manager's caches).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_core::{
+    ChatLaneStore, IdempotencyStore, JobStore, Mode, QueueBackend, QueueError, QueueResult, SharedClock,
+    TenantId,
+};
+use queue_inline::{
+    InlineDeps, InlineQueueBackend, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryIdempotencyStore,
+    MemoryJobStore, SqliteJobStore, SqliteStoreConfig,
+};
+use runtime_manager::{BackendRequest, RuntimeState, TenantRuntime};
+
+use crate::handlers::handler_set;
+use crate::responder::ChatResponder;
+use crate::settings::Settings;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The data directory of `tenant`: one directory per tenant under `DATA_DIR/tenants/`.
+#[must_use]
+pub fn tenant_data_dir(settings: &Settings, tenant: &TenantId) -> PathBuf {
+    // A validated TenantId is one plain path component: no separators, no dots.
+    settings.data_dir.join("tenants").join(tenant.as_str())
+}
+
+/// The in-process runtime configuration the settings call for.
+#[must_use]
+pub fn runtime_config(settings: &Settings) -> InlineRuntimeConfig {
+    let ttl = Duration::from_secs(settings.chat_job_claim_ttl_sec);
+    InlineRuntimeConfig {
+        chat_workers: settings.chat_worker_pool_size,
+        profile_queue_capacity: settings.profile_update_queue_max,
+        max_attempts: settings.job_max_attempts,
+        heartbeat_interval: InlineRuntimeConfig::heartbeat_for_ttl(ttl),
+        retention: Duration::from_secs(settings.job_retention_hours.saturating_mul(3600)),
+        ..InlineRuntimeConfig::default()
+    }
+}
+
+/// Builds (does not start) `tenant`'s runtime. `Mode::Test` keeps everything in memory;
+/// `Mode::Inline` opens `DATA_DIR/tenants/{tenant}/jobs.db`.
+///
+/// # Errors
+/// `QueueError::Storage` when the data directory or database cannot be opened;
+/// `QueueError::Unsupported` for `Mode::Redis` until the Redis backend lands.
+pub fn build_tenant_runtime(
+    settings: &Settings,
+    mode: Mode,
+    state: &RuntimeState,
+    responder: Arc<dyn ChatResponder>,
+    clock: SharedClock,
+    tenant: &TenantId,
+) -> QueueResult<TenantRuntime> {
+    let data_dir = tenant_data_dir(settings, tenant);
+    let lanes: Arc<dyn ChatLaneStore> = state.lane_stores.get_chat_lane_store(
+        Some(tenant),
+        mode,
+        settings.redis_url.as_deref().unwrap_or_default(),
+        settings.lane_store_config(),
+        clock.clone(),
+    )?;
+    let (store, idempotency, data_dir): (Arc<dyn JobStore>, Arc<dyn IdempotencyStore>, Option<PathBuf>) =
+        match mode {
+            Mode::Test => {
+                let store = Arc::new(MemoryJobStore::new(tenant.clone(), clock.clone()));
+                let ttl = u64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(u64::MAX);
+                (store, Arc::new(MemoryIdempotencyStore::new(clock.clone(), ttl)), None)
+            }
+            Mode::Inline => {
+                std::fs::create_dir_all(&data_dir).map_err(|e| {
+                    QueueError::Storage(format!("cannot create data directory {}: {e}", data_dir.display()))
+                })?;
+                let config = SqliteStoreConfig {
+                    idempotency_ttl_ms: u64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(u64::MAX),
+                    ..SqliteStoreConfig::default()
+                };
+                let store = Arc::new(SqliteJobStore::open(
+                    &data_dir.join("jobs.db"),
+                    tenant.clone(),
+                    clock.clone(),
+                    config,
+                )?);
+                (store.clone(), store, Some(data_dir))
+            }
+            Mode::Redis => {
+                return Err(QueueError::Unsupported(
+                "JOB_QUEUE_BACKEND=redis: the Redis backend arrives with issue #3; use JOB_QUEUE_BACKEND=inline".into(),
+            ));
+            }
+        };
+    let limiter = Arc::new(LocalLimiter::new(settings.limit_caps()));
+    let handlers = handler_set(responder, settings.profiles_dir(tenant));
+    let runtime = InlineRuntime::new(
+        runtime_config(settings),
+        InlineDeps { store: store.clone(), lanes: lanes.clone(), limiter: limiter.clone(), handlers, clock },
+    );
+    // A tenant restarted after a stop gets a new runtime: drop any backend cached for it.
+    state.backends.remove(Some(tenant));
+    let test_runtime = runtime.clone();
+    let inline_factory = move || -> Arc<dyn QueueBackend> {
+        Arc::new(InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, test_runtime.clone()))
+    };
+    let service_runtime = runtime.clone();
+    let get_backend = move |req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> {
+        match req.mode {
+            Mode::Redis => Err(QueueError::Unsupported("the Redis backend arrives with issue #3".into())),
+            _ => Ok(Arc::new(InlineQueueBackend::over_runtime(
+                InlineQueueBackend::NAME,
+                service_runtime.clone(),
+            ))),
+        }
+    };
+    let backend = state.backends.get_app_queue_backend(Some(tenant), mode, &inline_factory, &get_backend)?;
+    Ok(TenantRuntime {
+        tenant: tenant.clone(),
+        data_dir,
+        backend,
+        store,
+        lanes,
+        idempotency,
+        limiter,
+        inline: Some(runtime),
+    })
+}

@@ -1,0 +1,199 @@
+//! The HTTP API: routes for the default tenant and the same under `/t/{tenant}/`, JSON in and
+//! out, errors as `{error, detail}` with the status that fits.
+
+use std::sync::Arc;
+
+use app_core::api::{ChatStartRequest, ExamRequest, ProfileUpdateRequest, UploadRequest};
+use app_core::{AppError, Laneway};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, RawPathParams, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Largest request body: a 2 MiB document plus its JSON envelope.
+const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+type AppState = Arc<Laneway>;
+
+/// The router: every route at `/` for the default tenant and under `/t/{tenant}/`.
+pub fn router(app: AppState) -> Router {
+    let routes = || {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/chat/start", post(chat_start))
+            .route("/chat/status", get(chat_status))
+            .route("/uploads", post(upload))
+            .route("/exams", post(exam))
+            .route("/profile-updates", post(profile_update))
+            .route("/jobs/{job_id}", get(job))
+    };
+    Router::new()
+        .merge(routes())
+        .nest("/t/{tenant}", routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+    field: Option<String>,
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let status = match &e {
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::LaneFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let field = match &e {
+            AppError::BadRequest { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        Self { status, error: e.code(), detail: e.to_string(), field }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
+        Self { status, error, detail: format!("body: {}", r.body_text()), field: None }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error: "bad_request",
+            detail: format!("query: {}", r.body_text()),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.error, "detail": self.detail});
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The `{tenant}` path segment, when the route has one.
+#[derive(Debug)]
+pub struct Tenant(Option<String>);
+
+impl Tenant {
+    fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = RawPathParams::from_request_parts(parts, state).await.ok();
+        Ok(Self(params.and_then(|p| p.iter().find(|(k, _)| *k == "tenant").map(|(_, v)| v.to_owned()))))
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        error: "not_found",
+        detail: "no such route".into(),
+        field: None,
+    }
+}
+
+async fn healthz(State(app): State<AppState>, tenant: Tenant) -> Result<Response, ApiError> {
+    if tenant.as_deref().is_some() {
+        let rt = app.tenant(tenant.as_deref())?;
+        return Ok(Json(json!({"status": "ok", "tenant": rt.tenant.as_str(), "backend": rt.backend.name()}))
+            .into_response());
+    }
+    let health = app.health();
+    let status = if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(health)).into_response())
+}
+
+async fn chat_start(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    body: Result<Json<ChatStartRequest>, JsonRejection>,
+) -> ApiResult<app_core::api::ChatStartResponse> {
+    let Json(req) = body?;
+    Ok(Json(app.chat_start(tenant.as_deref(), req).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    job_id: Option<String>,
+}
+
+async fn chat_status(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> ApiResult<app_core::api::ChatStatusResponse> {
+    let Query(q) = query?;
+    let job_id =
+        q.job_id.ok_or_else(|| AppError::bad("job_id", "required as a query parameter (?job_id=...)"))?;
+    Ok(Json(app.chat_status(tenant.as_deref(), &job_id).await?))
+}
+
+async fn upload(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    body: Result<Json<UploadRequest>, JsonRejection>,
+) -> ApiResult<app_core::api::JobAccepted> {
+    let Json(req) = body?;
+    Ok(Json(app.submit_upload(tenant.as_deref(), req).await?))
+}
+
+async fn exam(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    body: Result<Json<ExamRequest>, JsonRejection>,
+) -> ApiResult<app_core::api::JobAccepted> {
+    let Json(req) = body?;
+    Ok(Json(app.submit_exam(tenant.as_deref(), req).await?))
+}
+
+async fn profile_update(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    body: Result<Json<ProfileUpdateRequest>, JsonRejection>,
+) -> ApiResult<app_core::api::JobAccepted> {
+    let Json(req) = body?;
+    Ok(Json(app.submit_profile_update(tenant.as_deref(), req).await?))
+}
+
+async fn job(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    params: RawPathParams,
+) -> ApiResult<app_core::api::JobView> {
+    let job_id = params.iter().find(|(k, _)| *k == "job_id").map(|(_, v)| v.to_owned()).unwrap_or_default();
+    Ok(Json(app.job(tenant.as_deref(), &job_id).await?))
+}
