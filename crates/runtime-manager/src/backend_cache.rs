@@ -84,8 +84,7 @@ impl QueueBackendCache {
         } else {
             get_backend(BackendRequest { tenant_id, mode, inline_backend_factory })?
         };
-        let _ = key;
-        Ok(built)
+        Ok(self.lock().entry(key).or_insert(built).clone())
     }
 
     /// The tenant's backend if one was created.
