@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use app_core::api::{ChatStartRequest, ProfileUpdateRequest, UploadRequest};
 use app_core::payloads::{ChatMessage, ChatPayload};
 use app_core::responder::ChatResponder;
 use app_core::{AppError, Laneway, Mode, Settings};
 use async_trait::async_trait;
+use queue_core::conformance::eventually;
 use queue_core::{HandlerError, JobId, ManualClock, RequestId};
 use tokio::sync::Semaphore;
 
@@ -72,16 +73,15 @@ fn chat(request_id: &str, student: &str, text: &str) -> ChatStartRequest {
     }
 }
 
+const PATIENCE: Duration = Duration::from_secs(20);
+
 async fn wait_done(app: &Laneway, tenant: Option<&str>, job: &JobId) -> app_core::api::ChatStatusResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(&format!("chat job {job} finishes"), PATIENCE, || async {
         let s = app.chat_status(tenant, job.as_str()).await.expect("status");
-        if s.status == "done" || s.status == "failed" {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "job {job} still {}", s.status);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        s.status == "done" || s.status == "failed"
+    })
+    .await;
+    app.chat_status(tenant, job.as_str()).await.expect("status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,11 +152,10 @@ async fn a_full_lane_refuses_and_leaves_no_job_or_key_behind() {
     assert_eq!(f.app.chat_status(None, w2.job_id.as_str()).await.expect("status").lane_queue_position, 2);
     f.gate.add_permits(1);
     wait_done(&f.app, None, &running.job_id).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.app.chat_status(None, w2.job_id.as_str()).await.expect("status").lane_queue_position != 1 {
-        assert!(Instant::now() < deadline, "w2 did not move up");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the last waiting job moves up to position 1", PATIENCE, || async {
+        f.app.chat_status(None, w2.job_id.as_str()).await.expect("status").lane_queue_position == 1
+    })
+    .await;
     f.gate.add_permits(10);
     wait_done(&f.app, None, &w2.job_id).await;
     f.app.shutdown().await;
@@ -251,16 +250,11 @@ async fn uploads_and_profile_updates_run_to_done_with_their_results() {
         .await
         .expect("profile again");
     assert_eq!(pu.job_id, again.job_id);
-    let deadline = Instant::now() + Duration::from_secs(20);
     for id in [&up.job_id, &pu.job_id] {
-        loop {
-            let v = f.app.job(None, id.as_str()).await.expect("job");
-            if v.status == "done" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "job {id} is {}", v.status);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(&format!("job {id} is done"), PATIENCE, || async {
+            f.app.job(None, id.as_str()).await.expect("job").status == "done"
+        })
+        .await;
     }
     let upload = f.app.job(None, up.job_id.as_str()).await.expect("job");
     assert_eq!(upload.result.as_ref().and_then(|r| r["question_count"].as_u64()), Some(2));

@@ -1,7 +1,7 @@
 //! The conformance battery: SPEC §4 guarantees 1–6 and 8, checked against any backend + lane
 //! store pair through the public traits only. Every backend crate runs it unchanged:
 //!
-//! ```ignore
+//! ```text
 //! queue_core::conformance_tests!(MyRigFactory::default());
 //! ```
 //!

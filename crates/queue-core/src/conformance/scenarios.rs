@@ -16,17 +16,30 @@ use crate::{
 /// How long a scenario waits for a condition before failing.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+async fn wait_until<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually(what, PATIENCE, check).await;
+}
+
+/// Polls `check` every few milliseconds until it holds; panics naming `what` after `patience`.
+/// The one place tests wait for a condition: a deadline, never a fixed sleep.
+///
+/// # Panics
+/// When `check` does not hold within `patience`.
+pub async fn eventually<F, Fut>(what: &str, patience: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + patience;
     loop {
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(Instant::now() < deadline, "timed out after {patience:?} waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

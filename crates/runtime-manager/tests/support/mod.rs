@@ -63,10 +63,10 @@ pub async fn create_upload(store: &dyn JobStore, behavior: &Behavior) -> JobId {
 }
 
 /// Polls `condition` until it holds, failing the test with `what` after [`DEADLINE`].
-pub async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {DEADLINE:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    queue_core::conformance::eventually(what, DEADLINE, condition).await;
 }
