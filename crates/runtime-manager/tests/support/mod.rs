@@ -2,7 +2,7 @@
 //! with a deadline (never a bare sleep).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use queue_core::conformance::{Behavior, RecordingHandler};
 use queue_core::{
