@@ -5,6 +5,10 @@
 //! testing against `lane-store`), but never up, and never into `xtask` or `laneway-tests`. `app`
 //! is the exception: it may use only `app-core`, for tests as well, so that everything it needs is
 //! re-exported by `app-core`.
+//!
+//! Dev-only test support (`redis-harness`) depends on none of our crates and is never a normal
+//! dependency: only the crates listed in [`DEV_ONLY`] may use it, and only as a dev-dependency.
+//! That rule comes first, so it binds tooling too.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -38,6 +42,8 @@ const TOOLING: u8 = u8::MAX;
 /// SPEC.md §1. A new crate must be added here, in a layer, before the tests pass.
 const LAYERS: &[Placement] = &[
     Placement { name: "queue-core", layer: 0, allowed: Allowed::Only(&[]), dev_sideways: true },
+    // Depends on nothing of ours, so it sits at the bottom; who may use it is in DEV_ONLY.
+    Placement { name: "redis-harness", layer: 0, allowed: Allowed::Only(&[]), dev_sideways: false },
     Placement { name: "lane-store", layer: 1, allowed: Allowed::Only(&["queue-core"]), dev_sideways: true },
     Placement { name: "queue-inline", layer: 1, allowed: Allowed::Only(&["queue-core"]), dev_sideways: true },
     Placement {
@@ -69,11 +75,22 @@ const LAYERS: &[Placement] = &[
     Placement { name: "laneway-tests", layer: TOOLING, allowed: Allowed::Anything, dev_sideways: true },
 ];
 
+/// Dev-only test support, each with the only members that may use it, as a dev-dependency.
+const DEV_ONLY: &[(&str, &[&str])] = &[(
+    "redis-harness",
+    &["lane-store", "queue-redis", "runtime-manager", "app-core", "app", "laneway-tests"],
+)];
+
 /// Crates that would tie `queue-core` to a runtime, to Redis or to SQLite.
 const RUNTIME_CRATES: &[&str] = &["tokio", "redis", "deadpool-redis", "rusqlite"];
 
 fn placement(name: &str) -> Option<&'static Placement> {
     LAYERS.iter().find(|p| p.name == name)
+}
+
+/// The members that may use `name` as a dev-dependency, if it is dev-only test support.
+fn dev_only_users(name: &str) -> Option<&'static [&'static str]> {
+    DEV_ONLY.iter().find(|(support, _)| *support == name).map(|(_, users)| *users)
 }
 
 fn packages(metadata: &Value) -> &[Value] {
@@ -95,6 +112,17 @@ fn dep_kind(dep: &Value) -> &str {
 
 /// Why `crate_` may not depend on `dep` (of `kind`), or `None` when the table allows it.
 fn rule_broken(crate_: &Placement, dep: &str, kind: &str) -> Option<String> {
+    if let Some(users) = dev_only_users(dep) {
+        let rule =
+            format!("`{dep}` is dev-only test support, a dev-dependency of: {} only", users.join(", "));
+        return if kind != "dev" {
+            Some(format!("{rule}; never a {kind} dependency"))
+        } else if users.contains(&crate_.name) {
+            None
+        } else {
+            Some(format!("{rule}; not of `{}`", crate_.name))
+        };
+    }
     let Allowed::Only(allowed) = crate_.allowed else { return None };
     if allowed.contains(&dep) {
         return None;
@@ -226,10 +254,18 @@ fn the_checks_report_a_synthetic_workspace_that_breaks_every_rule() {
     let metadata = serde_json::json!({ "packages": [
         package("queue-core", &[("lane-store", None, false), ("tokio", None, false), ("serde", None, false)]),
         package("lane-store", &[("queue-core", None, false), ("queue-redis", Some("dev"), false)]),
-        package("queue-inline", &[("queue-core", None, false), ("lane-store", None, false)]),
-        package("queue-redis", &[("queue-core", None, false), ("laneway-tests", Some("dev"), false)]),
+        package(
+            "queue-inline",
+            &[("queue-core", None, false), ("lane-store", None, false), ("redis-harness", Some("dev"), false)],
+        ),
+        package(
+            "queue-redis",
+            &[("queue-core", None, false), ("laneway-tests", Some("dev"), false), ("redis-harness", None, true)],
+        ),
         package("app", &[("app-core", None, false), ("queue-core", Some("dev"), false)]),
-        package("app-core", &[]),
+        package("app-core", &[("redis-harness", Some("build"), false)]),
+        package("xtask", &[("redis-harness", Some("dev"), false)]),
+        package("redis-harness", &[("queue-core", Some("dev"), false)]),
         package("laneway-tests", &[]),
         package("queue-sqlite", &[("queue-core", None, false)]),
     ]});
@@ -239,8 +275,13 @@ fn the_checks_report_a_synthetic_workspace_that_breaks_every_rule() {
         "`queue-core` has a normal dependency on `lane-store`: `queue-core` (layer 0) may depend on: none of ours; `lane-store` is in layer 1, above it",
         "`lane-store` has a dev dependency on `queue-redis`: `lane-store` (layer 1) may depend on: queue-core; `queue-redis` is in layer 2, above it",
         "`queue-inline` has a normal dependency on `lane-store`: `queue-inline` (layer 1) may depend on: queue-core; `lane-store` is not in that list (dev-dependencies may reach sideways or down, normal ones not)",
+        "`queue-inline` has a dev dependency on `redis-harness`: `redis-harness` is dev-only test support, a dev-dependency of: lane-store, queue-redis, runtime-manager, app-core, app, laneway-tests only; not of `queue-inline`",
         "`queue-redis` has a dev dependency on `laneway-tests`: `queue-redis` (layer 2) may depend on: queue-core, lane-store; `laneway-tests` is dev-only tooling",
+        "`queue-redis` has a normal dependency on `redis-harness`: `redis-harness` is dev-only test support, a dev-dependency of: lane-store, queue-redis, runtime-manager, app-core, app, laneway-tests only; never a normal dependency",
         "`app` has a dev dependency on `queue-core`: `app` (layer 5) may depend on: app-core; `queue-core` is not in that list (and `app` may not reach sideways in tests)",
+        "`app-core` has a build dependency on `redis-harness`: `redis-harness` is dev-only test support, a dev-dependency of: lane-store, queue-redis, runtime-manager, app-core, app, laneway-tests only; never a build dependency",
+        "`xtask` has a dev dependency on `redis-harness`: `redis-harness` is dev-only test support, a dev-dependency of: lane-store, queue-redis, runtime-manager, app-core, app, laneway-tests only; not of `xtask`",
+        "`redis-harness` has a dev dependency on `queue-core`: `redis-harness` (layer 0) may depend on: none of ours; `queue-core` is not in that list (and `redis-harness` may not reach sideways in tests)",
     ];
     assert_eq!(violations, expected);
 
@@ -253,15 +294,21 @@ fn the_checks_report_a_synthetic_workspace_that_breaks_every_rule() {
 }
 
 #[test]
-fn the_checks_accept_sideways_dev_dependencies_and_optional_runtimes() {
+fn the_checks_accept_sideways_dev_dependencies_dev_only_support_and_optional_runtimes() {
     let metadata = serde_json::json!({ "packages": [
         package("queue-core", &[("tokio", None, true), ("tokio", Some("dev"), false), ("mockall", None, true)]),
-        package("lane-store", &[("queue-core", None, false)]),
+        package("lane-store", &[("queue-core", None, false), ("redis-harness", Some("dev"), false)]),
         package("queue-inline", &[("queue-core", None, false), ("lane-store", Some("dev"), false)]),
-        package("app-core", &[("runtime-manager", None, false), ("queue-core", Some("dev"), false)]),
-        package("runtime-manager", &[("queue-inline", None, false)]),
-        package("app", &[("app-core", None, false), ("app-core", Some("dev"), false)]),
+        package("queue-redis", &[("lane-store", None, false), ("redis-harness", Some("dev"), false)]),
+        package(
+            "app-core",
+            &[("runtime-manager", None, false), ("queue-core", Some("dev"), false), ("redis-harness", Some("dev"), false)],
+        ),
+        package("runtime-manager", &[("queue-inline", None, false), ("redis-harness", Some("dev"), false)]),
+        package("app", &[("app-core", None, false), ("app-core", Some("dev"), false), ("redis-harness", Some("dev"), false)]),
         package("xtask", &[("app", None, false)]),
+        package("laneway-tests", &[("app", None, false), ("redis-harness", Some("dev"), false)]),
+        package("redis-harness", &[("tempfile", None, false)]),
     ]});
 
     assert_none(&layering_violations(&metadata));

@@ -57,7 +57,7 @@ impl Laneway {
         mode: Mode,
         getenv: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, AppError> {
-        validate_master_key_policy(getenv).map_err(|e| AppError::bad("MASTER_KEY", e.to_string()))?;
+        validate_master_key_policy(getenv).map_err(|e| AppError::Internal(e.to_string()))?;
         let responder = settings.chat_responder().map_err(|e| AppError::Internal(e.to_string()))?;
         Self::start_with(settings, mode, responder, Arc::new(SystemClock)).await
     }
@@ -222,7 +222,10 @@ impl Laneway {
                 return Err(e.into());
             }
         };
-        rt.lanes.register_recent(&chat.lane, &chat.fingerprint, &job_id).await?;
+        if let Err(e) = rt.lanes.register_recent(&chat.lane, &chat.fingerprint, &job_id).await {
+            // The job is accepted; only coalescing of a repeat is lost.
+            warn!(error = %e, "could not register the message for coalescing");
+        }
         info!(tenant = %rt.tenant, lane = %chat.lane, job = %job_id, position = receipt.lane_queue_position, "chat job accepted");
         Ok(ChatStartResponse {
             job_id,

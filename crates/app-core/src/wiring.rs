@@ -22,6 +22,14 @@ use crate::settings::Settings;
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a request id is remembered: a day, but never longer than finished jobs are kept, so
+/// a repeated request id never points at a purged job.
+#[must_use]
+pub fn idempotency_ttl_ms(settings: &Settings) -> u64 {
+    let retention = settings.job_retention_hours.saturating_mul(3_600_000);
+    u64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(u64::MAX).min(retention)
+}
+
 /// The data directory of `tenant`: one directory per tenant under `DATA_DIR/tenants/`.
 #[must_use]
 pub fn tenant_data_dir(settings: &Settings, tenant: &TenantId) -> PathBuf {
@@ -77,7 +85,7 @@ pub fn build_tenant_runtime(
                     QueueError::Storage(format!("cannot create data directory {}: {e}", data_dir.display()))
                 })?;
                 let config = SqliteStoreConfig {
-                    idempotency_ttl_ms: u64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(u64::MAX),
+                    idempotency_ttl_ms: idempotency_ttl_ms(settings),
                     ..SqliteStoreConfig::default()
                 };
                 let store = Arc::new(SqliteJobStore::open(

@@ -69,10 +69,34 @@ impl From<AppError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
-        Self { status, error, detail: format!("body: {}", r.body_text()), field: None }
+        let text = r.body_text();
+        let (status, error, field) = match &r {
+            // A body that parses as JSON but does not fit the request is bad input like any
+            // other: 400, naming the field serde points at.
+            JsonRejection::JsonDataError(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request", json_error_field(&text))
+            }
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => (r.status(), "payload_too_large", None),
+            _ => (r.status(), "bad_request", None),
+        };
+        Self { status, error, detail: format!("body: {text}"), field }
     }
+}
+
+/// The field a serde error names: `missing field `x``, `unknown field `x``, or the path before
+/// the message (`messages[0].content: invalid type ...`).
+fn json_error_field(text: &str) -> Option<String> {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(start) = text.find(marker) {
+            let rest = &text[start + marker.len()..];
+            return rest.find('`').map(|end| rest[..end].to_owned());
+        }
+    }
+    let detail = text.split_once("target type: ").map_or(text, |(_, d)| d);
+    let (path, _) = detail.split_once(": ")?;
+    let looks_like_path = !path.is_empty()
+        && path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'));
+    looks_like_path.then(|| path.to_owned())
 }
 
 impl From<QueryRejection> for ApiError {
@@ -196,4 +220,20 @@ async fn job(
 ) -> ApiResult<app_core::api::JobView> {
     let job_id = params.iter().find(|(k, _)| *k == "job_id").map(|(_, v)| v.to_owned()).unwrap_or_default();
     Ok(Json(app.job(tenant.as_deref(), &job_id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_error_field;
+
+    #[test]
+    fn serde_errors_name_their_field() {
+        assert_eq!(json_error_field("Failed to deserialize the JSON body into the target type: missing field `messages` at line 1 column 2").as_deref(), Some("messages"));
+        assert_eq!(json_error_field("Failed to deserialize the JSON body into the target type: unknown field `extra`, expected one of").as_deref(), Some("extra"));
+        assert_eq!(
+            json_error_field("Failed to deserialize the JSON body into the target type: messages[0].content: invalid type: integer `5`, expected a string").as_deref(),
+            Some("messages[0].content")
+        );
+        assert_eq!(json_error_field("EOF while parsing an object at line 1 column 17"), None);
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use app_core::{Laneway, Settings};
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::info;
 
 /// Multi-tenant job runtime for conversational-AI backends.
 #[derive(Debug, Parser)]
@@ -54,7 +54,6 @@ async fn main() -> ExitCode {
         Command::Serve { addr } => match serve(addr).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                error!("{e:#}");
                 eprintln!("laneway: {e:#}");
                 ExitCode::from(2)
             }

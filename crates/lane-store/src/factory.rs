@@ -4,18 +4,26 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use queue_core::{ChatLaneStore, LaneStoreConfig, Mode, QueueError, QueueResult, SharedClock, TenantId};
+use queue_core::{ChatLaneStore, LaneStoreConfig, Mode, QueueResult, SharedClock, TenantId};
 
 use crate::memory::MemoryLaneStore;
+use crate::redis_conn::RedisPool;
+use crate::redis_store::RedisLaneStore;
 
 /// The cache key of a request that names no tenant (the seed's `default`).
 const DEFAULT_TENANT_KEY: &str = "default";
+
+/// Connections per Redis pool; the tenants of one URL share it.
+const REDIS_POOL_SIZE: usize = 16;
 
 /// One chat lane store per tenant, created on first use and kept until
 /// [`reset_chat_lane_stores`](Self::reset_chat_lane_stores).
 #[derive(Debug, Default)]
 pub struct ChatLaneStoreFactory {
     stores: Mutex<HashMap<String, Arc<dyn ChatLaneStore>>>,
+    /// One pool per Redis URL, shared by the tenants' Redis stores and kept across resets (a
+    /// reset drops stores, not connections).
+    redis_pools: Mutex<HashMap<String, RedisPool>>,
 }
 
 impl ChatLaneStoreFactory {
@@ -31,19 +39,33 @@ impl ChatLaneStoreFactory {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The pool for `redis_url`, created (lazily connecting) on first use.
+    fn redis_pool(&self, redis_url: &str) -> QueueResult<RedisPool> {
+        let mut pools = self.redis_pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(redis_url) {
+            return Ok(pool.clone());
+        }
+        let pool = RedisPool::from_url(redis_url, REDIS_POOL_SIZE)?;
+        pools.insert(redis_url.to_owned(), pool.clone());
+        Ok(pool)
+    }
+
     /// The lane store of `tenant_id` (`default` when `None`), created on the first call for that
-    /// tenant and shared by every later one; `mode`, `config` and `clock` only matter then.
+    /// tenant and shared by every later one; `mode`, `redis_url`, `config` and `clock` only
+    /// matter then.
     ///
-    /// `Mode::Test` and `Mode::Inline` use a [`MemoryLaneStore`]. `redis_url` is for the Redis
-    /// lane store, which is not built yet.
+    /// `Mode::Test` and `Mode::Inline` use a [`MemoryLaneStore`]; `Mode::Redis` a
+    /// [`RedisLaneStore`] on `redis_url` (connecting lazily, dispatch off: the Redis backend
+    /// builds its own store with dispatch on).
     ///
     /// # Errors
-    /// [`QueueError::Unsupported`] for `Mode::Redis` (nothing is cached then).
+    /// [`QueueError::Config`] naming `REDIS_URL` when `Mode::Redis` gets a URL it cannot use
+    /// (nothing is cached then).
     pub fn get_chat_lane_store(
         &self,
         tenant_id: Option<&TenantId>,
         mode: Mode,
-        _redis_url: &str,
+        redis_url: &str,
         config: LaneStoreConfig,
         clock: SharedClock,
     ) -> QueueResult<Arc<dyn ChatLaneStore>> {
@@ -55,11 +77,8 @@ impl ChatLaneStoreFactory {
         let store: Arc<dyn ChatLaneStore> = match mode {
             Mode::Test | Mode::Inline => Arc::new(MemoryLaneStore::new(config, clock)),
             Mode::Redis => {
-                return Err(QueueError::Unsupported(
-                    "the Redis chat lane store arrives with the Redis backend (issue #3); \
-                     set JOB_QUEUE_BACKEND=inline for now"
-                        .to_owned(),
-                ));
+                let tenant = tenant_id.cloned().unwrap_or_else(TenantId::default_tenant);
+                Arc::new(RedisLaneStore::new(self.redis_pool(redis_url)?, &tenant, config, clock))
             }
         };
         tracing::debug!(tenant = tenant_key, mode = %mode, kind = store.kind(), "chat lane store created");

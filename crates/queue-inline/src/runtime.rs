@@ -186,6 +186,8 @@ struct Inner {
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
     accepting: AtomicBool,
+    /// Set when a rescan had to leave jobs pending (a full queue or lane): the reaper scans again.
+    rescan_needed: AtomicBool,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
 }
 
@@ -235,6 +237,7 @@ impl InlineRuntime {
             running: Mutex::new(HashMap::new()),
             timers: Mutex::new(Vec::new()),
             accepting: AtomicBool::new(false),
+            rescan_needed: AtomicBool::new(false),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
         };
         Self { inner: Arc::new(inner) }
@@ -476,8 +479,9 @@ impl InlineRuntime {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    // Full: the rest stay pending in the store for the next scan.
+                    // Full: the rest stay pending in the store; the reaper scans again later.
                     warn!(error = %e, "queue full during rescan; remaining jobs stay pending");
+                    self.inner.rescan_needed.store(true, Ordering::SeqCst);
                     break;
                 }
             }
@@ -523,6 +527,7 @@ impl InlineRuntime {
                     // can briefly exceed the cap only if the cap was lowered; the job stays
                     // pending and a later scan retries.
                     warn!(job = %record.id, lane = %lane, "lane full during rescan; job stays pending");
+                    self.inner.rescan_needed.store(true, Ordering::SeqCst);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -775,6 +780,21 @@ impl Inner {
                 return;
             }
         };
+        // A dispatch can wait in the ready queue while every worker is busy; if its lease lapsed
+        // meanwhile, the reaper has re-dispatched the job under a newer claim. Renewing first
+        // both proves this claim is still current and restarts its lease for the run.
+        match self.deps.lanes.renew(&claim).await {
+            Ok(_) => {}
+            Err(QueueError::StaleLease { .. }) => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                debug!("dispatch superseded before it started");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "could not renew the claim; leaving it to the reaper");
+                return;
+            }
+        }
         let started = match self.begin(&record, claim.epoch).await {
             Ok(r) => r,
             Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
@@ -915,6 +935,24 @@ impl Inner {
                     }
                 }
                 Err(e) => warn!(error = %e, "reaper could not read lanes"),
+            }
+            if self.rescan_needed.swap(false, Ordering::SeqCst) {
+                let runtime = InlineRuntime { inner: self.clone() };
+                let rescanned = async {
+                    Ok::<usize, QueueError>(
+                        runtime.scan_pending_chat_jobs().await?
+                            + runtime.scan_pending(JobKind::Upload).await?
+                            + runtime.scan_pending(JobKind::Exam).await?
+                            + runtime.scan_pending(JobKind::ProfileUpdate).await?,
+                    )
+                };
+                match rescanned.await {
+                    Ok(n) => debug!(n, "rescan after a full queue"),
+                    Err(e) => {
+                        warn!(error = %e, "rescan failed; will retry");
+                        self.rescan_needed.store(true, Ordering::SeqCst);
+                    }
+                }
             }
         }
     }

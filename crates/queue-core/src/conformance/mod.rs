@@ -9,6 +9,7 @@
 //! runtime's own intervals (heartbeat, reaper, backoff) are real but short, chosen by the rig.
 
 mod handler;
+pub mod lanes;
 mod scenarios;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use handler::{Behavior, Event, RecordingHandler};
+pub use lanes::LaneStoreFactory;
 pub use scenarios::*;
 
 use crate::{

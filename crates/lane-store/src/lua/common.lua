@@ -1,0 +1,32 @@
+-- Prepended to every lane script that changes a claim.
+--
+-- Numbers travel as decimal strings (ARGV in, string.format('%d') out) so that no epoch or
+-- millisecond deadline ever goes through a float-to-string conversion inside Redis.
+
+-- Claims `job` for `lane` under the next store-wide epoch, until `deadline`; returns the epoch.
+local function claim(active_key, leases_key, epoch_key, job, lane, deadline)
+  local epoch = string.format('%d', redis.call('INCR', epoch_key))
+  redis.call('HSET', active_key, 'job', job, 'epoch', epoch, 'deadline', deadline)
+  redis.call('ZADD', leases_key, deadline, lane)
+  return epoch
+end
+
+-- With dispatch on ('1'), hands the new claim to the Redis backend's chat workers in the same
+-- script as the claim itself, so a claim can never be lost between the lane store and the queue.
+local function push_dispatch(on, ready_key, signal_key, epoch, job, lane)
+  if on == '1' then
+    redis.call('RPUSH', ready_key, epoch .. '|' .. job .. '|' .. lane)
+    redis.call('LPUSH', signal_key, '1')
+    redis.call('LTRIM', signal_key, 0, 63)
+  end
+end
+
+-- nil when the lane's active claim is (`job`, `epoch`); otherwise the lane's current epoch
+-- ('0' when nothing runs), for the caller's StaleLease error.
+local function stale(active_key, job, epoch)
+  local current = redis.call('HMGET', active_key, 'job', 'epoch')
+  if current[1] == job and current[2] == epoch then
+    return nil
+  end
+  return current[2] or '0'
+end

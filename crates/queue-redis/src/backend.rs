@@ -1,0 +1,1004 @@
+//! `RedisQueueBackend`: the `QueueBackend` on Redis. Producers enqueue through Lua scripts;
+//! workers (in `laneway serve` or `laneway worker` processes) claim batches atomically with the
+//! state change and a lease, renew leases while jobs run, record outcomes fenced by epoch, and a
+//! reaper in every process returns expired leases and due retries to the ready lists.
+//!
+//! Idle workers wait on a blocking `BLPOP` of a wake-up list, on a dedicated connection whose
+//! response timeout exceeds the block; everything else goes through the pool.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lane_store::redis::{self, Value};
+use lane_store::{RedisConn, RedisPool, TenantKeys, redis_error};
+use queue_core::{
+    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobRecord, JobStatus,
+    JobStore, LaneClaim, LaneId, LimitClass, Limiter, PermitSet, ProfileUpdate, QueueBackend, QueueError,
+    QueueResult, SharedClock, TenantId, acquisition_order,
+};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::scripts;
+use crate::store::parse_record;
+
+/// How the Redis backend behaves.
+#[derive(Debug, Clone)]
+pub struct RedisBackendConfig {
+    /// Whether this process runs workers (a producer-only process sets it false).
+    pub run_workers: bool,
+    /// Chat jobs run at once by this process.
+    pub chat_concurrency: usize,
+    /// Uploads run at once by this process.
+    pub upload_concurrency: usize,
+    /// Exams run at once by this process.
+    pub exam_concurrency: usize,
+    /// Profile-update batches run at once by this process.
+    pub profile_concurrency: usize,
+    /// Most profile updates merged into one handler call.
+    pub profile_batch_max: usize,
+    /// Most jobs claimed in one round trip.
+    pub claim_batch_max: usize,
+    /// Attempts before a failing job is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Lease of a non-chat job held by a worker (chat leases are the lane store's claim TTL).
+    pub lease: Duration,
+    /// How often running jobs renew their leases.
+    pub heartbeat_interval: Duration,
+    /// How often the reaper runs.
+    pub reaper_interval: Duration,
+    /// How long an idle worker blocks waiting for work before looking again.
+    pub block: Duration,
+    /// How long `stop` lets running jobs finish before handing them back.
+    pub stop_deadline: Duration,
+    /// How long finished records are kept.
+    pub retention: Duration,
+    /// How often retention runs.
+    pub purge_interval: Duration,
+}
+
+impl Default for RedisBackendConfig {
+    fn default() -> Self {
+        Self {
+            run_workers: true,
+            chat_concurrency: 4,
+            upload_concurrency: 2,
+            exam_concurrency: 2,
+            profile_concurrency: 1,
+            profile_batch_max: 64,
+            claim_batch_max: 32,
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            lease: Duration::from_secs(600),
+            heartbeat_interval: Duration::from_secs(60),
+            reaper_interval: Duration::from_secs(1),
+            block: Duration::from_secs(1),
+            stop_deadline: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the backend works on.
+#[derive(Debug, Clone)]
+pub struct RedisBackendDeps {
+    /// Connections.
+    pub pool: RedisPool,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Job records (a `RedisJobStore` on the same Redis).
+    pub store: Arc<dyn JobStore>,
+    /// Chat lanes (a `RedisLaneStore` with dispatch on, on the same Redis).
+    pub lanes: Arc<dyn ChatLaneStore>,
+    /// Capacity caps (a `RedisLimiter`, so they hold across processes).
+    pub limiter: Arc<dyn Limiter>,
+    /// What runs each kind.
+    pub handlers: HandlerSet,
+    /// Time for leases.
+    pub clock: SharedClock,
+}
+
+/// Counters of this process.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct RedisBackendStats {
+    /// Jobs this process enqueued.
+    pub enqueued: u64,
+    /// Attempts this process started.
+    pub started: u64,
+    /// Jobs this process finished `done`.
+    pub completed: u64,
+    /// Jobs this process dead-lettered.
+    pub failed: u64,
+    /// Attempts this process scheduled again.
+    pub retried: u64,
+    /// Results of this process rejected because their lease was no longer current.
+    pub fenced: u64,
+    /// Expired leases this process's reaper re-dispatched.
+    pub lease_expiries: u64,
+    /// Jobs handed back by a stop.
+    pub handed_back: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    enqueued: AtomicU64,
+    started: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    fenced: AtomicU64,
+    lease_expiries: AtomicU64,
+    handed_back: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Held {
+    kind: JobKind,
+    epoch: u64,
+    claim: Option<LaneClaim>,
+    permits: Option<PermitSet>,
+}
+
+#[derive(Debug, Default)]
+struct Lifecycle {
+    shutdown: Option<watch::Sender<bool>>,
+    fetchers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    config: RedisBackendConfig,
+    deps: RedisBackendDeps,
+    keys: TenantKeys,
+    stats: Stats,
+    accepting: AtomicBool,
+    held: Mutex<HashMap<JobId, Held>>,
+    lifecycle: tokio::sync::Mutex<Lifecycle>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueueBackend").field("tenant", &self.deps.tenant).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Single-operation critical sections: a poisoned map is still consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Aborts a task when dropped (a job's heartbeat ends with the job).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One claimed piece of work.
+enum Claimed {
+    Plain(JobRecord),
+    Chat(LaneClaim, JobRecord),
+    /// A current chat claim whose job is already finished or gone: move the lane on.
+    FinishLane(LaneClaim),
+}
+
+/// The Redis backend of one tenant. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RedisQueueBackend {
+    inner: Arc<Inner>,
+}
+
+impl RedisQueueBackend {
+    /// A stopped backend.
+    #[must_use]
+    pub fn new(config: RedisBackendConfig, deps: RedisBackendDeps) -> Self {
+        let keys = TenantKeys::new(&deps.tenant);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                deps,
+                keys,
+                stats: Stats::default(),
+                accepting: AtomicBool::new(false),
+                held: Mutex::new(HashMap::new()),
+                lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
+            }),
+        }
+    }
+
+    /// The counters of this process.
+    #[must_use]
+    pub fn stats(&self) -> RedisBackendStats {
+        let s = &self.inner.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RedisBackendStats {
+            enqueued: g(&s.enqueued),
+            started: g(&s.started),
+            completed: g(&s.completed),
+            failed: g(&s.failed),
+            retried: g(&s.retried),
+            fenced: g(&s.fenced),
+            lease_expiries: g(&s.lease_expiries),
+            handed_back: g(&s.handed_back),
+        }
+    }
+
+    /// Jobs this process holds now.
+    #[must_use]
+    pub fn held(&self) -> usize {
+        lock(&self.inner.held).len()
+    }
+
+    /// Ends every task at once, handing nothing back, as a crash would (tests). Leases then
+    /// expire and the reaper of a live process re-dispatches the jobs.
+    pub async fn kill(&self) {
+        let mut life = self.inner.lifecycle.lock().await;
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        life.shutdown = None;
+        let life = &mut *life;
+        for t in life.fetchers.drain(..).chain(life.background.drain(..)) {
+            t.abort();
+        }
+        lock(&self.inner.held).clear();
+    }
+
+    fn ensure_running(&self) -> QueueResult<()> {
+        if self.inner.accepting.load(Ordering::SeqCst) { Ok(()) } else { Err(QueueError::NotRunning) }
+    }
+
+    async fn enqueue_plain(&self, kind: JobKind, job_id: JobId) -> QueueResult<()> {
+        self.ensure_running()?;
+        let keys = &self.inner.keys;
+        let mut conn = self.inner.deps.pool.get().await?;
+        let outcome: String = scripts::ENQUEUE_PLAIN
+            .key(keys.job(&job_id))
+            .key(keys.ready(kind))
+            .key(keys.signal(kind))
+            .arg(job_id.as_str())
+            .arg(kind.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        match outcome.as_str() {
+            "ok" => {
+                self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            "notfound" => Err(QueueError::NotFound { job: job_id }),
+            other => match other.split_once(':') {
+                Some(("kind", actual)) => Err(QueueError::invalid(
+                    "job_id",
+                    format!("job {job_id} is a {actual} job, not a {kind} job"),
+                )),
+                Some(("status", actual)) => Err(QueueError::InvalidTransition {
+                    from: JobStatus::parse(actual)?,
+                    to: JobStatus::Queued,
+                }),
+                _ => Err(QueueError::Storage(format!("enqueue script answered {other:?}"))),
+            },
+        }
+    }
+
+    async fn scan_plain(&self, kind: JobKind) -> QueueResult<usize> {
+        self.ensure_running()?;
+        let keys = &self.inner.keys;
+        let pending = self.inner.deps.store.scan_pending(kind).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.inner.deps.pool.get().await?;
+        let (ready, inflight, delayed): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
+            .lrange(keys.ready(kind), 0, -1)
+            .zrange(keys.inflight(), 0, -1)
+            .zrange(keys.delayed(), 0, -1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        let ready: HashSet<String> = ready.into_iter().collect();
+        let inflight: HashSet<String> = inflight.into_iter().collect();
+        let delayed: HashSet<String> =
+            delayed.into_iter().filter_map(|m| m.split_once('|').map(|(_, id)| id.to_owned())).collect();
+        let mut n = 0;
+        for record in pending {
+            let id = record.id.as_str();
+            if ready.contains(id) || inflight.contains(id) || delayed.contains(id) {
+                continue;
+            }
+            // Orphaned: in no list and under no lease. The claim script takes a `processing`
+            // record without a live lease over under a new epoch.
+            let _: () = redis::pipe()
+                .rpush(keys.ready(kind), id)
+                .lpush(keys.signal(kind), "1")
+                .ltrim(keys.signal(kind), 0, 63)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl QueueBackend for RedisQueueBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn enqueue_upload_job(&self, job_id: JobId) -> QueueResult<()> {
+        self.enqueue_plain(JobKind::Upload, job_id).await
+    }
+
+    async fn enqueue_exam_job(&self, job_id: JobId) -> QueueResult<()> {
+        self.enqueue_plain(JobKind::Exam, job_id).await
+    }
+
+    async fn enqueue_profile_update(&self, payload: ProfileUpdate) -> QueueResult<()> {
+        self.enqueue_plain(JobKind::ProfileUpdate, payload.job_id).await
+    }
+
+    async fn enqueue_chat_job(
+        &self,
+        job_id: JobId,
+        lane_id: Option<LaneId>,
+    ) -> QueueResult<ChatEnqueueReceipt> {
+        self.ensure_running()?;
+        let record = self
+            .inner
+            .deps
+            .store
+            .get(&job_id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound { job: job_id.clone() })?;
+        if record.kind != JobKind::Chat {
+            return Err(QueueError::invalid(
+                "job_id",
+                format!("job {job_id} is a {} job, not a chat job", record.kind),
+            ));
+        }
+        let Some(lane) = lane_id.or(record.lane) else {
+            return Err(QueueError::invalid("lane_id", "required for a chat job without a lane"));
+        };
+        // The lane store's script claims an idle lane and pushes the dispatch in one step.
+        let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
+        if outcome.added {
+            self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(outcome.receipt)
+    }
+
+    async fn scan_pending_upload_jobs(&self) -> QueueResult<usize> {
+        self.scan_plain(JobKind::Upload).await
+    }
+
+    async fn scan_pending_exam_jobs(&self) -> QueueResult<usize> {
+        self.scan_plain(JobKind::Exam).await
+    }
+
+    async fn scan_pending_chat_jobs(&self) -> QueueResult<usize> {
+        self.ensure_running()?;
+        let mut n = 0;
+        for record in self.inner.deps.store.scan_pending(JobKind::Chat).await? {
+            let Some(lane) = record.lane.clone() else { continue };
+            match self.inner.deps.lanes.enqueue(&record.id, &lane).await {
+                Ok(outcome) if outcome.added => n += 1,
+                Ok(_) => {}
+                Err(QueueError::LaneFull { .. }) => {
+                    warn!(job = %record.id, lane = %lane, "lane full during rescan; job stays pending");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    async fn start(&self) -> QueueResult<()> {
+        let mut life = self.inner.lifecycle.lock().await;
+        if life.shutdown.is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = watch::channel(false);
+        let c = &self.inner.config;
+        if c.run_workers {
+            for (kind, n) in [
+                (JobKind::Chat, c.chat_concurrency),
+                (JobKind::Upload, c.upload_concurrency),
+                (JobKind::Exam, c.exam_concurrency),
+                (JobKind::ProfileUpdate, c.profile_concurrency),
+            ] {
+                let span = info_span!("fetcher", tenant = %self.inner.deps.tenant, kind = kind.as_str());
+                life.fetchers.push(tokio::spawn(
+                    Inner::fetch_loop(self.inner.clone(), kind, n.max(1), rx.clone()).instrument(span),
+                ));
+            }
+            life.background.push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone())));
+            life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
+        }
+        life.shutdown = Some(tx);
+        self.inner.accepting.store(true, Ordering::SeqCst);
+        info!(tenant = %self.inner.deps.tenant, workers = c.run_workers, "redis backend started");
+        Ok(())
+    }
+
+    async fn stop(&self) -> QueueResult<()> {
+        let mut life = self.inner.lifecycle.lock().await;
+        let Some(shutdown) = life.shutdown.take() else {
+            return Ok(());
+        };
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let _ = shutdown.send(true);
+        // Each fetcher waits for its own running jobs up to the deadline, then aborts them.
+        let margin = self.inner.config.stop_deadline + Duration::from_secs(2);
+        for f in life.fetchers.drain(..) {
+            let abort = f.abort_handle();
+            if tokio::time::timeout(margin, f).await.is_err() {
+                abort.abort();
+            }
+        }
+        for b in life.background.drain(..) {
+            b.abort();
+        }
+        self.inner.hand_back().await;
+        info!(tenant = %self.inner.deps.tenant, "redis backend stopped");
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        self.config.backoff_base.saturating_mul(1 << exp).min(self.config.backoff_max)
+    }
+
+    async fn claim(&self, kind: JobKind, n: usize) -> QueueResult<Vec<Claimed>> {
+        let keys = &self.keys;
+        let now = self.deps.clock.now_ms();
+        let mut conn = self.deps.pool.get().await?;
+        if kind == JobKind::Chat {
+            let raw: Vec<Value> = scripts::CLAIM_CHAT
+                .key(keys.chat_ready())
+                .key(keys.stats())
+                .arg(n)
+                .arg(now)
+                .arg(keys.prefix())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            raw.into_iter().map(parse_chat_claim).collect()
+        } else {
+            let raw: Vec<HashMap<String, String>> = scripts::CLAIM_PLAIN
+                .key(keys.ready(kind))
+                .key(keys.inflight())
+                .key(keys.stats())
+                .arg(n)
+                .arg(now)
+                .arg(ms(self.config.lease))
+                .arg(keys.prefix())
+                .arg(kind.as_str())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            raw.into_iter().map(|h| parse_record(h).map(Claimed::Plain)).collect()
+        }
+    }
+
+    async fn fetch_loop(
+        self: Arc<Self>,
+        kind: JobKind,
+        concurrency: usize,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut blocking: Option<RedisConn> = None;
+        let mut retry_delay = Duration::from_millis(50);
+        let batch_max = if kind == JobKind::ProfileUpdate {
+            self.config.profile_batch_max
+        } else {
+            self.config.claim_batch_max
+        };
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let n = if kind == JobKind::ProfileUpdate {
+                batch_max
+            } else {
+                (1 + slots.available_permits()).min(batch_max)
+            };
+            let claimed = match self.claim(kind, n).await {
+                Ok(c) => {
+                    retry_delay = Duration::from_millis(50);
+                    c
+                }
+                Err(e) => {
+                    drop(first);
+                    warn!(error = %e, "cannot claim work; retrying");
+                    if sleep_or_stop(&mut shutdown, retry_delay).await {
+                        break;
+                    }
+                    retry_delay = (retry_delay * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                drop(first);
+                if self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
+            if kind == JobKind::ProfileUpdate {
+                let records: Vec<JobRecord> = claimed
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Claimed::Plain(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                let inner = self.clone();
+                tasks.spawn(async move {
+                    inner.run_plain(kind, records).await;
+                    drop(first);
+                });
+                continue;
+            }
+            let mut permit = Some(first);
+            for c in claimed {
+                let slot = match permit.take() {
+                    Some(p) => p,
+                    None => match slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        // Claimed more than slots free: run it anyway rather than drop a claim.
+                        Err(_) => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    },
+                };
+                let inner = self.clone();
+                tasks.spawn(async move {
+                    match c {
+                        Claimed::Plain(r) => inner.run_plain(kind, vec![r]).await,
+                        Claimed::Chat(claim, r) => {
+                            let span = info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
+                            inner.run_chat(claim, r).instrument(span).await;
+                        }
+                        Claimed::FinishLane(claim) => inner.advance_lane(&claim).await,
+                    }
+                    drop(slot);
+                });
+            }
+        }
+        // Stopping: let running jobs finish within the deadline, then abort them (the stop hands
+        // them back).
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.stop_deadline, drain).await.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// Blocks until a wake-up token arrives, the block times out, or the stop signal. Returns
+    /// true when stopping.
+    async fn wait_for_work(
+        &self,
+        kind: JobKind,
+        blocking: &mut Option<RedisConn>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if blocking.is_none() {
+            match self.deps.pool.blocking(self.config.block).await {
+                Ok(c) => *blocking = Some(c),
+                Err(e) => {
+                    warn!(error = %e, "cannot open a blocking connection; retrying");
+                    return sleep_or_stop(shutdown, Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let Some(conn) = blocking.as_mut() else { return false };
+        let block_secs = self.config.block.as_secs_f64();
+        let wait = redis::cmd("BLPOP")
+            .arg(self.keys.signal(kind))
+            .arg(block_secs)
+            .query_async::<Option<(String, String)>>(conn);
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => true,
+            r = wait => {
+                if let Err(e) = r {
+                    debug!(error = %e, "blocking wait failed; reconnecting");
+                    *blocking = None;
+                    return sleep_or_stop(shutdown, Duration::from_millis(100)).await;
+                }
+                false
+            }
+        }
+    }
+
+    async fn acquire(&self, classes: &[LimitClass]) -> QueueResult<Option<PermitSet>> {
+        if classes.is_empty() {
+            return Ok(None);
+        }
+        self.deps.limiter.acquire(classes).await.map(Some)
+    }
+
+    async fn release(&self, permits: Option<PermitSet>) {
+        if let Some(p) = permits
+            && let Err(e) = self.deps.limiter.release(p).await
+        {
+            warn!(error = %e, "could not release permits");
+        }
+    }
+
+    fn note_permits(&self, jobs: &[JobId], permits: Option<&PermitSet>) {
+        let mut held = lock(&self.held);
+        for (i, j) in jobs.iter().enumerate() {
+            if let Some(h) = held.get_mut(j) {
+                // One permit set covers a batch: only the first job carries it, so a hand-back
+                // releases it once.
+                h.permits = if i == 0 { permits.cloned() } else { None };
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        kind: JobKind,
+        job: &JobId,
+        epoch: u64,
+        lane: Option<&LaneId>,
+        outcome: &str,
+        value: &str,
+        due_ms: u64,
+    ) -> QueueResult<bool> {
+        let keys = &self.keys;
+        let mut conn = self.deps.pool.get().await?;
+        let lane_key = lane.map_or_else(|| keys.job(job), |l| keys.lane_active(l));
+        let answer: String = scripts::COMPLETE
+            .key(keys.job(job))
+            .key(keys.inflight())
+            .key(keys.pending(kind))
+            .key(keys.finished())
+            .key(keys.stats())
+            .key(keys.delayed())
+            .key(lane_key)
+            .arg(job.as_str())
+            .arg(epoch)
+            .arg(outcome)
+            .arg(value)
+            .arg(self.deps.clock.now_ms())
+            .arg(ms(self.config.retention).max(1))
+            .arg(due_ms)
+            .arg(kind.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        match answer.as_str() {
+            "ok" => Ok(true),
+            "notfound" => Err(QueueError::NotFound { job: job.clone() }),
+            _ => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                warn!(job = %job, epoch, answer = %answer, "late result rejected: the lease is no longer current");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn run_plain(self: &Arc<Self>, kind: JobKind, records: Vec<JobRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
+        {
+            let mut held = lock(&self.held);
+            for r in &records {
+                held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
+            }
+        }
+        self.stats.started.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat_plain(self.clone(), ids.clone())));
+        let handler = self.deps.handlers.get(kind).clone();
+        let mut classes = Vec::new();
+        for r in &records {
+            classes.extend(handler.permits(r));
+        }
+        let results = match self.acquire(&acquisition_order(&classes)).await {
+            Ok(permits) => {
+                self.note_permits(&ids, permits.as_ref());
+                let results = if records.len() == 1 {
+                    vec![handler.handle(&records[0]).await]
+                } else {
+                    handler.handle_batch(&records).await
+                };
+                self.release(permits).await;
+                results
+            }
+            Err(e) => records.iter().map(|_| Err(HandlerError::retryable(format!("limiter: {e}")))).collect(),
+        };
+        drop(heartbeat);
+        let mut results = results.into_iter();
+        for r in &records {
+            let result =
+                results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
+            self.settle(kind, r, None, result).await;
+            lock(&self.held).remove(&r.id);
+        }
+    }
+
+    /// Records the outcome of one attempt. Returns whether the lane (chat) should move on.
+    async fn settle(
+        &self,
+        kind: JobKind,
+        record: &JobRecord,
+        lane: Option<&LaneId>,
+        result: Result<serde_json::Value, HandlerError>,
+    ) -> Settled {
+        let epoch = record.lease_epoch;
+        let (outcome, value, due) = match &result {
+            Ok(v) => ("done", v.to_string(), 0),
+            Err(e) if e.retryable && record.attempt < self.config.max_attempts => {
+                let due = self.deps.clock.now_ms().saturating_add(ms(self.backoff(record.attempt)));
+                ("retry", e.message.clone(), due)
+            }
+            Err(e) => ("failed", e.message.clone(), 0),
+        };
+        match self.complete(kind, &record.id, epoch, lane, outcome, &value, due).await {
+            Ok(true) => {
+                let counter = match outcome {
+                    "done" => &self.stats.completed,
+                    "retry" => &self.stats.retried,
+                    _ => &self.stats.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if outcome == "failed" {
+                    warn!(job = %record.id, kind = kind.as_str(), "job failed for good");
+                }
+                if outcome == "retry" { Settled::Retry } else { Settled::Finished }
+            }
+            Ok(false) => Settled::Fenced,
+            Err(e) => {
+                // Redis unreachable: the lease lapses and the reaper re-dispatches the job.
+                warn!(job = %record.id, error = %e, "could not record the outcome; the lease will lapse");
+                Settled::Fenced
+            }
+        }
+    }
+
+    async fn heartbeat_plain(self: Arc<Self>, ids: Vec<JobId>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let deadline = self.deps.clock.now_ms().saturating_add(ms(self.config.lease));
+            let renewed = async {
+                let mut conn = self.deps.pool.get().await?;
+                let mut inv = scripts::RENEW_PLAIN.key(self.keys.inflight());
+                inv.arg(deadline);
+                for id in &ids {
+                    inv.arg(id.as_str());
+                }
+                inv.invoke_async::<i64>(&mut conn).await.map_err(|e| redis_error(&e))
+            };
+            if let Err(e) = renewed.await {
+                warn!(error = %e, "lease renewal failed; will retry");
+            }
+        }
+    }
+
+    async fn heartbeat_chat(self: Arc<Self>, claim: LaneClaim) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.deps.lanes.renew(&claim).await {
+                Ok(_) => {}
+                Err(QueueError::StaleLease { .. }) => {
+                    warn!(job = %claim.job_id, "lease lost while running; the result will be rejected");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
+            }
+        }
+    }
+
+    async fn run_chat(self: &Arc<Self>, claim: LaneClaim, record: JobRecord) {
+        lock(&self.held).insert(
+            claim.job_id.clone(),
+            Held { kind: JobKind::Chat, epoch: claim.epoch, claim: Some(claim.clone()), permits: None },
+        );
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat_chat(self.clone(), claim.clone())));
+        let handler = self.deps.handlers.chat.clone();
+        let classes = acquisition_order(&handler.permits(&record));
+        let result = match self.acquire(&classes).await {
+            Ok(permits) => {
+                self.note_permits(std::slice::from_ref(&claim.job_id), permits.as_ref());
+                let result = handler.handle(&record).await;
+                self.release(permits).await;
+                result
+            }
+            Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
+        };
+        drop(heartbeat);
+        let settled = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result).await;
+        match settled {
+            Settled::Finished => self.advance_lane(&claim).await,
+            Settled::Retry => {
+                // The job keeps the head of its lane: after the backoff the same head is claimed
+                // again under a new epoch. Should this process die meanwhile, the lease lapses
+                // and the reaper does it.
+                tokio::time::sleep(self.backoff(record.attempt)).await;
+                if let Err(e) = self.deps.lanes.reclaim(&claim).await {
+                    debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
+                }
+            }
+            Settled::Fenced => {}
+        }
+        lock(&self.held).remove(&claim.job_id);
+    }
+
+    async fn advance_lane(&self, claim: &LaneClaim) {
+        // The lane store's script fences the claim and dispatches the next job.
+        if let Err(e) = self.deps.lanes.finish(claim).await {
+            debug!(error = %e, "lane already moved on");
+        }
+    }
+
+    async fn reaper_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.reaper_interval);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            match self.deps.lanes.reap_expired().await {
+                Ok(claims) => {
+                    for c in &claims {
+                        warn!(job = %c.job_id, lane = %c.lane_id, "chat lease expired; re-dispatched the head job");
+                    }
+                    self.stats.lease_expiries.fetch_add(claims.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => warn!(error = %e, "reaper could not read lanes"),
+            }
+            let reaped = async {
+                let mut conn = self.deps.pool.get().await?;
+                scripts::REAP_PLAIN
+                    .key(self.keys.inflight())
+                    .key(self.keys.delayed())
+                    .key(self.keys.stats())
+                    .arg(self.deps.clock.now_ms())
+                    .arg(self.keys.prefix())
+                    .arg(500)
+                    .invoke_async::<(u64, u64)>(&mut conn)
+                    .await
+                    .map_err(|e| redis_error(&e))
+            };
+            match reaped.await {
+                Ok((expired, _released)) => {
+                    self.stats.lease_expiries.fetch_add(expired, Ordering::Relaxed);
+                }
+                Err(e) => warn!(error = %e, "reaper could not reach Redis"),
+            }
+        }
+    }
+
+    async fn purge_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.purge_interval);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let before = self.deps.clock.now_ms().saturating_sub(ms(self.config.retention));
+            if let Err(e) = self.deps.store.purge_finished(before).await {
+                warn!(error = %e, "retention purge failed");
+            }
+        }
+    }
+
+    /// Gives every job this process still holds back to the queue: chat jobs re-claimed at the
+    /// head of their lane (another worker takes them at once), others due again now.
+    async fn hand_back(&self) {
+        let held: Vec<(JobId, Held)> = lock(&self.held).drain().collect();
+        for (job, h) in held {
+            self.release(h.permits).await;
+            let lane = h.claim.as_ref().map(|c| c.lane_id.clone());
+            let now = self.deps.clock.now_ms();
+            match self
+                .complete(h.kind, &job, h.epoch, lane.as_ref(), "retry", "handed back at stop", now)
+                .await
+            {
+                Ok(true) => {
+                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
+                    if let Some(claim) = &h.claim
+                        && let Err(e) = self.deps.lanes.reclaim(claim).await
+                    {
+                        debug!(error = %e, "handed-back claim already superseded");
+                    }
+                    info!(job = %job, "running job handed back at stop");
+                }
+                Ok(false) => {}
+                Err(e) => warn!(job = %job, error = %e, "could not hand the job back; its lease will lapse"),
+            }
+        }
+    }
+}
+
+enum Settled {
+    Finished,
+    Retry,
+    Fenced,
+}
+
+async fn sleep_or_stop(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|s| *s) => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+fn value_str(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_chat_claim(v: Value) -> QueueResult<Claimed> {
+    let bad = || QueueError::Storage("unexpected chat claim reply".into());
+    let Value::Array(parts) = v else { return Err(bad()) };
+    if parts.len() != 5 {
+        return Err(bad());
+    }
+    let verb = value_str(&parts[0]).ok_or_else(bad)?;
+    let epoch: u64 = value_str(&parts[1]).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let lane = LaneId::new(value_str(&parts[2]).ok_or_else(bad)?)?;
+    let deadline: u64 = value_str(&parts[3]).and_then(|s| s.parse().ok()).unwrap_or(0);
+    match verb.as_str() {
+        "run" => {
+            let fields: HashMap<String, String> =
+                redis::from_redis_value(parts[4].clone()).map_err(|e| redis_error(&e))?;
+            let record = parse_record(fields)?;
+            let claim =
+                LaneClaim { job_id: record.id.clone(), lane_id: lane, epoch, lease_deadline_ms: deadline };
+            Ok(Claimed::Chat(claim, record))
+        }
+        "finish" => {
+            let job = JobId::new(value_str(&parts[4]).ok_or_else(bad)?)?;
+            Ok(Claimed::FinishLane(LaneClaim {
+                job_id: job,
+                lane_id: lane,
+                epoch,
+                lease_deadline_ms: deadline,
+            }))
+        }
+        _ => Err(bad()),
+    }
+}

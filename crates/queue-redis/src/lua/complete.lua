@@ -1,0 +1,44 @@
+-- Records a worker's outcome, fenced: refused (and counted) unless the job is `processing` under
+-- the caller's epoch and, for chat jobs, its lane's active claim is still that job and epoch.
+-- KEYS[1] job hash  KEYS[2] inflight  KEYS[3] pending:<kind>  KEYS[4] finished  KEYS[5] stats
+-- KEYS[6] delayed  KEYS[7] lane active hash (chat) or the job hash again (non-chat)
+-- ARGV[1] job  ARGV[2] epoch  ARGV[3] outcome: done | failed | retry  ARGV[4] result JSON or error
+-- ARGV[5] now  ARGV[6] retention (ms)  ARGV[7] due (ms, retry of a non-chat job)  ARGV[8] kind
+-- Returns `ok`, `notfound`, or `stale:<current epoch>`.
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'notfound' end
+local ep = redis.call('HGET', KEYS[1], 'epoch')
+local current = ep or '0'
+local fenced = st ~= 'processing' or ep ~= ARGV[2]
+if ARGV[8] == 'chat' then
+  local active = redis.call('HMGET', KEYS[7], 'job', 'epoch')
+  if active[1] ~= ARGV[1] or active[2] ~= ARGV[2] then
+    fenced = true
+    current = active[2] or current
+  end
+end
+if fenced then
+  redis.call('HINCRBY', KEYS[5], 'fenced', 1)
+  return 'stale:' .. current
+end
+local kind = ARGV[8]
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':processing', -1)
+if ARGV[3] == 'retry' then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated', ARGV[5])
+  redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':queued', 1)
+  if kind ~= 'chat' then
+    redis.call('ZADD', KEYS[6], ARGV[7], kind .. '|' .. ARGV[1])
+  end
+  return 'ok'
+end
+if ARGV[3] == 'done' then
+  redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[4], 'updated', ARGV[5])
+else
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'updated', ARGV[5])
+end
+redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':' .. ARGV[3], 1)
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 'ok'

@@ -1,0 +1,12 @@
+-- Puts an existing queued non-chat job on its ready list and wakes one idle worker.
+-- KEYS[1] job hash  KEYS[2] ready:<kind>  KEYS[3] signal:<kind>
+-- ARGV[1] job  ARGV[2] kind
+-- Returns `ok`, `notfound`, `kind:<actual>` or `status:<actual>`.
+local fields = redis.call('HMGET', KEYS[1], 'kind', 'status')
+if not fields[1] then return 'notfound' end
+if fields[1] ~= ARGV[2] then return 'kind:' .. fields[1] end
+if fields[2] ~= 'queued' then return 'status:' .. fields[2] end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[3], '1')
+redis.call('LTRIM', KEYS[3], 0, 63)
+return 'ok'

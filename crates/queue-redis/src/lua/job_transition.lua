@@ -1,0 +1,73 @@
+-- Applies one JobUpdate: fence, then the transition table, then the writes; on refusal nothing
+-- is written. Mirrors JobRecord::apply.
+-- KEYS[1] job hash, KEYS[2] stats hash, KEYS[3] finished zset, KEYS[4] finished-meta hash,
+--   KEYS[5..8] pending zsets of the kinds named in ARGV[12..15], in that order
+-- ARGV[1] id, ARGV[2] now (ms), ARGV[3] to ('' = keep), ARGV[4] expected epoch ('' = no fence),
+--   ARGV[5] new epoch ('' = keep), ARGV[6] '1' = one more attempt, ARGV[7] '1' = set result,
+--   ARGV[8] result (JSON text), ARGV[9] '1' = set error, ARGV[10] error,
+--   ARGV[11] retention of a finished record (ms; '0' = no TTL), ARGV[12..15] kind names
+-- Returns the record (HGETALL, a flat array) or one of 'notfound', 'stale:<current epoch>',
+-- 'invalid:<current status>'.
+local cur = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'kind')
+local from, epoch, kind = cur[1], cur[2] or '0', cur[3]
+if not from then
+  return 'notfound'
+end
+if ARGV[4] ~= '' and ARGV[4] ~= epoch then
+  return 'stale:' .. epoch
+end
+local to = ARGV[3]
+if to ~= '' then
+  local allowed = {
+    queued = { processing = true, failed = true, cancelled = true },
+    processing = { queued = true, done = true, failed = true },
+  }
+  if not (allowed[from] and allowed[from][to]) then
+    return 'invalid:' .. from
+  end
+end
+
+local id = ARGV[1]
+local fields = { 'updated', ARGV[2] }
+if to ~= '' then
+  fields[#fields + 1] = 'status'
+  fields[#fields + 1] = to
+end
+if ARGV[5] ~= '' then
+  fields[#fields + 1] = 'epoch'
+  fields[#fields + 1] = ARGV[5]
+end
+if ARGV[7] == '1' then
+  fields[#fields + 1] = 'result'
+  fields[#fields + 1] = ARGV[8]
+end
+if ARGV[9] == '1' then
+  fields[#fields + 1] = 'error'
+  fields[#fields + 1] = ARGV[10]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[6] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+end
+
+if to ~= '' and to ~= from then
+  local gone = 'count:' .. kind .. ':' .. from
+  if redis.call('HINCRBY', KEYS[2], gone, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], gone)
+  end
+  redis.call('HINCRBY', KEYS[2], 'count:' .. kind .. ':' .. to, 1)
+  if to == 'done' or to == 'failed' or to == 'cancelled' then
+    for i = 12, 15 do
+      if ARGV[i] == kind then
+        redis.call('ZREM', KEYS[i - 7], id)
+      end
+    end
+    redis.call('ZADD', KEYS[3], ARGV[2], id)
+    redis.call('HSET', KEYS[4], id, kind .. ':' .. to)
+    local retention = tonumber(ARGV[11])
+    if retention and retention > 0 then
+      redis.call('PEXPIRE', KEYS[1], retention)
+    end
+  end
+end
+return redis.call('HGETALL', KEYS[1])

@@ -1,0 +1,25 @@
+//! The backend's Lua scripts, loaded once per process (`redis::Script` runs EVALSHA and loads the
+//! script on `NOSCRIPT`). The contract of each is at the top of its file under `src/lua/`.
+
+use std::sync::LazyLock;
+
+use lane_store::redis::Script;
+
+/// Claims ready non-chat jobs with their state change and lease.
+pub(crate) static CLAIM_PLAIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim_plain.lua")));
+/// Claims chat dispatches that are still current.
+pub(crate) static CLAIM_CHAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim_chat.lua")));
+/// Records an outcome, fenced.
+pub(crate) static COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
+/// Puts a queued non-chat job on its ready list.
+pub(crate) static ENQUEUE_PLAIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/enqueue_plain.lua")));
+/// Extends non-chat leases.
+pub(crate) static RENEW_PLAIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/renew_plain.lua")));
+/// Re-queues expired non-chat leases and releases due retries.
+pub(crate) static REAP_PLAIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/reap_plain.lua")));

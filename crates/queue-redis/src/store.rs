@@ -1,0 +1,406 @@
+//! The Redis [`JobStore`]: one HASH per job record, ZSET indexes of pending jobs (per kind, by
+//! `seq`) and of finished jobs (by finish time), and per-kind, per-state counters. Every change
+//! of state is one Lua script over keys of one tenant (one Cluster slot), with the time passed in
+//! from the [`SharedClock`] so that tests and every process agree on it.
+//!
+//! Key layout (all under the tenant's hash tag, see [`TenantKeys`]):
+//!
+//! - `job:<id>` HASH: `id`, `tenant`, `kind`, `lane`, `request_id`, `status`, `attempt`, `epoch`, `seq`,
+//!   `created`, `updated`, `payload` (JSON), `result` (JSON), `error`; optional fields are absent
+//!   when unset. A finished record gets a TTL of the retention period.
+//! - `seq` STRING: the last sequence number handed out.
+//! - `pending:<kind>` ZSET id -> seq: queued and processing jobs.
+//! - `finished` ZSET id -> finish time (ms): terminal jobs, for `purge_finished` and `list`.
+//! - `finished:meta` HASH id -> `<kind>:<status>` of each finished job, so that a record whose
+//!   hash expired by TTL can still be taken off its counter when it is purged.
+//! - `stats` HASH: `count:<kind>:<status>` counters (zero counters are removed).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lane_store::redis::{self, Script, Value};
+use lane_store::{RedisConn, RedisPool, TenantKeys, redis_error};
+use queue_core::{
+    JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId, NewJob, QueueError, QueueResult,
+    RequestId, SharedClock, StatusCounts, TenantId,
+};
+
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_create.lua")));
+static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_transition.lua")));
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_delete.lua")));
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_purge.lua")));
+
+/// Finished entries one purge script examines; a batch bounds how long the script blocks Redis.
+const PURGE_BATCH: usize = 500;
+/// Index entries one round trip of `list` or `scan_pending` reads.
+const READ_PAGE: usize = 256;
+/// Most index entries `list` examines per index before it returns what it found: the bound on
+/// its work when few entries match the asked state.
+const LIST_SCAN_BUDGET: usize = 10_000;
+
+/// One tenant's job records in Redis, on one node or a Cluster.
+///
+/// Finished records expire `retention` after they finish (a zero retention sets no TTL: they stay
+/// until [`JobStore::purge_finished`] removes them). Their index entries and counters are settled
+/// by `purge_finished`, so call it periodically with a cut-off of `now - retention`; until then
+/// [`JobStore::counts`] still counts finished records whose hash has expired.
+pub struct RedisJobStore {
+    pool: RedisPool,
+    tenant: TenantId,
+    keys: TenantKeys,
+    clock: SharedClock,
+    retention_ms: u64,
+}
+
+impl fmt::Debug for RedisJobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisJobStore")
+            .field("tenant", &self.tenant)
+            .field("target", self.pool.target())
+            .field("retention_ms", &self.retention_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisJobStore {
+    /// The job store of `tenant` on `pool`, reading time from `clock`; finished records expire
+    /// after `retention` (zero: never by TTL).
+    #[must_use]
+    pub fn new(pool: RedisPool, tenant: TenantId, clock: SharedClock, retention: Duration) -> Self {
+        let keys = TenantKeys::new(&tenant);
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        Self { pool, tenant, keys, clock, retention_ms }
+    }
+
+    /// The tenant's key layout.
+    #[must_use]
+    pub const fn keys(&self) -> &TenantKeys {
+        &self.keys
+    }
+
+    /// HASH of finished id -> `<kind>:<status>`; see the module docs.
+    fn finished_meta(&self) -> String {
+        format!("{}finished:meta", self.keys.prefix())
+    }
+
+    async fn conn(&self) -> QueueResult<RedisConn> {
+        self.pool.get().await
+    }
+
+    /// Reads the records of `ids` in one pipeline, in that order, skipping ids whose hash is gone.
+    async fn read_records(&self, conn: &mut RedisConn, ids: &[String]) -> QueueResult<Vec<JobRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            let job = JobId::new(id.as_str()).map_err(|e| corrupt(id, &e))?;
+            pipe.cmd("HGETALL").arg(self.keys.job(&job));
+        }
+        let hashes: Vec<HashMap<String, String>> =
+            pipe.query_async(conn).await.map_err(|e| redis_error(&e))?;
+        hashes.into_iter().filter(|h| !h.is_empty()).map(parse_record).collect()
+    }
+
+    /// Newest-first records of `status` from the ZSET at `index` (highest score first), examining
+    /// at most [`LIST_SCAN_BUDGET`] entries and keeping those that pass `keep`.
+    async fn list_from(
+        &self,
+        conn: &mut RedisConn,
+        index: &str,
+        limit: usize,
+        keep: impl Fn(&JobRecord) -> bool + Send,
+    ) -> QueueResult<Vec<JobRecord>> {
+        let mut found = Vec::new();
+        let mut start = 0;
+        while found.len() < limit && start < LIST_SCAN_BUDGET {
+            let stop = start + READ_PAGE - 1;
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(index)
+                .arg(start)
+                .arg(stop)
+                .arg("REV")
+                .query_async(conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            let page_len = ids.len();
+            found.extend(self.read_records(conn, &ids).await?.into_iter().filter(|r| keep(r)));
+            if page_len < READ_PAGE {
+                break;
+            }
+            start += READ_PAGE;
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    fn pending_keys(&self) -> [String; JobKind::ALL.len()] {
+        JobKind::ALL.map(|kind| self.keys.pending(kind))
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisJobStore {
+    async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
+        let now = self.clock.now_ms();
+        let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
+        let mut conn = self.conn().await?;
+        let seq: u64 = CREATE
+            .key(self.keys.job(&job.id))
+            .key(self.keys.seq())
+            .key(self.keys.pending(job.kind))
+            .key(self.keys.stats())
+            .key(self.keys.finished())
+            .key(self.finished_meta())
+            .arg(job.id.as_str())
+            .arg(job.kind.as_str())
+            .arg(self.tenant.as_str())
+            .arg(job.lane.as_ref().map_or("", LaneId::as_str))
+            .arg(job.request_id.as_ref().map_or("", RequestId::as_str))
+            .arg(now)
+            .arg(payload)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        if seq == 0 {
+            return Err(QueueError::AlreadyExists { job: job.id });
+        }
+        tracing::debug!(tenant = %self.tenant, job = %job.id, seq, "created a job record");
+        Ok(JobRecord::from_new(self.tenant.clone(), job, seq, now))
+    }
+
+    async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {
+        let mut conn = self.conn().await?;
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.job(id))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        if fields.is_empty() { Ok(None) } else { parse_record(fields).map(Some) }
+    }
+
+    async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+        let now = self.clock.now_ms();
+        let result =
+            update.result.as_ref().map(serde_json::to_string).transpose().map_err(QueueError::storage)?;
+        let mut conn = self.conn().await?;
+        let mut call = TRANSITION.prepare_invoke();
+        call.key(self.keys.job(id))
+            .key(self.keys.stats())
+            .key(self.keys.finished())
+            .key(self.finished_meta())
+            .key(&self.pending_keys()[..])
+            .arg(id.as_str())
+            .arg(now)
+            .arg(update.to.map_or("", JobStatus::as_str))
+            .arg(update.expect_epoch.map_or_else(String::new, |e| e.to_string()))
+            .arg(update.set_epoch.map_or_else(String::new, |e| e.to_string()))
+            .arg(flag(update.bump_attempt))
+            .arg(flag(result.is_some()))
+            .arg(result.unwrap_or_default())
+            .arg(flag(update.error.is_some()))
+            .arg(update.error.as_deref().unwrap_or_default())
+            .arg(self.retention_ms)
+            .arg(&JobKind::ALL.map(JobKind::as_str)[..]);
+        let reply: Value = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        let outcome = match reply {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::SimpleString(s) => s,
+            fields => {
+                let fields: HashMap<String, String> =
+                    redis::from_redis_value(fields).map_err(QueueError::storage)?;
+                return parse_record(fields);
+            }
+        };
+        Err(refusal(id, &update, &outcome))
+    }
+
+    async fn delete(&self, id: &JobId) -> QueueResult<bool> {
+        let mut conn = self.conn().await?;
+        let deleted: u64 = DELETE
+            .key(self.keys.job(id))
+            .key(self.keys.stats())
+            .key(self.keys.finished())
+            .key(self.finished_meta())
+            .key(&self.pending_keys()[..])
+            .arg(id.as_str())
+            .arg(&JobKind::ALL.map(JobKind::as_str)[..])
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        Ok(deleted > 0)
+    }
+
+    async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.pending(kind))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        let mut records = Vec::with_capacity(ids.len());
+        for page in ids.chunks(READ_PAGE) {
+            records.extend(
+                self.read_records(&mut conn, page).await?.into_iter().filter(|r| r.status.is_pending()),
+            );
+        }
+        Ok(records)
+    }
+
+    async fn list(
+        &self,
+        kind: Option<JobKind>,
+        status: JobStatus,
+        limit: usize,
+    ) -> QueueResult<Vec<JobRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        if status.is_pending() {
+            // Newest first is highest seq first: each kind's pending index, merged.
+            let kinds = kind.map_or_else(|| JobKind::ALL.to_vec(), |k| vec![k]);
+            let mut found = Vec::new();
+            for k in kinds {
+                let index = self.keys.pending(k);
+                found.extend(self.list_from(&mut conn, &index, limit, |r| r.status == status).await?);
+            }
+            found.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+            found.truncate(limit);
+            Ok(found)
+        } else {
+            // Newest first is latest finished first.
+            let index = self.keys.finished();
+            self.list_from(&mut conn, &index, limit, |r| {
+                r.status == status && kind.is_none_or(|k| r.kind == k)
+            })
+            .await
+        }
+    }
+
+    async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
+        let mut conn = self.conn().await?;
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.stats());
+        for status in JobStatus::ALL {
+            cmd.arg(format!("count:{}:{}", kind.as_str(), status.as_str()));
+        }
+        let values: Vec<Option<i64>> = cmd.query_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        let mut counts = StatusCounts::default();
+        for (status, n) in JobStatus::ALL.into_iter().zip(values) {
+            counts.add(status, n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+
+    async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize> {
+        let mut conn = self.conn().await?;
+        let job_prefix = format!("{}job:", self.keys.prefix());
+        let mut total = 0;
+        loop {
+            let (purged, examined): (usize, usize) = PURGE
+                .key(self.keys.finished())
+                .key(self.keys.stats())
+                .key(self.finished_meta())
+                .arg(before_ms)
+                .arg(PURGE_BATCH)
+                .arg(&job_prefix)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            total += purged;
+            if examined < PURGE_BATCH {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::debug!(tenant = %self.tenant, purged = total, before_ms, "purged finished job records");
+        }
+        Ok(total)
+    }
+}
+
+const fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// The error for a script's refusal: `notfound`, `stale:<epoch>` or `invalid:<status>`.
+fn refusal(id: &JobId, update: &JobUpdate, outcome: &str) -> QueueError {
+    if outcome == "notfound" {
+        return QueueError::NotFound { job: id.clone() };
+    }
+    if let Some(current) = outcome.strip_prefix("stale:")
+        && let (Some(epoch), Ok(current)) = (update.expect_epoch, current.parse())
+    {
+        return QueueError::StaleLease { job: id.clone(), epoch, current };
+    }
+    if let Some(from) = outcome.strip_prefix("invalid:")
+        && let (Some(to), Ok(from)) = (update.to, JobStatus::parse(from))
+    {
+        return QueueError::InvalidTransition { from, to };
+    }
+    QueueError::Storage(format!("redis: job {id}: unexpected answer {outcome:?} from the transition script"))
+}
+
+fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
+    QueueError::Storage(format!("redis: job record {job}: {what}"))
+}
+
+/// Builds a record from the fields of its job HASH, as `HGETALL` returns them.
+///
+/// # Errors
+/// [`QueueError::Storage`] naming the job and the field when a field is missing or malformed.
+pub fn parse_record(mut fields: HashMap<String, String>) -> QueueResult<JobRecord> {
+    let shown = fields.get("id").cloned().unwrap_or_else(|| "<no id>".to_owned());
+    let mut take = |name: &str| fields.remove(name);
+    let required = |value: Option<String>, name: &str| {
+        value.ok_or_else(|| corrupt(&shown, &format_args!("the field {name} is missing")))
+    };
+    let number = |value: Option<String>, name: &str| -> QueueResult<u64> {
+        let value = required(value, name)?;
+        value
+            .parse()
+            .map_err(|_| corrupt(&shown, &format_args!("the field {name} is not a number: {value:?}")))
+    };
+    let json = |text: String, name: &str| {
+        serde_json::from_str(&text)
+            .map_err(|e| corrupt(&shown, &format_args!("the field {name} is not JSON: {e}")))
+    };
+
+    let id = JobId::new(required(take("id"), "id")?).map_err(|e| corrupt(&shown, &e))?;
+    let tenant = TenantId::new(required(take("tenant"), "tenant")?).map_err(|e| corrupt(&shown, &e))?;
+    let kind = JobKind::parse(&required(take("kind"), "kind")?).map_err(|e| corrupt(&shown, &e))?;
+    let status = JobStatus::parse(&required(take("status"), "status")?).map_err(|e| corrupt(&shown, &e))?;
+    let lane = take("lane").map(LaneId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
+    let request_id = take("request_id").map(RequestId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
+    let attempt = number(take("attempt"), "attempt")?;
+    let attempt = u32::try_from(attempt).map_err(|e| corrupt(&shown, &e))?;
+    let lease_epoch = number(take("epoch"), "epoch")?;
+    let seq = number(take("seq"), "seq")?;
+    let created_at_ms = number(take("created"), "created")?;
+    let updated_at_ms = number(take("updated"), "updated")?;
+    let payload = json(required(take("payload"), "payload")?, "payload")?;
+    let result = take("result").map(|r| json(r, "result")).transpose()?;
+    let error = take("error");
+    Ok(JobRecord {
+        id,
+        kind,
+        tenant,
+        lane,
+        request_id,
+        status,
+        attempt,
+        lease_epoch,
+        seq,
+        created_at_ms,
+        updated_at_ms,
+        payload,
+        result,
+        error,
+    })
+}
