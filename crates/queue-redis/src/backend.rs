@@ -619,20 +619,20 @@ impl Inner {
         }
         let Some(conn) = blocking.as_mut() else { return false };
         let block_secs = self.config.block.as_secs_f64();
-        let wait = redis::cmd("BLPOP")
-            .arg(self.keys.signal(kind))
-            .arg(block_secs)
-            .query_async::<Option<(String, String)>>(conn);
-        tokio::select! {
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(self.keys.signal(kind)).arg(block_secs);
+        let outcome = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => true,
-            r = wait => {
-                if let Err(e) = r {
-                    debug!(error = %e, "blocking wait failed; reconnecting");
-                    *blocking = None;
-                    return sleep_or_stop(shutdown, Duration::from_millis(100)).await;
-                }
-                false
+            _ = shutdown.wait_for(|s| *s) => None,
+            r = cmd.query_async::<Option<(String, String)>>(conn) => Some(r),
+        };
+        match outcome {
+            None => true,
+            Some(Ok(_)) => false,
+            Some(Err(e)) => {
+                debug!(error = %e, "blocking wait failed; reconnecting");
+                *blocking = None;
+                sleep_or_stop(shutdown, Duration::from_millis(100)).await
             }
         }
     }
@@ -984,7 +984,7 @@ fn parse_chat_claim(v: Value) -> QueueResult<Claimed> {
     match verb.as_str() {
         "run" => {
             let fields: HashMap<String, String> =
-                redis::from_redis_value(parts[4].clone()).map_err(|e| redis_error(&e))?;
+                redis::from_redis_value(parts[4].clone()).map_err(|e| QueueError::Storage(format!("chat claim reply: {e}")))?;
             let record = parse_record(fields)?;
             let claim =
                 LaneClaim { job_id: record.id.clone(), lane_id: lane, epoch, lease_deadline_ms: deadline };

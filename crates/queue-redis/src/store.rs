@@ -81,6 +81,15 @@ impl RedisJobStore {
         &self.keys
     }
 
+    /// Builds a record from the fields of its job HASH, as `HGETALL` returns them (the same as
+    /// the module's [`parse_record`], for users outside the crate).
+    ///
+    /// # Errors
+    /// [`QueueError::Storage`] naming the job and the field when a field is missing or malformed.
+    pub fn parse_record(fields: HashMap<String, String>) -> QueueResult<JobRecord> {
+        parse_record(fields)
+    }
+
     /// HASH of finished id -> `<kind>:<status>`; see the module docs.
     fn finished_meta(&self) -> String {
         format!("{}finished:meta", self.keys.prefix())

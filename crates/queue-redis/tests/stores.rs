@@ -1,0 +1,800 @@
+//! The Redis stores and the distributed limiter against real `redis-server` processes: the job
+//! store battery of `queue-inline` (same assertions) on one node and on a 3-node Cluster, record
+//! retention by TTL, tenant isolation, idempotency keys, limiter caps across processes, lease
+//! reclaim and renewal, and errors when Redis is down.
+//!
+//! Tests running at the same time share one server (and one cluster) through a `Weak`, each under
+//! a tenant of its own; the last test holding a server drops it, which kills the process, so no
+//! server outlives the test binary.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use lane_store::RedisPool;
+use queue_core::{
+    Clock, IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStatus, JobStore, JobUpdate, LaneId, LimitCaps,
+    LimitClass, Limiter, ManualClock, NewJob, PermitSet, QueueError, RequestId, StatusCounts, TenantId,
+};
+use queue_redis::{RedisIdempotencyStore, RedisJobStore, RedisLimiter};
+use redis_harness::{RedisCluster, RedisServer};
+use serde_json::json;
+
+const START_MS: u64 = 1_700_000_000_000;
+const RETENTION: Duration = Duration::from_secs(3600);
+/// How long a poll for something Redis does on its own (a TTL, a lease) may take before failing.
+const POLL_DEADLINE: Duration = Duration::from_secs(10);
+/// Between two checks of a poll.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+static SERVER: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
+static CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+static TENANTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The instance in `slot` if a running test holds one, else a fresh one from `start`.
+fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(running) = slot.upgrade() {
+        return running;
+    }
+    let fresh = Arc::new(start());
+    *slot = Arc::downgrade(&fresh);
+    fresh
+}
+
+/// A Redis the test runs against, kept alive by the test.
+#[derive(Clone)]
+enum Target {
+    Single(Arc<RedisServer>),
+    Cluster(Arc<RedisCluster>),
+}
+
+impl Target {
+    fn single() -> Self {
+        Self::Single(shared(&SERVER, RedisServer::start))
+    }
+
+    fn cluster() -> Self {
+        Self::Cluster(shared(&CLUSTER, RedisCluster::start))
+    }
+
+    fn pool(&self) -> RedisPool {
+        let url = match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        };
+        RedisPool::from_url(&url, 8).unwrap()
+    }
+
+    /// Runs one command on the node that serves `key`'s slot.
+    fn command_on_key(&self, args: &[&str]) -> String {
+        match self {
+            Self::Single(server) => server.command(args),
+            Self::Cluster(cluster) => cluster
+                .nodes()
+                .iter()
+                .map(|node| node.command(args))
+                .find(|reply| !reply.starts_with("(error) MOVED"))
+                .expect("some node serves the slot"),
+        }
+    }
+}
+
+/// A tenant no other test uses.
+fn unique_tenant(label: &str) -> TenantId {
+    let n = TENANTS.fetch_add(1, Ordering::Relaxed);
+    TenantId::new(format!("{label}-{}-{n}", std::process::id())).unwrap()
+}
+
+fn id(s: &str) -> JobId {
+    JobId::new(s).unwrap()
+}
+
+fn request(s: &str) -> RequestId {
+    RequestId::new(s).unwrap()
+}
+
+fn new_job(job: &str, kind: JobKind) -> NewJob {
+    NewJob { id: id(job), kind, lane: None, request_id: None, payload: json!({ "job": job }) }
+}
+
+/// Polls `check` until it holds, failing the test after [`POLL_DEADLINE`].
+async fn poll_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + POLL_DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {POLL_DEADLINE:?}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A job store under test with the clock it reads.
+struct Fixture {
+    store: Arc<RedisJobStore>,
+    clock: ManualClock,
+    tenant: TenantId,
+    target: Target,
+}
+
+fn fixture_on(target: Target, retention: Duration) -> Fixture {
+    let clock = ManualClock::new(START_MS);
+    let tenant = unique_tenant("store");
+    let store = RedisJobStore::new(target.pool(), tenant.clone(), Arc::new(clock.clone()), retention);
+    Fixture { store: Arc::new(store), clock, tenant, target }
+}
+
+fn single_node_fixture() -> Fixture {
+    fixture_on(Target::single(), RETENTION)
+}
+
+fn cluster_fixture() -> Fixture {
+    fixture_on(Target::cluster(), RETENTION)
+}
+
+/// The assertions of `queue-inline`'s job store battery, plus what only Redis does (TTLs).
+mod battery {
+    use super::*;
+
+    pub async fn create_then_get_round_trips_every_field(f: &Fixture) {
+        let job = NewJob {
+            id: id("c1"),
+            kind: JobKind::Chat,
+            lane: Some(LaneId::new("student:s1:main").unwrap()),
+            request_id: Some(request("req-1")),
+            payload: json!({ "message": "hi", "attachments": [1, 2] }),
+        };
+        let created = f.store.create(job).await.unwrap();
+        assert_eq!(created.id, id("c1"));
+        assert_eq!(created.kind, JobKind::Chat);
+        assert_eq!(created.tenant, f.tenant);
+        assert_eq!(created.lane, Some(LaneId::new("student:s1:main").unwrap()));
+        assert_eq!(created.request_id, Some(request("req-1")));
+        assert_eq!((created.status, created.attempt, created.lease_epoch), (JobStatus::Queued, 0, 0));
+        assert_eq!((created.created_at_ms, created.updated_at_ms), (START_MS, START_MS));
+        assert_eq!(created.payload, json!({ "message": "hi", "attachments": [1, 2] }));
+        assert_eq!((created.result.clone(), created.error.clone()), (None, None));
+        assert!(created.seq >= 1);
+
+        assert_eq!(f.store.get(&id("c1")).await.unwrap(), Some(created));
+        assert_eq!(f.store.get(&id("nope")).await.unwrap(), None);
+    }
+
+    pub async fn a_duplicate_id_is_refused_and_the_first_record_kept(f: &Fixture) {
+        let first = f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
+        let again = NewJob { payload: json!("other"), ..new_job("a", JobKind::Exam) };
+        let err = f.store.create(again).await.unwrap_err();
+        assert_eq!(err, QueueError::AlreadyExists { job: id("a") });
+        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(first));
+        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts::default());
+    }
+
+    pub async fn sequence_numbers_strictly_increase_across_kinds(f: &Fixture) {
+        let mut seqs = Vec::new();
+        for (i, kind) in JobKind::ALL.iter().cycle().take(12).enumerate() {
+            seqs.push(f.store.create(new_job(&format!("j{i}"), *kind)).await.unwrap().seq);
+            if i == 5 {
+                // A refused create must not disturb the order of the ones around it.
+                f.store.create(new_job("j0", JobKind::Upload)).await.unwrap_err();
+            }
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    pub async fn transitions_follow_the_table_and_a_refused_one_changes_nothing(f: &Fixture) {
+        f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
+        f.clock.advance(10);
+        let started = f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
+        assert_eq!((started.status, started.attempt, started.lease_epoch), (JobStatus::Processing, 1, 1));
+        assert_eq!(started.updated_at_ms, START_MS + 10);
+
+        let requeued = f.store.transition(&id("a"), JobUpdate::requeue(1, Some("boom".into()))).await.unwrap();
+        assert_eq!((requeued.status, requeued.error.as_deref()), (JobStatus::Queued, Some("boom")));
+        f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
+        f.clock.advance(10);
+        let done = f.store.transition(&id("a"), JobUpdate::done(2, json!({ "ok": true }))).await.unwrap();
+        assert_eq!((done.status, done.attempt, done.result.clone()), (JobStatus::Done, 2, Some(json!({ "ok": true }))));
+        assert_eq!(f.store.get(&id("a")).await.unwrap().as_ref(), Some(&done));
+
+        f.clock.advance(10);
+        let err = f.store.transition(&id("a"), JobUpdate::start(3)).await.unwrap_err();
+        assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Done, to: JobStatus::Processing });
+        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(done), "a refused transition writes nothing");
+
+        let queued = f.store.create(new_job("b", JobKind::Upload)).await.unwrap();
+        let err = f.store.transition(&id("b"), JobUpdate::done(0, json!(1))).await.unwrap_err();
+        assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Queued, to: JobStatus::Done });
+        assert_eq!(f.store.get(&id("b")).await.unwrap(), Some(queued));
+        let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
+        assert_eq!(f.store.transition(&id("b"), cancel).await.unwrap().status, JobStatus::Cancelled);
+
+        let err = f.store.transition(&id("ghost"), JobUpdate::start(1)).await.unwrap_err();
+        assert_eq!(err, QueueError::NotFound { job: id("ghost") });
+        assert_eq!(f.store.get(&id("ghost")).await.unwrap(), None, "a missing job is not created by a transition");
+        assert_eq!(
+            f.store.counts(JobKind::Upload).await.unwrap(),
+            StatusCounts { done: 1, cancelled: 1, ..StatusCounts::default() },
+            "refused transitions move no counter"
+        );
+    }
+
+    pub async fn a_stale_lease_cannot_finish_the_job(f: &Fixture) {
+        f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
+        f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
+        // The first claim's lease expired: the job went back and was claimed again.
+        f.store.transition(&id("a"), JobUpdate::requeue(1, None)).await.unwrap();
+        let current = f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
+
+        f.clock.advance(5);
+        let err = f.store.transition(&id("a"), JobUpdate::done(1, json!("late"))).await.unwrap_err();
+        assert_eq!(err, QueueError::StaleLease { job: id("a"), epoch: 1, current: 2 });
+        let err = f.store.transition(&id("a"), JobUpdate::failed(1, "late")).await.unwrap_err();
+        assert!(matches!(err, QueueError::StaleLease { epoch: 1, current: 2, .. }), "{err}");
+        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(current));
+
+        let done = f.store.transition(&id("a"), JobUpdate::done(2, json!("on time"))).await.unwrap();
+        assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!("on time"))));
+    }
+
+    /// Creates, in this order: upload u1 (started, then handed back), u2 (processing), u3
+    /// (done), u4 (cancelled), chat c1, exam e1, u5 (queued), u6 (failed).
+    async fn populate(f: &Fixture) {
+        for (job, kind) in [
+            ("u1", JobKind::Upload),
+            ("u2", JobKind::Upload),
+            ("u3", JobKind::Upload),
+            ("u4", JobKind::Upload),
+            ("c1", JobKind::Chat),
+            ("e1", JobKind::Exam),
+            ("u5", JobKind::Upload),
+            ("u6", JobKind::Upload),
+        ] {
+            f.store.create(new_job(job, kind)).await.unwrap();
+        }
+        let s = &f.store;
+        s.transition(&id("u1"), JobUpdate::start(1)).await.unwrap();
+        s.transition(&id("u1"), JobUpdate::requeue(1, None)).await.unwrap();
+        s.transition(&id("u2"), JobUpdate::start(1)).await.unwrap();
+        s.transition(&id("u3"), JobUpdate::start(1)).await.unwrap();
+        s.transition(&id("u3"), JobUpdate::done(1, json!(null))).await.unwrap();
+        s.transition(&id("u4"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() }).await.unwrap();
+        s.transition(&id("u6"), JobUpdate::start(1)).await.unwrap();
+        s.transition(&id("u6"), JobUpdate::failed(1, "dead")).await.unwrap();
+    }
+
+    fn ids(records: &[queue_core::JobRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    pub async fn scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order(f: &Fixture) {
+        populate(f).await;
+        let uploads = f.store.scan_pending(JobKind::Upload).await.unwrap();
+        assert_eq!(ids(&uploads), ["u1", "u2", "u5"], "a handed-back job keeps its place");
+        assert_eq!(
+            uploads.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [JobStatus::Queued, JobStatus::Processing, JobStatus::Queued]
+        );
+        assert!(uploads.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["c1"]);
+        assert_eq!(ids(&f.store.scan_pending(JobKind::Exam).await.unwrap()), ["e1"]);
+        assert!(f.store.scan_pending(JobKind::ProfileUpdate).await.unwrap().is_empty());
+    }
+
+    pub async fn counts_count_each_state_of_the_kind(f: &Fixture) {
+        populate(f).await;
+        let uploads = f.store.counts(JobKind::Upload).await.unwrap();
+        assert_eq!(uploads, StatusCounts { queued: 2, processing: 1, done: 1, failed: 1, cancelled: 1 });
+        let exams = f.store.counts(JobKind::Exam).await.unwrap();
+        assert_eq!(exams, StatusCounts { queued: 1, ..StatusCounts::default() });
+        assert_eq!(f.store.counts(JobKind::ProfileUpdate).await.unwrap(), StatusCounts::default());
+
+        f.store.transition(&id("u2"), JobUpdate::done(1, json!(null))).await.unwrap();
+        let uploads = f.store.counts(JobKind::Upload).await.unwrap();
+        assert_eq!(uploads, StatusCounts { queued: 2, processing: 0, done: 2, failed: 1, cancelled: 1 });
+    }
+
+    pub async fn list_returns_the_newest_first_within_the_limit(f: &Fixture) {
+        populate(f).await;
+        let queued = f.store.list(Some(JobKind::Upload), JobStatus::Queued, 10).await.unwrap();
+        assert_eq!(ids(&queued), ["u5", "u1"]);
+        let one = f.store.list(Some(JobKind::Upload), JobStatus::Queued, 1).await.unwrap();
+        assert_eq!(ids(&one), ["u5"]);
+        let any_kind = f.store.list(None, JobStatus::Queued, 10).await.unwrap();
+        assert_eq!(ids(&any_kind), ["u5", "e1", "c1", "u1"]);
+        assert_eq!(ids(&f.store.list(None, JobStatus::Failed, 10).await.unwrap()), ["u6"]);
+        assert!(f.store.list(Some(JobKind::Chat), JobStatus::Done, 10).await.unwrap().is_empty());
+    }
+
+    pub async fn purge_finished_respects_retention_and_leaves_pending_jobs(f: &Fixture) {
+        for job in ["done-early", "failed-later", "cancelled-last", "queued", "running"] {
+            f.store.create(new_job(job, JobKind::Upload)).await.unwrap();
+        }
+        f.store.transition(&id("running"), JobUpdate::start(1)).await.unwrap();
+        f.store.transition(&id("done-early"), JobUpdate::start(1)).await.unwrap();
+        f.clock.advance(100);
+        f.store.transition(&id("done-early"), JobUpdate::done(1, json!(1))).await.unwrap();
+        f.store.transition(&id("failed-later"), JobUpdate::start(1)).await.unwrap();
+        f.clock.advance(100);
+        f.store.transition(&id("failed-later"), JobUpdate::failed(1, "x")).await.unwrap();
+        f.clock.advance(100);
+        let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
+        f.store.transition(&id("cancelled-last"), cancel).await.unwrap();
+
+        // Strictly before: a record updated exactly at the cut-off is kept.
+        assert_eq!(f.store.purge_finished(START_MS + 100).await.unwrap(), 0);
+        assert_eq!(f.store.purge_finished(START_MS + 101).await.unwrap(), 1);
+        assert_eq!(f.store.get(&id("done-early")).await.unwrap(), None);
+        assert!(f.store.get(&id("failed-later")).await.unwrap().is_some());
+
+        f.clock.advance(1_000_000);
+        assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 2);
+        let pending = f.store.scan_pending(JobKind::Upload).await.unwrap();
+        assert_eq!(ids(&pending), ["queued", "running"], "pending jobs are never purged, however old");
+        assert_eq!(
+            f.store.counts(JobKind::Upload).await.unwrap(),
+            StatusCounts { queued: 1, processing: 1, ..StatusCounts::default() }
+        );
+    }
+
+    pub async fn purge_finished_works_through_more_than_one_batch(f: &Fixture) {
+        // The purge script takes 500 finished entries at a time.
+        for i in 0..620 {
+            let job = format!("p{i}");
+            f.store.create(new_job(&job, JobKind::ProfileUpdate)).await.unwrap();
+            let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
+            f.store.transition(&id(&job), cancel).await.unwrap();
+        }
+        f.clock.advance(1);
+        assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 620);
+        assert_eq!(f.store.counts(JobKind::ProfileUpdate).await.unwrap(), StatusCounts::default());
+    }
+
+    pub async fn delete_removes_a_record_and_says_whether_it_existed(f: &Fixture) {
+        f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
+        f.store.create(new_job("b", JobKind::Chat)).await.unwrap();
+        assert!(f.store.delete(&id("a")).await.unwrap());
+        assert_eq!(f.store.get(&id("a")).await.unwrap(), None);
+        assert!(!f.store.delete(&id("a")).await.unwrap());
+        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["b"]);
+        assert_eq!(f.store.counts(JobKind::Chat).await.unwrap().queued, 1);
+
+        // The id is free again, and the new record comes after everything created so far.
+        let b_seq = f.store.get(&id("b")).await.unwrap().unwrap().seq;
+        let again = f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
+        assert!(again.seq > b_seq);
+        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["b", "a"]);
+    }
+
+    pub async fn finished_records_expire_after_the_retention_period(f: &Fixture) {
+        f.store.create(new_job("finished", JobKind::Upload)).await.unwrap();
+        f.store.create(new_job("waiting", JobKind::Upload)).await.unwrap();
+        f.store.transition(&id("finished"), JobUpdate::start(1)).await.unwrap();
+        f.store.transition(&id("finished"), JobUpdate::done(1, json!(1))).await.unwrap();
+
+        let keys = f.store.keys();
+        let pttl: i64 = f.target.command_on_key(&["PTTL", &keys.job(&id("finished"))]).parse().unwrap();
+        let retention_ms = i64::try_from(RETENTION.as_millis()).unwrap();
+        assert!(pttl > 0 && pttl <= retention_ms, "PTTL {pttl} of a finished record");
+        let pttl = f.target.command_on_key(&["PTTL", &keys.job(&id("waiting"))]);
+        assert_eq!(pttl, "-1", "a pending record never expires");
+    }
+}
+
+macro_rules! job_store_battery {
+    ($module:ident, $fixture:path; $($case:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let fixture = $fixture();
+                    crate::battery::$case(&fixture).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! on_single_node_and_cluster {
+    ($($case:ident),* $(,)?) => {
+        job_store_battery!(single_node_job_store, crate::single_node_fixture; $($case),*);
+        job_store_battery!(cluster_job_store, crate::cluster_fixture; $($case),*);
+    };
+}
+
+on_single_node_and_cluster!(
+    create_then_get_round_trips_every_field,
+    a_duplicate_id_is_refused_and_the_first_record_kept,
+    sequence_numbers_strictly_increase_across_kinds,
+    transitions_follow_the_table_and_a_refused_one_changes_nothing,
+    a_stale_lease_cannot_finish_the_job,
+    scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order,
+    counts_count_each_state_of_the_kind,
+    list_returns_the_newest_first_within_the_limit,
+    purge_finished_respects_retention_and_leaves_pending_jobs,
+    purge_finished_works_through_more_than_one_batch,
+    delete_removes_a_record_and_says_whether_it_existed,
+    finished_records_expire_after_the_retention_period,
+);
+
+mod redis_job_store {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_record_expired_by_ttl_leaves_its_counter_until_purge_settles_it() {
+        let f = fixture_on(Target::single(), Duration::from_millis(200));
+        f.store.create(new_job("a", JobKind::Exam)).await.unwrap();
+        f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
+        f.store.transition(&id("a"), JobUpdate::done(1, json!(1))).await.unwrap();
+        poll_until("the finished record expires", || async { f.store.get(&id("a")).await.unwrap().is_none() })
+            .await;
+        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap().done, 1);
+
+        f.clock.advance(1);
+        assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 0, "nothing left to delete");
+        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts::default());
+        assert!(f.store.list(None, JobStatus::Done, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_id_reused_after_its_record_expired_starts_from_clean_counters() {
+        let f = fixture_on(Target::single(), Duration::from_millis(200));
+        f.store.create(new_job("a", JobKind::Exam)).await.unwrap();
+        f.store.transition(&id("a"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
+            .await
+            .unwrap();
+        poll_until("the finished record expires", || async { f.store.get(&id("a")).await.unwrap().is_none() })
+            .await;
+        f.store.create(new_job("a", JobKind::Exam)).await.unwrap();
+        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts { queued: 1, ..StatusCounts::default() });
+
+        f.clock.advance(1);
+        assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 0, "the new record is pending");
+        assert_eq!(f.store.get(&id("a")).await.unwrap().map(|r| r.status), Some(JobStatus::Queued));
+        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts { queued: 1, ..StatusCounts::default() });
+    }
+
+    #[tokio::test]
+    async fn a_zero_retention_keeps_finished_records_until_purge() {
+        let f = fixture_on(Target::single(), Duration::ZERO);
+        f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
+        f.store.transition(&id("a"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
+            .await
+            .unwrap();
+        assert_eq!(f.target.command_on_key(&["PTTL", &f.store.keys().job(&id("a"))]), "-1");
+        assert_eq!(f.store.purge_finished(START_MS + 1).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn parse_record_reads_back_what_the_store_wrote() {
+        let f = single_node_fixture();
+        let created = f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
+        let mut fields = std::collections::HashMap::new();
+        let flat = f.target.command_on_key(&["HGETALL", &f.store.keys().job(&id("a"))]);
+        let lines: Vec<&str> = flat.lines().collect();
+        for pair in lines.chunks(2) {
+            fields.insert(pair[0].to_owned(), pair[1].to_owned());
+        }
+        assert_eq!(RedisJobStore::parse_record(fields.clone()).unwrap(), created);
+        fields.remove("seq");
+        let err = RedisJobStore::parse_record(fields).unwrap_err();
+        assert!(matches!(&err, QueueError::Storage(m) if m.contains("seq")), "{err}");
+    }
+}
+
+mod tenant_isolation {
+    use super::*;
+
+    #[tokio::test]
+    async fn another_tenant_cannot_read_change_or_delete_a_tenants_job() {
+        let target = Target::single();
+        let clock = ManualClock::new(START_MS);
+        let a = unique_tenant("iso");
+        // b's name extends a's, so a prefix match without the hash tag's braces would mix them.
+        let b = TenantId::new(format!("{a}-b")).unwrap();
+        let store_a = RedisJobStore::new(target.pool(), a.clone(), Arc::new(clock.clone()), RETENTION);
+        let store_b = RedisJobStore::new(target.pool(), b.clone(), Arc::new(clock.clone()), RETENTION);
+        let idem_a = RedisIdempotencyStore::new(target.pool(), &a, RETENTION);
+        let idem_b = RedisIdempotencyStore::new(target.pool(), &b, RETENTION);
+
+        let job = store_a.create(new_job("shared-id", JobKind::Chat)).await.unwrap();
+        idem_a.claim(&request("r1"), &id("shared-id")).await.unwrap();
+
+        assert_eq!(store_b.get(&id("shared-id")).await.unwrap(), None);
+        let err = store_b.transition(&id("shared-id"), JobUpdate::start(1)).await.unwrap_err();
+        assert_eq!(err, QueueError::NotFound { job: id("shared-id") });
+        assert!(!store_b.delete(&id("shared-id")).await.unwrap());
+        assert!(store_b.scan_pending(JobKind::Chat).await.unwrap().is_empty());
+        assert_eq!(store_b.counts(JobKind::Chat).await.unwrap(), StatusCounts::default());
+        assert_eq!(idem_b.claim(&request("r1"), &id("other")).await.unwrap(), IdempotencyClaim::Claimed);
+        assert_eq!(store_a.get(&id("shared-id")).await.unwrap(), Some(job));
+
+        // b's own job of the same id lives beside a's.
+        store_b.create(new_job("shared-id", JobKind::Chat)).await.unwrap();
+        assert_eq!(store_a.counts(JobKind::Chat).await.unwrap().queued, 1);
+
+        let Target::Single(server) = &target else { unreachable!() };
+        let keys_a = server.command(&["KEYS", &format!("lw:{{{a}}}:*")]);
+        let keys_b = server.command(&["KEYS", &format!("lw:{{{b}}}:*")]);
+        assert!(!keys_a.is_empty() && !keys_b.is_empty());
+        let prefix_a = format!("lw:{{{a}}}:");
+        let prefix_b = format!("lw:{{{b}}}:");
+        assert!(keys_a.lines().all(|k| k.starts_with(&prefix_a) && !k.starts_with(&prefix_b)), "{keys_a}");
+        assert!(keys_b.lines().all(|k| k.starts_with(&prefix_b) && !k.starts_with(&prefix_a)), "{keys_b}");
+        let all = server.command(&["KEYS", "*"]);
+        let of_a_or_b: Vec<&str> = all.lines().filter(|k| k.contains(a.as_str())).collect();
+        assert_eq!(of_a_or_b.len(), keys_a.lines().count() + keys_b.lines().count(), "{all}");
+    }
+}
+
+mod idempotency {
+    use super::*;
+
+    fn store(target: &Target, ttl: Duration) -> (RedisIdempotencyStore, TenantId) {
+        let tenant = unique_tenant("idem");
+        (RedisIdempotencyStore::new(target.pool(), &tenant, ttl), tenant)
+    }
+
+    #[tokio::test]
+    async fn a_free_key_is_claimed_and_then_maps_to_its_job() {
+        let (k, _) = store(&Target::single(), RETENTION);
+        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
+        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
+        assert_eq!(k.claim(&request("r2"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+    }
+
+    #[tokio::test]
+    async fn release_forgets_a_key_only_for_its_own_job() {
+        let (k, _) = store(&Target::single(), RETENTION);
+        k.claim(&request("r1"), &id("j1")).await.unwrap();
+        k.release(&request("r1"), &id("other")).await.unwrap();
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
+        k.release(&request("r1"), &id("j1")).await.unwrap();
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+        assert_eq!(k.claim(&request("r1"), &id("j3")).await.unwrap(), IdempotencyClaim::Existing(id("j2")));
+        k.release(&request("never-claimed"), &id("j1")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_is_taken_over_by_the_next_claim() {
+        let target = Target::single();
+        let ttl = Duration::from_millis(200);
+        let (k, tenant) = store(&target, ttl);
+        k.claim(&request("r1"), &id("j1")).await.unwrap();
+        let key = lane_store::TenantKeys::new(&tenant).idempotency(&request("r1"));
+        let pttl: i64 = target.command_on_key(&["PTTL", &key]).parse().unwrap();
+        assert!(pttl > 0 && pttl <= 200, "PTTL {pttl} of a key claimed for 200 ms");
+
+        poll_until("the key expires and the next claim takes it", || async {
+            match k.claim(&request("r1"), &id("j2")).await.unwrap() {
+                IdempotencyClaim::Claimed => true,
+                IdempotencyClaim::Existing(job) => {
+                    assert_eq!(job, id("j1"));
+                    false
+                }
+            }
+        })
+        .await;
+        assert_eq!(k.claim(&request("r1"), &id("j3")).await.unwrap(), IdempotencyClaim::Existing(id("j2")));
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_remembers_nothing() {
+        let (k, _) = store(&Target::single(), Duration::ZERO);
+        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+        k.release(&request("r1"), &id("j2")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_claim_and_release_on_the_cluster_too() {
+        let (k, _) = store(&Target::cluster(), RETENTION);
+        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
+        k.release(&request("r1"), &id("j1")).await.unwrap();
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+    }
+}
+
+mod redis_limiter {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const SHORT_LEASE: Duration = Duration::from_millis(300);
+
+    fn caps(llm: usize) -> LimitCaps {
+        LimitCaps { ocr: 2, llm, llm_student: 2, llm_teacher: 2 }
+    }
+
+    /// `n` limiters of one tenant, as `n` processes would have.
+    fn limiters(target: &Target, n: usize, caps: LimitCaps, lease: Duration) -> Vec<Arc<RedisLimiter>> {
+        let tenant = unique_tenant("limit");
+        (0..n).map(|_| Arc::new(RedisLimiter::new(target.pool(), &tenant, caps, lease))).collect()
+    }
+
+    async fn in_use(limiter: &RedisLimiter, class: LimitClass) -> usize {
+        let usage = limiter.usage().await.unwrap();
+        usage.iter().find(|u| u.class == class).unwrap().in_use
+    }
+
+    /// Tries to acquire for 100 ms: `None` when every try found a class full. The future is
+    /// dropped either way.
+    async fn try_acquire(limiter: &RedisLimiter, classes: &[LimitClass]) -> Option<PermitSet> {
+        tokio::time::timeout(Duration::from_millis(100), limiter.acquire(classes)).await.ok().map(Result::unwrap)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn never_more_holders_than_the_cap_across_three_processes() {
+        let limiters = limiters(&Target::single(), 3, caps(3), LEASE);
+        let holders = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let limiter = Arc::clone(&limiters[i % limiters.len()]);
+                let (holders, peak) = (Arc::clone(&holders), Arc::clone(&peak));
+                tokio::spawn(async move {
+                    let permits = limiter.acquire(&[LimitClass::Llm]).await.unwrap();
+                    let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    for _ in 0..20 {
+                        tokio::task::yield_now().await;
+                    }
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    limiter.release(permits).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&peak), "peak holders {peak} with a cap of 3");
+        assert!(limiters.iter().map(|l| l.waits()).sum::<u64>() > 0, "48 acquires at a cap of 3 must wait");
+        assert_eq!(in_use(&limiters[0], LimitClass::Llm).await, 0);
+    }
+
+    #[tokio::test]
+    async fn classes_are_taken_all_or_nothing() {
+        let target = Target::single();
+        let caps = LimitCaps { ocr: 1, llm: 2, llm_student: 1, llm_teacher: 1 };
+        let limiters = limiters(&target, 2, caps, LEASE);
+        let (first, second) = (&limiters[0], &limiters[1]);
+        let student = first.acquire(&[LimitClass::LlmStudent, LimitClass::Llm]).await.unwrap();
+        assert_eq!(student.classes, [LimitClass::Llm, LimitClass::LlmStudent]);
+
+        assert!(try_acquire(second, &[LimitClass::Llm, LimitClass::LlmStudent]).await.is_none());
+        assert_eq!(in_use(second, LimitClass::Llm).await, 1, "the waiting student took no llm permit");
+        assert!(second.waits() >= 1);
+
+        let teacher = try_acquire(second, &[LimitClass::LlmTeacher, LimitClass::Llm]).await;
+        let teacher = teacher.expect("a teacher acquire finds llm and llm_teacher free");
+        let usage = second.usage().await.unwrap();
+        assert_eq!(usage.iter().map(|u| u.class).collect::<Vec<_>>(), LimitClass::ALL);
+        assert_eq!(usage.iter().map(|u| (u.in_use, u.capacity)).collect::<Vec<_>>(), [(0, 1), (2, 2), (1, 1), (1, 1)]);
+
+        first.release(student).await.unwrap();
+        second.release(teacher).await.unwrap();
+        assert!(second.usage().await.unwrap().iter().all(|u| u.in_use == 0));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_acquire_holds_nothing() {
+        let limiters = limiters(&Target::single(), 1, caps(1), LEASE);
+        let limiter = &limiters[0];
+        let held = limiter.acquire(&[LimitClass::Llm]).await.unwrap();
+        for _ in 0..20 {
+            // Dropped at every point of its life, including while a try is in flight.
+            let dropped = tokio::time::timeout(Duration::from_millis(3), limiter.acquire(&[LimitClass::Ocr, LimitClass::Llm]));
+            assert!(dropped.await.is_err());
+        }
+        limiter.release(held).await.unwrap();
+        poll_until("every dropped try is undone", || async {
+            limiter.usage().await.unwrap().iter().all(|u| u.in_use == 0)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn releasing_a_token_twice_never_frees_someone_elses_permits() {
+        let limiters = limiters(&Target::single(), 2, caps(1), LEASE);
+        let first = limiters[0].acquire(&[LimitClass::Llm]).await.unwrap();
+        limiters[0].release(first.clone()).await.unwrap();
+        let second = limiters[1].acquire(&[LimitClass::Llm]).await.unwrap();
+        assert_ne!(first.token, second.token);
+        limiters[0].release(first).await.unwrap();
+        assert_eq!(in_use(&limiters[0], LimitClass::Llm).await, 1, "the second holder keeps its permit");
+        let unknown = PermitSet { classes: vec![LimitClass::Llm], token: "never-issued".into() };
+        limiters[0].release(unknown).await.unwrap();
+        assert_eq!(in_use(&limiters[0], LimitClass::Llm).await, 1);
+        limiters[1].release(second).await.unwrap();
+        assert_eq!(in_use(&limiters[0], LimitClass::Llm).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_killed_processs_permit_is_reclaimed_after_its_lease() {
+        let mut limiters = limiters(&Target::single(), 2, caps(1), SHORT_LEASE);
+        let survivor = limiters.pop().unwrap();
+        let doomed = limiters.pop().unwrap();
+        let _leaked = doomed.acquire(&[LimitClass::Llm]).await.unwrap();
+        // The process dies: no release, and its renewals stop.
+        drop(doomed);
+        assert!(try_acquire(&survivor, &[LimitClass::Llm]).await.is_none(), "the lease still runs");
+
+        let started = Instant::now();
+        let permits = tokio::time::timeout(POLL_DEADLINE, survivor.acquire(&[LimitClass::Llm]))
+            .await
+            .expect("the leaked permit is reclaimed within the deadline")
+            .unwrap();
+        assert!(started.elapsed() < POLL_DEADLINE);
+        survivor.release(permits).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn renewal_keeps_a_long_held_permit_alive_past_several_leases() {
+        let limiters = limiters(&Target::single(), 2, caps(1), SHORT_LEASE);
+        let (holder, rival) = (&limiters[0], &limiters[1]);
+        let permits = holder.acquire(&[LimitClass::Llm]).await.unwrap();
+        let held_since = Instant::now();
+        // Each check waits 100 ms for the permit; together they span four leases.
+        while held_since.elapsed() < SHORT_LEASE * 4 {
+            assert!(
+                try_acquire(rival, &[LimitClass::Llm]).await.is_none(),
+                "the permit was lost after {:?} although its holder is alive",
+                held_since.elapsed()
+            );
+            assert_eq!(in_use(rival, LimitClass::Llm).await, 1);
+        }
+        holder.release(permits).await.unwrap();
+        assert!(try_acquire(rival, &[LimitClass::Llm]).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn caps_hold_across_processes_on_the_cluster_too() {
+        let limiters = limiters(&Target::cluster(), 2, caps(1), LEASE);
+        let student = limiters[0].acquire(&[LimitClass::Llm, LimitClass::LlmStudent]).await.unwrap();
+        assert!(try_acquire(&limiters[1], &[LimitClass::Llm]).await.is_none());
+        limiters[0].release(student).await.unwrap();
+        let next = try_acquire(&limiters[1], &[LimitClass::Llm]).await.expect("free again");
+        assert_eq!(in_use(&limiters[0], LimitClass::Llm).await, 1);
+        limiters[1].release(next).await.unwrap();
+    }
+}
+
+mod redis_down {
+    use super::*;
+
+    /// Runs `op`, which must fail as unavailable within a few seconds.
+    async fn fails_as_unavailable<T: std::fmt::Debug>(what: &str, op: impl Future<Output = queue_core::QueueResult<T>>) {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), op).await;
+        let outcome = outcome.unwrap_or_else(|_| panic!("{what} hung with Redis down"));
+        assert!(matches!(outcome, Err(QueueError::Unavailable(_))), "{what}: {outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn acquire_claim_and_create_fail_as_unavailable_when_redis_is_down() {
+        let mut server = RedisServer::start();
+        let pool = RedisPool::from_url(&server.url(), 4).unwrap();
+        let tenant = unique_tenant("down");
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let store = RedisJobStore::new(pool.clone(), tenant.clone(), clock, RETENTION);
+        let idem = RedisIdempotencyStore::new(pool.clone(), &tenant, RETENTION);
+        let limiter = RedisLimiter::new(pool, &tenant, caps_of_one(), Duration::from_secs(30));
+        // Every path has a live connection in the pool before the server dies.
+        store.create(new_job("before", JobKind::Upload)).await.unwrap();
+        idem.claim(&request("before"), &id("before")).await.unwrap();
+        let held = limiter.acquire(&[LimitClass::Ocr]).await.unwrap();
+
+        server.kill();
+        fails_as_unavailable("create", store.create(new_job("after", JobKind::Upload))).await;
+        fails_as_unavailable("claim", idem.claim(&request("after"), &id("after"))).await;
+        fails_as_unavailable("acquire", limiter.acquire(&[LimitClass::Llm])).await;
+        fails_as_unavailable("release", limiter.release(held)).await;
+        fails_as_unavailable("get", store.get(&id("before"))).await;
+    }
+
+    fn caps_of_one() -> LimitCaps {
+        LimitCaps { ocr: 1, llm: 1, llm_student: 1, llm_teacher: 1 }
+    }
+}
