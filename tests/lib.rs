@@ -187,9 +187,9 @@ pub struct LanewayProcess {
 }
 
 impl LanewayProcess {
-    /// Starts `laneway serve` with `DATA_DIR=data_dir`, `LANEWAY_ADDR` on a free loopback port and
-    /// the extra `env`, its output going to `data_dir/logs/laneway-<n>.log`, and waits until
-    /// `GET /healthz` answers 200.
+    /// Starts `laneway serve` with `DATA_DIR=data_dir`, `LANEWAY_ADDR` on a free loopback port
+    /// and the extra `env`, its output going to `data_dir/logs/laneway-<test pid>-<n>.log`, and
+    /// waits until `GET /healthz` answers 200.
     ///
     /// # Panics
     /// When the binary cannot be found or built, cannot be spawned, exits, or is not healthy
@@ -240,7 +240,11 @@ impl LanewayProcess {
             }
             let probe = self.api.client.get(&url).timeout(Duration::from_secs(2)).send().await;
             if probe.is_ok_and(|r| r.status().as_u16() == 200) {
-                return Ok(());
+                // Still ours: a child that lost its port exits, and another server answered.
+                return match self.child.try_wait() {
+                    Ok(None) => Ok(()),
+                    _ => Err(true),
+                };
             }
             if Instant::now() >= end {
                 return Err(false);

@@ -188,7 +188,6 @@ async fn every_accepted_chat_job_survives_a_sigkill_in_lane_order() {
         }
     }
 
-    eprintln!("DIAG victim={victim:?} started={started_ms} killed={killed_ms} finished={finished:?}");
     let status = second.terminate().await;
     assert!(status.success(), "SIGTERM ended laneway with {status}\n{}", second.context());
 }

@@ -34,19 +34,26 @@ async fn start() -> (TempDir, LanewayProcess) {
 struct Refusal {
     status: u16,
     error: &'static str,
-    /// The `field` of the answer; `None` when the answer must have none.
-    field: Option<String>,
+    /// What the answer's `field` must be.
+    field: FieldRule,
     /// Words the `detail` must contain.
     detail: Vec<String>,
 }
 
+/// What the `field` of a refusal must be.
+#[derive(Debug, Clone)]
+enum FieldRule {
+    /// No `field`: the problem is not one field's (a route, a tenant that does not exist, ...).
+    Absent,
+    /// Exactly this field.
+    Is(String),
+    /// Not checked: the product's choice is debatable, the `detail` is checked instead.
+    Unpinned,
+}
+
 fn refusal(status: u16, error: &'static str, field: Option<&str>, detail: &[&str]) -> Refusal {
-    Refusal {
-        status,
-        error,
-        field: field.map(str::to_owned),
-        detail: detail.iter().map(|d| (*d).to_owned()).collect(),
-    }
+    let field = field.map_or(FieldRule::Absent, |f| FieldRule::Is(f.to_owned()));
+    Refusal { status, error, field, detail: detail.iter().map(|d| (*d).to_owned()).collect() }
 }
 
 /// 400 naming `field`.
@@ -54,9 +61,14 @@ fn bad_field(field: &str, detail: &[&str]) -> Refusal {
     refusal(400, "bad_request", Some(field), detail)
 }
 
-/// 422: the body is JSON but not of the request's shape (axum's rejection; no `field`).
-fn bad_shape(detail: &[&str]) -> Refusal {
-    refusal(422, "bad_request", None, detail)
+/// 400 for a body that is JSON but not of the request's shape, naming the field serde names.
+fn bad_shape(field: &str, detail: &[&str]) -> Refusal {
+    bad_field(field, detail)
+}
+
+/// 400 for a body that is JSON but not of the request's shape, whatever `field` it names.
+fn bad_shape_unpinned(detail: &[&str]) -> Refusal {
+    Refusal { field: FieldRule::Unpinned, ..refusal(400, "bad_request", None, detail) }
 }
 
 fn assert_refused(server: &LanewayProcess, what: &str, answer: &(u16, Value), expected: &Refusal) {
@@ -69,12 +81,12 @@ fn assert_refused(server: &LanewayProcess, what: &str, answer: &(u16, Value), ex
     for word in &expected.detail {
         assert!(detail.contains(word.as_str()), "the detail does not say {word:?}; {}", context());
     }
-    assert_eq!(
-        body.get("field").and_then(Value::as_str),
-        expected.field.as_deref(),
-        "wrong field; {}",
-        context()
-    );
+    let field = body.get("field").and_then(Value::as_str);
+    match &expected.field {
+        FieldRule::Absent => assert_eq!(field, None, "a field where none fits; {}", context()),
+        FieldRule::Is(name) => assert_eq!(field, Some(name.as_str()), "wrong field; {}", context()),
+        FieldRule::Unpinned => {}
+    }
 }
 
 /// A request body: JSON, or raw bytes with a content type.
@@ -151,7 +163,7 @@ fn chat_cases() -> Vec<ChatCase> {
         chat_case(
             "a JSON array",
             Body::Json(json!([student_chat("bad-array", "s-array", "hello")])),
-            bad_shape(&["invalid type"]),
+            bad_shape_unpinned(&["invalid type"]),
             "bad-array",
             "s-array",
         ),
@@ -160,7 +172,7 @@ fn chat_cases() -> Vec<ChatCase> {
             edited_chat("bad-no-messages", "s-no-messages", |b| {
                 b.remove("messages");
             }),
-            bad_shape(&["missing field `messages`"]),
+            bad_shape("messages", &["missing field `messages`"]),
             "bad-no-messages",
             "s-no-messages",
         ),
@@ -169,7 +181,7 @@ fn chat_cases() -> Vec<ChatCase> {
             edited_chat("unused", "s-no-request", |b| {
                 b.remove("request_id");
             }),
-            bad_shape(&["missing field `request_id`"]),
+            bad_shape("request_id", &["missing field `request_id`"]),
             "fresh-no-request",
             "s-no-request",
         ),
@@ -224,7 +236,7 @@ fn chat_cases() -> Vec<ChatCase> {
             edited_chat("bad-type-messages", "s-type-messages", |b| {
                 b.insert("messages".into(), json!("hello"));
             }),
-            bad_shape(&["messages", "invalid type"]),
+            bad_shape("messages", &["messages", "invalid type"]),
             "bad-type-messages",
             "s-type-messages",
         ),
@@ -233,7 +245,7 @@ fn chat_cases() -> Vec<ChatCase> {
             edited_chat("unused", "s-type-request", |b| {
                 b.insert("request_id".into(), json!(42));
             }),
-            bad_shape(&["request_id", "invalid type"]),
+            bad_shape("request_id", &["request_id", "invalid type"]),
             "fresh-type-request",
             "s-type-request",
         ),
@@ -242,7 +254,7 @@ fn chat_cases() -> Vec<ChatCase> {
             edited_chat("bad-unknown-field", "s-unknown-field", |b| {
                 b.insert("colour".into(), json!("blue"));
             }),
-            bad_shape(&["unknown field `colour`"]),
+            bad_shape("colour", &["unknown field `colour`"]),
             "bad-unknown-field",
             "s-unknown-field",
         ),
@@ -251,9 +263,27 @@ fn chat_cases() -> Vec<ChatCase> {
             edited_chat("bad-message-field", "s-message-field", |b| {
                 b.insert("messages".into(), json!([{"role": "user", "content": "hi", "mood": "happy"}]));
             }),
-            bad_shape(&["unknown field `mood`"]),
+            bad_shape_unpinned(&["messages[0]", "unknown field `mood`"]),
             "bad-message-field",
             "s-message-field",
+        ),
+        chat_case(
+            "message without content",
+            edited_chat("bad-message-content", "s-message-content", |b| {
+                b.insert("messages".into(), json!([{"role": "user"}]));
+            }),
+            bad_shape_unpinned(&["messages[0]", "missing field `content`"]),
+            "bad-message-content",
+            "s-message-content",
+        ),
+        chat_case(
+            "message content of the wrong type",
+            edited_chat("bad-content-type", "s-content-type", |b| {
+                b.insert("messages".into(), json!([{"role": "user", "content": 5}]));
+            }),
+            bad_shape("messages[0].content", &["invalid type"]),
+            "bad-content-type",
+            "s-content-type",
         ),
         chat_case(
             "student without student_id",
@@ -406,9 +436,11 @@ async fn unknown_and_malformed_tenants_are_refused_before_anything_is_written() 
             ),
             (
                 "exams",
-                Body::Json(
-                    json!({"request_id": format!("tenant-exam-{k}"), "filename": "e.csv", "csv": "student_id,q1\ns1,1\n"}),
-                ),
+                Body::Json(json!({
+                    "request_id": format!("tenant-exam-{k}"),
+                    "filename": "e.csv",
+                    "csv": "student_id,q1\ns1,1\n",
+                })),
             ),
             (
                 "profile-updates",
@@ -540,9 +572,15 @@ struct DocumentCase {
     valid: Value,
 }
 
+fn upload(request_id: &str) -> Value {
+    json!({"request_id": request_id, "filename": "hw.md", "content": "# Homework\n1. Why?"})
+}
+
+fn exam(request_id: &str) -> Value {
+    json!({"request_id": request_id, "filename": "e.csv", "csv": "student_id,q1\ns1,3\n"})
+}
+
 fn document_cases() -> Vec<DocumentCase> {
-    let upload = |request_id: &str| json!({"request_id": request_id, "filename": "hw.md", "content": "# Homework\n1. Why?"});
-    let exam = |request_id: &str| json!({"request_id": request_id, "filename": "e.csv", "csv": "student_id,q1\ns1,3\n"});
     let profile =
         |request_id: &str| json!({"request_id": request_id, "student_id": "s1", "notes": ["likes maths"]});
     let with = |mut body: Value, key: &str, value: Value| {
@@ -639,7 +677,7 @@ fn document_cases() -> Vec<DocumentCase> {
             "/uploads",
             "upload",
             without(upload("up-missing"), "content"),
-            bad_shape(&["missing field `content`"]),
+            bad_shape("content", &["missing field `content`"]),
             upload("up-missing"),
         ),
         case(
@@ -655,7 +693,7 @@ fn document_cases() -> Vec<DocumentCase> {
             "/exams",
             "exam",
             without(exam("ex-missing"), "csv"),
-            bad_shape(&["missing field `csv`"]),
+            bad_shape("csv", &["missing field `csv`"]),
             exam("ex-missing"),
         ),
         case(
@@ -679,7 +717,7 @@ fn document_cases() -> Vec<DocumentCase> {
             "/exams",
             "exam",
             with(exam("ex-type"), "csv", json!(["a", "b"])),
-            bad_shape(&["csv", "invalid type"]),
+            bad_shape("csv", &["csv", "invalid type"]),
             exam("ex-type"),
         ),
         case(
@@ -735,7 +773,7 @@ fn document_cases() -> Vec<DocumentCase> {
             "/profile-updates",
             "profile_update",
             with(profile("pu-fields"), "fields", json!([1])),
-            bad_shape(&["fields", "invalid type"]),
+            bad_shape("fields", &["fields", "invalid type"]),
             profile("pu-fields"),
         ),
     ]

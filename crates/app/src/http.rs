@@ -86,17 +86,25 @@ impl From<JsonRejection> for ApiError {
 /// The field a serde error names: `missing field `x``, `unknown field `x``, or the path before
 /// the message (`messages[0].content: invalid type ...`).
 fn json_error_field(text: &str) -> Option<String> {
+    let detail = text.split_once("target type: ").map_or(text, |(_, d)| d);
+    // serde_path_to_error puts the path of the failing value first: `messages[0]: missing ...`.
+    let (path, message) = match detail.split_once(": ") {
+        Some((p, m))
+            if !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']')) =>
+        {
+            (p, m)
+        }
+        _ => ("", detail),
+    };
     for marker in ["missing field `", "unknown field `"] {
-        if let Some(start) = text.find(marker) {
-            let rest = &text[start + marker.len()..];
-            return rest.find('`').map(|end| rest[..end].to_owned());
+        if let Some(start) = message.find(marker) {
+            let rest = &message[start + marker.len()..];
+            let name = &rest[..rest.find('`')?];
+            return Some(if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") });
         }
     }
-    let detail = text.split_once("target type: ").map_or(text, |(_, d)| d);
-    let (path, _) = detail.split_once(": ")?;
-    let looks_like_path = !path.is_empty()
-        && path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'));
-    looks_like_path.then(|| path.to_owned())
+    (!path.is_empty()).then(|| path.to_owned())
 }
 
 impl From<QueryRejection> for ApiError {
@@ -235,5 +243,13 @@ mod tests {
             Some("messages[0].content")
         );
         assert_eq!(json_error_field("EOF while parsing an object at line 1 column 17"), None);
+        assert_eq!(
+            json_error_field("Failed to deserialize the JSON body into the target type: messages[0]: missing field `content` at line 1 column 9").as_deref(),
+            Some("messages[0].content")
+        );
+        assert_eq!(
+            json_error_field("Failed to deserialize the JSON body into the target type: messages[0]: unknown field `mood`, expected `role` or `content`").as_deref(),
+            Some("messages[0].mood")
+        );
     }
 }

@@ -59,7 +59,7 @@ impl ChatLaneStoreFactory {
     /// builds its own store with dispatch on).
     ///
     /// # Errors
-    /// [`QueueError::Config`] naming `REDIS_URL` when `Mode::Redis` gets a URL it cannot use
+    /// `QueueError::Config` naming `REDIS_URL` when `Mode::Redis` gets a URL it cannot use
     /// (nothing is cached then).
     pub fn get_chat_lane_store(
         &self,

@@ -149,7 +149,7 @@ impl MemoryLaneStore {
         now_ms.saturating_add(self.config.claim_ttl_ms.max(1))
     }
 
-    fn enqueue_now(&self, job: &JobId, lane_id: &LaneId) -> QueueResult<LaneEnqueue> {
+    fn enqueue_now(&self, job: &JobId, lane_id: &LaneId, capped: bool) -> QueueResult<LaneEnqueue> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
         let State { lanes, last_epoch, .. } = &mut *state;
@@ -171,7 +171,7 @@ impl MemoryLaneStore {
             return Ok(LaneEnqueue { receipt, dispatch: Some(new_claim), added: true });
         }
 
-        if lane.waiting.len() >= self.config.max_queue {
+        if capped && lane.waiting.len() >= self.config.max_queue {
             return Err(QueueError::LaneFull { lane: lane_id.clone(), max: self.config.max_queue });
         }
         lane.waiting.push_back(job.clone());
@@ -310,8 +310,12 @@ impl ChatLaneStore for MemoryLaneStore {
         Ok(self.state().lanes.get(lane).and_then(|l| l.waiting_position(job)).unwrap_or(0))
     }
 
+    async fn restore(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
+        self.enqueue_now(job, lane, false)
+    }
+
     async fn enqueue(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
-        let outcome = self.enqueue_now(job, lane);
+        let outcome = self.enqueue_now(job, lane, true);
         match &outcome {
             Ok(out) => tracing::debug!(
                 lane = %lane,

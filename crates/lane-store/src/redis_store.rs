@@ -161,7 +161,9 @@ impl RedisLaneStore {
         })
     }
 
-    async fn enqueue_now(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
+    async fn enqueue_now(&self, job: &JobId, lane: &LaneId, capped: bool) -> QueueResult<LaneEnqueue> {
+        // Recovery (`restore`) puts back jobs already accepted: no cap applies to them.
+        let max_queue = if capped { self.config.max_queue } else { usize::MAX / 2 };
         let deadline = self.lease_deadline(self.clock.now_ms());
         let out: Vec<String> = self
             .run(
@@ -176,7 +178,7 @@ impl RedisLaneStore {
                     .arg(job.as_str())
                     .arg(lane.as_str())
                     .arg(deadline)
-                    .arg(self.config.max_queue)
+                    .arg(max_queue)
                     .arg(self.dispatch_arg()),
             )
             .await?;
@@ -414,7 +416,9 @@ impl RedisLaneStore {
     }
 
     async fn reset_now(&self) -> QueueResult<()> {
-        // Bounded batches over the tenant's own lane sets: never KEYS or SCAN.
+        // Bounded batches over the tenant's own lane sets: never KEYS or SCAN. The chat-ready list
+        // belongs to the queue, not to a lane, and is left alone: a claim still in it is fenced by
+        // its epoch, which no later claim reuses.
         loop {
             let dropped: usize = self
                 .run(
@@ -479,8 +483,12 @@ impl ChatLaneStore for RedisLaneStore {
         Ok(index.map_or(0, |index| index + 1))
     }
 
+    async fn restore(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
+        self.enqueue_now(job, lane, false).await
+    }
+
     async fn enqueue(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
-        let outcome = self.enqueue_now(job, lane).await;
+        let outcome = self.enqueue_now(job, lane, true).await;
         match &outcome {
             Ok(out) => tracing::debug!(
                 tenant = %self.tenant,
@@ -491,9 +499,10 @@ impl ChatLaneStore for RedisLaneStore {
                 epoch = out.dispatch.as_ref().map(|c| c.epoch),
                 "chat job enqueued in lane",
             ),
-            Err(err) => {
-                tracing::warn!(tenant = %self.tenant, lane = %lane, job = %job, error = %err, "chat job refused by lane");
-            }
+            Err(err) => tracing::warn!(
+                tenant = %self.tenant, lane = %lane, job = %job, error = %err,
+                "chat job refused by lane",
+            ),
         }
         outcome
     }

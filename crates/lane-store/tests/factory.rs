@@ -1,9 +1,11 @@
-//! The per-tenant lane-store cache, ported from the seed's `test_chat_lane_store_factory.py`.
+//! The per-tenant lane-store cache, ported from the seed's `test_chat_lane_store_factory.py`;
+//! the Redis mode against a real `redis-server`.
 
 use std::sync::Arc;
 
 use lane_store::ChatLaneStoreFactory;
 use queue_core::{JobId, LaneId, LaneStoreConfig, ManualClock, Mode, QueueError, SharedClock, TenantId};
+use redis_harness::RedisServer;
 
 const REDIS_URL: &str = "redis://localhost:6379/0";
 
@@ -90,17 +92,52 @@ async fn stores_of_different_tenants_do_not_share_lanes() {
     assert!(in_b.receipt.dispatched, "tenant b's lane of the same name is its own, and idle");
 }
 
+#[tokio::test]
+async fn redis_mode_builds_a_redis_lane_store_per_tenant_on_the_given_server() {
+    let server = RedisServer::start();
+    let factory = ChatLaneStoreFactory::new();
+    let t1 = tenant("t1");
+
+    let store = factory
+        .get_chat_lane_store(Some(&t1), Mode::Redis, &server.url(), config(10, 5_000), clock())
+        .unwrap();
+    let again = factory
+        .get_chat_lane_store(Some(&t1), Mode::Redis, &server.url(), config(10, 5_000), clock())
+        .unwrap();
+    let other =
+        factory.get_chat_lane_store(None, Mode::Redis, &server.url(), config(10, 5_000), clock()).unwrap();
+
+    assert_eq!(store.kind(), "redis");
+    assert!(Arc::ptr_eq(&store, &again));
+    assert!(!Arc::ptr_eq(&store, &other));
+    let lane = LaneId::new("student:s1:main").unwrap();
+    assert!(store.enqueue(&JobId::new("j1").unwrap(), &lane).await.unwrap().receipt.dispatched);
+    assert!(other.enqueue(&JobId::new("j2").unwrap(), &lane).await.unwrap().receipt.dispatched);
+    assert_eq!(
+        store.lane_load(&lane).await.unwrap().total,
+        1,
+        "tenant t1 and the default tenant share no lane"
+    );
+    let keys = server.command(&["KEYS", "*"]);
+    assert!(keys.lines().any(|k| k.starts_with("lw:{t1}:")), "{keys}");
+    assert!(keys.lines().any(|k| k.starts_with("lw:{default}:")), "{keys}");
+}
+
 #[test]
-fn redis_mode_is_refused_until_the_redis_backend_arrives() {
+fn an_unusable_redis_url_is_a_config_error_naming_redis_url() {
     let factory = ChatLaneStoreFactory::new();
 
     let err = factory
-        .get_chat_lane_store(Some(&tenant("t1")), Mode::Redis, REDIS_URL, config(10, 5_000), clock())
+        .get_chat_lane_store(
+            Some(&tenant("t1")),
+            Mode::Redis,
+            "http://localhost:6379",
+            config(10, 5_000),
+            clock(),
+        )
         .unwrap_err();
 
-    assert!(matches!(err, QueueError::Unsupported(_)), "{err:?}");
-    let message = err.to_string();
-    assert!(message.contains("Redis backend (issue #3)"), "{message}");
-    assert!(message.contains("JOB_QUEUE_BACKEND=inline"), "{message}");
+    assert!(matches!(err, QueueError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("REDIS_URL"), "{err}");
     assert!(factory.is_empty(), "a refused store is not cached");
 }

@@ -113,6 +113,11 @@ pub trait ChatLaneStore: Send + Sync + fmt::Debug {
     /// `QueueError::LaneFull` when `max_queue` jobs already wait; nothing is changed then.
     async fn enqueue(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue>;
 
+    /// As [`ChatLaneStore::enqueue`] but without the lane cap: puts back a job the store already
+    /// accepted (recovery after a restart). The cap limits new submits only; an accepted job is
+    /// never left outside its lane, where a newcomer could overtake it.
+    async fn restore(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue>;
+
     /// Extends the lease of `claim`; returns the new deadline.
     ///
     /// # Errors

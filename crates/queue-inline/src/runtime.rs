@@ -520,18 +520,9 @@ impl InlineRuntime {
                     .await;
                 continue;
             };
-            let outcome = match self.inner.deps.lanes.enqueue(&record.id, &lane).await {
-                Ok(outcome) => outcome,
-                Err(QueueError::LaneFull { .. }) => {
-                    // Recovery must not drop an accepted job: a lane rebuilt after a restart
-                    // can briefly exceed the cap only if the cap was lowered; the job stays
-                    // pending and a later scan retries.
-                    warn!(job = %record.id, lane = %lane, "lane full during rescan; job stays pending");
-                    self.inner.rescan_needed.store(true, Ordering::SeqCst);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            // Recovery restores accepted jobs whatever the lane cap is now: the cap limits new
+            // submits, and a job left outside its lane could be overtaken by a newcomer.
+            let outcome = self.inner.deps.lanes.restore(&record.id, &lane).await?;
             if outcome.added {
                 n += 1;
             }

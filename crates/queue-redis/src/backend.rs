@@ -398,13 +398,8 @@ impl QueueBackend for RedisQueueBackend {
         let mut n = 0;
         for record in self.inner.deps.store.scan_pending(JobKind::Chat).await? {
             let Some(lane) = record.lane.clone() else { continue };
-            match self.inner.deps.lanes.enqueue(&record.id, &lane).await {
-                Ok(outcome) if outcome.added => n += 1,
-                Ok(_) => {}
-                Err(QueueError::LaneFull { .. }) => {
-                    warn!(job = %record.id, lane = %lane, "lane full during rescan; job stays pending");
-                }
-                Err(e) => return Err(e),
+            if self.inner.deps.lanes.restore(&record.id, &lane).await?.added {
+                n += 1;
             }
         }
         Ok(n)
@@ -663,6 +658,8 @@ impl Inner {
         }
     }
 
+    // Mirrors the script's argument list one to one; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
         kind: JobKind,
@@ -684,6 +681,7 @@ impl Inner {
             .key(keys.stats())
             .key(keys.delayed())
             .key(lane_key)
+            .key(format!("{}finished:meta", keys.prefix()))
             .arg(job.as_str())
             .arg(epoch)
             .arg(outcome)
@@ -983,8 +981,8 @@ fn parse_chat_claim(v: Value) -> QueueResult<Claimed> {
     let deadline: u64 = value_str(&parts[3]).and_then(|s| s.parse().ok()).unwrap_or(0);
     match verb.as_str() {
         "run" => {
-            let fields: HashMap<String, String> =
-                redis::from_redis_value(parts[4].clone()).map_err(|e| QueueError::Storage(format!("chat claim reply: {e}")))?;
+            let fields: HashMap<String, String> = redis::from_redis_value(parts[4].clone())
+                .map_err(|e| QueueError::Storage(format!("chat claim reply: {e}")))?;
             let record = parse_record(fields)?;
             let claim =
                 LaneClaim { job_id: record.id.clone(), lane_id: lane, epoch, lease_deadline_ms: deadline };

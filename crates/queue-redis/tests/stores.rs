@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use lane_store::RedisPool;
 use queue_core::{
-    Clock, IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStatus, JobStore, JobUpdate, LaneId, LimitCaps,
-    LimitClass, Limiter, ManualClock, NewJob, PermitSet, QueueError, RequestId, StatusCounts, TenantId,
+    Clock, IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStatus, JobStore, JobUpdate, LaneId,
+    LimitCaps, LimitClass, Limiter, ManualClock, NewJob, PermitSet, QueueError, RequestId, StatusCounts,
+    TenantId,
 };
 use queue_redis::{RedisIdempotencyStore, RedisJobStore, RedisLimiter};
 use redis_harness::{RedisCluster, RedisServer};
@@ -190,12 +191,16 @@ mod battery {
         assert_eq!((started.status, started.attempt, started.lease_epoch), (JobStatus::Processing, 1, 1));
         assert_eq!(started.updated_at_ms, START_MS + 10);
 
-        let requeued = f.store.transition(&id("a"), JobUpdate::requeue(1, Some("boom".into()))).await.unwrap();
+        let requeued =
+            f.store.transition(&id("a"), JobUpdate::requeue(1, Some("boom".into()))).await.unwrap();
         assert_eq!((requeued.status, requeued.error.as_deref()), (JobStatus::Queued, Some("boom")));
         f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
         f.clock.advance(10);
         let done = f.store.transition(&id("a"), JobUpdate::done(2, json!({ "ok": true }))).await.unwrap();
-        assert_eq!((done.status, done.attempt, done.result.clone()), (JobStatus::Done, 2, Some(json!({ "ok": true }))));
+        assert_eq!(
+            (done.status, done.attempt, done.result.clone()),
+            (JobStatus::Done, 2, Some(json!({ "ok": true })))
+        );
         assert_eq!(f.store.get(&id("a")).await.unwrap().as_ref(), Some(&done));
 
         f.clock.advance(10);
@@ -212,7 +217,11 @@ mod battery {
 
         let err = f.store.transition(&id("ghost"), JobUpdate::start(1)).await.unwrap_err();
         assert_eq!(err, QueueError::NotFound { job: id("ghost") });
-        assert_eq!(f.store.get(&id("ghost")).await.unwrap(), None, "a missing job is not created by a transition");
+        assert_eq!(
+            f.store.get(&id("ghost")).await.unwrap(),
+            None,
+            "a missing job is not created by a transition"
+        );
         assert_eq!(
             f.store.counts(JobKind::Upload).await.unwrap(),
             StatusCounts { done: 1, cancelled: 1, ..StatusCounts::default() },
@@ -259,7 +268,9 @@ mod battery {
         s.transition(&id("u2"), JobUpdate::start(1)).await.unwrap();
         s.transition(&id("u3"), JobUpdate::start(1)).await.unwrap();
         s.transition(&id("u3"), JobUpdate::done(1, json!(null))).await.unwrap();
-        s.transition(&id("u4"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() }).await.unwrap();
+        s.transition(&id("u4"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
+            .await
+            .unwrap();
         s.transition(&id("u6"), JobUpdate::start(1)).await.unwrap();
         s.transition(&id("u6"), JobUpdate::failed(1, "dead")).await.unwrap();
     }
@@ -427,8 +438,10 @@ mod redis_job_store {
         f.store.create(new_job("a", JobKind::Exam)).await.unwrap();
         f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
         f.store.transition(&id("a"), JobUpdate::done(1, json!(1))).await.unwrap();
-        poll_until("the finished record expires", || async { f.store.get(&id("a")).await.unwrap().is_none() })
-            .await;
+        poll_until("the finished record expires", || async {
+            f.store.get(&id("a")).await.unwrap().is_none()
+        })
+        .await;
         assert_eq!(f.store.counts(JobKind::Exam).await.unwrap().done, 1);
 
         f.clock.advance(1);
@@ -441,25 +454,35 @@ mod redis_job_store {
     async fn an_id_reused_after_its_record_expired_starts_from_clean_counters() {
         let f = fixture_on(Target::single(), Duration::from_millis(200));
         f.store.create(new_job("a", JobKind::Exam)).await.unwrap();
-        f.store.transition(&id("a"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
+        f.store
+            .transition(&id("a"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
             .await
             .unwrap();
-        poll_until("the finished record expires", || async { f.store.get(&id("a")).await.unwrap().is_none() })
-            .await;
+        poll_until("the finished record expires", || async {
+            f.store.get(&id("a")).await.unwrap().is_none()
+        })
+        .await;
         f.store.create(new_job("a", JobKind::Exam)).await.unwrap();
-        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts { queued: 1, ..StatusCounts::default() });
+        assert_eq!(
+            f.store.counts(JobKind::Exam).await.unwrap(),
+            StatusCounts { queued: 1, ..StatusCounts::default() }
+        );
 
         f.clock.advance(1);
         assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 0, "the new record is pending");
         assert_eq!(f.store.get(&id("a")).await.unwrap().map(|r| r.status), Some(JobStatus::Queued));
-        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts { queued: 1, ..StatusCounts::default() });
+        assert_eq!(
+            f.store.counts(JobKind::Exam).await.unwrap(),
+            StatusCounts { queued: 1, ..StatusCounts::default() }
+        );
     }
 
     #[tokio::test]
     async fn a_zero_retention_keeps_finished_records_until_purge() {
         let f = fixture_on(Target::single(), Duration::ZERO);
         f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
-        f.store.transition(&id("a"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
+        f.store
+            .transition(&id("a"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
             .await
             .unwrap();
         assert_eq!(f.target.command_on_key(&["PTTL", &f.store.keys().job(&id("a"))]), "-1");
@@ -531,14 +554,15 @@ mod tenant_isolation {
 mod idempotency {
     use super::*;
 
-    fn store(target: &Target, ttl: Duration) -> (RedisIdempotencyStore, TenantId) {
+    /// A store under a fresh tenant, with the target that must outlive it.
+    fn store(target: Target, ttl: Duration) -> (RedisIdempotencyStore, TenantId, Target) {
         let tenant = unique_tenant("idem");
-        (RedisIdempotencyStore::new(target.pool(), &tenant, ttl), tenant)
+        (RedisIdempotencyStore::new(target.pool(), &tenant, ttl), tenant, target)
     }
 
     #[tokio::test]
     async fn a_free_key_is_claimed_and_then_maps_to_its_job() {
-        let (k, _) = store(&Target::single(), RETENTION);
+        let (k, _, _target) = store(Target::single(), RETENTION);
         assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
         assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
         assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
@@ -547,7 +571,7 @@ mod idempotency {
 
     #[tokio::test]
     async fn release_forgets_a_key_only_for_its_own_job() {
-        let (k, _) = store(&Target::single(), RETENTION);
+        let (k, _, _target) = store(Target::single(), RETENTION);
         k.claim(&request("r1"), &id("j1")).await.unwrap();
         k.release(&request("r1"), &id("other")).await.unwrap();
         assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
@@ -559,13 +583,12 @@ mod idempotency {
 
     #[tokio::test]
     async fn an_expired_key_is_taken_over_by_the_next_claim() {
-        let target = Target::single();
-        let ttl = Duration::from_millis(200);
-        let (k, tenant) = store(&target, ttl);
+        let ttl = Duration::from_millis(300);
+        let (k, tenant, target) = store(Target::single(), ttl);
         k.claim(&request("r1"), &id("j1")).await.unwrap();
         let key = lane_store::TenantKeys::new(&tenant).idempotency(&request("r1"));
         let pttl: i64 = target.command_on_key(&["PTTL", &key]).parse().unwrap();
-        assert!(pttl > 0 && pttl <= 200, "PTTL {pttl} of a key claimed for 200 ms");
+        assert!(pttl > 0 && pttl <= 300, "PTTL {pttl} of a key claimed for 300 ms");
 
         poll_until("the key expires and the next claim takes it", || async {
             match k.claim(&request("r1"), &id("j2")).await.unwrap() {
@@ -582,7 +605,7 @@ mod idempotency {
 
     #[tokio::test]
     async fn a_zero_ttl_remembers_nothing() {
-        let (k, _) = store(&Target::single(), Duration::ZERO);
+        let (k, _, _target) = store(Target::single(), Duration::ZERO);
         assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
         assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
         k.release(&request("r1"), &id("j2")).await.unwrap();
@@ -590,7 +613,7 @@ mod idempotency {
 
     #[tokio::test]
     async fn keys_claim_and_release_on_the_cluster_too() {
-        let (k, _) = store(&Target::cluster(), RETENTION);
+        let (k, _, _target) = store(Target::cluster(), RETENTION);
         assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
         assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
         k.release(&request("r1"), &id("j1")).await.unwrap();
@@ -603,15 +626,23 @@ mod redis_limiter {
 
     const LEASE: Duration = Duration::from_secs(30);
     const SHORT_LEASE: Duration = Duration::from_millis(300);
+    /// Renewed every third of it: 330 ms of slack for a busy machine.
+    const RENEWED_LEASE: Duration = Duration::from_millis(500);
 
     fn caps(llm: usize) -> LimitCaps {
         LimitCaps { ocr: 2, llm, llm_student: 2, llm_teacher: 2 }
     }
 
-    /// `n` limiters of one tenant, as `n` processes would have.
-    fn limiters(target: &Target, n: usize, caps: LimitCaps, lease: Duration) -> Vec<Arc<RedisLimiter>> {
+    /// `n` limiters of one tenant, as `n` processes would have, with the target that must outlive
+    /// them.
+    fn limiters(
+        target: Target,
+        n: usize,
+        caps: LimitCaps,
+        lease: Duration,
+    ) -> (Vec<Arc<RedisLimiter>>, Target) {
         let tenant = unique_tenant("limit");
-        (0..n).map(|_| Arc::new(RedisLimiter::new(target.pool(), &tenant, caps, lease))).collect()
+        ((0..n).map(|_| Arc::new(RedisLimiter::new(target.pool(), &tenant, caps, lease))).collect(), target)
     }
 
     async fn in_use(limiter: &RedisLimiter, class: LimitClass) -> usize {
@@ -622,12 +653,15 @@ mod redis_limiter {
     /// Tries to acquire for 100 ms: `None` when every try found a class full. The future is
     /// dropped either way.
     async fn try_acquire(limiter: &RedisLimiter, classes: &[LimitClass]) -> Option<PermitSet> {
-        tokio::time::timeout(Duration::from_millis(100), limiter.acquire(classes)).await.ok().map(Result::unwrap)
+        tokio::time::timeout(Duration::from_millis(100), limiter.acquire(classes))
+            .await
+            .ok()
+            .map(Result::unwrap)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn never_more_holders_than_the_cap_across_three_processes() {
-        let limiters = limiters(&Target::single(), 3, caps(3), LEASE);
+        let (limiters, _target) = limiters(Target::single(), 3, caps(3), LEASE);
         let holders = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..48)
@@ -657,9 +691,8 @@ mod redis_limiter {
 
     #[tokio::test]
     async fn classes_are_taken_all_or_nothing() {
-        let target = Target::single();
         let caps = LimitCaps { ocr: 1, llm: 2, llm_student: 1, llm_teacher: 1 };
-        let limiters = limiters(&target, 2, caps, LEASE);
+        let (limiters, _target) = limiters(Target::single(), 2, caps, LEASE);
         let (first, second) = (&limiters[0], &limiters[1]);
         let student = first.acquire(&[LimitClass::LlmStudent, LimitClass::Llm]).await.unwrap();
         assert_eq!(student.classes, [LimitClass::Llm, LimitClass::LlmStudent]);
@@ -672,7 +705,10 @@ mod redis_limiter {
         let teacher = teacher.expect("a teacher acquire finds llm and llm_teacher free");
         let usage = second.usage().await.unwrap();
         assert_eq!(usage.iter().map(|u| u.class).collect::<Vec<_>>(), LimitClass::ALL);
-        assert_eq!(usage.iter().map(|u| (u.in_use, u.capacity)).collect::<Vec<_>>(), [(0, 1), (2, 2), (1, 1), (1, 1)]);
+        assert_eq!(
+            usage.iter().map(|u| (u.in_use, u.capacity)).collect::<Vec<_>>(),
+            [(0, 1), (2, 2), (1, 1), (1, 1)]
+        );
 
         first.release(student).await.unwrap();
         second.release(teacher).await.unwrap();
@@ -681,12 +717,15 @@ mod redis_limiter {
 
     #[tokio::test]
     async fn a_dropped_acquire_holds_nothing() {
-        let limiters = limiters(&Target::single(), 1, caps(1), LEASE);
+        let (limiters, _target) = limiters(Target::single(), 1, caps(1), LEASE);
         let limiter = &limiters[0];
         let held = limiter.acquire(&[LimitClass::Llm]).await.unwrap();
         for _ in 0..20 {
             // Dropped at every point of its life, including while a try is in flight.
-            let dropped = tokio::time::timeout(Duration::from_millis(3), limiter.acquire(&[LimitClass::Ocr, LimitClass::Llm]));
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(3),
+                limiter.acquire(&[LimitClass::Ocr, LimitClass::Llm]),
+            );
             assert!(dropped.await.is_err());
         }
         limiter.release(held).await.unwrap();
@@ -698,7 +737,7 @@ mod redis_limiter {
 
     #[tokio::test]
     async fn releasing_a_token_twice_never_frees_someone_elses_permits() {
-        let limiters = limiters(&Target::single(), 2, caps(1), LEASE);
+        let (limiters, _target) = limiters(Target::single(), 2, caps(1), LEASE);
         let first = limiters[0].acquire(&[LimitClass::Llm]).await.unwrap();
         limiters[0].release(first.clone()).await.unwrap();
         let second = limiters[1].acquire(&[LimitClass::Llm]).await.unwrap();
@@ -714,7 +753,7 @@ mod redis_limiter {
 
     #[tokio::test]
     async fn a_killed_processs_permit_is_reclaimed_after_its_lease() {
-        let mut limiters = limiters(&Target::single(), 2, caps(1), SHORT_LEASE);
+        let (mut limiters, _target) = limiters(Target::single(), 2, caps(1), SHORT_LEASE);
         let survivor = limiters.pop().unwrap();
         let doomed = limiters.pop().unwrap();
         let _leaked = doomed.acquire(&[LimitClass::Llm]).await.unwrap();
@@ -733,12 +772,12 @@ mod redis_limiter {
 
     #[tokio::test]
     async fn renewal_keeps_a_long_held_permit_alive_past_several_leases() {
-        let limiters = limiters(&Target::single(), 2, caps(1), SHORT_LEASE);
+        let (limiters, _target) = limiters(Target::single(), 2, caps(1), RENEWED_LEASE);
         let (holder, rival) = (&limiters[0], &limiters[1]);
         let permits = holder.acquire(&[LimitClass::Llm]).await.unwrap();
         let held_since = Instant::now();
         // Each check waits 100 ms for the permit; together they span four leases.
-        while held_since.elapsed() < SHORT_LEASE * 4 {
+        while held_since.elapsed() < RENEWED_LEASE * 4 {
             assert!(
                 try_acquire(rival, &[LimitClass::Llm]).await.is_none(),
                 "the permit was lost after {:?} although its holder is alive",
@@ -752,7 +791,7 @@ mod redis_limiter {
 
     #[tokio::test]
     async fn caps_hold_across_processes_on_the_cluster_too() {
-        let limiters = limiters(&Target::cluster(), 2, caps(1), LEASE);
+        let (limiters, _target) = limiters(Target::cluster(), 2, caps(1), LEASE);
         let student = limiters[0].acquire(&[LimitClass::Llm, LimitClass::LlmStudent]).await.unwrap();
         assert!(try_acquire(&limiters[1], &[LimitClass::Llm]).await.is_none());
         limiters[0].release(student).await.unwrap();
@@ -766,7 +805,10 @@ mod redis_down {
     use super::*;
 
     /// Runs `op`, which must fail as unavailable within a few seconds.
-    async fn fails_as_unavailable<T: std::fmt::Debug>(what: &str, op: impl Future<Output = queue_core::QueueResult<T>>) {
+    async fn fails_as_unavailable<T: std::fmt::Debug>(
+        what: &str,
+        op: impl Future<Output = queue_core::QueueResult<T>>,
+    ) {
         let outcome = tokio::time::timeout(Duration::from_secs(10), op).await;
         let outcome = outcome.unwrap_or_else(|_| panic!("{what} hung with Redis down"));
         assert!(matches!(outcome, Err(QueueError::Unavailable(_))), "{what}: {outcome:?}");

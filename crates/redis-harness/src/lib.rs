@@ -17,7 +17,9 @@ mod cluster;
 mod ports;
 mod resp;
 mod server;
+mod shared;
 
 pub use binaries::require_redis_server;
 pub use cluster::RedisCluster;
 pub use server::RedisServer;
+pub use shared::{shared_cluster, shared_server};

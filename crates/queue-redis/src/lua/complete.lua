@@ -2,6 +2,7 @@
 -- the caller's epoch and, for chat jobs, its lane's active claim is still that job and epoch.
 -- KEYS[1] job hash  KEYS[2] inflight  KEYS[3] pending:<kind>  KEYS[4] finished  KEYS[5] stats
 -- KEYS[6] delayed  KEYS[7] lane active hash (chat) or the job hash again (non-chat)
+-- KEYS[8] finished:meta (id -> kind:status, which the job store's purge reads)
 -- ARGV[1] job  ARGV[2] epoch  ARGV[3] outcome: done | failed | retry  ARGV[4] result JSON or error
 -- ARGV[5] now  ARGV[6] retention (ms)  ARGV[7] due (ms, retry of a non-chat job)  ARGV[8] kind
 -- Returns `ok`, `notfound`, or `stale:<current epoch>`.
@@ -40,5 +41,6 @@ end
 redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':' .. ARGV[3], 1)
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[8], ARGV[1], kind .. ':' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 'ok'
