@@ -101,7 +101,16 @@ fn json_error_field(text: &str) -> Option<String> {
         if let Some(start) = message.find(marker) {
             let rest = &message[start + marker.len()..];
             let name = &rest[..rest.find('`')?];
-            return Some(if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") });
+            // For an unknown field the path already ends with it; for a missing one it is the
+            // parent.
+            let named = path == name || path.ends_with(&format!(".{name}"));
+            return Some(if path.is_empty() {
+                name.to_owned()
+            } else if named {
+                path.to_owned()
+            } else {
+                format!("{path}.{name}")
+            });
         }
     }
     (!path.is_empty()).then(|| path.to_owned())
@@ -248,8 +257,12 @@ mod tests {
             Some("messages[0].content")
         );
         assert_eq!(
-            json_error_field("Failed to deserialize the JSON body into the target type: messages[0]: unknown field `mood`, expected `role` or `content`").as_deref(),
+            json_error_field("Failed to deserialize the JSON body into the target type: messages[0].mood: unknown field `mood`, expected `role` or `content`").as_deref(),
             Some("messages[0].mood")
+        );
+        assert_eq!(
+            json_error_field("Failed to deserialize the JSON body into the target type: colour: unknown field `colour`, expected one of `request_id`").as_deref(),
+            Some("colour")
         );
     }
 }
