@@ -47,7 +47,8 @@ pub struct Laneway {
 
 impl Laneway {
     /// Checks the master-key policy, then builds and starts every configured tenant (`TENANT_ID`
-    /// and `LANEWAY_TENANTS`), recovering their pending jobs.
+    /// and `LANEWAY_TENANTS`), recovering their pending jobs. `run_workers` false makes an
+    /// API-only process (Redis only: the embedded backend always runs its workers).
     ///
     /// # Errors
     /// A refused master key, or a tenant whose runtime cannot start (e.g. an unwritable
@@ -55,11 +56,12 @@ impl Laneway {
     pub async fn start(
         settings: Settings,
         mode: Mode,
+        run_workers: bool,
         getenv: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, AppError> {
         validate_master_key_policy(getenv).map_err(|e| AppError::Internal(e.to_string()))?;
         let responder = settings.chat_responder().map_err(|e| AppError::Internal(e.to_string()))?;
-        Self::start_with(settings, mode, responder, Arc::new(SystemClock)).await
+        Self::start_inner(settings, mode, run_workers, responder, Arc::new(SystemClock)).await
     }
 
     /// As [`Laneway::start`] without the policy check, with an explicit responder and clock
@@ -70,6 +72,16 @@ impl Laneway {
     pub async fn start_with(
         settings: Settings,
         mode: Mode,
+        responder: Arc<dyn ChatResponder>,
+        clock: SharedClock,
+    ) -> Result<Self, AppError> {
+        Self::start_inner(settings, mode, true, responder, clock).await
+    }
+
+    async fn start_inner(
+        settings: Settings,
+        mode: Mode,
+        run_workers: bool,
         responder: Arc<dyn ChatResponder>,
         clock: SharedClock,
     ) -> Result<Self, AppError> {
@@ -92,7 +104,7 @@ impl Laneway {
                 Box::pin(async move {
                     // Opening a database blocks: keep it off the async workers.
                     tokio::task::spawn_blocking(move || {
-                        build_tenant_runtime(&settings, mode, &state, responder, clock, &tenant)
+                        build_tenant_runtime(&settings, mode, run_workers, &state, responder, clock, &tenant)
                     })
                     .await
                     .map_err(|e| queue_core::QueueError::Storage(format!("tenant build task failed: {e}")))?

@@ -138,6 +138,9 @@ pub struct Settings {
     pub job_max_attempts: u32,
     /// `JOB_RETENTION_HOURS`: how long finished job records are kept.
     pub job_retention_hours: u64,
+    /// `LIMITER_LEASE_SEC` (30, >= 1): lease of a Redis limiter permit; a killed process's
+    /// permits come back after it.
+    pub limiter_lease_sec: u64,
     /// `LANEWAY_ADDR`: where the HTTP API listens.
     pub addr: SocketAddr,
     /// What was accepted but adjusted (values clamped to their minimum), for the binary to log.
@@ -186,6 +189,7 @@ impl fmt::Debug for Settings {
             .field("chat_responder_delay_ms", &self.chat_responder_delay_ms)
             .field("job_max_attempts", &self.job_max_attempts)
             .field("job_retention_hours", &self.job_retention_hours)
+            .field("limiter_lease_sec", &self.limiter_lease_sec)
             .field("addr", &self.addr)
             .field("warnings", &self.warnings)
             .finish()
@@ -364,6 +368,7 @@ impl Settings {
         let chat_responder_delay_ms = r.int("CHAT_RESPONDER_DELAY_MS", 0, 0);
         let job_max_attempts = r.u32("JOB_MAX_ATTEMPTS", 3, 1);
         let job_retention_hours = r.int("JOB_RETENTION_HOURS", 168, 1);
+        let limiter_lease_sec = r.int("LIMITER_LEASE_SEC", 30, 1);
 
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8080));
         let addr = match r.get("LANEWAY_ADDR") {
@@ -406,6 +411,7 @@ impl Settings {
             chat_responder_delay_ms,
             job_max_attempts,
             job_retention_hours,
+            limiter_lease_sec,
             addr,
             warnings: r.warnings,
         })

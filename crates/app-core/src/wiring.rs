@@ -5,9 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lane_store::RedisPool;
 use queue_core::{
-    ChatLaneStore, IdempotencyStore, JobStore, Mode, QueueBackend, QueueError, QueueResult, SharedClock,
+    ChatLaneStore, IdempotencyStore, JobStore, Limiter, Mode, QueueBackend, QueueError, QueueResult, SharedClock,
     TenantId,
+};
+use queue_redis::{
+    RedisBackendConfig, RedisBackendDeps, RedisIdempotencyStore, RedisJobStore, RedisLimiter, RedisQueueBackend,
 };
 use queue_inline::{
     InlineDeps, InlineQueueBackend, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryIdempotencyStore,
@@ -60,11 +64,15 @@ pub fn runtime_config(settings: &Settings) -> InlineRuntimeConfig {
 pub fn build_tenant_runtime(
     settings: &Settings,
     mode: Mode,
+    run_workers: bool,
     state: &RuntimeState,
     responder: Arc<dyn ChatResponder>,
     clock: SharedClock,
     tenant: &TenantId,
 ) -> QueueResult<TenantRuntime> {
+    if mode == Mode::Redis {
+        return build_redis_tenant_runtime(settings, run_workers, state, responder, clock, tenant);
+    }
     let data_dir = tenant_data_dir(settings, tenant);
     let lanes: Arc<dyn ChatLaneStore> = state.lane_stores.get_chat_lane_store(
         Some(tenant),
@@ -117,8 +125,7 @@ pub fn build_tenant_runtime(
     let service_runtime = runtime.clone();
     let get_backend = move |req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> {
         match req.mode {
-            Mode::Redis => Err(QueueError::Unsupported("the Redis backend arrives with issue #3".into())),
-            _ => Ok(Arc::new(InlineQueueBackend::over_runtime(
+ _ => Ok(Arc::new(InlineQueueBackend::over_runtime(
                 InlineQueueBackend::NAME,
                 service_runtime.clone(),
             ))),
@@ -134,5 +141,83 @@ pub fn build_tenant_runtime(
         idempotency,
         limiter,
         inline: Some(runtime),
+    })
+}
+
+/// The Redis backend's configuration the settings call for.
+#[must_use]
+pub fn redis_backend_config(settings: &Settings, run_workers: bool) -> RedisBackendConfig {
+    let ttl = Duration::from_secs(settings.chat_job_claim_ttl_sec);
+    RedisBackendConfig {
+        run_workers,
+        chat_concurrency: settings.chat_worker_pool_size,
+        max_attempts: settings.job_max_attempts,
+        lease: ttl,
+        heartbeat_interval: InlineRuntimeConfig::heartbeat_for_ttl(ttl),
+        retention: Duration::from_secs(settings.job_retention_hours.saturating_mul(3600)),
+        ..RedisBackendConfig::default()
+    }
+}
+
+/// Builds `tenant`'s runtime on Redis: job store, idempotency keys, lanes and limiter all in the
+/// tenant's keyspace, so any number of processes share them.
+fn build_redis_tenant_runtime(
+    settings: &Settings,
+    run_workers: bool,
+    state: &RuntimeState,
+    responder: Arc<dyn ChatResponder>,
+    clock: SharedClock,
+    tenant: &TenantId,
+) -> QueueResult<TenantRuntime> {
+    let url = settings
+        .redis_url
+        .as_deref()
+        .ok_or_else(|| QueueError::Config("REDIS_URL: required when JOB_QUEUE_BACKEND=redis".into()))?;
+    let pool = RedisPool::from_url(url, 32)?;
+    let retention = Duration::from_secs(settings.job_retention_hours.saturating_mul(3600));
+    let lanes = state.lane_stores.get_chat_lane_store(
+        Some(tenant),
+        Mode::Redis,
+        url,
+        settings.lane_store_config(),
+        clock.clone(),
+    )?;
+    let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), retention));
+    let idempotency: Arc<dyn IdempotencyStore> =
+        Arc::new(RedisIdempotencyStore::new(pool.clone(), tenant, Duration::from_millis(idempotency_ttl_ms(settings))));
+    let limiter: Arc<dyn Limiter> = Arc::new(RedisLimiter::new(
+        pool.clone(),
+        tenant,
+        settings.limit_caps(),
+        Duration::from_secs(settings.limiter_lease_sec),
+    ));
+    let handlers = handler_set(responder, settings.profiles_dir(tenant));
+    let backend = RedisQueueBackend::new(
+        redis_backend_config(settings, run_workers),
+        RedisBackendDeps {
+            pool,
+            tenant: tenant.clone(),
+            store: store.clone(),
+            lanes: lanes.clone(),
+            limiter: limiter.clone(),
+            handlers,
+            clock,
+        },
+    );
+    state.backends.remove(Some(tenant));
+    let backend_for_cache = backend.clone();
+    let unused_inline = || -> Arc<dyn QueueBackend> { unreachable!("Mode::Redis never builds the in-test backend") };
+    let get_backend =
+        move |_req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> { Ok(Arc::new(backend_for_cache.clone())) };
+    let backend = state.backends.get_app_queue_backend(Some(tenant), Mode::Redis, &unused_inline, &get_backend)?;
+    Ok(TenantRuntime {
+        tenant: tenant.clone(),
+        data_dir: None,
+        backend,
+        store,
+        lanes,
+        idempotency,
+        limiter,
+        inline: None,
     })
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use app_core::{Laneway, Settings};
+use app_core::{Laneway, Mode, Settings};
 use clap::{Parser, Subcommand};
 use tracing::info;
 
@@ -27,7 +27,13 @@ enum Command {
         /// Address to listen on [default: LANEWAY_ADDR or 127.0.0.1:8080].
         #[arg(long)]
         addr: Option<SocketAddr>,
+        /// Serve the API only and leave the jobs to `laneway worker` processes (Redis only).
+        #[arg(long)]
+        no_workers: bool,
     },
+    /// Run workers only, no HTTP, against Redis (JOB_QUEUE_BACKEND=redis): add one per machine
+    /// or core to scale out. SIGTERM hands unfinished jobs back.
+    Worker,
 }
 
 fn init_logging() {
@@ -50,22 +56,31 @@ fn getenv(key: &str) -> Option<String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match cli.command {
-        Command::Serve { addr } => match serve(addr).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("laneway: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+    let outcome = match cli.command {
+        Command::Serve { addr, no_workers } => serve(addr, !no_workers).await,
+        Command::Worker => worker().await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("laneway: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 
-async fn serve(addr: Option<SocketAddr>) -> anyhow::Result<()> {
-    let settings = Settings::from_env(&getenv).map_err(|e| anyhow::anyhow!("invalid settings:\n{e}"))?;
+fn settings() -> anyhow::Result<Settings> {
+    Settings::from_env(&getenv).map_err(|e| anyhow::anyhow!("invalid settings:\n{e}"))
+}
+
+async fn serve(addr: Option<SocketAddr>, run_workers: bool) -> anyhow::Result<()> {
+    let settings = settings()?;
     let addr = addr.unwrap_or(settings.addr);
     let mode = settings.backend;
-    let app = Arc::new(Laneway::start(settings, mode, &getenv).await.context("cannot start")?);
+    if !run_workers && mode != Mode::Redis {
+        anyhow::bail!("--no-workers needs JOB_QUEUE_BACKEND=redis: the embedded backend runs its workers in process");
+    }
+    let app = Arc::new(Laneway::start(settings, mode, run_workers, &getenv).await.context("cannot start")?);
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -76,6 +91,23 @@ async fn serve(addr: Option<SocketAddr>) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     info!("shutting down: stopping tenant runtimes");
+    app.shutdown().await;
+    info!("bye");
+    Ok(())
+}
+
+async fn worker() -> anyhow::Result<()> {
+    let settings = settings()?;
+    if settings.backend != Mode::Redis {
+        anyhow::bail!(
+            "laneway worker runs workers against Redis: set JOB_QUEUE_BACKEND=redis and REDIS_URL \
+             (the embedded default runs its workers inside `laneway serve`)"
+        );
+    }
+    let app = Laneway::start(settings, Mode::Redis, true, &getenv).await.context("cannot start")?;
+    info!("laneway worker running; SIGTERM or Ctrl-C stops it");
+    shutdown_signal().await;
+    info!("stopping: finishing running jobs and handing back the rest");
     app.shutdown().await;
     info!("bye");
     Ok(())

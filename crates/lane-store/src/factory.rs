@@ -55,8 +55,8 @@ impl ChatLaneStoreFactory {
     /// matter then.
     ///
     /// `Mode::Test` and `Mode::Inline` use a [`MemoryLaneStore`]; `Mode::Redis` a
-    /// [`RedisLaneStore`] on `redis_url` (connecting lazily, dispatch off: the Redis backend
-    /// builds its own store with dispatch on).
+    /// [`RedisLaneStore`] on `redis_url` (connecting lazily), with dispatch on: every claim it
+    /// makes is pushed to the tenant's ready list that the Redis backend's workers consume.
     ///
     /// # Errors
     /// `QueueError::Config` naming `REDIS_URL` when `Mode::Redis` gets a URL it cannot use
@@ -78,7 +78,7 @@ impl ChatLaneStoreFactory {
             Mode::Test | Mode::Inline => Arc::new(MemoryLaneStore::new(config, clock)),
             Mode::Redis => {
                 let tenant = tenant_id.cloned().unwrap_or_else(TenantId::default_tenant);
-                Arc::new(RedisLaneStore::new(self.redis_pool(redis_url)?, &tenant, config, clock))
+                Arc::new(RedisLaneStore::new(self.redis_pool(redis_url)?, &tenant, config, clock).with_dispatch(true))
             }
         };
         tracing::debug!(tenant = tenant_key, mode = %mode, kind = store.kind(), "chat lane store created");
