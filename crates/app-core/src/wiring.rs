@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use lane_store::RedisPool;
 use queue_core::{
-    ChatLaneStore, IdempotencyStore, JobStore, Limiter, Mode, QueueBackend, QueueError, QueueResult, SharedClock,
-    TenantId,
-};
-use queue_redis::{
-    RedisBackendConfig, RedisBackendDeps, RedisIdempotencyStore, RedisJobStore, RedisLimiter, RedisQueueBackend,
+    ChatLaneStore, IdempotencyStore, JobStore, Limiter, Mode, QueueBackend, QueueError, QueueResult,
+    SharedClock, TenantId,
 };
 use queue_inline::{
     InlineDeps, InlineQueueBackend, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryIdempotencyStore,
     MemoryJobStore, SqliteJobStore, SqliteStoreConfig,
+};
+use queue_redis::{
+    RedisBackendConfig, RedisBackendDeps, RedisIdempotencyStore, RedisJobStore, RedisLimiter,
+    RedisQueueBackend,
 };
 use runtime_manager::{BackendRequest, RuntimeState, TenantRuntime};
 
@@ -125,7 +126,7 @@ pub fn build_tenant_runtime(
     let service_runtime = runtime.clone();
     let get_backend = move |req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> {
         match req.mode {
- _ => Ok(Arc::new(InlineQueueBackend::over_runtime(
+            _ => Ok(Arc::new(InlineQueueBackend::over_runtime(
                 InlineQueueBackend::NAME,
                 service_runtime.clone(),
             ))),
@@ -182,9 +183,13 @@ fn build_redis_tenant_runtime(
         settings.lane_store_config(),
         clock.clone(),
     )?;
-    let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), retention));
-    let idempotency: Arc<dyn IdempotencyStore> =
-        Arc::new(RedisIdempotencyStore::new(pool.clone(), tenant, Duration::from_millis(idempotency_ttl_ms(settings))));
+    let store: Arc<dyn JobStore> =
+        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), retention));
+    let idempotency: Arc<dyn IdempotencyStore> = Arc::new(RedisIdempotencyStore::new(
+        pool.clone(),
+        tenant,
+        Duration::from_millis(idempotency_ttl_ms(settings)),
+    ));
     let limiter: Arc<dyn Limiter> = Arc::new(RedisLimiter::new(
         pool.clone(),
         tenant,
@@ -206,10 +211,13 @@ fn build_redis_tenant_runtime(
     );
     state.backends.remove(Some(tenant));
     let backend_for_cache = backend.clone();
-    let unused_inline = || -> Arc<dyn QueueBackend> { unreachable!("Mode::Redis never builds the in-test backend") };
-    let get_backend =
-        move |_req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> { Ok(Arc::new(backend_for_cache.clone())) };
-    let backend = state.backends.get_app_queue_backend(Some(tenant), Mode::Redis, &unused_inline, &get_backend)?;
+    let unused_inline =
+        || -> Arc<dyn QueueBackend> { unreachable!("Mode::Redis never builds the in-test backend") };
+    let get_backend = move |_req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> {
+        Ok(Arc::new(backend_for_cache.clone()))
+    };
+    let backend =
+        state.backends.get_app_queue_backend(Some(tenant), Mode::Redis, &unused_inline, &get_backend)?;
     Ok(TenantRuntime {
         tenant: tenant.clone(),
         data_dir: None,

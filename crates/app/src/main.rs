@@ -78,7 +78,9 @@ async fn serve(addr: Option<SocketAddr>, run_workers: bool) -> anyhow::Result<()
     let addr = addr.unwrap_or(settings.addr);
     let mode = settings.backend;
     if !run_workers && mode != Mode::Redis {
-        anyhow::bail!("--no-workers needs JOB_QUEUE_BACKEND=redis: the embedded backend runs its workers in process");
+        anyhow::bail!(
+            "--no-workers needs JOB_QUEUE_BACKEND=redis: the embedded backend runs its workers in process"
+        );
     }
     let app = Arc::new(Laneway::start(settings, mode, run_workers, &getenv).await.context("cannot start")?);
     let listener =

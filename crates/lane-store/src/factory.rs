@@ -78,7 +78,10 @@ impl ChatLaneStoreFactory {
             Mode::Test | Mode::Inline => Arc::new(MemoryLaneStore::new(config, clock)),
             Mode::Redis => {
                 let tenant = tenant_id.cloned().unwrap_or_else(TenantId::default_tenant);
-                Arc::new(RedisLaneStore::new(self.redis_pool(redis_url)?, &tenant, config, clock).with_dispatch(true))
+                Arc::new(
+                    RedisLaneStore::new(self.redis_pool(redis_url)?, &tenant, config, clock)
+                        .with_dispatch(true),
+                )
             }
         };
         tracing::debug!(tenant = tenant_key, mode = %mode, kind = store.kind(), "chat lane store created");

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use queue_core::{HandlerError, JobHandler, JobRecord, LimitClass};
+use queue_core::{Clock, HandlerError, JobHandler, JobRecord, LimitClass, SystemClock};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -11,7 +11,9 @@ use super::parse_payload;
 use crate::payloads::ChatPayload;
 use crate::responder::ChatResponder;
 
-/// Runs `chat` jobs; the result is `{"reply": text}`.
+/// Runs `chat` jobs; the result is `{"reply": text, "started_at_ms", "finished_at_ms"}` (the
+/// run's wall-clock span, which shows how long the reply took and lets anyone check that the jobs
+/// of a lane never overlapped).
 #[derive(Debug, Clone)]
 pub struct ChatHandler {
     responder: Arc<dyn ChatResponder>,
@@ -44,7 +46,8 @@ impl JobHandler for ChatHandler {
         }
         let lane = job.lane.as_ref().map_or("", |l| l.as_str());
         let span = tracing::info_span!("chat_reply", tenant = %job.tenant, lane, job = %job.id);
+        let started = SystemClock.now_ms();
         let reply = self.responder.reply(&chat).instrument(span).await?;
-        Ok(json!({ "reply": reply }))
+        Ok(json!({ "reply": reply, "started_at_ms": started, "finished_at_ms": SystemClock.now_ms() }))
     }
 }
