@@ -1,5 +1,6 @@
 //! Shared helpers for the workspace scenarios: start the real `laneway serve` binary as a child
-//! process on a free loopback port, talk to it over HTTP, and stop it (SIGKILL or SIGTERM).
+//! process on a free loopback port (or `laneway worker`, which has no HTTP), talk to it over HTTP,
+//! and stop it (SIGKILL or SIGTERM).
 //!
 //! Every failure message carries the tail of the process's log: a scenario that fails against a
 //! separate process is hard to debug without it.
@@ -26,6 +27,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const LOG_TAIL_LINES: usize = 60;
 /// Attempts at starting when the picked port was taken in between (the binary cannot listen).
 const PORT_ATTEMPTS: usize = 3;
+/// What `laneway worker` logs once its workers run.
+pub const WORKER_READY_LINE: &str = "laneway worker running";
 
 /// Milliseconds since the Unix epoch, by the same clock the server stamps job records with.
 #[must_use]
@@ -171,12 +174,16 @@ const SCRUBBED_ENV: &[&str] = &[
     "CHAT_RESPONDER_DELAY_MS",
     "JOB_MAX_ATTEMPTS",
     "JOB_RETENTION_HOURS",
+    "LIMITER_LEASE_SEC",
     "LANEWAY_ADDR",
     "LOG_FORMAT",
     "RUST_LOG",
 ];
 
-/// A running `laneway serve` child process, killed (SIGKILL) when dropped.
+/// A running `laneway serve` or `laneway worker` child process, killed (SIGKILL) when dropped.
+///
+/// A worker has no HTTP API: its [`LanewayProcess::base_url`] names no server, and the HTTP
+/// methods fail on it.
 #[derive(Debug)]
 pub struct LanewayProcess {
     child: Child,
@@ -195,18 +202,23 @@ impl LanewayProcess {
     /// When the binary cannot be found or built, cannot be spawned, exits, or is not healthy
     /// within [`STARTUP_DEADLINE`]; the message carries the log's tail.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        Self::start_with_args(data_dir, &[], env).await
+    }
+
+    /// As [`LanewayProcess::start`], with extra arguments after `serve` (e.g. `--no-workers`).
+    ///
+    /// # Panics
+    /// As [`LanewayProcess::start`].
+    pub async fn start_with_args(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let binary = laneway_binary();
-        let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs)
-            .unwrap_or_else(|e| panic!("cannot create the log directory {}: {e}", logs.display()));
+        let logs = log_dir(data_dir);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let n = STARTS.fetch_add(1, Ordering::Relaxed);
-            let log_path = logs.join(format!("laneway-{}-{n}.log", std::process::id()));
+            let log_path = logs.join(format!("laneway-{}-{}.log", std::process::id(), next_start()));
             let addr = free_loopback_addr();
-            let child = spawn(&binary, data_dir, addr, env, &log_path);
+            let command: Vec<&str> = std::iter::once("serve").chain(args.iter().copied()).collect();
+            let child = spawn(&binary, &command, data_dir, Some(addr), env, &log_path);
             let base_url = format!("http://{addr}");
             let mut process = Self {
                 child,
@@ -227,6 +239,49 @@ impl LanewayProcess {
                 }
             }
         }
+    }
+
+    /// Starts `laneway worker` (workers only, no HTTP) with `DATA_DIR=data_dir` and the extra
+    /// `env` (which must select Redis: `JOB_QUEUE_BACKEND=redis`, `REDIS_URL`), its output going
+    /// to `data_dir/logs/worker-<test pid>-<n>.log`, and waits until it logs
+    /// [`WORKER_READY_LINE`].
+    ///
+    /// # Panics
+    /// When the binary cannot be found or built, cannot be spawned, exits, or does not log that
+    /// it runs within [`STARTUP_DEADLINE`]; the message carries the log's tail.
+    pub async fn worker(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let binary = laneway_binary();
+        let log_path = log_dir(data_dir).join(format!("worker-{}-{}.log", std::process::id(), next_start()));
+        let child = spawn(&binary, &["worker"], data_dir, None, env, &log_path);
+        let base_url = "(none: laneway worker has no HTTP API)".to_owned();
+        let mut process = Self {
+            child,
+            api: Api::new(base_url.clone()),
+            base_url,
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        };
+        let end = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if process.log_text().contains(WORKER_READY_LINE) {
+                return process;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("laneway worker exited ({status}) before it ran\n{}", process.context());
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "laneway worker did not log {WORKER_READY_LINE:?} within {STARTUP_DEADLINE:?}\n{}",
+                    process.context()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Whether the process still runs (an exited one is reaped).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Polls `GET /healthz` until 200. `Err(true)` when the process exited, `Err(false)` when the
@@ -253,7 +308,7 @@ impl LanewayProcess {
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (for a worker, a note that it has none).
     #[must_use]
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -460,26 +515,47 @@ impl Drop for LanewayProcess {
     }
 }
 
-fn spawn(binary: &Path, data_dir: &Path, addr: SocketAddr, env: &[(&str, &str)], log_path: &Path) -> Child {
+/// `data_dir/logs`, created when missing.
+fn log_dir(data_dir: &Path) -> PathBuf {
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs)
+        .unwrap_or_else(|e| panic!("cannot create the log directory {}: {e}", logs.display()));
+    logs
+}
+
+/// A number no other start of this test process used, for log file names.
+fn next_start() -> usize {
+    static STARTS: AtomicUsize = AtomicUsize::new(0);
+    STARTS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `binary args...` with a scrubbed environment plus `env`; `LANEWAY_ADDR` is set when
+/// `addr` is given.
+fn spawn(
+    binary: &Path,
+    args: &[&str],
+    data_dir: &Path,
+    addr: Option<SocketAddr>,
+    env: &[(&str, &str)],
+    log_path: &Path,
+) -> Child {
     let log = File::create(log_path)
         .unwrap_or_else(|e| panic!("cannot create the log file {}: {e}", log_path.display()));
     let log_err = log.try_clone().unwrap_or_else(|e| panic!("cannot share the log file: {e}"));
     let mut command = Command::new(binary);
-    command.arg("serve");
+    command.args(args);
     for var in SCRUBBED_ENV {
         command.env_remove(var);
     }
-    command
-        .env("DATA_DIR", data_dir)
-        .env("LANEWAY_ADDR", addr.to_string())
-        .env("RUST_LOG", "info")
-        .env("RUST_BACKTRACE", "1")
-        .env("NO_COLOR", "1");
+    command.env("DATA_DIR", data_dir).env("RUST_LOG", "info").env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
+    if let Some(addr) = addr {
+        command.env("LANEWAY_ADDR", addr.to_string());
+    }
     for (key, value) in env {
         command.env(key, value);
     }
     command.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
-    command.spawn().unwrap_or_else(|e| panic!("cannot start {} serve: {e}", binary.display()))
+    command.spawn().unwrap_or_else(|e| panic!("cannot start {} {}: {e}", binary.display(), args.join(" ")))
 }
 
 /// A valid `POST /chat/start` body: a student's one-message chat, in the student's default lane

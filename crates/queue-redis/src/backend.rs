@@ -658,6 +658,8 @@ impl Inner {
         }
     }
 
+    /// Records an outcome (fenced) and, when `claim_next` > 0, claims that many more jobs of
+    /// the kind in the same round trip. Returns whether the outcome was accepted, and the claims.
     // Mirrors the script's argument list one to one; a struct would only rename them.
     #[allow(clippy::too_many_arguments)]
     async fn complete(
@@ -669,11 +671,12 @@ impl Inner {
         outcome: &str,
         value: &str,
         due_ms: u64,
-    ) -> QueueResult<bool> {
+        claim_next: usize,
+    ) -> QueueResult<(bool, Vec<JobRecord>)> {
         let keys = &self.keys;
         let mut conn = self.deps.pool.get().await?;
         let lane_key = lane.map_or_else(|| keys.job(job), |l| keys.lane_active(l));
-        let answer: String = scripts::COMPLETE
+        let (answer, claimed): (String, Vec<HashMap<String, String>>) = scripts::COMPLETE
             .key(keys.job(job))
             .key(keys.inflight())
             .key(keys.pending(kind))
@@ -682,6 +685,7 @@ impl Inner {
             .key(keys.delayed())
             .key(lane_key)
             .key(format!("{}finished:meta", keys.prefix()))
+            .key(keys.ready(kind))
             .arg(job.as_str())
             .arg(epoch)
             .arg(outcome)
@@ -690,24 +694,50 @@ impl Inner {
             .arg(ms(self.config.retention).max(1))
             .arg(due_ms)
             .arg(kind.as_str())
+            .arg(if kind == JobKind::Chat { 0 } else { claim_next })
+            .arg(ms(self.config.lease))
+            .arg(keys.prefix())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error(&e))?;
+        let claimed = claimed.into_iter().map(parse_record).collect::<QueueResult<Vec<_>>>()?;
         match answer.as_str() {
-            "ok" => Ok(true),
-            "notfound" => Err(QueueError::NotFound { job: job.clone() }),
+            "ok" => Ok((true, claimed)),
+            "notfound" => {
+                self.requeue_claims(kind, claimed).await;
+                Err(QueueError::NotFound { job: job.clone() })
+            }
             _ => {
                 self.stats.fenced.fetch_add(1, Ordering::Relaxed);
                 warn!(job = %job, epoch, answer = %answer, "late result rejected: the lease is no longer current");
-                Ok(false)
+                Ok((false, claimed))
             }
         }
     }
 
-    async fn run_plain(self: &Arc<Self>, kind: JobKind, records: Vec<JobRecord>) {
-        if records.is_empty() {
-            return;
+    /// Jobs claimed but not going to be run here (an error path): their leases lapse and the
+    /// reaper re-queues them; nothing else is needed, but say so.
+    async fn requeue_claims(&self, kind: JobKind, claimed: Vec<JobRecord>) {
+        for r in claimed {
+            debug!(job = %r.id, kind = kind.as_str(), "claimed job left to its lease");
         }
+    }
+
+    async fn run_plain(self: &Arc<Self>, kind: JobKind, mut records: Vec<JobRecord>) {
+        // A single job's slot stays busy: each completion claims the next job in the same call,
+        // until the queue is empty or the process is stopping.
+        while !records.is_empty() {
+            let single = records.len() == 1 && kind != JobKind::ProfileUpdate;
+            records = self.run_plain_once(kind, records, single).await;
+        }
+    }
+
+    async fn run_plain_once(
+        self: &Arc<Self>,
+        kind: JobKind,
+        records: Vec<JobRecord>,
+        chain: bool,
+    ) -> Vec<JobRecord> {
         let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
         {
             let mut held = lock(&self.held);
@@ -737,12 +767,17 @@ impl Inner {
         };
         drop(heartbeat);
         let mut results = results.into_iter();
-        for r in &records {
+        let mut next = Vec::new();
+        let last = records.len().saturating_sub(1);
+        for (i, r) in records.iter().enumerate() {
             let result =
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
-            self.settle(kind, r, None, result).await;
+            let claim_next = usize::from(chain && i == last && self.accepting.load(Ordering::SeqCst));
+            let (_, claimed) = self.settle(kind, r, None, result, claim_next).await;
+            next.extend(claimed);
             lock(&self.held).remove(&r.id);
         }
+        next
     }
 
     /// Records the outcome of one attempt. Returns whether the lane (chat) should move on.
@@ -752,7 +787,8 @@ impl Inner {
         record: &JobRecord,
         lane: Option<&LaneId>,
         result: Result<serde_json::Value, HandlerError>,
-    ) -> Settled {
+        claim_next: usize,
+    ) -> (Settled, Vec<JobRecord>) {
         let epoch = record.lease_epoch;
         let (outcome, value, due) = match &result {
             Ok(v) => ("done", v.to_string(), 0),
@@ -762,8 +798,8 @@ impl Inner {
             }
             Err(e) => ("failed", e.message.clone(), 0),
         };
-        match self.complete(kind, &record.id, epoch, lane, outcome, &value, due).await {
-            Ok(true) => {
+        match self.complete(kind, &record.id, epoch, lane, outcome, &value, due, claim_next).await {
+            Ok((true, claimed)) => {
                 let counter = match outcome {
                     "done" => &self.stats.completed,
                     "retry" => &self.stats.retried,
@@ -773,13 +809,13 @@ impl Inner {
                 if outcome == "failed" {
                     warn!(job = %record.id, kind = kind.as_str(), "job failed for good");
                 }
-                if outcome == "retry" { Settled::Retry } else { Settled::Finished }
+                (if outcome == "retry" { Settled::Retry } else { Settled::Finished }, claimed)
             }
-            Ok(false) => Settled::Fenced,
+            Ok((false, claimed)) => (Settled::Fenced, claimed),
             Err(e) => {
                 // Redis unreachable: the lease lapses and the reaper re-dispatches the job.
                 warn!(job = %record.id, error = %e, "could not record the outcome; the lease will lapse");
-                Settled::Fenced
+                (Settled::Fenced, Vec::new())
             }
         }
     }
@@ -840,7 +876,7 @@ impl Inner {
             Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
         };
         drop(heartbeat);
-        let settled = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result).await;
+        let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0).await;
         match settled {
             Settled::Finished => self.advance_lane(&claim).await,
             Settled::Retry => {
@@ -927,10 +963,10 @@ impl Inner {
             let lane = h.claim.as_ref().map(|c| c.lane_id.clone());
             let now = self.deps.clock.now_ms();
             match self
-                .complete(h.kind, &job, h.epoch, lane.as_ref(), "retry", "handed back at stop", now)
+                .complete(h.kind, &job, h.epoch, lane.as_ref(), "retry", "handed back at stop", now, 0)
                 .await
             {
-                Ok(true) => {
+                Ok((true, _)) => {
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
                     if let Some(claim) = &h.claim
                         && let Err(e) = self.deps.lanes.reclaim(claim).await
@@ -939,7 +975,7 @@ impl Inner {
                     }
                     info!(job = %job, "running job handed back at stop");
                 }
-                Ok(false) => {}
+                Ok((false, _)) => {}
                 Err(e) => warn!(job = %job, error = %e, "could not hand the job back; its lease will lapse"),
             }
         }

@@ -5,15 +5,18 @@ use std::sync::LazyLock;
 
 use lane_store::redis::Script;
 
+/// The claim function shared by `claim_plain` and `complete` (finish-and-claim-next).
+const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
+
 /// Claims ready non-chat jobs with their state change and lease.
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/claim_plain.lua")));
+    LazyLock::new(|| Script::new(&format!("{CLAIM_PLAIN_FN}\n{}", include_str!("lua/claim_plain.lua"))));
 /// Claims chat dispatches that are still current.
 pub(crate) static CLAIM_CHAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/claim_chat.lua")));
-/// Records an outcome, fenced.
+/// Records an outcome, fenced, and claims the next jobs in the same call.
 pub(crate) static COMPLETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
+    LazyLock::new(|| Script::new(&format!("{CLAIM_PLAIN_FN}\n{}", include_str!("lua/complete.lua"))));
 /// Puts a queued non-chat job on its ready list.
 pub(crate) static ENQUEUE_PLAIN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_plain.lua")));

@@ -3,11 +3,20 @@
 -- KEYS[1] job hash  KEYS[2] inflight  KEYS[3] pending:<kind>  KEYS[4] finished  KEYS[5] stats
 -- KEYS[6] delayed  KEYS[7] lane active hash (chat) or the job hash again (non-chat)
 -- KEYS[8] finished:meta (id -> kind:status, which the job store's purge reads)
+-- KEYS[9] ready:<kind> (where the next job is claimed from)
 -- ARGV[1] job  ARGV[2] epoch  ARGV[3] outcome: done | failed | retry  ARGV[4] result JSON or error
 -- ARGV[5] now  ARGV[6] retention (ms)  ARGV[7] due (ms, retry of a non-chat job)  ARGV[8] kind
--- Returns `ok`, `notfound`, or `stale:<current epoch>`.
+-- ARGV[9] claim: how many more jobs of the kind to claim in the same call (0 for chat)
+-- ARGV[10] lease (ms) of those claims  ARGV[11] tenant prefix
+-- Finish-and-claim-next in one round trip: a busy worker spends one call per job.
+-- Returns {`ok` | `notfound` | `stale:<current epoch>`, claimed records (HGETALL each)}.
+local function claim_next()
+  local n = tonumber(ARGV[9])
+  if n <= 0 then return {} end
+  return claim_plain(KEYS[9], KEYS[2], KEYS[5], n, tonumber(ARGV[5]), tonumber(ARGV[10]), ARGV[11], ARGV[8])
+end
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'notfound' end
+if not st then return { 'notfound', claim_next() } end
 local ep = redis.call('HGET', KEYS[1], 'epoch')
 local current = ep or '0'
 local fenced = st ~= 'processing' or ep ~= ARGV[2]
@@ -20,7 +29,7 @@ if ARGV[8] == 'chat' then
 end
 if fenced then
   redis.call('HINCRBY', KEYS[5], 'fenced', 1)
-  return 'stale:' .. current
+  return { 'stale:' .. current, claim_next() }
 end
 local kind = ARGV[8]
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -31,7 +40,7 @@ if ARGV[3] == 'retry' then
   if kind ~= 'chat' then
     redis.call('ZADD', KEYS[6], ARGV[7], kind .. '|' .. ARGV[1])
   end
-  return 'ok'
+  return { 'ok', claim_next() }
 end
 if ARGV[3] == 'done' then
   redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[4], 'updated', ARGV[5])
@@ -43,4 +52,4 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[8], ARGV[1], kind .. ':' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return 'ok'
+return { 'ok', claim_next() }

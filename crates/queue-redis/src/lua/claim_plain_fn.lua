@@ -1,0 +1,28 @@
+-- Shared by claim_plain.lua and complete.lua: claims up to n ready jobs of one non-chat kind,
+-- atomically with their state change and lease, so a job is never held by nobody: it is in the
+-- ready list, or in `inflight` under a lease. Job hashes are built from the tenant prefix: they
+-- share the tenant's hash tag, hence the slot. Returns an array of HGETALL replies.
+local function claim_plain(ready, inflight, stats, n, now, lease, prefix, kind)
+  local out = {}
+  local deadline = now + lease
+  while #out < n do
+    local id = redis.call('LPOP', ready)
+    if not id then break end
+    local jk = prefix .. 'job:' .. id
+    local st = redis.call('HGET', jk, 'status')
+    local live = redis.call('ZSCORE', inflight, id)
+    -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped.
+    if st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now)) then
+      redis.call('HINCRBY', jk, 'epoch', 1)
+      redis.call('HINCRBY', jk, 'attempt', 1)
+      redis.call('HSET', jk, 'status', 'processing', 'updated', now)
+      if st == 'queued' then
+        redis.call('HINCRBY', stats, 'count:' .. kind .. ':queued', -1)
+        redis.call('HINCRBY', stats, 'count:' .. kind .. ':processing', 1)
+      end
+      redis.call('ZADD', inflight, deadline, id)
+      out[#out + 1] = redis.call('HGETALL', jk)
+    end
+  end
+  return out
+end
