@@ -124,13 +124,8 @@ pub fn build_tenant_runtime(
         Arc::new(InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, test_runtime.clone()))
     };
     let service_runtime = runtime.clone();
-    let get_backend = move |req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> {
-        match req.mode {
-            _ => Ok(Arc::new(InlineQueueBackend::over_runtime(
-                InlineQueueBackend::NAME,
-                service_runtime.clone(),
-            ))),
-        }
+    let get_backend = move |_req: BackendRequest<'_>| -> QueueResult<Arc<dyn QueueBackend>> {
+        Ok(Arc::new(InlineQueueBackend::over_runtime(InlineQueueBackend::NAME, service_runtime.clone())))
     };
     let backend = state.backends.get_app_queue_backend(Some(tenant), mode, &inline_factory, &get_backend)?;
     Ok(TenantRuntime {
