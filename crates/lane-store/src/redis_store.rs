@@ -214,6 +214,39 @@ impl RedisLaneStore {
         }
     }
 
+    /// Renews `claims` in one pipeline. A pipeline's EVALSHA does not load a missing script, so
+    /// the script is loaded first.
+    async fn renew_many_now(&self, claims: &[LaneClaim]) -> QueueResult<Vec<QueueResult<u64>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = self.lease_deadline(self.clock.now_ms());
+        let mut conn = self.pool.get().await?;
+        RENEW.prepare_invoke().load_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        let mut pipe = redis::pipe();
+        for held in claims {
+            pipe.invoke_script(
+                RENEW
+                    .key(self.keys.leases())
+                    .key(self.keys.lane_active(&held.lane_id))
+                    .arg(held.job_id.as_str())
+                    .arg(held.epoch)
+                    .arg(held.lane_id.as_str())
+                    .arg(deadline),
+            );
+        }
+        let outs: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        Ok(claims
+            .iter()
+            .zip(outs)
+            .map(|(held, out)| match field(&out, 0) {
+                Some("ok") => Ok(deadline),
+                Some("stale") => Err(Self::stale(held, field(&out, 1))?),
+                _ => Err(unexpected("renew", &out)),
+            })
+            .collect())
+    }
+
     async fn renew_now(&self, held: &LaneClaim) -> QueueResult<u64> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let out: Vec<String> = self
@@ -516,6 +549,10 @@ impl ChatLaneStore for RedisLaneStore {
             );
         }
         outcome
+    }
+
+    async fn renew_many(&self, claims: &[LaneClaim]) -> QueueResult<Vec<QueueResult<u64>>> {
+        self.renew_many_now(claims).await
     }
 
     async fn finish(&self, claim: &LaneClaim) -> QueueResult<Option<LaneClaim>> {

@@ -124,6 +124,16 @@ pub trait ChatLaneStore: Send + Sync + fmt::Debug {
     /// `QueueError::StaleLease` when `claim` is no longer the lane's current claim.
     async fn renew(&self, claim: &LaneClaim) -> QueueResult<u64>;
 
+    /// Renews many claims at once (one pipelined round trip on Redis): one result per claim, in
+    /// order. The default renews them one by one.
+    async fn renew_many(&self, claims: &[LaneClaim]) -> QueueResult<Vec<QueueResult<u64>>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for claim in claims {
+            out.push(self.renew(claim).await);
+        }
+        Ok(out)
+    }
+
     /// Ends `claim` (its job is finished, for good or ill) and claims the next waiting job, if any.
     ///
     /// # Errors

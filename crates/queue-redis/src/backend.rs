@@ -183,15 +183,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Aborts a task when dropped (a job's heartbeat ends with the job).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// One claimed piece of work.
 enum Claimed {
     Plain(JobRecord),
@@ -424,6 +415,7 @@ impl QueueBackend for RedisQueueBackend {
                     Inner::fetch_loop(self.inner.clone(), kind, n.max(1), rx.clone()).instrument(span),
                 ));
             }
+            life.background.push(tokio::spawn(Inner::heartbeat_loop(self.inner.clone())));
             life.background.push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone())));
             life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
         }
@@ -746,7 +738,6 @@ impl Inner {
             }
         }
         self.stats.started.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat_plain(self.clone(), ids.clone())));
         let handler = self.deps.handlers.get(kind).clone();
         let mut classes = Vec::new();
         for r in &records {
@@ -765,7 +756,6 @@ impl Inner {
             }
             Err(e) => records.iter().map(|_| Err(HandlerError::retryable(format!("limiter: {e}")))).collect(),
         };
-        drop(heartbeat);
         let mut results = results.into_iter();
         let mut next = Vec::new();
         let last = records.len().saturating_sub(1);
@@ -820,39 +810,47 @@ impl Inner {
         }
     }
 
-    async fn heartbeat_plain(self: Arc<Self>, ids: Vec<JobId>) {
+    /// One heartbeat for every job this process holds: chat leases renewed in one pipelined
+    /// round trip, non-chat leases in one script call. It keeps beating while a stop lets running
+    /// jobs finish, and is aborted after.
+    async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let deadline = self.deps.clock.now_ms().saturating_add(ms(self.config.lease));
-            let renewed = async {
-                let mut conn = self.deps.pool.get().await?;
-                let mut inv = scripts::RENEW_PLAIN.key(self.keys.inflight());
-                inv.arg(deadline);
-                for id in &ids {
-                    inv.arg(id.as_str());
-                }
-                inv.invoke_async::<i64>(&mut conn).await.map_err(|e| redis_error(&e))
+            let (claims, plain): (Vec<LaneClaim>, Vec<JobId>) = {
+                let held = lock(&self.held);
+                let claims = held.values().filter_map(|h| h.claim.clone()).collect();
+                let plain =
+                    held.iter().filter(|(_, h)| h.claim.is_none()).map(|(id, _)| id.clone()).collect();
+                (claims, plain)
             };
-            if let Err(e) = renewed.await {
-                warn!(error = %e, "lease renewal failed; will retry");
-            }
-        }
-    }
-
-    async fn heartbeat_chat(self: Arc<Self>, claim: LaneClaim) {
-        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match self.deps.lanes.renew(&claim).await {
-                Ok(_) => {}
-                Err(QueueError::StaleLease { .. }) => {
-                    warn!(job = %claim.job_id, "lease lost while running; the result will be rejected");
-                    return;
+            if !claims.is_empty() {
+                match self.deps.lanes.renew_many(&claims).await {
+                    Ok(results) => {
+                        for (claim, r) in claims.iter().zip(results) {
+                            if let Err(e) = r {
+                                warn!(job = %claim.job_id, error = %e, "lease lost while running; the result will be rejected");
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
                 }
-                Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
+            }
+            if !plain.is_empty() {
+                let deadline = self.deps.clock.now_ms().saturating_add(ms(self.config.lease));
+                let renewed = async {
+                    let mut conn = self.deps.pool.get().await?;
+                    let mut inv = scripts::RENEW_PLAIN.key(self.keys.inflight());
+                    inv.arg(deadline);
+                    for id in &plain {
+                        inv.arg(id.as_str());
+                    }
+                    inv.invoke_async::<i64>(&mut conn).await.map_err(|e| redis_error(&e))
+                };
+                if let Err(e) = renewed.await {
+                    warn!(error = %e, "lease renewal failed; will retry");
+                }
             }
         }
     }
@@ -863,7 +861,6 @@ impl Inner {
             Held { kind: JobKind::Chat, epoch: claim.epoch, claim: Some(claim.clone()), permits: None },
         );
         self.stats.started.fetch_add(1, Ordering::Relaxed);
-        let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat_chat(self.clone(), claim.clone())));
         let handler = self.deps.handlers.chat.clone();
         let classes = acquisition_order(&handler.permits(&record));
         let result = match self.acquire(&classes).await {
@@ -875,7 +872,6 @@ impl Inner {
             }
             Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
         };
-        drop(heartbeat);
         let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0).await;
         match settled {
             Settled::Finished => self.advance_lane(&claim).await,

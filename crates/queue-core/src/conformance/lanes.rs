@@ -38,6 +38,7 @@ macro_rules! lane_store_conformance_tests {
             re_enqueueing_a_waiting_job_into_a_full_lane_is_still_a_no_op_not_an_error,
             an_expired_lease_is_reaped_to_the_same_head_and_the_old_claim_is_fenced,
             renewing_a_lease_keeps_the_reaper_away,
+            renewing_many_claims_at_once_renews_each_and_reports_stale_ones,
             a_lease_past_its_deadline_but_not_yet_reaped_can_still_be_renewed,
             a_newcomer_enqueued_after_lease_expiry_never_jumps_ahead,
             a_zero_claim_ttl_still_reaps_each_expiry_only_once,
@@ -269,6 +270,29 @@ pub async fn renewing_a_lease_keeps_the_reaper_away(factory: &dyn LaneStoreFacto
     assert!(store.reap_expired().await.unwrap().is_empty());
     clock.advance(1);
     assert_eq!(store.reap_expired().await.unwrap().len(), 1);
+}
+
+/// The heartbeat renews every held claim in one call; a claim the reaper took is reported
+/// stale without stopping the others.
+pub async fn renewing_many_claims_at_once_renews_each_and_reports_stale_ones(factory: &dyn LaneStoreFactory) {
+    let (store, clock) = store(factory).await;
+    let a = claim_head(&*store, "a", &lane("la")).await;
+    let b = claim_head(&*store, "b", &lane("lb")).await;
+    let c = claim_head(&*store, "c", &lane("lc")).await;
+    clock.advance(TTL_MS);
+    // Only b's lease is reaped (a and c are renewed first, one by one).
+    store.renew(&a).await.unwrap();
+    store.renew(&c).await.unwrap();
+    assert_eq!(store.reap_expired().await.unwrap().len(), 1);
+    clock.advance(1);
+
+    let results = store.renew_many(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
+
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().copied().unwrap(), clock.now_ms() + TTL_MS);
+    assert!(matches!(results[1], Err(QueueError::StaleLease { .. })), "{:?}", results[1]);
+    assert_eq!(results[2].as_ref().copied().unwrap(), clock.now_ms() + TTL_MS);
+    assert!(store.renew_many(&[]).await.unwrap().is_empty());
 }
 
 /// A lease past its deadline that the reaper has not taken is still the lane's current claim.
