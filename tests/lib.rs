@@ -167,6 +167,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "ENV",
     "MASTER_KEY",
     "TENANT_ADMIN_KEY",
+    "TENANT_DATA_BASE_DIR",
+    "AUTH_REQUIRED",
     "LLM_BASE_URL",
     "LLM_API_KEY",
     "LLM_MODEL",
@@ -277,11 +279,6 @@ impl LanewayProcess {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
-    }
-
-    /// Whether the process still runs (an exited one is reaped).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Polls `GET /healthz` until 200. `Err(true)` when the process exited, `Err(false)` when the

@@ -8,7 +8,9 @@
 //!
 //! Dev-only test support (`redis-harness`) depends on none of our crates and is never a normal
 //! dependency: only the crates listed in [`DEV_ONLY`] may use it, and only as a dev-dependency.
-//! That rule comes first, so it binds tooling too.
+//! That rule comes first, so it binds tooling too. The one exception is dev-only tooling that is
+//! itself never a dependency of anything, listed with it (`laneway-bench`, which starts its own
+//! Redis): it may use the support as a normal dependency.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -73,6 +75,8 @@ const LAYERS: &[Placement] = &[
     Placement { name: "app", layer: 5, allowed: Allowed::Only(&["app-core"]), dev_sideways: false },
     Placement { name: "xtask", layer: TOOLING, allowed: Allowed::Anything, dev_sideways: true },
     Placement { name: "laneway-tests", layer: TOOLING, allowed: Allowed::Anything, dev_sideways: true },
+    // The benchmark runner: dev-only tooling like xtask; nothing may depend on it.
+    Placement { name: "laneway-bench", layer: TOOLING, allowed: Allowed::Anything, dev_sideways: true },
 ];
 
 /// Dev-only test support, each with the only members that may use it, as a dev-dependency.
@@ -80,6 +84,10 @@ const DEV_ONLY: &[(&str, &[&str])] = &[(
     "redis-harness",
     &["lane-store", "queue-redis", "runtime-manager", "app-core", "app", "laneway-tests"],
 )];
+
+/// Dev-only tooling that may use dev-only support as a normal dependency: binaries nothing
+/// depends on (the benchmark runner starts its own `redis-server`).
+const DEV_TOOLS: &[(&str, &[&str])] = &[("redis-harness", &["laneway-bench"])];
 
 /// Crates that would tie `queue-core` to a runtime, to Redis or to SQLite.
 const RUNTIME_CRATES: &[&str] = &["tokio", "redis", "deadpool-redis", "rusqlite"];
@@ -112,7 +120,9 @@ fn dep_kind(dep: &Value) -> &str {
 
 /// Why `crate_` may not depend on `dep` (of `kind`), or `None` when the table allows it.
 fn rule_broken(crate_: &Placement, dep: &str, kind: &str) -> Option<String> {
-    if let Some(users) = dev_only_users(dep) {
+    let tool_may_use =
+        DEV_TOOLS.iter().any(|(support, tools)| *support == dep && tools.contains(&crate_.name));
+    if let Some(users) = dev_only_users(dep).filter(|_| !tool_may_use) {
         let rule =
             format!("`{dep}` is dev-only test support, a dev-dependency of: {} only", users.join(", "));
         return if kind != "dev" {
@@ -308,6 +318,7 @@ fn the_checks_accept_sideways_dev_dependencies_dev_only_support_and_optional_run
         package("app", &[("app-core", None, false), ("app-core", Some("dev"), false), ("redis-harness", Some("dev"), false)]),
         package("xtask", &[("app", None, false)]),
         package("laneway-tests", &[("app", None, false), ("redis-harness", Some("dev"), false)]),
+        package("laneway-bench", &[("queue-redis", None, false), ("redis-harness", None, false)]),
         package("redis-harness", &[("tempfile", None, false)]),
     ]});
 

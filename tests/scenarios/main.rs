@@ -1,8 +1,11 @@
 //! Workspace scenarios.
 
+mod admin;
 mod crash_recovery;
 mod http_bad_input;
 mod layering;
+mod openapi;
+mod ops_http;
 mod redis_bad_input;
 mod redis_limiter;
 mod redis_restart;

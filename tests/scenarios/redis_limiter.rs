@@ -266,6 +266,7 @@ async fn llm_calls_never_exceed_the_cap_across_worker_processes_and_a_killed_wor
     };
     let mut dead = workers.remove(victim);
     dead.kill();
+    let killed_ms = now_ms();
     let dead_prefix = format!("{:x}-", dead.pid());
     let leaked: Vec<String> =
         live_permits(&redis, "llm").into_iter().filter(|t| t.starts_with(&dead_prefix)).collect();
@@ -281,6 +282,7 @@ async fn llm_calls_never_exceed_the_cap_across_worker_processes_and_a_killed_wor
     })
     .await;
     assert!(expired.is_some(), "the dead worker's permits never expired: {:?}", permits(&redis, "llm"));
+    let expired_after_ms = now_ms() - killed_ms;
 
     // 3. Its permits lapsed: the two live workers reach the full cap again.
     seen.reset_peak();
@@ -301,6 +303,13 @@ async fn llm_calls_never_exceed_the_cap_across_worker_processes_and_a_killed_wor
     check_replies(&views, "two");
 
     let ever = seen.peak_ever.load(Ordering::SeqCst);
+    println!(
+        "limiter: peak {ever} LLM calls in flight (cap {CAP}); first batch calls per worker {totals:?}; \
+         worker {victim} killed holding {} live LLM permit(s), which expired {expired_after_ms} ms \
+         later; {} LLM calls in all",
+        leaked.len(),
+        seen.total.load(Ordering::SeqCst)
+    );
     assert!(ever <= CAP, "{ever} LLM calls were in flight at once at some point; the cap is {CAP}");
     assert!(seen.problems().is_empty(), "the fake LLM got requests it did not expect: {:?}", seen.problems());
     for class in ["llm", "llm_student"] {

@@ -188,6 +188,17 @@ async fn jobs_of_a_sigkilled_worker_run_again_on_the_others_after_its_lease_in_l
     );
     assert_eq!(reaped, rerun, "the leases reaped are not exactly the jobs that ran again");
 
+    println!(
+        "worker death: {} jobs done; the killed worker held {} of them, run again after their \
+         leases (deadlines {:?}, killed at {killed_ms})",
+        jobs.len(),
+        rerun.len(),
+        rerun
+            .iter()
+            .filter_map(|job| claims_at_kill.values().find(|c| &c.job == job).map(|c| c.deadline_ms))
+            .collect::<Vec<_>>()
+    );
+
     // One at a time and in submission order (`runs` is in submission order).
     for (lane, runs) in &runs {
         for pair in runs.windows(2) {

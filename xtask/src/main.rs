@@ -1,4 +1,5 @@
-//! Developer commands for the Laneway workspace: `cargo xtask ci`, `cargo xtask test`.
+//! Developer commands for the Laneway workspace: `cargo xtask ci`, `cargo xtask test`,
+//! `cargo xtask bench`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ Commands:
                     2. clippy  cargo clippy --workspace --all-targets -- -D warnings
                     3. test    cargo test --workspace
   test [args...]  cargo test --workspace [args...] (args are passed through)
+  bench [--quick] build the benchmark runner in release (cargo build --release -p laneway-bench)
+                  and run it: W1-W5 on the inline and Redis backends plus same-run baselines,
+                  against a redis-server it starts itself; writes target/bench/results.json and
+                  the tables of BENCHMARKS.md (--quick: smaller sizes, under 2 minutes)
   help            print this text";
 
 /// One CI step: a name for the log and the cargo arguments that run it.
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         }
         Some("ci") => ci(&rest),
         Some("test") => test(&rest),
+        Some("bench") => bench(&rest),
         Some(unknown) => {
             eprintln!("xtask: unknown command `{unknown}`\n\n{USAGE}");
             return ExitCode::FAILURE;
@@ -84,6 +90,39 @@ fn test(extra: &[OsString]) -> Result<()> {
     let root = workspace_root()?;
     let args = TEST_ARGS.iter().map(OsString::from).chain(extra.iter().cloned());
     run_cargo(&root, args)
+}
+
+fn bench(extra: &[OsString]) -> Result<()> {
+    let quick = match extra {
+        [] => false,
+        [flag] if flag == "--quick" => true,
+        _ => bail!("`bench` takes only `--quick` (got {extra:?})"),
+    };
+    let root = workspace_root()?;
+    run_cargo(&root, ["build", "--release", "-p", "laneway-bench"].map(OsString::from))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = if target.is_absolute() { target } else { root.join(target) };
+    let runner = target.join("release").join("laneway-bench");
+    let command = if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" };
+    let mut cmd = Command::new(&runner);
+    cmd.arg("run");
+    if quick {
+        cmd.arg("--quick");
+    }
+    cmd.arg("--command")
+        .arg(command)
+        .arg("--results")
+        .arg(target.join("bench").join("results.json"))
+        .arg("--markdown")
+        .arg(root.join("BENCHMARKS.md"))
+        .arg("--tmp")
+        .arg(target.join("bench").join("tmp"))
+        .current_dir(&root);
+    let status = cmd.status().with_context(|| format!("could not start {}", runner.display()))?;
+    if !status.success() {
+        bail!("{} exited with {status}", runner.display());
+    }
+    Ok(())
 }
 
 /// Runs cargo (the one that launched us, via `CARGO`) in `root`, failing on a non-zero exit.

@@ -7,13 +7,17 @@
 pub mod api;
 mod error;
 pub mod handlers;
+pub mod ops;
 pub mod payloads;
 pub mod responder;
 mod service;
 pub mod settings;
+pub mod tenants;
 pub mod wiring;
 
 pub use error::AppError;
+pub use ops::{Ops, ProcessIdentity};
 pub use queue_core::{JobId, JobKind, JobStatus, LaneId, Mode, TenantId};
 pub use service::{Health, Laneway};
 pub use settings::{Settings, SettingsError};
+pub use tenants::{KeyCheck, TenantDirectory, TenantRequest};

@@ -1,7 +1,6 @@
 //! [`Laneway`]: the application — its tenants, and the submit and status flows of the original
 //! service, over the queue layers.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use queue_core::{
@@ -13,7 +12,7 @@ use runtime_manager::{
 };
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{
     ChatStartRequest, ChatStartResponse, ChatStatusResponse, ExamRequest, JobAccepted, JobView,
@@ -22,12 +21,16 @@ use crate::api::{
 use crate::error::AppError;
 use crate::responder::ChatResponder;
 use crate::settings::Settings;
-use crate::wiring::build_tenant_runtime;
+use crate::tenants::{
+    DEFAULT_PAGE_LIMIT, IssuedKey, KeyCheck, KeyView, MAX_PAGE_LIMIT, TenantDirectory, TenantEntry,
+    TenantPage, TenantRequest, TenantSource, TenantView,
+};
+use crate::wiring::build_planned_tenant_runtime;
 
 /// Health of the service.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    /// `ok` when every known tenant runs.
+    /// `ok` when every enabled tenant runs.
     pub status: &'static str,
     /// The backend in use.
     pub backend: &'static str,
@@ -42,17 +45,20 @@ pub struct Laneway {
     mode: Mode,
     state: Arc<RuntimeState>,
     registry: TenantRegistry,
-    known: BTreeSet<TenantId>,
+    directory: Arc<TenantDirectory>,
+    clock: SharedClock,
 }
 
 impl Laneway {
-    /// Checks the master-key policy, then builds and starts every configured tenant (`TENANT_ID`
-    /// and `LANEWAY_TENANTS`), recovering their pending jobs. `run_workers` false makes an
+    /// Checks the master-key policy, opens the tenant registry (`DATA_DIR/_system/tenants.db`),
+    /// then builds and starts every configured tenant (`TENANT_ID` and `LANEWAY_TENANTS`) and
+    /// every enabled registry tenant, recovering their pending jobs. `run_workers` false makes an
     /// API-only process (Redis only: the embedded backend always runs its workers).
     ///
     /// # Errors
-    /// A refused master key, or a tenant whose runtime cannot start (e.g. an unwritable
-    /// `DATA_DIR`).
+    /// A refused master key, a registry that cannot be opened, or an env tenant whose runtime
+    /// cannot start (e.g. an unwritable `DATA_DIR`). A registry tenant that cannot start is
+    /// logged and left stopped (health reports it).
     pub async fn start(
         settings: Settings,
         mode: Mode,
@@ -93,33 +99,58 @@ impl Laneway {
             clock.clone(),
             0,
         ))));
+        let directory = {
+            let settings = settings.clone();
+            blocking(move || TenantDirectory::open(&settings, mode)).await?
+        };
+        let directory = Arc::new(directory);
         let builder: TenantBuilder = {
             let settings = settings.clone();
             let state = state.clone();
+            let directory = directory.clone();
+            let clock = clock.clone();
             Arc::new(move |tenant: TenantId| {
                 let settings = settings.clone();
                 let state = state.clone();
+                let directory = directory.clone();
                 let responder = responder.clone();
                 let clock = clock.clone();
                 Box::pin(async move {
                     // Opening a database blocks: keep it off the async workers.
                     tokio::task::spawn_blocking(move || {
-                        build_tenant_runtime(&settings, mode, run_workers, &state, responder, clock, &tenant)
+                        let plan = directory
+                            .plan(&tenant, settings.limit_caps())
+                            .map_err(|e| queue_core::QueueError::Config(e.to_string()))?;
+                        build_planned_tenant_runtime(
+                            &settings,
+                            mode,
+                            run_workers,
+                            &state,
+                            responder,
+                            clock,
+                            &tenant,
+                            &plan,
+                        )
                     })
                     .await
                     .map_err(|e| queue_core::QueueError::Storage(format!("tenant build task failed: {e}")))?
                 })
             })
         };
-        let known: BTreeSet<TenantId> = settings.tenants().into_iter().collect();
-        let app = Self { settings, mode, state, registry: TenantRegistry::new(builder), known };
-        for tenant in &app.known {
+        let app = Self { settings, mode, state, registry: TenantRegistry::new(builder), directory, clock };
+        for tenant in app.directory.enabled_ids(TenantSource::Env) {
             app.registry
-                .start(tenant)
+                .start(&tenant)
                 .await
                 .map_err(|e| AppError::Internal(format!("tenant {tenant}: {e}")))?;
         }
-        info!(tenants = app.known.len(), mode = %mode, "laneway started");
+        for tenant in app.directory.enabled_ids(TenantSource::Registry) {
+            // One broken registry tenant must not keep the others (or the process) down.
+            if let Err(e) = app.registry.start(&tenant).await {
+                error!(tenant = %tenant, error = %e, "registry tenant did not start");
+            }
+        }
+        info!(tenants = app.registry.tenants().len(), mode = %mode, "laneway started");
         Ok(app)
     }
 
@@ -138,24 +169,37 @@ impl Laneway {
     /// The tenant named in a request (`None` = the default tenant, `TENANT_ID`).
     ///
     /// # Errors
-    /// `BadRequest` for a malformed id, `NotFound` for a tenant that is not configured, `NotReady`
-    /// for one that is not running.
+    /// `BadRequest` for a malformed id, `NotFound` for a tenant that is not configured or is
+    /// disabled, `NotReady` for one that is not running (e.g. while it restarts).
     pub fn tenant(&self, tenant: Option<&str>) -> Result<Arc<TenantRuntime>, AppError> {
         let id = match tenant {
             None => self.settings.tenant_id.clone(),
             Some(t) => TenantId::new(t)?,
         };
-        if !self.known.contains(&id) {
-            return Err(AppError::NotFound(format!("unknown tenant {id}")));
+        match self.directory.enabled(&id) {
+            None => return Err(AppError::NotFound(format!("unknown tenant {id}"))),
+            Some(false) => return Err(AppError::NotFound(format!("unknown tenant {id} (disabled)"))),
+            Some(true) => {}
         }
         self.registry.get(&id).ok_or_else(|| AppError::NotReady(format!("tenant {id} is not running")))
     }
 
-    /// Health: every configured tenant running.
+    /// The tenant directory (env and registry tenants, and their keys).
+    #[must_use]
+    pub fn tenants(&self) -> &TenantDirectory {
+        &self.directory
+    }
+
+    /// Health: every enabled tenant running.
     #[must_use]
     pub fn health(&self) -> Health {
         let running = self.registry.tenants();
-        let all = self.known.iter().all(|t| running.contains(t));
+        let all = self
+            .directory
+            .entries()
+            .iter()
+            .filter(|e| e.record.enabled)
+            .all(|e| running.contains(&e.record.id));
         Health {
             status: if all { "ok" } else { "degraded" },
             backend: match self.mode {
@@ -170,6 +214,158 @@ impl Laneway {
     /// Stops every tenant gracefully.
     pub async fn shutdown(&self) {
         self.registry.stop_all().await;
+    }
+
+    fn view(&self, entry: &TenantEntry) -> TenantView {
+        let running = self.registry.get(&entry.record.id).is_some();
+        TenantView::new(entry, running, self.settings.limit_caps())
+    }
+
+    /// `PUT /admin/tenants/{id}`: creates or replaces a registry tenant, then starts, restarts
+    /// or stops only its runtime (other tenants keep serving). A replace with the same content
+    /// changes nothing. When the new configuration cannot start, the previous one is put back
+    /// (and restarted) and the error returned. Returns the tenant and whether it was created.
+    ///
+    /// # Errors
+    /// `BadRequest` naming the field (`id`, `data_dir`, `limits.*`), `Conflict` for a tenant of
+    /// the environment, `Internal` when the registry cannot be written or the runtime cannot
+    /// start.
+    pub async fn put_tenant(&self, id: &str, req: TenantRequest) -> Result<(TenantView, bool), AppError> {
+        let id = tenant_id_field(id)?;
+        let gate = self.directory.gate(&id);
+        let _held = gate.lock().await;
+        let now = self.clock.now_ms();
+        let outcome = {
+            let directory = self.directory.clone();
+            let id = id.clone();
+            blocking(move || directory.put(&id, &req, now)).await?
+        };
+        let created = outcome.previous.is_none();
+        if !outcome.changed {
+            return Ok((self.view(&outcome.entry), created));
+        }
+        let was_running = self.registry.get(&id).is_some();
+        if let Err(e) = self.apply_runtime(&id, outcome.entry.record.enabled).await {
+            warn!(tenant = %id, error = %e, "the new tenant configuration did not start: restoring the previous one");
+            let previous = outcome.previous.clone();
+            let restored = {
+                let directory = self.directory.clone();
+                let id = id.clone();
+                blocking(move || directory.restore(&id, previous)).await
+            };
+            if let Err(re) = restored {
+                error!(tenant = %id, error = %re, "could not restore the previous tenant configuration");
+            } else if was_running && let Err(re) = self.apply_runtime(&id, true).await {
+                error!(tenant = %id, error = %re, "the previous tenant configuration did not start again");
+            }
+            return Err(AppError::Internal(format!("tenant {id} could not start, nothing changed: {e}")));
+        }
+        info!(tenant = %id, enabled = outcome.entry.record.enabled, created, "tenant configured");
+        Ok((self.view(&outcome.entry), created))
+    }
+
+    /// Stops the tenant's runtime if it runs, then starts it again when `enabled`.
+    async fn apply_runtime(&self, id: &TenantId, enabled: bool) -> Result<(), AppError> {
+        if let Err(e) = self.registry.stop(id).await {
+            // It is unregistered all the same; the new runtime starts from the store.
+            warn!(tenant = %id, error = %e, "tenant did not stop cleanly");
+        }
+        if enabled {
+            self.registry.start(id).await.map_err(AppError::from)?;
+        }
+        Ok(())
+    }
+
+    /// `GET /admin/tenants`: env and registry tenants by id, `limit` per page (default
+    /// [`DEFAULT_PAGE_LIMIT`], at most [`MAX_PAGE_LIMIT`]), after the tenant `after`.
+    ///
+    /// # Errors
+    /// `BadRequest` naming `limit` or `after`.
+    pub fn list_tenants(&self, limit: Option<&str>, after: Option<&str>) -> Result<TenantPage, AppError> {
+        let limit = match limit {
+            None => DEFAULT_PAGE_LIMIT,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(AppError::bad(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_PAGE_LIMIT}, got {raw:?}"),
+                    ));
+                }
+            },
+        };
+        let after =
+            after.map(|a| TenantId::new(a).map_err(|e| AppError::bad("after", e.rule))).transpose()?;
+        let (entries, next) = self.directory.page(limit, after.as_ref());
+        Ok(TenantPage {
+            tenants: entries.iter().map(|e| self.view(e)).collect(),
+            next_after: next.map(|t| t.to_string()),
+        })
+    }
+
+    /// `DELETE /admin/tenants/{id}`: disables a registry tenant and stops its runtime; its data
+    /// stays, and a `PUT` with `enabled: true` brings it back.
+    ///
+    /// # Errors
+    /// `BadRequest` (`id`), `NotFound`, `Conflict` for a tenant of the environment.
+    pub async fn disable_tenant(&self, id: &str) -> Result<TenantView, AppError> {
+        let id = tenant_id_field(id)?;
+        let gate = self.directory.gate(&id);
+        let _held = gate.lock().await;
+        let now = self.clock.now_ms();
+        let (entry, changed) = {
+            let directory = self.directory.clone();
+            let id = id.clone();
+            blocking(move || directory.disable(&id, now)).await?
+        };
+        if let Err(e) = self.registry.stop(&id).await {
+            warn!(tenant = %id, error = %e, "tenant did not stop cleanly");
+        }
+        if changed {
+            info!(tenant = %id, "tenant disabled");
+        }
+        Ok(self.view(&entry))
+    }
+
+    /// `POST /admin/tenants/{id}/keys`: a new API key for the tenant, shown once.
+    ///
+    /// # Errors
+    /// `BadRequest` (`id`), `NotFound`.
+    pub async fn issue_api_key(&self, id: &str) -> Result<IssuedKey, AppError> {
+        let id = tenant_id_field(id)?;
+        let now = self.clock.now_ms();
+        let directory = self.directory.clone();
+        let issued = blocking(move || directory.issue_key(&id, now)).await?;
+        info!(tenant = %issued.tenant, key_id = %issued.key_id, "api key issued");
+        Ok(issued)
+    }
+
+    /// `DELETE /admin/tenants/{id}/keys/{key_id}`: revokes the key; it stops working at once.
+    ///
+    /// # Errors
+    /// `BadRequest` (`id`, `key_id`), `NotFound`.
+    pub async fn revoke_api_key(&self, id: &str, key_id: &str) -> Result<KeyView, AppError> {
+        let id = tenant_id_field(id)?;
+        let now = self.clock.now_ms();
+        let directory = self.directory.clone();
+        let key_id = key_id.to_owned();
+        let view = blocking(move || directory.revoke_key(&id, &key_id, now)).await?;
+        info!(tenant = %view.tenant, key_id = %view.key_id, "api key revoked");
+        Ok(view)
+    }
+
+    /// Whether `key` is a live key of `tenant` (the raw `{tenant}` of a request path). Answers
+    /// from memory when it can, else reads the registry off the async workers.
+    ///
+    /// # Errors
+    /// `Internal` when the registry cannot be read.
+    pub async fn check_tenant_key(&self, tenant: &str, key: &str) -> Result<KeyCheck, AppError> {
+        if let Some(verdict) = self.directory.check_key_cached(tenant, key) {
+            return Ok(verdict);
+        }
+        let directory = self.directory.clone();
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        blocking(move || directory.check_key(&tenant, &key)).await
     }
 
     /// The chat start flow of the original: idempotency by `request_id`, then coalescing by
@@ -396,6 +592,20 @@ impl Laneway {
             rt.store.get(&job).await?.ok_or_else(|| AppError::NotFound(format!("job {job} not found")))?;
         Ok(record.into())
     }
+}
+
+/// A tenant id from an admin path, refused naming `id`.
+fn tenant_id_field(raw: &str) -> Result<TenantId, AppError> {
+    TenantId::new(raw).map_err(|e| AppError::bad("id", e.rule))
+}
+
+/// Runs blocking work (SQLite, the file system) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Internal(format!("blocking task failed: {e}")))?
 }
 
 fn accepted(record: &JobRecord) -> JobAccepted {

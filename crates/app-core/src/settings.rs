@@ -141,6 +141,11 @@ pub struct Settings {
     /// `LIMITER_LEASE_SEC` (30, >= 1): lease of a Redis limiter permit; a killed process's
     /// permits come back after it.
     pub limiter_lease_sec: u64,
+    /// `TENANT_DATA_BASE_DIR`: when set, the data directory of every tenant added through the
+    /// admin API must lie under it.
+    pub tenant_data_base_dir: Option<PathBuf>,
+    /// `AUTH_REQUIRED`: every tenant request needs `Authorization: Bearer <key>` of its tenant.
+    pub auth_required: bool,
     /// `LANEWAY_ADDR`: where the HTTP API listens.
     pub addr: SocketAddr,
     /// What was accepted but adjusted (values clamped to their minimum), for the binary to log.
@@ -190,6 +195,8 @@ impl fmt::Debug for Settings {
             .field("job_max_attempts", &self.job_max_attempts)
             .field("job_retention_hours", &self.job_retention_hours)
             .field("limiter_lease_sec", &self.limiter_lease_sec)
+            .field("tenant_data_base_dir", &self.tenant_data_base_dir)
+            .field("auth_required", &self.auth_required)
             .field("addr", &self.addr)
             .field("warnings", &self.warnings)
             .finish()
@@ -276,7 +283,6 @@ impl Reader<'_> {
     }
 }
 
-const REDIS_SCHEMES: [&str; 3] = ["redis://", "rediss://", "redis+cluster://"];
 const HTTP_SCHEMES: [&str; 2] = ["http://", "https://"];
 
 impl Settings {
@@ -307,8 +313,13 @@ impl Settings {
         let redis_url = r.get("REDIS_URL");
         match &redis_url {
             Some(urls) => {
-                for url in urls.split(',').map(str::trim) {
-                    r.check_url("REDIS_URL", url, &REDIS_SCHEMES);
+                // One parser for the accepted forms (single node, redis+cluster:// seed list, or a
+                // list of redis:// seeds): the one the connection pool uses.
+                if let Err(e) = lane_store::RedisTarget::parse(urls) {
+                    r.problem(
+                        "REDIS_URL",
+                        e.to_string().trim_start_matches("configuration error: REDIS_URL: ").to_owned(),
+                    );
                 }
             }
             None if backend == Mode::Redis => {
@@ -369,6 +380,16 @@ impl Settings {
         let job_max_attempts = r.u32("JOB_MAX_ATTEMPTS", 3, 1);
         let job_retention_hours = r.int("JOB_RETENTION_HOURS", 168, 1);
         let limiter_lease_sec = r.int("LIMITER_LEASE_SEC", 30, 1);
+        let tenant_data_base_dir = r.get("TENANT_DATA_BASE_DIR").map(PathBuf::from);
+        if let Some(base) = &tenant_data_base_dir
+            && base.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            r.problem(
+                "TENANT_DATA_BASE_DIR",
+                format!("must not contain `..` components, got {:?}", base.display().to_string()),
+            );
+        }
+        let auth_required = r.flag("AUTH_REQUIRED").unwrap_or(false);
 
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8080));
         let addr = match r.get("LANEWAY_ADDR") {
@@ -412,6 +433,8 @@ impl Settings {
             job_max_attempts,
             job_retention_hours,
             limiter_lease_sec,
+            tenant_data_base_dir,
+            auth_required,
             addr,
             warnings: r.warnings,
         })

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lane_store::RedisPool;
 use queue_core::{
-    ChatLaneStore, IdempotencyStore, JobStore, Limiter, Mode, QueueBackend, QueueError, QueueResult,
-    SharedClock, TenantId,
+    ChatLaneStore, IdempotencyStore, JobStore, LimitCaps, Limiter, Mode, QueueBackend, QueueError,
+    QueueResult, SharedClock, TenantId,
 };
 use queue_inline::{
     InlineDeps, InlineQueueBackend, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryIdempotencyStore,
@@ -42,6 +42,24 @@ pub fn tenant_data_dir(settings: &Settings, tenant: &TenantId) -> PathBuf {
     settings.data_dir.join("tenants").join(tenant.as_str())
 }
 
+/// Where one tenant lives and what it may use: what the tenant registry decides per tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPlan {
+    /// Its data directory (`jobs.db`, `profiles/`).
+    pub data_dir: PathBuf,
+    /// Its limiter's capacities.
+    pub caps: LimitCaps,
+}
+
+impl TenantPlan {
+    /// The plan of a tenant configured by the environment: `DATA_DIR/tenants/{tenant}` and the
+    /// settings' caps.
+    #[must_use]
+    pub fn defaults(settings: &Settings, tenant: &TenantId) -> Self {
+        Self { data_dir: tenant_data_dir(settings, tenant), caps: settings.limit_caps() }
+    }
+}
+
 /// The in-process runtime configuration the settings call for.
 #[must_use]
 pub fn runtime_config(settings: &Settings) -> InlineRuntimeConfig {
@@ -56,12 +74,10 @@ pub fn runtime_config(settings: &Settings) -> InlineRuntimeConfig {
     }
 }
 
-/// Builds (does not start) `tenant`'s runtime. `Mode::Test` keeps everything in memory;
-/// `Mode::Inline` opens `DATA_DIR/tenants/{tenant}/jobs.db`.
+/// Builds (does not start) `tenant`'s runtime with the default plan ([`TenantPlan::defaults`]).
 ///
 /// # Errors
-/// `QueueError::Storage` when the data directory or database cannot be opened;
-/// `QueueError::Unsupported` for `Mode::Redis` until the Redis backend lands.
+/// As [`build_planned_tenant_runtime`].
 pub fn build_tenant_runtime(
     settings: &Settings,
     mode: Mode,
@@ -71,10 +87,33 @@ pub fn build_tenant_runtime(
     clock: SharedClock,
     tenant: &TenantId,
 ) -> QueueResult<TenantRuntime> {
+    let plan = TenantPlan::defaults(settings, tenant);
+    build_planned_tenant_runtime(settings, mode, run_workers, state, responder, clock, tenant, &plan)
+}
+
+/// Builds (does not start) `tenant`'s runtime in `plan.data_dir` with `plan.caps`. `Mode::Test`
+/// keeps everything in memory; `Mode::Inline` opens `{data_dir}/jobs.db`; `Mode::Redis` keeps
+/// jobs, lanes and permits in Redis. Profiles are files in `{data_dir}/profiles` in every mode
+/// but `Mode::Test`'s.
+///
+/// # Errors
+/// `QueueError::Storage` when the data directory or database cannot be opened;
+/// `QueueError::Config` for Redis without `REDIS_URL`.
+#[allow(clippy::too_many_arguments)] // reason: each is one independent input of the wiring
+pub fn build_planned_tenant_runtime(
+    settings: &Settings,
+    mode: Mode,
+    run_workers: bool,
+    state: &RuntimeState,
+    responder: Arc<dyn ChatResponder>,
+    clock: SharedClock,
+    tenant: &TenantId,
+    plan: &TenantPlan,
+) -> QueueResult<TenantRuntime> {
     if mode == Mode::Redis {
-        return build_redis_tenant_runtime(settings, run_workers, state, responder, clock, tenant);
+        return build_redis_tenant_runtime(settings, run_workers, state, responder, clock, tenant, plan);
     }
-    let data_dir = tenant_data_dir(settings, tenant);
+    let data_dir = plan.data_dir.clone();
     let lanes: Arc<dyn ChatLaneStore> = state.lane_stores.get_chat_lane_store(
         Some(tenant),
         mode,
@@ -111,8 +150,8 @@ pub fn build_tenant_runtime(
             ));
             }
         };
-    let limiter = Arc::new(LocalLimiter::new(settings.limit_caps()));
-    let handlers = handler_set(responder, settings.profiles_dir(tenant));
+    let limiter = Arc::new(LocalLimiter::new(plan.caps));
+    let handlers = handler_set(responder, plan.data_dir.join("profiles"));
     let runtime = InlineRuntime::new(
         runtime_config(settings),
         InlineDeps { store: store.clone(), lanes: lanes.clone(), limiter: limiter.clone(), handlers, clock },
@@ -164,6 +203,7 @@ fn build_redis_tenant_runtime(
     responder: Arc<dyn ChatResponder>,
     clock: SharedClock,
     tenant: &TenantId,
+    plan: &TenantPlan,
 ) -> QueueResult<TenantRuntime> {
     let url = settings
         .redis_url
@@ -188,10 +228,10 @@ fn build_redis_tenant_runtime(
     let limiter: Arc<dyn Limiter> = Arc::new(RedisLimiter::new(
         pool.clone(),
         tenant,
-        settings.limit_caps(),
+        plan.caps,
         Duration::from_secs(settings.limiter_lease_sec),
     ));
-    let handlers = handler_set(responder, settings.profiles_dir(tenant));
+    let handlers = handler_set(responder, plan.data_dir.join("profiles"));
     let backend = RedisQueueBackend::new(
         redis_backend_config(settings, run_workers),
         RedisBackendDeps {

@@ -200,13 +200,14 @@ fn redis_url_accepts_the_three_schemes_and_a_list_of_cluster_seeds() {
         "redis://localhost:6379",
         "rediss://:pw@host:6380/1",
         "redis+cluster://node1:7000",
+        "redis+cluster://node1:7000,node2:7001,node3:7002",
         "redis://n1:7000, redis://n2:7001,redis://n3:7002",
     ] {
         assert_eq!(load(&[("REDIS_URL", ok)]).unwrap().redis_url.as_deref(), Some(ok));
     }
     let err = problems_of(&[("REDIS_URL", "http://user:hunter2@host")]);
     let msg = err.to_string();
-    assert!(msg.starts_with("REDIS_URL: must start with redis://"), "{msg}");
+    assert!(msg.starts_with("REDIS_URL: expected redis://host:port/db"), "{msg}");
     assert!(!msg.contains("hunter2"), "the problem must not echo a password: {msg}");
     assert!(problems_of(&[("REDIS_URL", "redis://a:1,localhost:2")]).problem("REDIS_URL").is_some());
 }

@@ -1,7 +1,12 @@
 //! `laneway`: the command line — `laneway serve` runs the HTTP API and the workers of every
 //! configured tenant in one process (the embedded default needs no server).
 
+mod admin;
+mod auth;
 mod http;
+mod openapi;
+mod ops;
+mod routes;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -87,7 +92,7 @@ async fn serve(addr: Option<SocketAddr>, run_workers: bool) -> anyhow::Result<()
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     info!(addr = %local, "laneway listening on http://{local}");
-    let router = http::router(app.clone());
+    let router = auth::require_tenant_keys(http::router(app.clone()), app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -135,6 +135,13 @@ impl TenantKeys {
     pub fn stats(&self) -> String {
         self.k("stats")
     }
+
+    /// HASH worker id -> JSON `{host, pid, started_ms, last_heartbeat_ms, heartbeat_ms,
+    /// in_flight}`: the worker processes of this tenant, written by their heartbeats.
+    #[must_use]
+    pub fn workers(&self) -> String {
+        self.k("workers")
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +165,7 @@ mod tests {
             keys.pending(JobKind::Upload),
             keys.permits(LimitClass::LlmStudent),
             keys.idempotency(&RequestId::new("r").unwrap()),
+            keys.workers(),
         ] {
             assert!(key.starts_with("lw:{t1}:"), "{key}");
             assert_eq!(key.matches('{').count(), 1, "{key}");

@@ -3,12 +3,13 @@
 //! chat workers, no key left behind by a drained lane, ids that cannot forge a key, tenant
 //! isolation on one server, and an outage (refused promptly, recovered without a rebuild).
 //!
-//! The tests that run at the same time share one server and one cluster (each store on a fresh
-//! tenant); the last test to finish with them stops them. The outage test has its own server.
+//! The tests that run at the same time share one server and one cluster through
+//! `redis_harness::shared_server` (`shared_cluster`), each store on a fresh tenant; the last test to
+//! finish with them stops them. The outage test has its own server.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,31 +19,12 @@ use queue_core::{
     ChatLaneStore, Clock, JobId, JobKind, LaneClaim, LaneId, LaneLoad, LaneStoreConfig, ManualClock,
     QueueError, TenantId,
 };
-use redis_harness::{RedisCluster, RedisServer};
+use redis_harness::{RedisCluster, RedisServer, shared_cluster, shared_server};
 
 const TTL_MS: u64 = 1_000;
 
-/// The server the concurrently running tests share: started by the first, stopped (dropped) when
-/// the last lets go of it, so no `redis-server` outlives the test binary.
-static SERVER: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
-/// The cluster, shared the same way.
-static CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
 /// Makes every store's tenant new on its server.
 static TENANTS: AtomicUsize = AtomicUsize::new(0);
-
-fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(running) = slot.upgrade() {
-        return running;
-    }
-    let started = Arc::new(start());
-    *slot = Arc::downgrade(&started);
-    started
-}
-
-fn shared_server() -> Arc<RedisServer> {
-    shared(&SERVER, RedisServer::start)
-}
 
 fn fresh_tenant(label: &str) -> TenantId {
     let n = TENANTS.fetch_add(1, Ordering::Relaxed);
@@ -81,7 +63,7 @@ impl RedisLaneStores<RedisServer> {
 
 impl RedisLaneStores<RedisCluster> {
     fn cluster() -> Self {
-        let cluster = shared(&CLUSTER, RedisCluster::start);
+        let cluster = shared_cluster();
         Self { url: cluster.url(), _running: cluster }
     }
 }

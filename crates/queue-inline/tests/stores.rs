@@ -1,6 +1,6 @@
-//! The stores and the limiter of the in-process backend: one battery that both job stores must
-//! pass with the same assertions, SQLite's durability and group commit, idempotency keys on both
-//! stores, and the local limiter.
+//! The stores and the limiter of the in-process backend: `queue-core`'s job-store and
+//! idempotency-store batteries on the memory and SQLite stores, SQLite's durability and group
+//! commit, key expiry on both idempotency stores, and the local limiter.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use queue_core::conformance::{BuiltJobStore, IdempotencyStoreFactory, JobStoreFactory};
 use queue_core::{
-    Clock, IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStatus, JobStore, JobUpdate, LaneId,
-    LimitCaps, LimitClass, Limiter, ManualClock, NewJob, QueueError, RequestId, StatusCounts, TenantId,
+    IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStore, JobUpdate, LimitCaps, LimitClass, Limiter,
+    ManualClock, NewJob, QueueError, RequestId, TenantId,
 };
 use queue_inline::{LocalLimiter, MemoryIdempotencyStore, MemoryJobStore, SqliteJobStore, SqliteStoreConfig};
 use serde_json::json;
@@ -40,282 +42,62 @@ fn open_sqlite(dir: &Path, clock: &ManualClock) -> SqliteJobStore {
     SqliteJobStore::open(&dir.join("jobs.sqlite"), tenant(), Arc::new(clock.clone()), config).unwrap()
 }
 
-/// A job store under test with the clock it reads (and, for SQLite, the directory it lives in).
-struct Fixture {
-    store: Arc<dyn JobStore>,
-    clock: ManualClock,
-    _dir: Option<TempDir>,
-}
+/// Memory stores of tenant `t1`; each build is a new, empty one.
+struct MemoryStores;
 
-fn memory_fixture() -> Fixture {
-    let clock = ManualClock::new(START_MS);
-    Fixture { store: Arc::new(MemoryJobStore::new(tenant(), Arc::new(clock.clone()))), clock, _dir: None }
-}
-
-fn sqlite_fixture() -> Fixture {
-    let clock = ManualClock::new(START_MS);
-    let dir = tempfile::tempdir().unwrap();
-    Fixture { store: Arc::new(open_sqlite(dir.path(), &clock)), clock, _dir: Some(dir) }
-}
-
-/// The assertions every job store must pass.
-mod battery {
-    use super::*;
-
-    pub async fn create_then_get_round_trips_every_field(f: &Fixture) {
-        let job = NewJob {
-            id: id("c1"),
-            kind: JobKind::Chat,
-            lane: Some(LaneId::new("student:s1:main").unwrap()),
-            request_id: Some(request("req-1")),
-            payload: json!({ "message": "hi", "attachments": [1, 2] }),
-        };
-        let created = f.store.create(job).await.unwrap();
-        assert_eq!(created.id, id("c1"));
-        assert_eq!(created.kind, JobKind::Chat);
-        assert_eq!(created.tenant, tenant());
-        assert_eq!(created.lane, Some(LaneId::new("student:s1:main").unwrap()));
-        assert_eq!(created.request_id, Some(request("req-1")));
-        assert_eq!((created.status, created.attempt, created.lease_epoch), (JobStatus::Queued, 0, 0));
-        assert_eq!((created.created_at_ms, created.updated_at_ms), (START_MS, START_MS));
-        assert_eq!(created.payload, json!({ "message": "hi", "attachments": [1, 2] }));
-        assert_eq!((created.result.clone(), created.error.clone()), (None, None));
-        assert!(created.seq >= 1);
-
-        assert_eq!(f.store.get(&id("c1")).await.unwrap(), Some(created));
-        assert_eq!(f.store.get(&id("nope")).await.unwrap(), None);
-    }
-
-    pub async fn a_duplicate_id_is_refused_and_the_first_record_kept(f: &Fixture) {
-        let first = f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
-        let again = NewJob { payload: json!("other"), ..new_job("a", JobKind::Exam) };
-        let err = f.store.create(again).await.unwrap_err();
-        assert_eq!(err, QueueError::AlreadyExists { job: id("a") });
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(first));
-    }
-
-    pub async fn sequence_numbers_strictly_increase_across_kinds(f: &Fixture) {
-        let mut seqs = Vec::new();
-        for (i, kind) in JobKind::ALL.iter().cycle().take(12).enumerate() {
-            seqs.push(f.store.create(new_job(&format!("j{i}"), *kind)).await.unwrap().seq);
-            if i == 5 {
-                // A refused create must not disturb the order of the ones around it.
-                f.store.create(new_job("j0", JobKind::Upload)).await.unwrap_err();
-            }
-        }
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    }
-
-    pub async fn transitions_follow_the_table_and_a_refused_one_changes_nothing(f: &Fixture) {
-        f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
-        f.clock.advance(10);
-        let started = f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
-        assert_eq!((started.status, started.attempt, started.lease_epoch), (JobStatus::Processing, 1, 1));
-        assert_eq!(started.updated_at_ms, START_MS + 10);
-
-        let requeued =
-            f.store.transition(&id("a"), JobUpdate::requeue(1, Some("boom".into()))).await.unwrap();
-        assert_eq!((requeued.status, requeued.error.as_deref()), (JobStatus::Queued, Some("boom")));
-        f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
-        f.clock.advance(10);
-        let done = f.store.transition(&id("a"), JobUpdate::done(2, json!({ "ok": true }))).await.unwrap();
-        assert_eq!(
-            (done.status, done.attempt, done.result.clone()),
-            (JobStatus::Done, 2, Some(json!({ "ok": true })))
-        );
-        assert_eq!(f.store.get(&id("a")).await.unwrap().as_ref(), Some(&done));
-
-        f.clock.advance(10);
-        let err = f.store.transition(&id("a"), JobUpdate::start(3)).await.unwrap_err();
-        assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Done, to: JobStatus::Processing });
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(done), "a refused transition writes nothing");
-
-        let queued = f.store.create(new_job("b", JobKind::Upload)).await.unwrap();
-        let err = f.store.transition(&id("b"), JobUpdate::done(0, json!(1))).await.unwrap_err();
-        assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Queued, to: JobStatus::Done });
-        assert_eq!(f.store.get(&id("b")).await.unwrap(), Some(queued));
-        let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
-        assert_eq!(f.store.transition(&id("b"), cancel).await.unwrap().status, JobStatus::Cancelled);
-
-        let err = f.store.transition(&id("ghost"), JobUpdate::start(1)).await.unwrap_err();
-        assert_eq!(err, QueueError::NotFound { job: id("ghost") });
-        assert_eq!(
-            f.store.get(&id("ghost")).await.unwrap(),
-            None,
-            "a missing job is not created by a transition"
-        );
-    }
-
-    pub async fn a_stale_lease_cannot_finish_the_job(f: &Fixture) {
-        f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
-        f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
-        // The first claim's lease expired: the job went back and was claimed again.
-        f.store.transition(&id("a"), JobUpdate::requeue(1, None)).await.unwrap();
-        let current = f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
-
-        f.clock.advance(5);
-        let err = f.store.transition(&id("a"), JobUpdate::done(1, json!("late"))).await.unwrap_err();
-        assert_eq!(err, QueueError::StaleLease { job: id("a"), epoch: 1, current: 2 });
-        let err = f.store.transition(&id("a"), JobUpdate::failed(1, "late")).await.unwrap_err();
-        assert!(matches!(err, QueueError::StaleLease { epoch: 1, current: 2, .. }), "{err}");
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(current));
-
-        let done = f.store.transition(&id("a"), JobUpdate::done(2, json!("on time"))).await.unwrap();
-        assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!("on time"))));
-    }
-
-    /// Creates, in this order: upload u1 (started, then handed back), u2 (processing), u3
-    /// (done), u4 (cancelled), chat c1, exam e1, u5 (queued), u6 (failed).
-    async fn populate(f: &Fixture) {
-        for (job, kind) in [
-            ("u1", JobKind::Upload),
-            ("u2", JobKind::Upload),
-            ("u3", JobKind::Upload),
-            ("u4", JobKind::Upload),
-            ("c1", JobKind::Chat),
-            ("e1", JobKind::Exam),
-            ("u5", JobKind::Upload),
-            ("u6", JobKind::Upload),
-        ] {
-            f.store.create(new_job(job, kind)).await.unwrap();
-        }
-        let s = &f.store;
-        s.transition(&id("u1"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u1"), JobUpdate::requeue(1, None)).await.unwrap();
-        s.transition(&id("u2"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u3"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u3"), JobUpdate::done(1, json!(null))).await.unwrap();
-        s.transition(&id("u4"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
-            .await
-            .unwrap();
-        s.transition(&id("u6"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u6"), JobUpdate::failed(1, "dead")).await.unwrap();
-    }
-
-    fn ids(records: &[queue_core::JobRecord]) -> Vec<&str> {
-        records.iter().map(|r| r.id.as_str()).collect()
-    }
-
-    pub async fn scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order(f: &Fixture) {
-        populate(f).await;
-        let uploads = f.store.scan_pending(JobKind::Upload).await.unwrap();
-        assert_eq!(ids(&uploads), ["u1", "u2", "u5"], "a handed-back job keeps its place");
-        assert_eq!(
-            uploads.iter().map(|r| r.status).collect::<Vec<_>>(),
-            [JobStatus::Queued, JobStatus::Processing, JobStatus::Queued]
-        );
-        assert!(uploads.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["c1"]);
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Exam).await.unwrap()), ["e1"]);
-        assert!(f.store.scan_pending(JobKind::ProfileUpdate).await.unwrap().is_empty());
-    }
-
-    pub async fn counts_count_each_state_of_the_kind(f: &Fixture) {
-        populate(f).await;
-        let uploads = f.store.counts(JobKind::Upload).await.unwrap();
-        assert_eq!(uploads, StatusCounts { queued: 2, processing: 1, done: 1, failed: 1, cancelled: 1 });
-        let exams = f.store.counts(JobKind::Exam).await.unwrap();
-        assert_eq!(exams, StatusCounts { queued: 1, ..StatusCounts::default() });
-        assert_eq!(f.store.counts(JobKind::ProfileUpdate).await.unwrap(), StatusCounts::default());
-
-        f.store.transition(&id("u2"), JobUpdate::done(1, json!(null))).await.unwrap();
-        let uploads = f.store.counts(JobKind::Upload).await.unwrap();
-        assert_eq!(uploads, StatusCounts { queued: 2, processing: 0, done: 2, failed: 1, cancelled: 1 });
-    }
-
-    pub async fn list_returns_the_newest_first_within_the_limit(f: &Fixture) {
-        populate(f).await;
-        let queued = f.store.list(Some(JobKind::Upload), JobStatus::Queued, 10).await.unwrap();
-        assert_eq!(ids(&queued), ["u5", "u1"]);
-        let one = f.store.list(Some(JobKind::Upload), JobStatus::Queued, 1).await.unwrap();
-        assert_eq!(ids(&one), ["u5"]);
-        let any_kind = f.store.list(None, JobStatus::Queued, 10).await.unwrap();
-        assert_eq!(ids(&any_kind), ["u5", "e1", "c1", "u1"]);
-        assert_eq!(ids(&f.store.list(None, JobStatus::Failed, 10).await.unwrap()), ["u6"]);
-        assert!(f.store.list(Some(JobKind::Chat), JobStatus::Done, 10).await.unwrap().is_empty());
-    }
-
-    pub async fn purge_finished_respects_retention_and_leaves_pending_jobs(f: &Fixture) {
-        for job in ["done-early", "failed-later", "cancelled-last", "queued", "running"] {
-            f.store.create(new_job(job, JobKind::Upload)).await.unwrap();
-        }
-        f.store.transition(&id("running"), JobUpdate::start(1)).await.unwrap();
-        f.store.transition(&id("done-early"), JobUpdate::start(1)).await.unwrap();
-        f.clock.advance(100);
-        f.store.transition(&id("done-early"), JobUpdate::done(1, json!(1))).await.unwrap();
-        f.store.transition(&id("failed-later"), JobUpdate::start(1)).await.unwrap();
-        f.clock.advance(100);
-        f.store.transition(&id("failed-later"), JobUpdate::failed(1, "x")).await.unwrap();
-        f.clock.advance(100);
-        let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
-        f.store.transition(&id("cancelled-last"), cancel).await.unwrap();
-
-        // Strictly before: a record updated exactly at the cut-off is kept.
-        assert_eq!(f.store.purge_finished(START_MS + 100).await.unwrap(), 0);
-        assert_eq!(f.store.purge_finished(START_MS + 101).await.unwrap(), 1);
-        assert_eq!(f.store.get(&id("done-early")).await.unwrap(), None);
-        assert!(f.store.get(&id("failed-later")).await.unwrap().is_some());
-
-        f.clock.advance(1_000_000);
-        assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 2);
-        let pending = f.store.scan_pending(JobKind::Upload).await.unwrap();
-        assert_eq!(ids(&pending), ["queued", "running"], "pending jobs are never purged, however old");
-        assert_eq!(
-            f.store.counts(JobKind::Upload).await.unwrap(),
-            StatusCounts { queued: 1, processing: 1, ..StatusCounts::default() }
-        );
-    }
-
-    pub async fn delete_removes_a_record_and_says_whether_it_existed(f: &Fixture) {
-        f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
-        f.store.create(new_job("b", JobKind::Chat)).await.unwrap();
-        assert!(f.store.delete(&id("a")).await.unwrap());
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), None);
-        assert!(!f.store.delete(&id("a")).await.unwrap());
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["b"]);
-        assert_eq!(f.store.counts(JobKind::Chat).await.unwrap().queued, 1);
-
-        // The id is free again, and the new record comes after everything created so far.
-        let b_seq = f.store.get(&id("b")).await.unwrap().unwrap().seq;
-        let again = f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
-        assert!(again.seq > b_seq);
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["b", "a"]);
+#[async_trait]
+impl JobStoreFactory for MemoryStores {
+    async fn build(&self, clock: ManualClock) -> BuiltJobStore {
+        BuiltJobStore { store: Arc::new(MemoryJobStore::new(tenant(), Arc::new(clock))), tenant: tenant() }
     }
 }
 
-macro_rules! job_store_battery {
-    ($module:ident, $fixture:path; $($case:ident),* $(,)?) => {
-        mod $module {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let fixture = $fixture();
-                    crate::battery::$case(&fixture).await;
-                }
-            )*
-        }
-    };
+#[async_trait]
+impl IdempotencyStoreFactory for MemoryStores {
+    async fn build(&self, clock: ManualClock) -> Arc<dyn IdempotencyStore> {
+        Arc::new(MemoryIdempotencyStore::new(Arc::new(clock), TTL_MS))
+    }
 }
 
-macro_rules! both_job_stores {
-    ($($case:ident),* $(,)?) => {
-        job_store_battery!(memory_job_store, crate::memory_fixture; $($case),*);
-        job_store_battery!(sqlite_job_store, crate::sqlite_fixture; $($case),*);
-    };
+/// SQLite stores of tenant `t1`; each build is a new file in a directory that lives as long as
+/// the factory.
+struct SqliteStores {
+    dir: TempDir,
+    files: AtomicUsize,
 }
 
-both_job_stores!(
-    create_then_get_round_trips_every_field,
-    a_duplicate_id_is_refused_and_the_first_record_kept,
-    sequence_numbers_strictly_increase_across_kinds,
-    transitions_follow_the_table_and_a_refused_one_changes_nothing,
-    a_stale_lease_cannot_finish_the_job,
-    scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order,
-    counts_count_each_state_of_the_kind,
-    list_returns_the_newest_first_within_the_limit,
-    purge_finished_respects_retention_and_leaves_pending_jobs,
-    delete_removes_a_record_and_says_whether_it_existed,
-);
+impl SqliteStores {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), files: AtomicUsize::new(0) }
+    }
+
+    fn open_fresh(&self, clock: &ManualClock) -> Arc<SqliteJobStore> {
+        let n = self.files.fetch_add(1, Ordering::Relaxed);
+        Arc::new(open_sqlite(&self.dir.path().join(format!("store-{n}")), clock))
+    }
+}
+
+#[async_trait]
+impl JobStoreFactory for SqliteStores {
+    async fn build(&self, clock: ManualClock) -> BuiltJobStore {
+        BuiltJobStore { store: self.open_fresh(&clock), tenant: tenant() }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStoreFactory for SqliteStores {
+    async fn build(&self, clock: ManualClock) -> Arc<dyn IdempotencyStore> {
+        self.open_fresh(&clock)
+    }
+}
+
+mod memory_job_store {
+    queue_core::job_store_conformance_tests!(crate::MemoryStores);
+}
+
+mod sqlite_job_store {
+    queue_core::job_store_conformance_tests!(crate::SqliteStores::new());
+}
 
 mod sqlite_job_store_only {
     use super::*;
@@ -535,91 +317,39 @@ fn a_created_job_survives_the_process_being_killed() {
     });
 }
 
-/// Idempotency keys on both stores that keep them.
+/// Idempotency keys on both stores that keep them: the battery, expiry by the store's clock, and
+/// what only one of them promises.
 mod idempotency {
     use super::*;
 
-    struct Keys {
-        store: Arc<dyn IdempotencyStore>,
-        clock: ManualClock,
-        _dir: Option<TempDir>,
+    async fn an_expired_key_is_taken_over_by_the_next_claim(stores: &dyn IdempotencyStoreFactory) {
+        let clock = ManualClock::new(START_MS);
+        let k = stores.build(clock.clone()).await;
+        k.claim(&request("r1"), &id("j1")).await.unwrap();
+        clock.advance(TTL_MS - 1);
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
+        clock.advance(1);
+        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+        assert_eq!(k.claim(&request("r1"), &id("j3")).await.unwrap(), IdempotencyClaim::Existing(id("j2")));
     }
 
-    fn memory() -> Keys {
-        let clock = ManualClock::new(START_MS);
-        Keys {
-            store: Arc::new(MemoryIdempotencyStore::new(Arc::new(clock.clone()), TTL_MS)),
-            clock,
-            _dir: None,
+    mod memory_idempotency_store {
+        queue_core::idempotency_store_conformance_tests!(crate::MemoryStores);
+
+        #[tokio::test]
+        async fn an_expired_key_is_taken_over_by_the_next_claim() {
+            super::an_expired_key_is_taken_over_by_the_next_claim(&crate::MemoryStores).await;
         }
     }
 
-    fn sqlite() -> Keys {
-        let clock = ManualClock::new(START_MS);
-        let dir = tempfile::tempdir().unwrap();
-        Keys { store: Arc::new(open_sqlite(dir.path(), &clock)), clock, _dir: Some(dir) }
-    }
+    mod sqlite_idempotency_store {
+        queue_core::idempotency_store_conformance_tests!(crate::SqliteStores::new());
 
-    async fn a_free_key_is_claimed_and_then_maps_to_its_job(k: Keys) {
-        assert_eq!(k.store.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
-        assert_eq!(
-            k.store.claim(&request("r1"), &id("j2")).await.unwrap(),
-            IdempotencyClaim::Existing(id("j1"))
-        );
-        assert_eq!(
-            k.store.claim(&request("r1"), &id("j1")).await.unwrap(),
-            IdempotencyClaim::Existing(id("j1"))
-        );
-        assert_eq!(k.store.claim(&request("r2"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+        #[tokio::test]
+        async fn an_expired_key_is_taken_over_by_the_next_claim() {
+            super::an_expired_key_is_taken_over_by_the_next_claim(&crate::SqliteStores::new()).await;
+        }
     }
-
-    async fn release_forgets_a_key_only_for_its_own_job(k: Keys) {
-        k.store.claim(&request("r1"), &id("j1")).await.unwrap();
-        k.store.release(&request("r1"), &id("other")).await.unwrap();
-        assert_eq!(
-            k.store.claim(&request("r1"), &id("j2")).await.unwrap(),
-            IdempotencyClaim::Existing(id("j1"))
-        );
-        k.store.release(&request("r1"), &id("j1")).await.unwrap();
-        assert_eq!(k.store.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
-        assert_eq!(
-            k.store.claim(&request("r1"), &id("j3")).await.unwrap(),
-            IdempotencyClaim::Existing(id("j2"))
-        );
-        k.store.release(&request("never-claimed"), &id("j1")).await.unwrap();
-    }
-
-    async fn an_expired_key_is_taken_over_by_the_next_claim(k: Keys) {
-        k.store.claim(&request("r1"), &id("j1")).await.unwrap();
-        k.clock.advance(TTL_MS - 1);
-        assert_eq!(
-            k.store.claim(&request("r1"), &id("j2")).await.unwrap(),
-            IdempotencyClaim::Existing(id("j1"))
-        );
-        k.clock.advance(1);
-        assert_eq!(k.store.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
-        assert_eq!(
-            k.store.claim(&request("r1"), &id("j3")).await.unwrap(),
-            IdempotencyClaim::Existing(id("j2"))
-        );
-    }
-
-    macro_rules! on_both {
-        ($($case:ident),* $(,)?) => {
-            mod memory_idempotency_store {
-                $(#[tokio::test] async fn $case() { super::$case(super::memory()).await; })*
-            }
-            mod sqlite_idempotency_store {
-                $(#[tokio::test] async fn $case() { super::$case(super::sqlite()).await; })*
-            }
-        };
-    }
-
-    on_both!(
-        a_free_key_is_claimed_and_then_maps_to_its_job,
-        release_forgets_a_key_only_for_its_own_job,
-        an_expired_key_is_taken_over_by_the_next_claim,
-    );
 
     #[tokio::test]
     async fn expired_keys_are_pruned_so_memory_stays_bounded() {

@@ -5,11 +5,16 @@
 //!
 //! Idle workers wait on a blocking `BLPOP` of a wake-up list, on a dedicated connection whose
 //! response timeout exceeds the block; everything else goes through the pool.
+//!
+//! A process that runs workers registers itself in the tenant's worker registry
+//! ([`RedisWorkerRegistry`]): its entry is written at start, refreshed by every heartbeat and
+//! removed at stop; entries whose heartbeat is older than three heartbeat intervals are stale,
+//! and the reaper of any live process prunes them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +25,7 @@ use queue_core::{
     JobStore, LaneClaim, LaneId, LimitClass, Limiter, PermitSet, ProfileUpdate, QueueBackend, QueueError,
     QueueResult, SharedClock, TenantId, acquisition_order,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -65,6 +70,9 @@ pub struct RedisBackendConfig {
     pub retention: Duration,
     /// How often retention runs.
     pub purge_interval: Duration,
+    /// The host name this process registers its workers under; `None` reads the machine's
+    /// ([`local_host_name`]).
+    pub worker_host: Option<String>,
 }
 
 impl Default for RedisBackendConfig {
@@ -87,6 +95,7 @@ impl Default for RedisBackendConfig {
             stop_deadline: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(600),
+            worker_host: None,
         }
     }
 }
@@ -166,6 +175,13 @@ struct Inner {
     accepting: AtomicBool,
     held: Mutex<HashMap<JobId, Held>>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
+    /// This process's entry in the worker registry.
+    worker_id: String,
+    worker_host: String,
+    started_ms: AtomicU64,
+    /// Whether heartbeats may (re-)register the entry: true from start until stop or kill.
+    registered: AtomicBool,
+    registry: RedisWorkerRegistry,
 }
 
 impl fmt::Debug for Inner {
@@ -202,6 +218,9 @@ impl RedisQueueBackend {
     #[must_use]
     pub fn new(config: RedisBackendConfig, deps: RedisBackendDeps) -> Self {
         let keys = TenantKeys::new(&deps.tenant);
+        let worker_host = config.worker_host.clone().unwrap_or_else(local_host_name);
+        let worker_id = new_worker_id(&worker_host);
+        let registry = RedisWorkerRegistry::new(deps.pool.clone(), &deps.tenant);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -211,8 +230,20 @@ impl RedisQueueBackend {
                 accepting: AtomicBool::new(false),
                 held: Mutex::new(HashMap::new()),
                 lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
+                worker_id,
+                worker_host,
+                started_ms: AtomicU64::new(0),
+                registered: AtomicBool::new(false),
+                registry,
             }),
         }
+    }
+
+    /// This process's id in the tenant's worker registry (`host:pid:random`), registered while
+    /// its workers run.
+    #[must_use]
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
     }
 
     /// The counters of this process.
@@ -243,6 +274,8 @@ impl RedisQueueBackend {
     pub async fn kill(&self) {
         let mut life = self.inner.lifecycle.lock().await;
         self.inner.accepting.store(false, Ordering::SeqCst);
+        // A crash leaves its registry entry behind: it turns stale and a live reaper prunes it.
+        self.inner.registered.store(false, Ordering::SeqCst);
         life.shutdown = None;
         let life = &mut *life;
         for t in life.fetchers.drain(..).chain(life.background.drain(..)) {
@@ -325,6 +358,20 @@ impl RedisQueueBackend {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+impl RedisQueueBackend {
+    /// Re-dispatches pending jobs that no list, lane or lease holds (see `scan_pending_*`);
+    /// returns how many.
+    ///
+    /// # Errors
+    /// A Redis error.
+    pub async fn sweep_orphans(&self) -> QueueResult<usize> {
+        Ok(self.scan_pending_chat_jobs().await?
+            + self.scan_plain(JobKind::Upload).await?
+            + self.scan_plain(JobKind::Exam).await?
+            + self.scan_plain(JobKind::ProfileUpdate).await?)
     }
 }
 
@@ -418,10 +465,26 @@ impl QueueBackend for RedisQueueBackend {
             life.background.push(tokio::spawn(Inner::heartbeat_loop(self.inner.clone())));
             life.background.push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone())));
             life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
+            self.inner.started_ms.store(self.inner.deps.clock.now_ms(), Ordering::SeqCst);
+            self.inner.registered.store(true, Ordering::SeqCst);
+            if let Err(e) = self.inner.registry.register(&self.inner.worker_id, &self.inner.entry()).await {
+                // Not fatal: the next heartbeat registers the entry again.
+                warn!(error = %e, "could not register this worker; the next heartbeat retries");
+            }
         }
         life.shutdown = Some(tx);
         self.inner.accepting.store(true, Ordering::SeqCst);
         info!(tenant = %self.inner.deps.tenant, workers = c.run_workers, "redis backend started");
+        let run_workers = c.run_workers;
+        drop(life);
+        if run_workers {
+            // A producer that died between creating a record and enqueueing it leaves a pending
+            // job in no list and under no lease; a worker process picks such orphans up when it
+            // starts (and the retention loop sweeps again periodically). Idempotent.
+            if let Err(e) = self.sweep_orphans().await {
+                warn!(error = %e, "orphan sweep at start failed; the periodic sweep retries");
+            }
+        }
         Ok(())
     }
 
@@ -440,16 +503,53 @@ impl QueueBackend for RedisQueueBackend {
                 abort.abort();
             }
         }
+        // No heartbeat may register the entry again once the stop removes it.
+        let was_registered = self.inner.registered.swap(false, Ordering::SeqCst);
         for b in life.background.drain(..) {
             b.abort();
         }
         self.inner.hand_back().await;
+        if was_registered && let Err(e) = self.inner.registry.remove(&self.inner.worker_id).await {
+            warn!(error = %e, "could not remove this worker from the registry; it will turn stale");
+        }
         info!(tenant = %self.inner.deps.tenant, "redis backend stopped");
         Ok(())
     }
 }
 
 impl Inner {
+    /// This process's registry entry as of now.
+    fn entry(&self) -> WorkerRecord {
+        WorkerRecord {
+            host: self.worker_host.clone(),
+            pid: std::process::id(),
+            started_ms: self.started_ms.load(Ordering::SeqCst),
+            last_heartbeat_ms: self.deps.clock.now_ms(),
+            heartbeat_ms: ms(self.config.heartbeat_interval).max(1),
+            in_flight: lock(&self.held).len(),
+        }
+    }
+
+    /// Refreshes this process's registry entry; puts it back if a reaper pruned it while this
+    /// process was alive (a long pause), unless a stop or kill has begun.
+    async fn beat_registry(&self) {
+        if !self.registered.load(Ordering::SeqCst) {
+            return;
+        }
+        let entry = self.entry();
+        let beat = async {
+            if !self.registry.refresh(&self.worker_id, &entry).await?
+                && self.registered.load(Ordering::SeqCst)
+            {
+                self.registry.register(&self.worker_id, &entry).await?;
+            }
+            Ok::<(), QueueError>(())
+        };
+        if let Err(e) = beat.await {
+            warn!(error = %e, "worker registry heartbeat failed; will retry");
+        }
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
         self.config.backoff_base.saturating_mul(1 << exp).min(self.config.backoff_max)
@@ -463,9 +563,11 @@ impl Inner {
             let raw: Vec<Value> = scripts::CLAIM_CHAT
                 .key(keys.chat_ready())
                 .key(keys.stats())
+                .key(keys.leases())
                 .arg(n)
                 .arg(now)
                 .arg(keys.prefix())
+                .arg(ms(self.config.lease).max(1))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
@@ -852,6 +954,7 @@ impl Inner {
                     warn!(error = %e, "lease renewal failed; will retry");
                 }
             }
+            self.beat_registry().await;
         }
     }
 
@@ -932,11 +1035,17 @@ impl Inner {
                 }
                 Err(e) => warn!(error = %e, "reaper could not reach Redis"),
             }
+            match self.registry.prune(self.deps.clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => info!(pruned = n, "removed stale workers from the registry"),
+                Err(e) => debug!(error = %e, "reaper could not prune the worker registry"),
+            }
         }
     }
 
     async fn purge_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.purge_interval);
+        let mut swept_once = false;
         loop {
             tokio::select! {
                 biased;
@@ -947,6 +1056,16 @@ impl Inner {
             if let Err(e) = self.deps.store.purge_finished(before).await {
                 warn!(error = %e, "retention purge failed");
             }
+            if swept_once {
+                let backend = RedisQueueBackend { inner: self.clone() };
+                match backend.sweep_orphans().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(n, "orphaned pending jobs re-dispatched"),
+                    Err(e) => warn!(error = %e, "orphan sweep failed"),
+                }
+            }
+            // The first tick fires at once, just after the sweep `start` made.
+            swept_once = true;
         }
     }
 
@@ -1030,5 +1149,199 @@ fn parse_chat_claim(v: Value) -> QueueResult<Claimed> {
             }))
         }
         _ => Err(bad()),
+    }
+}
+
+/// The machine's host name, as the kernel reports it (`/proc/sys/kernel/hostname`, else
+/// `/etc/hostname`), or `localhost` when neither can be read.
+#[must_use]
+pub fn local_host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// `host:pid:random`: distinct for every backend, even two in one process (tests).
+fn new_worker_id(host: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh `RandomState` is randomly keyed: enough to tell two backends of one process apart
+    // without a random-number crate.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{host}:{}:{:08x}", std::process::id(), h.finish() & 0xffff_ffff)
+}
+
+/// Refreshes an entry only while it exists, so a heartbeat that arrives after the stop's `HDEL`
+/// cannot bring a stopped worker back.
+static REFRESH_WORKER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Removes the entries whose last heartbeat is older than three of their heartbeat intervals
+/// (and any entry that does not parse); returns how many.
+static PRUNE_WORKERS: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+local removed = 0
+for i = 1, #all, 2 do
+  local ok, w = pcall(cjson.decode, all[i + 1])
+  local beat = ok and type(w) == 'table' and tonumber(w.last_heartbeat_ms) or nil
+  local every = ok and type(w) == 'table' and tonumber(w.heartbeat_ms) or nil
+  if not beat or not every or now - beat > 3 * every then
+    redis.call('HDEL', KEYS[1], all[i])
+    removed = removed + 1
+  end
+end
+return removed
+",
+    )
+});
+
+/// A worker's registry entry as stored: the value of its field in the `workers` hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// The machine it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When its workers started (ms since the epoch).
+    pub started_ms: u64,
+    /// Its last heartbeat (ms since the epoch).
+    pub last_heartbeat_ms: u64,
+    /// Its heartbeat interval (ms): three of them without a beat make it stale.
+    pub heartbeat_ms: u64,
+    /// Jobs it held at its last heartbeat.
+    pub in_flight: usize,
+}
+
+impl WorkerRecord {
+    /// Whether, at `now_ms`, its last heartbeat is older than three heartbeat intervals.
+    #[must_use]
+    pub const fn is_stale(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_heartbeat_ms) > self.heartbeat_ms.saturating_mul(3)
+    }
+}
+
+/// One registered worker process, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerEntry {
+    /// `host:pid:random`.
+    pub worker_id: String,
+    /// What it registered.
+    #[serde(flatten)]
+    pub record: WorkerRecord,
+    /// Whether its heartbeat is older than three intervals (dead, or cut off from Redis).
+    pub stale: bool,
+}
+
+/// The worker processes of one tenant: a HASH `lw:{t}:workers`, worker id -> JSON
+/// [`WorkerRecord`]. Written by each backend that runs workers; read by operators.
+#[derive(Debug, Clone)]
+pub struct RedisWorkerRegistry {
+    pool: RedisPool,
+    key: String,
+}
+
+impl RedisWorkerRegistry {
+    /// The registry of `tenant`.
+    #[must_use]
+    pub fn new(pool: RedisPool, tenant: &TenantId) -> Self {
+        Self { pool, key: TenantKeys::new(tenant).workers() }
+    }
+
+    fn encode(record: &WorkerRecord) -> QueueResult<String> {
+        serde_json::to_string(record).map_err(QueueError::storage)
+    }
+
+    /// Writes (or overwrites) the entry of `worker_id`.
+    ///
+    /// # Errors
+    /// `Unavailable` or `Storage` when Redis cannot be reached.
+    pub async fn register(&self, worker_id: &str, record: &WorkerRecord) -> QueueResult<()> {
+        let value = Self::encode(record)?;
+        let mut conn = self.pool.get().await?;
+        redis::cmd("HSET")
+            .arg(&self.key)
+            .arg(worker_id)
+            .arg(value)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        Ok(())
+    }
+
+    /// Overwrites the entry of `worker_id` only if it exists; returns whether it did.
+    ///
+    /// # Errors
+    /// As [`RedisWorkerRegistry::register`].
+    pub async fn refresh(&self, worker_id: &str, record: &WorkerRecord) -> QueueResult<bool> {
+        let value = Self::encode(record)?;
+        let mut conn = self.pool.get().await?;
+        let updated: i64 = REFRESH_WORKER
+            .key(&self.key)
+            .arg(worker_id)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        Ok(updated == 1)
+    }
+
+    /// Removes the entry of `worker_id`; returns whether it was there.
+    ///
+    /// # Errors
+    /// As [`RedisWorkerRegistry::register`].
+    pub async fn remove(&self, worker_id: &str) -> QueueResult<bool> {
+        let mut conn = self.pool.get().await?;
+        let removed: i64 = redis::cmd("HDEL")
+            .arg(&self.key)
+            .arg(worker_id)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        Ok(removed > 0)
+    }
+
+    /// Removes every entry that is stale at `now_ms`; returns how many.
+    ///
+    /// # Errors
+    /// As [`RedisWorkerRegistry::register`].
+    pub async fn prune(&self, now_ms: u64) -> QueueResult<u64> {
+        let mut conn = self.pool.get().await?;
+        PRUNE_WORKERS.key(&self.key).arg(now_ms).invoke_async(&mut conn).await.map_err(|e| redis_error(&e))
+    }
+
+    /// Every registered worker, by id, each marked stale or not at `now_ms`. An entry that does
+    /// not parse is left out (the reaper prunes it).
+    ///
+    /// # Errors
+    /// As [`RedisWorkerRegistry::register`].
+    pub async fn list(&self, now_ms: u64) -> QueueResult<Vec<WorkerEntry>> {
+        let mut conn = self.pool.get().await?;
+        let all: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&self.key).query_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        let mut out: Vec<WorkerEntry> = all
+            .into_iter()
+            .filter_map(|(worker_id, json)| {
+                let record: WorkerRecord = serde_json::from_str(&json).ok()?;
+                let stale = record.is_stale(now_ms);
+                Some(WorkerEntry { worker_id, record, stale })
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        Ok(out)
     }
 }

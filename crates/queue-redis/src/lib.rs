@@ -8,7 +8,10 @@ mod limiter;
 mod scripts;
 mod store;
 
-pub use backend::{RedisBackendConfig, RedisBackendDeps, RedisBackendStats, RedisQueueBackend};
+pub use backend::{
+    RedisBackendConfig, RedisBackendDeps, RedisBackendStats, RedisQueueBackend, RedisWorkerRegistry,
+    WorkerEntry, WorkerRecord, local_host_name,
+};
 pub use idempotency::RedisIdempotencyStore;
 pub use limiter::RedisLimiter;
 pub use store::RedisJobStore;

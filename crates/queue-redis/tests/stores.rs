@@ -1,24 +1,25 @@
-//! The Redis stores and the distributed limiter against real `redis-server` processes: the job
-//! store battery of `queue-inline` (same assertions) on one node and on a 3-node Cluster, record
-//! retention by TTL, tenant isolation, idempotency keys, limiter caps across processes, lease
-//! reclaim and renewal, and errors when Redis is down.
+//! The Redis stores and the distributed limiter against real `redis-server` processes:
+//! `queue-core`'s job-store and idempotency-store batteries on one node and on a 3-node Cluster,
+//! record retention by TTL, tenant isolation, idempotency keys, limiter caps across processes,
+//! lease reclaim and renewal, and errors when Redis is down.
 //!
-//! Tests running at the same time share one server (and one cluster) through a `Weak`, each under
-//! a tenant of its own; the last test holding a server drops it, which kills the process, so no
-//! server outlives the test binary.
+//! Tests running at the same time share one server (and one cluster) through
+//! `redis_harness::shared_server` (`shared_cluster`), each under a tenant of its own; the last
+//! test holding a server drops it, which kills the process, so no server outlives the test binary.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use lane_store::RedisPool;
+use queue_core::conformance::{BuiltJobStore, IdempotencyStoreFactory, JobStoreFactory};
 use queue_core::{
-    Clock, IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStatus, JobStore, JobUpdate, LaneId,
-    LimitCaps, LimitClass, Limiter, ManualClock, NewJob, PermitSet, QueueError, RequestId, StatusCounts,
-    TenantId,
+    Clock, IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobStatus, JobStore, JobUpdate, LimitCaps,
+    LimitClass, Limiter, ManualClock, NewJob, PermitSet, QueueError, RequestId, StatusCounts, TenantId,
 };
 use queue_redis::{RedisIdempotencyStore, RedisJobStore, RedisLimiter};
-use redis_harness::{RedisCluster, RedisServer};
+use redis_harness::{RedisCluster, RedisServer, shared_cluster, shared_server};
 use serde_json::json;
 
 const START_MS: u64 = 1_700_000_000_000;
@@ -28,20 +29,7 @@ const POLL_DEADLINE: Duration = Duration::from_secs(10);
 /// Between two checks of a poll.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-static SERVER: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
-static CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
 static TENANTS: AtomicUsize = AtomicUsize::new(0);
-
-/// The instance in `slot` if a running test holds one, else a fresh one from `start`.
-fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(running) = slot.upgrade() {
-        return running;
-    }
-    let fresh = Arc::new(start());
-    *slot = Arc::downgrade(&fresh);
-    fresh
-}
 
 /// A Redis the test runs against, kept alive by the test.
 #[derive(Clone)]
@@ -52,11 +40,11 @@ enum Target {
 
 impl Target {
     fn single() -> Self {
-        Self::Single(shared(&SERVER, RedisServer::start))
+        Self::Single(shared_server())
     }
 
     fn cluster() -> Self {
-        Self::Cluster(shared(&CLUSTER, RedisCluster::start))
+        Self::Cluster(shared_cluster())
     }
 
     fn pool(&self) -> RedisPool {
@@ -112,242 +100,49 @@ where
     }
 }
 
-/// A job store under test with the clock it reads.
+/// A Redis job store under test with the clock it reads and the Redis it lives on.
 struct Fixture {
     store: Arc<RedisJobStore>,
     clock: ManualClock,
-    tenant: TenantId,
     target: Target,
 }
 
 fn fixture_on(target: Target, retention: Duration) -> Fixture {
     let clock = ManualClock::new(START_MS);
     let tenant = unique_tenant("store");
-    let store = RedisJobStore::new(target.pool(), tenant.clone(), Arc::new(clock.clone()), retention);
-    Fixture { store: Arc::new(store), clock, tenant, target }
+    let store = RedisJobStore::new(target.pool(), tenant, Arc::new(clock.clone()), retention);
+    Fixture { store: Arc::new(store), clock, target }
 }
 
 fn single_node_fixture() -> Fixture {
     fixture_on(Target::single(), RETENTION)
 }
 
-fn cluster_fixture() -> Fixture {
-    fixture_on(Target::cluster(), RETENTION)
+/// Redis stores on one target, each build under a fresh tenant.
+struct RedisStores {
+    target: Target,
 }
 
-/// The assertions of `queue-inline`'s job store battery, plus what only Redis does (TTLs).
-mod battery {
+#[async_trait]
+impl JobStoreFactory for RedisStores {
+    async fn build(&self, clock: ManualClock) -> BuiltJobStore {
+        let tenant = unique_tenant("store");
+        let store = RedisJobStore::new(self.target.pool(), tenant.clone(), Arc::new(clock), RETENTION);
+        BuiltJobStore { store: Arc::new(store), tenant }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStoreFactory for RedisStores {
+    async fn build(&self, _clock: ManualClock) -> Arc<dyn IdempotencyStore> {
+        // Redis expires keys by its own clock; the retention outlives every scenario.
+        Arc::new(RedisIdempotencyStore::new(self.target.pool(), &unique_tenant("idem"), RETENTION))
+    }
+}
+
+/// What only a Redis job store does, on top of the battery: purge in batches, expiry by TTL.
+mod redis_only {
     use super::*;
-
-    pub async fn create_then_get_round_trips_every_field(f: &Fixture) {
-        let job = NewJob {
-            id: id("c1"),
-            kind: JobKind::Chat,
-            lane: Some(LaneId::new("student:s1:main").unwrap()),
-            request_id: Some(request("req-1")),
-            payload: json!({ "message": "hi", "attachments": [1, 2] }),
-        };
-        let created = f.store.create(job).await.unwrap();
-        assert_eq!(created.id, id("c1"));
-        assert_eq!(created.kind, JobKind::Chat);
-        assert_eq!(created.tenant, f.tenant);
-        assert_eq!(created.lane, Some(LaneId::new("student:s1:main").unwrap()));
-        assert_eq!(created.request_id, Some(request("req-1")));
-        assert_eq!((created.status, created.attempt, created.lease_epoch), (JobStatus::Queued, 0, 0));
-        assert_eq!((created.created_at_ms, created.updated_at_ms), (START_MS, START_MS));
-        assert_eq!(created.payload, json!({ "message": "hi", "attachments": [1, 2] }));
-        assert_eq!((created.result.clone(), created.error.clone()), (None, None));
-        assert!(created.seq >= 1);
-
-        assert_eq!(f.store.get(&id("c1")).await.unwrap(), Some(created));
-        assert_eq!(f.store.get(&id("nope")).await.unwrap(), None);
-    }
-
-    pub async fn a_duplicate_id_is_refused_and_the_first_record_kept(f: &Fixture) {
-        let first = f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
-        let again = NewJob { payload: json!("other"), ..new_job("a", JobKind::Exam) };
-        let err = f.store.create(again).await.unwrap_err();
-        assert_eq!(err, QueueError::AlreadyExists { job: id("a") });
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(first));
-        assert_eq!(f.store.counts(JobKind::Exam).await.unwrap(), StatusCounts::default());
-    }
-
-    pub async fn sequence_numbers_strictly_increase_across_kinds(f: &Fixture) {
-        let mut seqs = Vec::new();
-        for (i, kind) in JobKind::ALL.iter().cycle().take(12).enumerate() {
-            seqs.push(f.store.create(new_job(&format!("j{i}"), *kind)).await.unwrap().seq);
-            if i == 5 {
-                // A refused create must not disturb the order of the ones around it.
-                f.store.create(new_job("j0", JobKind::Upload)).await.unwrap_err();
-            }
-        }
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    }
-
-    pub async fn transitions_follow_the_table_and_a_refused_one_changes_nothing(f: &Fixture) {
-        f.store.create(new_job("a", JobKind::Upload)).await.unwrap();
-        f.clock.advance(10);
-        let started = f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
-        assert_eq!((started.status, started.attempt, started.lease_epoch), (JobStatus::Processing, 1, 1));
-        assert_eq!(started.updated_at_ms, START_MS + 10);
-
-        let requeued =
-            f.store.transition(&id("a"), JobUpdate::requeue(1, Some("boom".into()))).await.unwrap();
-        assert_eq!((requeued.status, requeued.error.as_deref()), (JobStatus::Queued, Some("boom")));
-        f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
-        f.clock.advance(10);
-        let done = f.store.transition(&id("a"), JobUpdate::done(2, json!({ "ok": true }))).await.unwrap();
-        assert_eq!(
-            (done.status, done.attempt, done.result.clone()),
-            (JobStatus::Done, 2, Some(json!({ "ok": true })))
-        );
-        assert_eq!(f.store.get(&id("a")).await.unwrap().as_ref(), Some(&done));
-
-        f.clock.advance(10);
-        let err = f.store.transition(&id("a"), JobUpdate::start(3)).await.unwrap_err();
-        assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Done, to: JobStatus::Processing });
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(done), "a refused transition writes nothing");
-
-        let queued = f.store.create(new_job("b", JobKind::Upload)).await.unwrap();
-        let err = f.store.transition(&id("b"), JobUpdate::done(0, json!(1))).await.unwrap_err();
-        assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Queued, to: JobStatus::Done });
-        assert_eq!(f.store.get(&id("b")).await.unwrap(), Some(queued));
-        let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
-        assert_eq!(f.store.transition(&id("b"), cancel).await.unwrap().status, JobStatus::Cancelled);
-
-        let err = f.store.transition(&id("ghost"), JobUpdate::start(1)).await.unwrap_err();
-        assert_eq!(err, QueueError::NotFound { job: id("ghost") });
-        assert_eq!(
-            f.store.get(&id("ghost")).await.unwrap(),
-            None,
-            "a missing job is not created by a transition"
-        );
-        assert_eq!(
-            f.store.counts(JobKind::Upload).await.unwrap(),
-            StatusCounts { done: 1, cancelled: 1, ..StatusCounts::default() },
-            "refused transitions move no counter"
-        );
-    }
-
-    pub async fn a_stale_lease_cannot_finish_the_job(f: &Fixture) {
-        f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
-        f.store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
-        // The first claim's lease expired: the job went back and was claimed again.
-        f.store.transition(&id("a"), JobUpdate::requeue(1, None)).await.unwrap();
-        let current = f.store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
-
-        f.clock.advance(5);
-        let err = f.store.transition(&id("a"), JobUpdate::done(1, json!("late"))).await.unwrap_err();
-        assert_eq!(err, QueueError::StaleLease { job: id("a"), epoch: 1, current: 2 });
-        let err = f.store.transition(&id("a"), JobUpdate::failed(1, "late")).await.unwrap_err();
-        assert!(matches!(err, QueueError::StaleLease { epoch: 1, current: 2, .. }), "{err}");
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), Some(current));
-
-        let done = f.store.transition(&id("a"), JobUpdate::done(2, json!("on time"))).await.unwrap();
-        assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!("on time"))));
-    }
-
-    /// Creates, in this order: upload u1 (started, then handed back), u2 (processing), u3
-    /// (done), u4 (cancelled), chat c1, exam e1, u5 (queued), u6 (failed).
-    async fn populate(f: &Fixture) {
-        for (job, kind) in [
-            ("u1", JobKind::Upload),
-            ("u2", JobKind::Upload),
-            ("u3", JobKind::Upload),
-            ("u4", JobKind::Upload),
-            ("c1", JobKind::Chat),
-            ("e1", JobKind::Exam),
-            ("u5", JobKind::Upload),
-            ("u6", JobKind::Upload),
-        ] {
-            f.store.create(new_job(job, kind)).await.unwrap();
-        }
-        let s = &f.store;
-        s.transition(&id("u1"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u1"), JobUpdate::requeue(1, None)).await.unwrap();
-        s.transition(&id("u2"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u3"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u3"), JobUpdate::done(1, json!(null))).await.unwrap();
-        s.transition(&id("u4"), JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
-            .await
-            .unwrap();
-        s.transition(&id("u6"), JobUpdate::start(1)).await.unwrap();
-        s.transition(&id("u6"), JobUpdate::failed(1, "dead")).await.unwrap();
-    }
-
-    fn ids(records: &[queue_core::JobRecord]) -> Vec<&str> {
-        records.iter().map(|r| r.id.as_str()).collect()
-    }
-
-    pub async fn scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order(f: &Fixture) {
-        populate(f).await;
-        let uploads = f.store.scan_pending(JobKind::Upload).await.unwrap();
-        assert_eq!(ids(&uploads), ["u1", "u2", "u5"], "a handed-back job keeps its place");
-        assert_eq!(
-            uploads.iter().map(|r| r.status).collect::<Vec<_>>(),
-            [JobStatus::Queued, JobStatus::Processing, JobStatus::Queued]
-        );
-        assert!(uploads.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["c1"]);
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Exam).await.unwrap()), ["e1"]);
-        assert!(f.store.scan_pending(JobKind::ProfileUpdate).await.unwrap().is_empty());
-    }
-
-    pub async fn counts_count_each_state_of_the_kind(f: &Fixture) {
-        populate(f).await;
-        let uploads = f.store.counts(JobKind::Upload).await.unwrap();
-        assert_eq!(uploads, StatusCounts { queued: 2, processing: 1, done: 1, failed: 1, cancelled: 1 });
-        let exams = f.store.counts(JobKind::Exam).await.unwrap();
-        assert_eq!(exams, StatusCounts { queued: 1, ..StatusCounts::default() });
-        assert_eq!(f.store.counts(JobKind::ProfileUpdate).await.unwrap(), StatusCounts::default());
-
-        f.store.transition(&id("u2"), JobUpdate::done(1, json!(null))).await.unwrap();
-        let uploads = f.store.counts(JobKind::Upload).await.unwrap();
-        assert_eq!(uploads, StatusCounts { queued: 2, processing: 0, done: 2, failed: 1, cancelled: 1 });
-    }
-
-    pub async fn list_returns_the_newest_first_within_the_limit(f: &Fixture) {
-        populate(f).await;
-        let queued = f.store.list(Some(JobKind::Upload), JobStatus::Queued, 10).await.unwrap();
-        assert_eq!(ids(&queued), ["u5", "u1"]);
-        let one = f.store.list(Some(JobKind::Upload), JobStatus::Queued, 1).await.unwrap();
-        assert_eq!(ids(&one), ["u5"]);
-        let any_kind = f.store.list(None, JobStatus::Queued, 10).await.unwrap();
-        assert_eq!(ids(&any_kind), ["u5", "e1", "c1", "u1"]);
-        assert_eq!(ids(&f.store.list(None, JobStatus::Failed, 10).await.unwrap()), ["u6"]);
-        assert!(f.store.list(Some(JobKind::Chat), JobStatus::Done, 10).await.unwrap().is_empty());
-    }
-
-    pub async fn purge_finished_respects_retention_and_leaves_pending_jobs(f: &Fixture) {
-        for job in ["done-early", "failed-later", "cancelled-last", "queued", "running"] {
-            f.store.create(new_job(job, JobKind::Upload)).await.unwrap();
-        }
-        f.store.transition(&id("running"), JobUpdate::start(1)).await.unwrap();
-        f.store.transition(&id("done-early"), JobUpdate::start(1)).await.unwrap();
-        f.clock.advance(100);
-        f.store.transition(&id("done-early"), JobUpdate::done(1, json!(1))).await.unwrap();
-        f.store.transition(&id("failed-later"), JobUpdate::start(1)).await.unwrap();
-        f.clock.advance(100);
-        f.store.transition(&id("failed-later"), JobUpdate::failed(1, "x")).await.unwrap();
-        f.clock.advance(100);
-        let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
-        f.store.transition(&id("cancelled-last"), cancel).await.unwrap();
-
-        // Strictly before: a record updated exactly at the cut-off is kept.
-        assert_eq!(f.store.purge_finished(START_MS + 100).await.unwrap(), 0);
-        assert_eq!(f.store.purge_finished(START_MS + 101).await.unwrap(), 1);
-        assert_eq!(f.store.get(&id("done-early")).await.unwrap(), None);
-        assert!(f.store.get(&id("failed-later")).await.unwrap().is_some());
-
-        f.clock.advance(1_000_000);
-        assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 2);
-        let pending = f.store.scan_pending(JobKind::Upload).await.unwrap();
-        assert_eq!(ids(&pending), ["queued", "running"], "pending jobs are never purged, however old");
-        assert_eq!(
-            f.store.counts(JobKind::Upload).await.unwrap(),
-            StatusCounts { queued: 1, processing: 1, ..StatusCounts::default() }
-        );
-    }
 
     pub async fn purge_finished_works_through_more_than_one_batch(f: &Fixture) {
         // The purge script takes 500 finished entries at a time.
@@ -360,22 +155,6 @@ mod battery {
         f.clock.advance(1);
         assert_eq!(f.store.purge_finished(f.clock.now_ms()).await.unwrap(), 620);
         assert_eq!(f.store.counts(JobKind::ProfileUpdate).await.unwrap(), StatusCounts::default());
-    }
-
-    pub async fn delete_removes_a_record_and_says_whether_it_existed(f: &Fixture) {
-        f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
-        f.store.create(new_job("b", JobKind::Chat)).await.unwrap();
-        assert!(f.store.delete(&id("a")).await.unwrap());
-        assert_eq!(f.store.get(&id("a")).await.unwrap(), None);
-        assert!(!f.store.delete(&id("a")).await.unwrap());
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["b"]);
-        assert_eq!(f.store.counts(JobKind::Chat).await.unwrap().queued, 1);
-
-        // The id is free again, and the new record comes after everything created so far.
-        let b_seq = f.store.get(&id("b")).await.unwrap().unwrap().seq;
-        let again = f.store.create(new_job("a", JobKind::Chat)).await.unwrap();
-        assert!(again.seq > b_seq);
-        assert_eq!(ids(&f.store.scan_pending(JobKind::Chat).await.unwrap()), ["b", "a"]);
     }
 
     pub async fn finished_records_expire_after_the_retention_period(f: &Fixture) {
@@ -393,14 +172,17 @@ mod battery {
     }
 }
 
-macro_rules! job_store_battery {
-    ($module:ident, $fixture:path; $($case:ident),* $(,)?) => {
+/// `queue-core`'s job-store battery and the Redis-only scenarios on one target.
+macro_rules! job_store_tests_on {
+    ($module:ident, $target:expr; $($redis_only:ident),* $(,)?) => {
         mod $module {
+            queue_core::job_store_conformance_tests!(crate::RedisStores { target: $target });
+
             $(
                 #[tokio::test]
-                async fn $case() {
-                    let fixture = $fixture();
-                    crate::battery::$case(&fixture).await;
+                async fn $redis_only() {
+                    let fixture = crate::fixture_on($target, crate::RETENTION);
+                    crate::redis_only::$redis_only(&fixture).await;
                 }
             )*
         }
@@ -408,24 +190,14 @@ macro_rules! job_store_battery {
 }
 
 macro_rules! on_single_node_and_cluster {
-    ($($case:ident),* $(,)?) => {
-        job_store_battery!(single_node_job_store, crate::single_node_fixture; $($case),*);
-        job_store_battery!(cluster_job_store, crate::cluster_fixture; $($case),*);
+    ($($redis_only:ident),* $(,)?) => {
+        job_store_tests_on!(single_node_job_store, crate::Target::single(); $($redis_only),*);
+        job_store_tests_on!(cluster_job_store, crate::Target::cluster(); $($redis_only),*);
     };
 }
 
 on_single_node_and_cluster!(
-    create_then_get_round_trips_every_field,
-    a_duplicate_id_is_refused_and_the_first_record_kept,
-    sequence_numbers_strictly_increase_across_kinds,
-    transitions_follow_the_table_and_a_refused_one_changes_nothing,
-    a_stale_lease_cannot_finish_the_job,
-    scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order,
-    counts_count_each_state_of_the_kind,
-    list_returns_the_newest_first_within_the_limit,
-    purge_finished_respects_retention_and_leaves_pending_jobs,
     purge_finished_works_through_more_than_one_batch,
-    delete_removes_a_record_and_says_whether_it_existed,
     finished_records_expire_after_the_retention_period,
 );
 
@@ -560,25 +332,16 @@ mod idempotency {
         (RedisIdempotencyStore::new(target.pool(), &tenant, ttl), tenant, target)
     }
 
-    #[tokio::test]
-    async fn a_free_key_is_claimed_and_then_maps_to_its_job() {
-        let (k, _, _target) = store(Target::single(), RETENTION);
-        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
-        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
-        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
-        assert_eq!(k.claim(&request("r2"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
+    mod single_node_idempotency_store {
+        queue_core::idempotency_store_conformance_tests!(crate::RedisStores {
+            target: crate::Target::single()
+        });
     }
 
-    #[tokio::test]
-    async fn release_forgets_a_key_only_for_its_own_job() {
-        let (k, _, _target) = store(Target::single(), RETENTION);
-        k.claim(&request("r1"), &id("j1")).await.unwrap();
-        k.release(&request("r1"), &id("other")).await.unwrap();
-        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
-        k.release(&request("r1"), &id("j1")).await.unwrap();
-        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
-        assert_eq!(k.claim(&request("r1"), &id("j3")).await.unwrap(), IdempotencyClaim::Existing(id("j2")));
-        k.release(&request("never-claimed"), &id("j1")).await.unwrap();
+    mod cluster_idempotency_store {
+        queue_core::idempotency_store_conformance_tests!(crate::RedisStores {
+            target: crate::Target::cluster()
+        });
     }
 
     #[tokio::test]
@@ -609,15 +372,6 @@ mod idempotency {
         assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
         assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
         k.release(&request("r1"), &id("j2")).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn keys_claim_and_release_on_the_cluster_too() {
-        let (k, _, _target) = store(Target::cluster(), RETENTION);
-        assert_eq!(k.claim(&request("r1"), &id("j1")).await.unwrap(), IdempotencyClaim::Claimed);
-        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Existing(id("j1")));
-        k.release(&request("r1"), &id("j1")).await.unwrap();
-        assert_eq!(k.claim(&request("r1"), &id("j2")).await.unwrap(), IdempotencyClaim::Claimed);
     }
 }
 

@@ -735,6 +735,7 @@ pub async fn concurrent_enqueues_dispatch_once_per_lane_and_lose_no_job(factory:
     let mut seen = HashSet::new();
     for lane_snapshot in &snapshot {
         seen.insert(lane_snapshot.active.as_ref().expect("a running job").job_id.clone());
+        assert_eq!(lane_snapshot.waiting.len(), PER_LANE - 1, "lane {}", lane_snapshot.lane_id);
         seen.extend(lane_snapshot.waiting.iter().cloned());
     }
     assert_eq!(seen.len(), LANES * PER_LANE, "every job is in its lane exactly once");

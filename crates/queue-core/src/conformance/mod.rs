@@ -7,10 +7,14 @@
 //!
 //! Time that leases and debounce windows read comes from a [`ManualClock`] the test moves; the
 //! runtime's own intervals (heartbeat, reaper, backoff) are real but short, chosen by the rig.
+//!
+//! The stores below a backend have batteries of their own: [`lanes`] for every lane store,
+//! [`stores`] for every job store and idempotency store.
 
 mod handler;
 pub mod lanes;
 mod scenarios;
+pub mod stores;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use async_trait::async_trait;
 pub use handler::{Behavior, Event, RecordingHandler};
 pub use lanes::LaneStoreFactory;
 pub use scenarios::*;
+pub use stores::{BuiltJobStore, IdempotencyStoreFactory, JobStoreFactory, STORE_START_MS};
 
 use crate::{
     ChatLaneStore, HandlerSet, IdempotencyStore, JobStore, LaneStoreConfig, ManualClock, QueueBackend,
@@ -91,6 +96,7 @@ macro_rules! conformance_tests {
             lanes_run_in_order_one_job_at_a_time,
             a_long_job_renews_its_lease_and_keeps_its_lane,
             an_expired_lease_is_reaped_and_the_late_result_is_rejected,
+            a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease,
             a_failing_head_is_dead_lettered_and_the_lane_moves_on,
             a_retried_job_keeps_its_place_at_the_head,
             resubmitting_never_runs_a_job_twice,

@@ -311,6 +311,38 @@ pub async fn an_expired_lease_is_reaped_and_the_late_result_is_rejected(factory:
     rig.backend.stop().await.expect("stop");
 }
 
+/// G2 + G3: a dispatch can wait for a free worker for most of its lease; the worker that takes
+/// it starts a fresh lease, so the reaper does not hand the running job out a second time.
+pub async fn a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions { heartbeats: false, chat_workers: 1, ..RigOptions::default() };
+    let ttl = options.lanes.claim_ttl_ms;
+    let rig = factory.build(handlers(&h), options).await;
+    submit_chat(&rig, "first", "student:first:main", &Behavior::GateFirst("first".into()))
+        .await
+        .expect("submit");
+    wait_started(&h, "first", 1).await;
+    // The only worker is busy: this dispatch waits in the ready queue while its lease runs down.
+    submit_chat(&rig, "waited", "student:waited:main", &Behavior::GateFirst("waited".into()))
+        .await
+        .expect("submit");
+    rig.clock.advance(ttl - 1);
+    h.open("first");
+    wait_started(&h, "waited", 1).await;
+    // Past the lease the dispatch was created with, well within one taken at the start.
+    rig.clock.advance(2);
+    let watch_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watch_until {
+        assert_eq!(h.invocations(&job("waited")), 1, "the running job was handed out again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.open("waited");
+    wait_status(&rig, "waited", JobStatus::Done).await;
+    assert_eq!(record(&rig, "waited").await.result, Some(json!({"job": "waited", "invocation": 1})));
+    assert_eq!(h.invocations(&job("waited")), 1);
+    rig.backend.stop().await.expect("stop");
+}
+
 /// G4: a head that keeps failing is retried up to the budget, dead-lettered with its error, and
 /// the lane moves on.
 pub async fn a_failing_head_is_dead_lettered_and_the_lane_moves_on(factory: &dyn RigFactory) {

@@ -16,7 +16,8 @@ local function claim_next()
   return claim_plain(KEYS[9], KEYS[2], KEYS[5], n, tonumber(ARGV[5]), tonumber(ARGV[10]), ARGV[11], ARGV[8])
 end
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return { 'notfound', claim_next() } end
+-- A caller that sent an unknown job has nothing to carry on with: claim nothing for it.
+if not st then return { 'notfound', {} } end
 local ep = redis.call('HGET', KEYS[1], 'epoch')
 local current = ep or '0'
 local fenced = st ~= 'processing' or ep ~= ARGV[2]

@@ -1,0 +1,86 @@
+//! `laneway-bench`: the benchmark runner behind `cargo xtask bench` (issue 5). It starts its own
+//! Redis, runs the workloads W1–W5 on the inline backend (memory and SQLite stores) and on the
+//! Redis backend next to same-run baselines, writes `results.json` and replaces the tables of
+//! BENCHMARKS.md. See this crate's README.
+//!
+//! `laneway-bench run [--quick] [--command CMD] [--results PATH] [--markdown PATH] [--tmp DIR]
+//! [--only w1,w2,…]`;
+//! `laneway-bench child '<task JSON>'` is how the runner starts a worker process of its own.
+
+mod baseline;
+mod child;
+mod machine;
+mod probe;
+mod redis_stats;
+mod report;
+mod runner;
+mod stats;
+mod targets;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Any failure of a run: benchmarks stop at the first one and say what it was.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+/// A result of the runner.
+pub type BenchResult<T> = Result<T, BenchError>;
+
+const USAGE: &str = "\
+Usage: laneway-bench run [--quick] [--command CMD] [--results PATH] [--markdown PATH] [--tmp DIR]
+                         [--only base,w1,w2,w3,w4,w5]
+       (normally through `cargo xtask bench [--quick]`; --only is for development and leaves
+       BENCHMARKS.md alone)";
+
+fn parse_run(args: &[String]) -> BenchResult<runner::Options> {
+    let mut opts = runner::Options {
+        quick: false,
+        command: "laneway-bench run".to_owned(),
+        results: PathBuf::from("target/bench/results.json"),
+        markdown: PathBuf::from("BENCHMARKS.md"),
+        tmp: PathBuf::from("target/bench/tmp"),
+        only: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--command" => opts.command = value()?,
+            "--results" => opts.results = value()?.into(),
+            "--markdown" => opts.markdown = value()?.into(),
+            "--tmp" => opts.tmp = value()?.into(),
+            "--only" => opts.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+        }
+    }
+    Ok(opts)
+}
+
+async fn dispatch(args: Vec<String>) -> BenchResult<()> {
+    match args.first().map(String::as_str) {
+        Some("run") => runner::run(parse_run(&args[1..])?).await,
+        Some("child") => {
+            let spec = args.get(1).ok_or("child needs a task")?;
+            child::run_child(serde_json::from_str(spec)?).await
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("laneway-bench: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("laneway-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! The run: starts its own Redis, measures W1–W5 on the inline backend (memory and SQLite
+//! stores) and the Redis backend plus the baselines, each figure over several runs, then writes
+//! `results.json` and the tables of BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis_harness::RedisServer;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::baseline;
+use crate::child::{ChildProcess, ChildReport, ChildTask, RecordKind, ScalePoint, Shape, scale_probe};
+use crate::machine::{self, cpu_seconds};
+use crate::probe::{Probe, Record, wall_ns};
+use crate::redis_stats::{Counters, used_memory};
+use crate::report::{self, Params, Results, RoundTrips};
+use crate::stats::{Figure, percentile};
+use crate::targets::{self, PRODUCER_POOL, REDIS_POOL, StoreKind, Target, wait_until};
+use crate::{BenchError, BenchResult};
+
+/// What `laneway-bench run` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The quick sizes.
+    pub quick: bool,
+    /// The command that reproduces the run, for the report.
+    pub command: String,
+    /// Where results.json goes.
+    pub results: PathBuf,
+    /// The BENCHMARKS.md whose tables are replaced.
+    pub markdown: PathBuf,
+    /// Scratch space (SQLite files).
+    pub tmp: PathBuf,
+    /// Only these workloads (`base`, `w1` … `w5`), for development: results.json is written,
+    /// BENCHMARKS.md is left alone.
+    pub only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn wants(&self, workload: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.iter().any(|w| w == workload))
+    }
+}
+
+fn params(quick: bool) -> Params {
+    let (w1_jobs, w2_jobs, w3_jobs, w4_lanes, w5_big, w5_probe) = if quick {
+        (5_000, 10_000, 300, 1_000, 100_000, 2_000)
+    } else {
+        (50_000, 50_000, 2_000, 10_000, 1_000_000, 5_000)
+    };
+    Params {
+        runs: 3,
+        w1_jobs,
+        w1_time_cap_s: 5,
+        w2_jobs,
+        w3_jobs,
+        w3_rate: 200,
+        w4_lanes,
+        w4_per_lane: 5,
+        w5_small: 1_000,
+        w5_big,
+        w5_probe,
+        concurrency: 50,
+        producers: 50,
+        pipeline_batch: 32,
+    }
+}
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The inline columns: id and store.
+const INLINE: [(&str, StoreKind); 2] = [("mem", StoreKind::Memory), ("sqlite", StoreKind::Sqlite)];
+
+/// Counters at the start of a phase.
+struct Phase {
+    counters: Counters,
+    redis_cpu: f64,
+    own_cpu: f64,
+}
+
+struct Bench {
+    opts: Options,
+    p: Params,
+    redis: RedisServer,
+    started: Instant,
+    figures: BTreeMap<String, Figure>,
+    round_trips: Vec<RoundTrips>,
+}
+
+impl Bench {
+    fn say(&self, msg: &str) {
+        eprintln!("[bench {:>5.1}s] {msg}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn put(&mut self, id: &str, figure: Option<Figure>) {
+        if let Some(f) = figure {
+            self.say(&format!("  = {id}: {} {}", report::format_figure(&f), f.unit));
+            self.figures.insert(id.to_owned(), f);
+        }
+    }
+
+    fn fig(&self, id: &str) -> Option<&Figure> {
+        self.figures.get(id)
+    }
+
+    fn ratio(&mut self, id: &str, a: &str, b: &str) {
+        let r = match (self.fig(a), self.fig(b)) {
+            (Some(a), Some(b)) => a.ratio_to(b),
+            _ => None,
+        };
+        self.put(id, r);
+    }
+
+    fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    fn flush(&self) {
+        self.redis.command(&["FLUSHALL"]);
+    }
+
+    fn runs(&self) -> usize {
+        self.p.runs
+    }
+
+    fn progress(&self, what: &str, run: usize) {
+        self.say(&format!("{what} · run {}/{}", run + 1, self.runs()));
+    }
+
+    fn begin(&self) -> Phase {
+        Phase {
+            counters: Counters::read(&self.redis),
+            redis_cpu: cpu_seconds(Some(self.redis.pid())),
+            own_cpu: cpu_seconds(None),
+        }
+    }
+
+    /// The counters at the end of a phase.
+    fn end(&self) -> Phase {
+        self.begin()
+    }
+
+    /// Records Redis calls and CPU per job between `before` and `after`; `child_cpu_s` is what
+    /// a worker process of the phase reported.
+    fn track(
+        &mut self,
+        before: &Phase,
+        after: &Phase,
+        phase: &str,
+        label: &str,
+        jobs: u64,
+        child_cpu_s: f64,
+    ) {
+        let mut t = before.counters.per_job(&after.counters, phase, label, jobs);
+        #[allow(clippy::cast_precision_loss)]
+        let per_job_us = |s: f64| if jobs == 0 { 0.0 } else { s * 1e6 / jobs as f64 };
+        t.redis_cpu_us_per_job = per_job_us(after.redis_cpu - before.redis_cpu);
+        t.client_cpu_us_per_job = per_job_us(after.own_cpu - before.own_cpu + child_cpu_s);
+        self.say(&format!(
+            "  {label}: {:.2} round trips/job ({:.2} scripts, {:.2} PINGs, {:.1} commands); CPU µs/job: redis {:.0}, client {:.0}",
+            t.reads_per_job,
+            t.scripts_per_job,
+            t.pings_per_job,
+            t.commands_per_job,
+            t.redis_cpu_us_per_job,
+            t.client_cpu_us_per_job
+        ));
+        self.round_trips.retain(|r| r.phase != phase);
+        self.round_trips.push(t);
+    }
+
+    async fn inline_target(&self, store: StoreKind, probe: &Arc<Probe>) -> BenchResult<Arc<Target>> {
+        Ok(Arc::new(Target::inline(store, &self.opts.tmp, self.p.concurrency, probe.handler()).await?))
+    }
+
+    async fn producer(&self) -> BenchResult<Arc<Target>> {
+        let noop = Probe::new(Record::Counts, None);
+        let target = Target::redis(&self.url(), false, self.p.concurrency, PRODUCER_POOL, noop.handler())?;
+        target.start().await?;
+        Ok(Arc::new(target))
+    }
+
+    // ----- W1 -----
+
+    async fn w1(&mut self) -> BenchResult<()> {
+        let cap = Duration::from_secs(self.p.w1_time_cap_s);
+        for concurrent in [false, true] {
+            let row = if concurrent { "w1_p50" } else { "w1_single" };
+            for col in ["mem", "sqlite", "redis"] {
+                let mut samples = Vec::new();
+                let mut capped = Vec::new();
+                for run in 0..self.runs() {
+                    self.progress(
+                        &format!(
+                            "W1 enqueue{} · {col}",
+                            if concurrent { ", 50 producers" } else { ", 1 producer" }
+                        ),
+                        run,
+                    );
+                    let (target, _gate) = if col == "redis" {
+                        self.flush();
+                        (self.producer().await?, None)
+                    } else {
+                        let store = if col == "mem" { StoreKind::Memory } else { StoreKind::Sqlite };
+                        // The workers wait at a closed gate: W1 measures the enqueue alone.
+                        let gate = Arc::new(Semaphore::new(0));
+                        let probe = Probe::new(Record::Counts, Some(gate.clone()));
+                        (self.inline_target(store, &probe).await?, Some(gate))
+                    };
+                    let before = (col == "redis").then(|| self.begin());
+                    let started = Instant::now();
+                    let deadline = Some(started + cap);
+                    let n = if concurrent {
+                        targets::enqueue_concurrent(&target, self.p.w1_jobs, self.p.producers, deadline)
+                            .await?
+                    } else {
+                        targets::enqueue_serial(&target, self.p.w1_jobs, deadline).await?
+                    };
+                    #[allow(clippy::cast_precision_loss)]
+                    samples.push(n as f64 / started.elapsed().as_secs_f64());
+                    if n < self.p.w1_jobs {
+                        capped.push(n);
+                    }
+                    if let Some(before) = before
+                        && run == 0
+                    {
+                        let label =
+                            if concurrent { "W1 enqueue, 50 producers" } else { "W1 enqueue, 1 producer" };
+                        let after = self.end();
+                        self.track(&before, &after, &format!("{row}.redis"), label, n, 0.0);
+                    }
+                    target.kill().await;
+                }
+                let mut f = Figure::of("jobs/s", samples);
+                if !capped.is_empty() {
+                    let shown: Vec<String> = capped.iter().map(|n| n.to_string()).collect();
+                    f = f.map(|f| {
+                        f.noted(format!(
+                            "time-capped at {} s: {} jobs in some runs",
+                            self.p.w1_time_cap_s,
+                            shown.join(", ")
+                        ))
+                    });
+                }
+                self.put(&format!("{row}.{col}"), f);
+            }
+        }
+        Ok(())
+    }
+
+    // ----- W2 -----
+
+    fn put_drain(&mut self, row: &str, col: &str, reports: &[ChildReport]) {
+        for r in reports {
+            self.say(&format!(
+                "  worker: {} jobs in {:.3} s, {:.2} s CPU, peak RSS {} KiB",
+                r.completed, r.elapsed_s, r.cpu_s, r.vm_hwm_kib
+            ));
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let rates = reports.iter().map(|r| r.completed as f64 / r.elapsed_s).collect();
+        #[allow(clippy::cast_precision_loss)]
+        let rss = reports.iter().map(|r| r.vm_hwm_kib as f64 / 1024.0).collect();
+        #[allow(clippy::cast_precision_loss)]
+        let cpu = reports.iter().map(|r| r.cpu_s * 1e6 / r.completed.max(1) as f64).collect();
+        self.put(&format!("{row}.{col}"), Figure::of("jobs/s", rates));
+        if row == "w2" {
+            self.put(&format!("w2_rss.{col}"), Figure::of("MiB", rss));
+            self.put(&format!("w2_cpu.{col}"), Figure::of("µs", cpu));
+        }
+    }
+
+    async fn w2(&mut self) -> BenchResult<()> {
+        let jobs = self.p.w2_jobs;
+        for (col, store) in INLINE {
+            let mut reports = Vec::new();
+            for run in 0..self.runs() {
+                self.progress(&format!("W2 drain · {col} ({jobs} jobs)"), run);
+                let task = ChildTask::InlineDrain {
+                    store,
+                    shape: Shape::Plain { jobs },
+                    concurrency: self.p.concurrency,
+                    producers: self.p.producers,
+                    tmp: self.opts.tmp.clone(),
+                };
+                reports.push(ChildProcess::spawn(&task, "inline W2 worker")?.result(CHILD_TIMEOUT).await?);
+            }
+            self.put_drain("w2", col, &reports);
+        }
+        let mut reports = Vec::new();
+        for run in 0..self.runs() {
+            self.progress(&format!("W2 drain · redis ({jobs} jobs)"), run);
+            self.flush();
+            let producer = self.producer().await?;
+            targets::enqueue_concurrent(&producer, jobs, self.p.producers, None).await?;
+            producer.kill().await;
+            let before = self.begin();
+            let mut worker = self.redis_worker(jobs, RecordKind::Counts, None)?;
+            worker.expect("done", CHILD_TIMEOUT).await?;
+            let after = self.end();
+            let report = worker.result(CHILD_TIMEOUT).await?;
+            if run == 0 {
+                self.track(&before, &after, "w2.redis", "W2 drain", jobs, report.cpu_s);
+            }
+            reports.push(report);
+        }
+        self.put_drain("w2", "redis", &reports);
+        Ok(())
+    }
+
+    fn redis_worker(
+        &self,
+        expect: u64,
+        record: RecordKind,
+        lanes: Option<(u64, u64)>,
+    ) -> BenchResult<ChildProcess> {
+        let task = ChildTask::RedisWorker {
+            url: self.url(),
+            concurrency: self.p.concurrency,
+            expect,
+            record,
+            lanes,
+            timeout_s: CHILD_TIMEOUT.as_secs(),
+        };
+        ChildProcess::spawn(&task, "Redis worker")
+    }
+
+    // ----- W3 -----
+
+    async fn paced(&self, target: &Target) -> BenchResult<()> {
+        let period = Duration::from_secs_f64(1.0 / self.p.w3_rate as f64);
+        let mut tick = tokio::time::interval(period);
+        for i in 0..self.p.w3_jobs {
+            tick.tick().await;
+            target.submit_upload(json!({ "i": i, "t": wall_ns() })).await?;
+        }
+        Ok(())
+    }
+
+    fn put_latency(&mut self, col: &str, runs: &[Vec<f64>]) {
+        let pick = |p: f64| runs.iter().filter_map(|l| percentile(l, p)).map(|us| us / 1_000.0).collect();
+        self.put(&format!("w3_p50.{col}"), Figure::of("ms", pick(50.0)));
+        self.put(&format!("w3_p99.{col}"), Figure::of("ms", pick(99.0)));
+    }
+
+    async fn w3(&mut self) -> BenchResult<()> {
+        let jobs = self.p.w3_jobs;
+        for (col, store) in INLINE {
+            let mut runs = Vec::new();
+            for run in 0..self.runs() {
+                self.progress(&format!("W3 latency · {col} ({jobs} jobs at {}/s)", self.p.w3_rate), run);
+                let probe = Probe::new(Record::Latency, None);
+                let target = self.inline_target(store, &probe).await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.paced(&target).await?;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                wait_until("W3 starts", deadline, || probe.latency_count() as u64 >= jobs).await?;
+                runs.push(probe.latencies_us());
+                target.kill().await;
+            }
+            self.put_latency(col, &runs);
+        }
+        let (mut runs, mut rss) = (Vec::new(), Vec::new());
+        for run in 0..self.runs() {
+            self.progress(&format!("W3 latency · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
+            self.flush();
+            let mut worker = self.redis_worker(jobs, RecordKind::Latency, None)?;
+            worker.expect("ready", Duration::from_secs(30)).await?;
+            let producer = self.producer().await?;
+            let before = self.begin();
+            self.paced(&producer).await?;
+            worker.expect("done", CHILD_TIMEOUT).await?;
+            let after = self.end();
+            let report = worker.result(CHILD_TIMEOUT).await?;
+            if run == 0 {
+                self.track(&before, &after, "w3.redis", "W3 enqueue + run, idle worker", jobs, report.cpu_s);
+            }
+            producer.kill().await;
+            rss.push(report.vm_hwm_kib as f64 / 1024.0);
+            runs.push(report.latencies_us);
+        }
+        self.put_latency("redis", &runs);
+        self.put("w3_rss.redis", Figure::of("MiB", rss));
+        Ok(())
+    }
+
+    // ----- W4 -----
+
+    async fn w4(&mut self) -> BenchResult<()> {
+        let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
+        let jobs = lanes * per_lane;
+        let fail = |col: &str, problems: &[String]| -> BenchResult<()> {
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("W4 on {col}: lanes broke their order: {}", problems.join("; ")).into())
+            }
+        };
+        for (col, store) in INLINE {
+            let mut reports = Vec::new();
+            for run in 0..self.runs() {
+                self.progress(&format!("W4 lanes · {col} ({lanes} lanes × {per_lane})"), run);
+                let task = ChildTask::InlineDrain {
+                    store,
+                    shape: Shape::Lanes { lanes, per_lane },
+                    concurrency: self.p.concurrency,
+                    producers: self.p.producers,
+                    tmp: self.opts.tmp.clone(),
+                };
+                let report = ChildProcess::spawn(&task, "inline W4 worker")?.result(CHILD_TIMEOUT).await?;
+                fail(col, &report.lane_problems)?;
+                reports.push(report);
+            }
+            self.put_drain("w4", col, &reports);
+            self.say(&format!(
+                "  every one of {lanes} lanes ran in order without overlap, in every run ({col})"
+            ));
+        }
+        let mut reports = Vec::new();
+        for run in 0..self.runs() {
+            self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane})"), run);
+            self.flush();
+            let producer = self.producer().await?;
+            let before = self.begin();
+            targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
+            if run == 0 {
+                let after = self.end();
+                self.track(
+                    &before,
+                    &after,
+                    "w4_enqueue.redis",
+                    "W4 enqueue of chat jobs, 50 producers",
+                    jobs,
+                    0.0,
+                );
+            }
+            producer.kill().await;
+            let before = self.begin();
+            let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)))?;
+            worker.expect("done", CHILD_TIMEOUT).await?;
+            let after = self.end();
+            let report = worker.result(CHILD_TIMEOUT).await?;
+            if run == 0 {
+                self.track(&before, &after, "w4.redis", "W4 drain of chat jobs in lanes", jobs, report.cpu_s);
+            }
+            fail("redis", &report.lane_problems)?;
+            reports.push(report);
+        }
+        self.put_drain("w4", "redis", &reports);
+        self.say(&format!("  every one of {lanes} lanes ran in order without overlap, in every run (redis)"));
+        for col in ["mem", "sqlite", "redis"] {
+            self.ratio(&format!("w4_ratio.{col}"), &format!("w4.{col}"), &format!("w2.{col}"));
+        }
+        Ok(())
+    }
+
+    // ----- W5 -----
+
+    fn put_scale(&mut self, col: &str, points: &[ScalePoint], memory_note: &str) {
+        let [small, big] = points else { return };
+        let paired =
+            |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(big, small)| big / small).collect::<Vec<_>>();
+        let note = format!(
+            "µs/job at {} queued: enqueue {:.1}, claim {:.1}; at {}: enqueue {:.1}, claim {:.1} (medians)",
+            small.queued,
+            crate::stats::median(&small.enqueue_us).unwrap_or(0.0),
+            crate::stats::median(&small.claim_us).unwrap_or(0.0),
+            big.queued,
+            crate::stats::median(&big.enqueue_us).unwrap_or(0.0),
+            crate::stats::median(&big.claim_us).unwrap_or(0.0),
+        );
+        self.put(
+            &format!("w5_enqueue_ratio.{col}"),
+            Figure::of("ratio", paired(&big.enqueue_us, &small.enqueue_us)).map(|f| f.noted(note.clone())),
+        );
+        self.put(
+            &format!("w5_claim_ratio.{col}"),
+            Figure::of("ratio", paired(&big.claim_us, &small.claim_us)).map(|f| f.noted(note)),
+        );
+        self.put(
+            &format!("w5_mem.{col}"),
+            Figure::of("bytes", vec![big.bytes_per_job])
+                .map(|f| f.noted(format!("{memory_note}, {} jobs queued, one fill", big.queued))),
+        );
+    }
+
+    async fn w5(&mut self) -> BenchResult<()> {
+        let (small, big, probe_jobs) = (self.p.w5_small, self.p.w5_big, self.p.w5_probe);
+        for (col, store) in INLINE {
+            self.say(&format!(
+                "W5 scale · {col}: {small} then {big} queued, {} probes of {probe_jobs}",
+                self.runs()
+            ));
+            let task = ChildTask::InlineScale {
+                store,
+                small,
+                big,
+                probe: probe_jobs,
+                runs: self.runs(),
+                concurrency: self.p.concurrency,
+                producers: self.p.producers,
+                tmp: self.opts.tmp.clone(),
+            };
+            let report = ChildProcess::spawn(&task, "inline W5")?.result(CHILD_TIMEOUT).await?;
+            self.put_scale(col, &report.scale, "RSS delta of the process");
+        }
+        let mut points = Vec::new();
+        let mut starts = Vec::new();
+        for queued in [small, big] {
+            self.say(&format!("W5 scale · redis: filling {queued} jobs"));
+            self.flush();
+            let memory_before = used_memory(&self.redis);
+            let producer = self.producer().await?;
+            targets::enqueue_concurrent(&producer, queued, self.p.producers, None).await?;
+            let memory_after = used_memory(&self.redis);
+            #[allow(clippy::cast_precision_loss)]
+            let bytes_per_job = memory_after.saturating_sub(memory_before) as f64 / queued as f64;
+            let gate = Arc::new(Semaphore::new(0));
+            let probe = Probe::new(Record::Counts, Some(gate.clone()));
+            let worker = Target::redis(&self.url(), true, self.p.concurrency, REDIS_POOL, probe.handler())?;
+            let starting = Instant::now();
+            worker.start().await?;
+            starts.push((queued, starting.elapsed().as_secs_f64()));
+            // Let the worker take its first jobs (they wait at the gate) and go idle.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut point = ScalePoint { queued, bytes_per_job, ..ScalePoint::default() };
+            for run in 0..self.runs() {
+                self.progress(&format!("W5 probe · redis at {queued} queued"), run);
+                let (enqueue_us, claim_us) = scale_probe(&producer, &probe, &gate, probe_jobs).await?;
+                point.enqueue_us.push(enqueue_us);
+                point.claim_us.push(claim_us);
+            }
+            worker.kill().await;
+            producer.kill().await;
+            points.push(point);
+        }
+        self.put_scale("redis", &points, "Redis used_memory delta");
+        if let [(small, small_s), (big, big_s)] = starts[..] {
+            let note = format!(
+                "`start` of a worker process (it sweeps every pending job for orphans before it returns): \
+                 {small_s:.3} s with {small} queued, {big_s:.3} s with {big}; one start each"
+            );
+            self.put("w5_worker_start.redis", Figure::of("s", vec![big_s]).map(|f| f.noted(note)));
+        }
+        self.flush();
+        Ok(())
+    }
+
+    // ----- baselines -----
+
+    async fn baselines(&mut self) -> BenchResult<()> {
+        let jobs = self.p.w2_jobs;
+        let mut samples = Vec::new();
+        for run in 0..self.runs() {
+            self.progress("baseline · bare tokio drain", run);
+            let task = ChildTask::TokioDrain { jobs, concurrency: self.p.concurrency };
+            let r = ChildProcess::spawn(&task, "tokio baseline")?.result(CHILD_TIMEOUT).await?;
+            #[allow(clippy::cast_precision_loss)]
+            samples.push(r.completed as f64 / r.elapsed_s);
+        }
+        self.put("base.tokio_w2", Figure::of("jobs/s", samples));
+
+        let url = self.url();
+        let cap = Duration::from_secs(self.p.w1_time_cap_s);
+        let (mut serial, mut serial_ct, mut fifty, mut enqueue, mut drain) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for run in 0..self.runs() {
+            self.progress("baseline · redis-rs LPUSH / LMOVE / LREM", run);
+            self.flush();
+            serial.push(baseline::lpush_serial(&url, self.p.w1_jobs, Instant::now() + cap).await?);
+            self.flush();
+            // The same on a current-thread runtime: what the multi-thread runtime's hand-offs cost.
+            let (url_ct, total) = (url.clone(), self.p.w1_jobs);
+            let on_one_thread = std::thread::spawn(move || -> BenchResult<f64> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(baseline::lpush_serial(&url_ct, total, Instant::now() + cap))
+            });
+            serial_ct.push(on_one_thread.join().map_err(|_| "the current-thread baseline panicked")??);
+            self.flush();
+            fifty.push(
+                baseline::lpush_concurrent(&url, self.p.w1_jobs, self.p.producers, Instant::now() + cap)
+                    .await?,
+            );
+            self.flush();
+            enqueue.push(baseline::enqueue_pipelined(&url, jobs, self.p.pipeline_batch).await?);
+            let before = self.begin();
+            let (n, rate) = baseline::drain_pipelined(&url, self.p.pipeline_batch, 2).await?;
+            if n != jobs {
+                return Err(format!("the pipelined baseline drained {n} of {jobs} jobs").into());
+            }
+            if run == 0 {
+                let after = self.end();
+                self.track(
+                    &before,
+                    &after,
+                    "base.redis_drain_pipe",
+                    "baseline drain: LMOVE + LREM, pipelines of 32",
+                    jobs,
+                    0.0,
+                );
+            }
+            drain.push(rate);
+        }
+        self.put("base.redis_lpush_serial", Figure::of("ops/s", serial));
+        self.put("base.redis_lpush_serial_ct", Figure::of("ops/s", serial_ct));
+        self.put("base.redis_lpush_50", Figure::of("ops/s", fifty));
+        self.put("base.redis_enqueue_pipe", Figure::of("jobs/s", enqueue));
+        self.put("base.redis_drain_pipe", Figure::of("jobs/s", drain));
+
+        let port = self.redis.port();
+        let script = "return redis.call('LPUSH', KEYS[1], ARGV[1])";
+        let sha = self.redis.command(&["SCRIPT", "LOAD", script]);
+        let requests = if self.opts.quick { 200_000 } else { 1_000_000 };
+        let (mut ping1, mut p1, mut p16, mut eval16) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for run in 0..self.runs() {
+            self.progress("baseline · redis-benchmark", run);
+            ping1.push(baseline::redis_benchmark(port, 1, requests / 10, 1, &["-t", "ping_mbulk"])?);
+            self.flush();
+            p1.push(baseline::redis_benchmark(port, 50, requests / 4, 1, &["-t", "lpush"])?);
+            self.flush();
+            p16.push(baseline::redis_benchmark(port, 50, requests, 16, &["-t", "lpush"])?);
+            self.flush();
+            eval16.push(baseline::redis_benchmark(
+                port,
+                50,
+                requests,
+                16,
+                &["EVALSHA", &sha, "1", "bench:rb", "x"],
+            )?);
+        }
+        self.flush();
+        self.put("base.rb_ping_c1", Figure::of("ops/s", ping1));
+        self.put("base.rb_lpush_p1", Figure::of("ops/s", p1));
+        self.put("base.rb_lpush_p16", Figure::of("ops/s", p16));
+        self.put("base.rb_evalsha_p16", Figure::of("ops/s", eval16));
+        Ok(())
+    }
+}
+
+/// Runs every workload and writes the results.
+///
+/// # Errors
+/// When a workload fails (a refused submit, a child that dies, lanes out of order) or the files
+/// cannot be written.
+pub async fn run(opts: Options) -> BenchResult<()> {
+    let started = Instant::now();
+    let p = params(opts.quick);
+    let machine = machine::describe();
+    eprintln!(
+        "[bench] {} on {} × {} · {} · redis {}",
+        if opts.quick { "quick run" } else { "full run" },
+        machine.nproc,
+        machine.cpu_model,
+        machine.rustc,
+        machine.redis_server
+    );
+    std::fs::create_dir_all(&opts.tmp)?;
+    let redis = RedisServer::start();
+    let mut bench = Bench { opts, p, redis, started, figures: BTreeMap::new(), round_trips: Vec::new() };
+    bench.say(&format!("redis-server on {}", bench.redis.addr()));
+    if bench.opts.wants("base") {
+        bench.baselines().await?;
+    }
+    if bench.opts.wants("w1") {
+        bench.w1().await?;
+    }
+    if bench.opts.wants("w2") {
+        bench.w2().await?;
+    }
+    bench.ratio("ratio.mem_w2_vs_tokio", "w2.mem", "base.tokio_w2");
+    bench.ratio("ratio.redis_w1_single_vs_lpush", "w1_single.redis", "base.redis_lpush_serial");
+    bench.ratio("ratio.redis_w1_p50_vs_lpush", "w1_p50.redis", "base.redis_lpush_50");
+    bench.ratio("ratio.redis_w2_vs_pipe", "w2.redis", "base.redis_drain_pipe");
+    if bench.opts.wants("w3") {
+        bench.w3().await?;
+    }
+    if bench.opts.wants("w4") {
+        bench.w4().await?;
+    }
+    if bench.opts.wants("w5") {
+        bench.w5().await?;
+    }
+
+    let Bench { opts, p, figures, round_trips, .. } = bench;
+    let bars = report::evaluate_bars(&figures, p.w5_big);
+    let results = Results {
+        schema: report::SCHEMA,
+        command: opts.command.clone(),
+        quick: opts.quick,
+        finished_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        duration_s: started.elapsed().as_secs_f64(),
+        machine,
+        params: p,
+        figures,
+        round_trips,
+        bars,
+        not_measured: vec![
+            "W1 batch API: there is none (neither `QueueBackend` nor `JobStore` takes several jobs in one call); \
+             every submit is one `create` plus one `enqueue_*`."
+                .to_owned(),
+            "Peers (BullMQ, RQ, apalis) and `cargo xtask bench-peers`: not built yet; the peer figures in \
+             issue 5 are from another run and are not compared here."
+                .to_owned(),
+        ],
+    };
+    write_outputs(&opts, &results)?;
+    Ok(())
+}
+
+fn write_outputs(opts: &Options, results: &Results) -> BenchResult<()> {
+    if let Some(dir) = opts.results.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&opts.results, serde_json::to_string_pretty(results)? + "\n")?;
+    let markdown = report::render_markdown(results);
+    if opts.only.is_some() {
+        println!("{markdown}");
+        eprintln!("[bench] partial run (--only): wrote {}; BENCHMARKS.md left alone", opts.results.display());
+        return Ok(());
+    }
+    let doc = match std::fs::read_to_string(&opts.markdown) {
+        Ok(doc) => doc,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("# Benchmarks\n\n{}\n{}\n", report::BEGIN_MARKER, report::END_MARKER)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let updated = report::replace_between_markers(&doc, &markdown)
+        .map_err(|e| -> BenchError { format!("{}: {e}", opts.markdown.display()).into() })?;
+    std::fs::write(&opts.markdown, updated)?;
+    println!("{markdown}");
+    eprintln!(
+        "[bench] done in {:.0} s: wrote {} and the tables of {}",
+        results.duration_s,
+        opts.results.display(),
+        opts.markdown.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The systems under test, assembled as the service assembles them (`app-core/src/wiring.rs`),
+//! and the producers that load them through the same calls a submit makes: `JobStore::create`,
+//! then `QueueBackend::enqueue_*`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lane_store::{MemoryLaneStore, RedisLaneStore, RedisPool};
+use queue_core::{
+    JobHandler, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, NewJob, QueueBackend,
+    QueueResult, SharedClock, SystemClock, TenantId,
+};
+use queue_inline::{
+    InlineDeps, InlineQueueBackend, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryJobStore,
+    SqliteJobStore, SqliteStoreConfig,
+};
+use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::BenchResult;
+
+/// The inline job stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreKind {
+    /// `MemoryJobStore`: ephemeral.
+    Memory,
+    /// `SqliteJobStore`: durable (WAL, `synchronous=FULL`, group commit).
+    Sqlite,
+}
+
+/// The lanes' settings: the service's defaults but no debounce (every job is distinct anyway).
+const LANES: LaneStoreConfig = LaneStoreConfig { debounce_ms: 0, claim_ttl_ms: 600_000, max_queue: 6 };
+
+fn tenant() -> TenantId {
+    TenantId::new("bench").expect("a valid tenant id")
+}
+
+/// Connections of a Redis target: the service uses 32; a producer running 50 submits at once
+/// gets one each.
+pub const REDIS_POOL: usize = 32;
+/// Connections of a producer target.
+pub const PRODUCER_POOL: usize = 64;
+
+#[derive(Debug)]
+enum Engine {
+    Inline(InlineRuntime),
+    Redis(RedisQueueBackend),
+}
+
+/// One backend with its job store, started.
+#[derive(Debug)]
+pub struct Target {
+    store: Arc<dyn JobStore>,
+    backend: Arc<dyn QueueBackend>,
+    engine: Engine,
+    /// The SQLite file's directory, removed on drop.
+    _dir: Option<TempDir>,
+}
+
+impl Target {
+    /// An inline runtime over `kind`, with `concurrency` upload and chat workers, started. An
+    /// SQLite file goes to a fresh directory under `tmp`.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the runtime cannot start.
+    pub async fn inline(
+        kind: StoreKind,
+        tmp: &Path,
+        concurrency: usize,
+        handler: Arc<dyn JobHandler>,
+    ) -> BenchResult<Self> {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let (store, dir): (Arc<dyn JobStore>, _) = match kind {
+            StoreKind::Memory => (Arc::new(MemoryJobStore::new(tenant(), clock.clone())), None),
+            StoreKind::Sqlite => {
+                std::fs::create_dir_all(tmp)?;
+                let dir = tempfile::tempdir_in(tmp)?;
+                let path = dir.path().join("jobs.sqlite3");
+                let store =
+                    SqliteJobStore::open(&path, tenant(), clock.clone(), SqliteStoreConfig::default())?;
+                (Arc::new(store), Some(dir))
+            }
+        };
+        let config = InlineRuntimeConfig {
+            chat_workers: concurrency,
+            upload_workers: concurrency,
+            // The benchmarks hold whole backlogs in the queue; the service's cap is 10,000.
+            queue_capacity: 10_000_000,
+            ..InlineRuntimeConfig::default()
+        };
+        let deps = InlineDeps {
+            store: store.clone(),
+            lanes: Arc::new(MemoryLaneStore::new(LANES, clock.clone())),
+            limiter: Arc::new(LocalLimiter::new(LimitCaps::default())),
+            handlers: queue_core::HandlerSet::uniform(handler),
+            clock,
+        };
+        let runtime = InlineRuntime::new(config, deps);
+        runtime.start().await?;
+        let backend: Arc<dyn QueueBackend> =
+            Arc::new(InlineQueueBackend::over_runtime("inline", runtime.clone()));
+        Ok(Self { store, backend, engine: Engine::Inline(runtime), _dir: dir })
+    }
+
+    /// The Redis backend of tenant `bench` at `url`: a worker process with `concurrency` upload
+    /// and chat slots when `run_workers`, else a producer. Not started yet ([`Target::start`]).
+    ///
+    /// # Errors
+    /// When the URL is unusable.
+    pub fn redis(
+        url: &str,
+        run_workers: bool,
+        concurrency: usize,
+        pool_size: usize,
+        handler: Arc<dyn JobHandler>,
+    ) -> BenchResult<Self> {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let tenant = tenant();
+        let pool = RedisPool::from_url(url, pool_size)?;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let store: Arc<dyn JobStore> =
+            Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), week));
+        let lanes =
+            Arc::new(RedisLaneStore::new(pool.clone(), &tenant, LANES, clock.clone()).with_dispatch(true));
+        let limiter =
+            Arc::new(RedisLimiter::new(pool.clone(), &tenant, LimitCaps::default(), Duration::from_secs(30)));
+        let ttl = Duration::from_millis(LANES.claim_ttl_ms);
+        let config = RedisBackendConfig {
+            run_workers,
+            chat_concurrency: concurrency,
+            upload_concurrency: concurrency,
+            lease: ttl,
+            heartbeat_interval: InlineRuntimeConfig::heartbeat_for_ttl(ttl),
+            retention: week,
+            ..RedisBackendConfig::default()
+        };
+        let backend = RedisQueueBackend::new(
+            config,
+            RedisBackendDeps {
+                pool,
+                tenant,
+                store: store.clone(),
+                lanes,
+                limiter,
+                handlers: queue_core::HandlerSet::uniform(handler),
+                clock,
+            },
+        );
+        Ok(Self { store, backend: Arc::new(backend.clone()), engine: Engine::Redis(backend), _dir: None })
+    }
+
+    /// Starts the backend (an inline target is started when built).
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub async fn start(&self) -> BenchResult<()> {
+        Ok(self.backend.start().await?)
+    }
+
+    /// Jobs this process finished `done`.
+    #[must_use]
+    pub fn completed(&self) -> u64 {
+        match &self.engine {
+            Engine::Inline(r) => r.stats().completed,
+            Engine::Redis(b) => b.stats().completed,
+        }
+    }
+
+    /// Ends every task at once (nothing handed back): a benchmark's leftovers are thrown away.
+    pub async fn kill(&self) {
+        match &self.engine {
+            Engine::Inline(r) => r.kill().await,
+            Engine::Redis(b) => b.kill().await,
+        }
+    }
+
+    /// Submits one upload job, as the service does: create the record, then enqueue it.
+    ///
+    /// # Errors
+    /// What the store or the backend refuse.
+    pub async fn submit_upload(&self, payload: Value) -> QueueResult<()> {
+        let id = JobId::generate();
+        let job = NewJob { id: id.clone(), kind: JobKind::Upload, lane: None, request_id: None, payload };
+        self.store.create(job).await?;
+        self.backend.enqueue_upload_job(id).await
+    }
+
+    /// Submits one chat job into `lane`.
+    ///
+    /// # Errors
+    /// What the store, the lane or the backend refuse.
+    pub async fn submit_chat(&self, lane: &LaneId, payload: Value) -> QueueResult<()> {
+        let id = JobId::generate();
+        let job = NewJob {
+            id: id.clone(),
+            kind: JobKind::Chat,
+            lane: Some(lane.clone()),
+            request_id: None,
+            payload,
+        };
+        self.store.create(job).await?;
+        self.backend.enqueue_chat_job(id, Some(lane.clone())).await.map(drop)
+    }
+}
+
+/// Submits up to `total` upload jobs one at a time, each awaited, stopping early at `deadline`.
+/// Returns how many were submitted.
+///
+/// # Errors
+/// The first refused submit.
+pub async fn enqueue_serial(target: &Target, total: u64, deadline: Option<Instant>) -> BenchResult<u64> {
+    for i in 0..total {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(i);
+        }
+        target.submit_upload(json!({ "i": i })).await?;
+    }
+    Ok(total)
+}
+
+/// Submits up to `total` upload jobs from `producers` concurrent tasks, stopping early at
+/// `deadline`. Returns how many were submitted.
+///
+/// # Errors
+/// The first refused submit.
+pub async fn enqueue_concurrent(
+    target: &Arc<Target>,
+    total: u64,
+    producers: usize,
+    deadline: Option<Instant>,
+) -> BenchResult<u64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..producers {
+        let (target, next, done) = (target.clone(), next.clone(), done.clone());
+        tasks.spawn(async move {
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(());
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok(());
+                }
+                target.submit_upload(json!({ "i": i })).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    join_all(tasks).await?;
+    Ok(done.load(Ordering::SeqCst))
+}
+
+/// The id of lane `index`.
+#[must_use]
+pub fn lane_id(index: u64) -> LaneId {
+    LaneId::new(format!("bench:lane{index}")).expect("a valid lane id")
+}
+
+/// Submits `per_lane` chat jobs into each of `lanes` lanes from `producers` tasks. Each producer
+/// owns the lanes `l ≡ k (mod producers)` and submits round by round, awaiting each submit, so a
+/// lane's jobs arrive in the order of their `p` (what W4 checks).
+///
+/// # Errors
+/// The first refused submit.
+pub async fn enqueue_lanes(
+    target: &Arc<Target>,
+    lanes: u64,
+    per_lane: u64,
+    producers: usize,
+) -> BenchResult<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..producers as u64 {
+        let target = target.clone();
+        tasks.spawn(async move {
+            let mine: Vec<(u64, LaneId)> = (k..lanes).step_by(producers).map(|l| (l, lane_id(l))).collect();
+            for p in 0..per_lane {
+                for (l, lane) in &mine {
+                    target.submit_chat(lane, json!({ "l": l, "p": p })).await?;
+                }
+            }
+            Ok(())
+        });
+    }
+    join_all(tasks).await
+}
+
+async fn join_all(mut tasks: tokio::task::JoinSet<QueueResult<()>>) -> BenchResult<()> {
+    let mut first: Option<crate::BenchError> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome: BenchResult<()> = match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = outcome
+            && first.is_none()
+        {
+            first = Some(e);
+            tasks.abort_all();
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Waits until `done()` holds, polling every millisecond; the instant it was seen to hold.
+///
+/// # Errors
+/// When `deadline` passes first, naming `what`.
+pub async fn wait_until(what: &str, deadline: Instant, done: impl Fn() -> bool) -> BenchResult<Instant> {
+    loop {
+        if done() {
+            return Ok(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,69 @@
+//! A producer that dies between creating a record and enqueueing it leaves a pending job that no
+//! list, lane or lease holds; a worker process that starts picks it up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lane_store::{RedisLaneStore, RedisPool};
+use queue_core::conformance::{Behavior, RecordingHandler, eventually};
+use queue_core::{
+    HandlerSet, JobId, JobKind, JobStatus, JobStore, LaneId, LaneStoreConfig, LimitCaps, ManualClock, NewJob,
+    QueueBackend, SharedClock, TenantId,
+};
+use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
+use redis_harness::shared_server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_starts_runs_jobs_a_dead_producer_created_but_never_enqueued() {
+    let server = shared_server();
+    let tenant = TenantId::new(format!("orphans{}", std::process::id())).expect("tenant");
+    let clock: SharedClock = Arc::new(ManualClock::default());
+    let pool = RedisPool::from_url(&server.url(), 8).expect("pool");
+    let store =
+        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
+    let lane = LaneId::new("student:o:main").expect("lane");
+    for (id, kind, lane) in [("chat-1", JobKind::Chat, Some(lane.clone())), ("up-1", JobKind::Upload, None)] {
+        let job = NewJob {
+            id: JobId::new(id).expect("id"),
+            kind,
+            lane,
+            request_id: None,
+            payload: Behavior::Ok.payload(),
+        };
+        store.create(job).await.expect("create");
+    }
+    let handler = RecordingHandler::new();
+    let lanes = Arc::new(
+        RedisLaneStore::new(pool.clone(), &tenant, LaneStoreConfig::default(), clock.clone())
+            .with_dispatch(true),
+    );
+    let backend = RedisQueueBackend::new(
+        RedisBackendConfig { block: Duration::from_millis(200), ..RedisBackendConfig::default() },
+        RedisBackendDeps {
+            pool: pool.clone(),
+            tenant: tenant.clone(),
+            store: store.clone(),
+            lanes,
+            limiter: Arc::new(RedisLimiter::new(
+                pool,
+                &tenant,
+                LimitCaps::default(),
+                Duration::from_secs(30),
+            )),
+            handlers: HandlerSet::uniform(Arc::new(handler.clone())),
+            clock,
+        },
+    );
+    backend.start().await.expect("start");
+    for id in ["chat-1", "up-1"] {
+        let id = JobId::new(id).expect("id");
+        eventually(&format!("{id} is done"), Duration::from_secs(20), || async {
+            store.get(&id).await.expect("get").is_some_and(|r| r.status == JobStatus::Done)
+        })
+        .await;
+        assert_eq!(handler.invocations(&id), 1);
+    }
+    // Sweeping again finds nothing: it is idempotent.
+    assert_eq!(backend.sweep_orphans().await.expect("sweep"), 0);
+    backend.stop().await.expect("stop");
+}
