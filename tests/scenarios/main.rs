@@ -1,9 +1,12 @@
 //! Workspace scenarios.
 
 mod admin;
+mod cli;
 mod crash_recovery;
+mod dashboard;
 mod http_bad_input;
 mod layering;
+mod metrics;
 mod openapi;
 mod ops_http;
 mod redis_bad_input;

@@ -19,6 +19,7 @@ use crate::api::{
     ProfileUpdateRequest, UploadRequest,
 };
 use crate::error::AppError;
+use crate::metrics::TenantMetrics;
 use crate::responder::ChatResponder;
 use crate::settings::Settings;
 use crate::tenants::{
@@ -209,6 +210,28 @@ impl Laneway {
             },
             tenants: running.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// Every running tenant's job metrics and queue depths, by tenant id, for `GET /metrics`.
+    pub async fn metrics(&self) -> Vec<TenantMetrics> {
+        let mut out = Vec::new();
+        for id in self.registry.tenants() {
+            let Some(runtime) = self.registry.get(&id) else { continue };
+            let mut depths = Vec::with_capacity(JobKind::ALL.len());
+            for kind in JobKind::ALL {
+                match runtime.store.counts(kind).await {
+                    Ok(counts) => depths.push((kind, counts)),
+                    Err(e) => {
+                        // Counters still report; only this tenant's depths are left out.
+                        warn!(tenant = %id, error = %e, "metrics: cannot read queue depths");
+                        depths.clear();
+                        break;
+                    }
+                }
+            }
+            out.push(TenantMetrics { tenant: id, jobs: runtime.metrics.snapshot(), depths });
+        }
+        out
     }
 
     /// Stops every tenant gracefully.

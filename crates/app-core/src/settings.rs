@@ -84,6 +84,28 @@ impl fmt::Display for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
+/// `LOG_FORMAT`: how the binary writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the event and of its spans.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`, any case, blanks trimmed; `None` for anything else.
+    #[must_use]
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
 /// The application's settings, one field per variable of SPEC §6 (plus the LLM, retry,
 /// retention and HTTP settings of the service).
 #[derive(Clone)]
@@ -148,6 +170,8 @@ pub struct Settings {
     pub auth_required: bool,
     /// `LANEWAY_ADDR`: where the HTTP API listens.
     pub addr: SocketAddr,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// What was accepted but adjusted (values clamped to their minimum), for the binary to log.
     pub warnings: Vec<String>,
 }
@@ -198,6 +222,7 @@ impl fmt::Debug for Settings {
             .field("tenant_data_base_dir", &self.tenant_data_base_dir)
             .field("auth_required", &self.auth_required)
             .field("addr", &self.addr)
+            .field("log_format", &self.log_format)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -403,6 +428,14 @@ impl Settings {
             }),
         };
 
+        let log_format = match r.get("LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some(raw) => LogFormat::parse(&raw).unwrap_or_else(|| {
+                r.problem("LOG_FORMAT", format!("expected text or json, got {raw:?}"));
+                LogFormat::Text
+            }),
+        };
+
         if !r.problems.is_empty() {
             return Err(SettingsError { problems: r.problems });
         }
@@ -436,6 +469,7 @@ impl Settings {
             tenant_data_base_dir,
             auth_required,
             addr,
+            log_format,
             warnings: r.warnings,
         })
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lane_store::RedisPool;
 use queue_core::{
-    ChatLaneStore, IdempotencyStore, JobStore, LimitCaps, Limiter, Mode, QueueBackend, QueueError,
-    QueueResult, SharedClock, TenantId,
+    ChatLaneStore, IdempotencyStore, JobMetrics, JobStore, LimitCaps, Limiter, Mode, QueueBackend,
+    QueueError, QueueResult, SharedClock, TenantId,
 };
 use queue_inline::{
     InlineDeps, InlineQueueBackend, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryIdempotencyStore,
@@ -152,8 +152,10 @@ pub fn build_planned_tenant_runtime(
         };
     let limiter = Arc::new(LocalLimiter::new(plan.caps));
     let handlers = handler_set(responder, plan.data_dir.join("profiles"));
+    // One set of metrics per tenant runtime, read by `GET /metrics`.
+    let metrics = Arc::new(JobMetrics::new());
     let runtime = InlineRuntime::new(
-        runtime_config(settings),
+        InlineRuntimeConfig { tenant: tenant.clone(), metrics: metrics.clone(), ..runtime_config(settings) },
         InlineDeps { store: store.clone(), lanes: lanes.clone(), limiter: limiter.clone(), handlers, clock },
     );
     // A tenant restarted after a stop gets a new runtime: drop any backend cached for it.
@@ -176,6 +178,7 @@ pub fn build_planned_tenant_runtime(
         idempotency,
         limiter,
         inline: Some(runtime),
+        metrics,
     })
 }
 
@@ -232,8 +235,9 @@ fn build_redis_tenant_runtime(
         Duration::from_secs(settings.limiter_lease_sec),
     ));
     let handlers = handler_set(responder, plan.data_dir.join("profiles"));
+    let metrics = Arc::new(JobMetrics::new());
     let backend = RedisQueueBackend::new(
-        redis_backend_config(settings, run_workers),
+        RedisBackendConfig { metrics: metrics.clone(), ..redis_backend_config(settings, run_workers) },
         RedisBackendDeps {
             pool,
             tenant: tenant.clone(),
@@ -262,5 +266,6 @@ fn build_redis_tenant_runtime(
         idempotency,
         limiter,
         inline: None,
+        metrics,
     })
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use app_core::settings::{Settings, SettingsError};
+use app_core::settings::{LogFormat, Settings, SettingsError};
 use queue_core::{LaneStoreConfig, LimitCaps, Mode};
 
 fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
@@ -258,4 +258,14 @@ fn profiles_live_in_a_directory_of_their_tenant() {
     let s = load(&[("DATA_DIR", "/d")]).unwrap();
     let tenant = queue_core::TenantId::new("t1").unwrap();
     assert_eq!(s.profiles_dir(&tenant), PathBuf::from("/d/tenants/t1/profiles"));
+}
+
+#[test]
+fn log_format_is_text_or_json_and_anything_else_is_a_problem() {
+    assert_eq!(load(&[]).expect("defaults").log_format, LogFormat::Text);
+    assert_eq!(load(&[("LOG_FORMAT", " JSON ")]).expect("json").log_format, LogFormat::Json);
+    assert_eq!(load(&[("LOG_FORMAT", "text")]).expect("text").log_format, LogFormat::Text);
+    let e = problems_of(&[("LOG_FORMAT", "yaml")]);
+    let p = e.problem("LOG_FORMAT").expect("LOG_FORMAT is named");
+    assert!(p.message.contains("text or json") && p.message.contains("yaml"), "{p}");
 }

@@ -1,8 +1,9 @@
 //! Tenant auth (`AUTH_REQUIRED=1`): every request for a tenant's data needs
 //! `Authorization: Bearer <key>` with a live key of that tenant. `/t/{tenant}/...` needs a key of
 //! `{tenant}`; the unprefixed routes serve `TENANT_ID`, so they need one of `TENANT_ID`. Open are
-//! the process's own routes: `GET /healthz` at the root, `/metrics`, `/openapi.json`, and
-//! `/admin/...` (which has its own key).
+//! the process's own routes: `GET /healthz` at the root, `/metrics`, `/openapi.json`,
+//! `/admin/...` (which has its own key), and the dashboard page (`/`, `/t/{tenant}/`), which
+//! carries no data.
 //!
 //! No key → 401, a key of another tenant → 403, a revoked or unknown key → 401. Neither the key
 //! nor the header is ever logged or echoed: only the key's id is, once it is known.
@@ -39,11 +40,15 @@ pub fn require_tenant_keys(router: axum::Router, app: Arc<Laneway>) -> axum::Rou
 fn tenant_of<'a>(path: &'a str, default_tenant: &'a str) -> Option<Cow<'a, str>> {
     if let Some(rest) = path.strip_prefix("/t/") {
         let segment = rest.split('/').next().unwrap_or_default();
+        // The dashboard page carries no data: the API calls it makes send the key.
+        if rest.len() == segment.len() + 1 {
+            return None;
+        }
         // The router percent-decodes `{tenant}`; decode the same way so both see one tenant.
         return Some(percent_decode(segment));
     }
-    let open =
-        matches!(path, "/healthz" | "/metrics" | "/openapi.json" | "/admin") || path.starts_with("/admin/");
+    let open = matches!(path, "/" | "/healthz" | "/metrics" | "/openapi.json" | "/admin")
+        || path.starts_with("/admin/");
     (!open).then_some(Cow::Borrowed(default_tenant))
 }
 
@@ -130,5 +135,9 @@ mod tests {
         assert_eq!(of("/admin/tenants"), None);
         assert_eq!(of("/admin/tenants/t1/keys"), None);
         assert_eq!(of("/administrator").as_deref(), Some("default"));
+        // The dashboard page (its API calls need the key).
+        assert_eq!(of("/"), None);
+        assert_eq!(of("/t/t1/"), None);
+        assert_eq!(of("/t/t1/ops/queues").as_deref(), Some("t1"));
     }
 }

@@ -42,6 +42,8 @@ pub fn router(app: AppState) -> Router {
         .nest("/t/{tenant}", routes())
         .merge(crate::admin::routes())
         .merge(crate::openapi::routes())
+        .merge(crate::metrics::routes())
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)

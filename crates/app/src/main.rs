@@ -3,7 +3,10 @@
 
 mod admin;
 mod auth;
+mod cli;
+mod dashboard;
 mod http;
+mod metrics;
 mod openapi;
 mod ops;
 mod routes;
@@ -39,12 +42,45 @@ enum Command {
     /// Run workers only, no HTTP, against Redis (JOB_QUEUE_BACKEND=redis): add one per machine
     /// or core to scale out. SIGTERM hands unfinished jobs back.
     Worker,
+    /// Queue depths per kind and state, and the lanes with their waiting jobs, of a running server.
+    Status {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        /// Refresh every second until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+        /// Print the raw JSON once.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit a job to a running server (for scripting); prints its id.
+    Enqueue {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        /// Wait for the job to finish, show its progress, print its reply or result.
+        #[arg(long, global = true)]
+        wait: bool,
+        #[command(subcommand)]
+        what: cli::enqueue::EnqueueCommand,
+    },
+    /// Tenants and their API keys, through the admin API of a running server.
+    Tenants {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::tenants::TenantsCommand,
+    },
+    /// Check the settings, data dir, master key, Redis, LLM provider and port (no server needed).
+    Doctor,
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    // Logging starts before the settings are read; an unknown LOG_FORMAT logs as text here and is
+    // then refused by the settings' validation.
+    let json =
+        getenv("LOG_FORMAT").and_then(|v| app_core::LogFormat::parse(&v)) == Some(app_core::LogFormat::Json);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     if json {
         builder.json().init();
@@ -60,10 +96,35 @@ fn getenv(key: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if matches!(cli.command, Command::Serve { .. } | Command::Worker) {
+        // The client commands and doctor print their own output; logs would mix into it.
+        init_logging();
+    }
     let outcome = match cli.command {
         Command::Serve { addr, no_workers } => serve(addr, !no_workers).await,
         Command::Worker => worker().await,
+        Command::Status { client, watch, json } => {
+            let output = if json {
+                cli::status::StatusOutput::Json
+            } else if watch {
+                cli::status::StatusOutput::Watch
+            } else {
+                cli::status::StatusOutput::Once
+            };
+            match client.client(&getenv) {
+                Ok(c) => cli::status::run(&c, output).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Enqueue { client, wait, what } => match client.client(&getenv) {
+            Ok(c) => cli::enqueue::run(&c, what, wait).await,
+            Err(e) => Err(e),
+        },
+        Command::Tenants { client, command } => match client.client(&getenv) {
+            Ok(c) => cli::tenants::run(&c, command).await,
+            Err(e) => Err(e),
+        },
+        Command::Doctor => cli::doctor::run(&getenv).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::routes::{Access, ROUTES, Route, Scope, served_paths};
+use crate::routes::{Access, HTML_PAGE, ROUTES, Route, Scope, served_paths};
 
 /// The route serving the document, mounted once at the root.
 pub fn routes() -> Router<Arc<Laneway>> {
@@ -77,7 +77,9 @@ fn operation_id(route: &Route, path: &str) -> String {
         .map(ToOwned::to_owned)
         .collect();
     let prefix = if path.starts_with("/t/") { "tenant_" } else { "" };
-    format!("{prefix}{}_{}", route.method.as_str(), words.join("_"))
+    // The page at the root of a tenant is named for its tag.
+    let name = if words.is_empty() { route.tag.to_owned() } else { words.join("_") };
+    format!("{prefix}{}_{name}", route.method.as_str())
 }
 
 fn path_param_description(name: &str) -> &'static str {
@@ -115,12 +117,17 @@ fn operation(route: &Route, path: &str) -> Value {
         })
     }));
     let mut responses = Map::new();
+    let media = match route.response {
+        HTML_PAGE => "text/html",
+        "MetricsText" => "text/plain",
+        _ => "application/json",
+    };
     for status in route.success {
         responses.insert(
             status.to_string(),
             json!({
                 "description": if *status == 201 { "Created" } else { "OK" },
-                "content": {"application/json": {"schema": schema_ref(route.response)}},
+                "content": {media: {"schema": schema_ref(route.response)}},
             }),
         );
     }
@@ -214,6 +221,7 @@ pub fn schemas() -> Value {
                 &["error", "detail"],
             ),
         ),
+        (HTML_PAGE, json!({"type": "string", "description": "An HTML page (the dashboard)."})),
         ("JobKind", json!({"type": "string", "enum": ["upload", "exam", "profile_update", "chat"]})),
         (
             "JobStatus",
@@ -232,6 +240,7 @@ pub fn schemas() -> Value {
             ),
         ),
         ("OpenApiDocument", json!({"type": "object", "description": "This OpenAPI 3.1 document."})),
+        ("MetricsText", json!({"type": "string", "description": "Prometheus text exposition format 0.0.4."})),
         (
             "ChatMessage",
             closed(

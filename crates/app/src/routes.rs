@@ -150,6 +150,9 @@ const fn admin(method: Method, path: &'static str, summary: &'static str, respon
 
 use Method::{Delete, Get, Post, Put};
 
+/// The `response` of a route that answers an HTML page (`text/html`) rather than JSON.
+pub const HTML_PAGE: &str = "HtmlPage";
+
 /// Every route the router serves.
 pub const ROUTES: &[Route] = &[
     // The tenant API (http.rs).
@@ -274,6 +277,21 @@ pub const ROUTES: &[Route] = &[
         "Cancel every waiting job of a lane; the running one finishes",
         "DrainView",
     ),
+    // The dashboard (dashboard.rs): an HTML page, open because it carries no data (its script
+    // calls the ops API, with the operator's key when AUTH_REQUIRED is on).
+    Route {
+        access: Access::Open,
+        response: HTML_PAGE,
+        errors: &[],
+        ..tenant(
+            Get,
+            "/",
+            "service",
+            "The dashboard: queue depths, lanes, workers, permits, throughput, dead letters with \
+             retry; refreshes itself every second",
+            HTML_PAGE,
+        )
+    },
     // The process's own routes.
     Route {
         method: Get,
@@ -285,6 +303,20 @@ pub const ROUTES: &[Route] = &[
         query: &[],
         request: None,
         response: "OpenApiDocument",
+        success: &[200],
+        errors: &[],
+    },
+    Route {
+        method: Get,
+        path: "/metrics",
+        scope: Scope::Root,
+        access: Access::Open,
+        tag: "service",
+        summary: "Job counters, queue depths and duration histograms of every running tenant, in the \
+                  Prometheus text format (text/plain; version=0.0.4)",
+        query: &[],
+        request: None,
+        response: "MetricsText",
         success: &[200],
         errors: &[],
     },
@@ -329,7 +361,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    use super::{Method, ROUTES};
+    use super::{Method, ROUTES, served_paths};
 
     /// `(method, path)` of every `.route("path", get(..).post(..))` in `source`.
     fn registered_routes(source: &str) -> Vec<(Method, String)> {
@@ -408,7 +440,12 @@ mod tests {
         assert!(registered.len() >= 10, "the scanner found too few routes: {registered:?}");
         for ((method, path), file) in &registered {
             // A router nested under a prefix registers the tail of the served path.
-            let listed = ROUTES.iter().any(|r| r.method == *method && r.path.ends_with(path.as_str()));
+            // One registered at the root with its full path (the dashboard's `/t/{tenant}/`) is
+            // listed when that is one of the paths its row is served at.
+            let listed = ROUTES.iter().any(|r| {
+                r.method == *method
+                    && (r.path.ends_with(path.as_str()) || served_paths(r).iter().any(|p| p == path))
+            });
             assert!(
                 listed,
                 "{} {path} (registered in {}) is missing from routes::ROUTES: add its row there",

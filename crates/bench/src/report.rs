@@ -60,6 +60,8 @@ pub struct Params {
     pub w5_big: u64,
     /// W5: jobs enqueued (and claimed) per probe.
     pub w5_probe: u64,
+    /// W5: probes per backlog (its figures are the median of these).
+    pub w5_runs: usize,
     /// Worker concurrency in W2, W4 and W5.
     pub concurrency: usize,
     /// Producers in "50 producers".
@@ -296,7 +298,7 @@ pub fn render_markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "Sizes: W1 {} jobs (or {} s, whichever ends first); W2 {} jobs; W3 {} jobs at {}/s; W4 {} lanes × {}; \
-         W5 {} vs {} queued, {} jobs per probe; concurrency {}, {} producers.",
+         W5 {} vs {} queued, {} probes of {} jobs each; concurrency {}, {} producers.",
         thousands(p.w1_jobs as f64),
         p.w1_time_cap_s,
         thousands(p.w2_jobs as f64),
@@ -306,6 +308,7 @@ pub fn render_markdown(r: &Results) -> String {
         p.w4_per_lane,
         thousands(p.w5_small as f64),
         thousands(p.w5_big as f64),
+        p.w5_runs,
         thousands(p.w5_probe as f64),
         p.concurrency,
         p.producers,
@@ -476,6 +479,7 @@ mod tests {
                 w5_small: 1_000,
                 w5_big: 100_000,
                 w5_probe: 2_000,
+                w5_runs: 3,
                 concurrency: 50,
                 producers: 50,
                 pipeline_batch: 32,

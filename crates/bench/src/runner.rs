@@ -63,6 +63,7 @@ fn params(quick: bool) -> Params {
         w5_small: 1_000,
         w5_big,
         w5_probe,
+        w5_runs: if quick { 3 } else { 5 },
         concurrency: 50,
         producers: 50,
         pipeline_batch: 32,
@@ -492,14 +493,14 @@ impl Bench {
         for (col, store) in INLINE {
             self.say(&format!(
                 "W5 scale · {col}: {small} then {big} queued, {} probes of {probe_jobs}",
-                self.runs()
+                self.p.w5_runs
             ));
             let task = ChildTask::InlineScale {
                 store,
                 small,
                 big,
                 probe: probe_jobs,
-                runs: self.runs(),
+                runs: self.p.w5_runs,
                 concurrency: self.p.concurrency,
                 producers: self.p.producers,
                 tmp: self.opts.tmp.clone(),
@@ -527,8 +528,12 @@ impl Bench {
             // Let the worker take its first jobs (they wait at the gate) and go idle.
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut point = ScalePoint { queued, bytes_per_job, ..ScalePoint::default() };
-            for run in 0..self.runs() {
-                self.progress(&format!("W5 probe · redis at {queued} queued"), run);
+            for run in 0..self.p.w5_runs {
+                self.say(&format!(
+                    "W5 probe · redis at {queued} queued · run {}/{}",
+                    run + 1,
+                    self.p.w5_runs
+                ));
                 let (enqueue_us, claim_us) = scale_probe(&producer, &probe, &gate, probe_jobs).await?;
                 point.enqueue_us.push(enqueue_us);
                 point.claim_us.push(claim_us);

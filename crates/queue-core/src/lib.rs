@@ -13,6 +13,7 @@ mod ids;
 mod job;
 mod lane;
 mod limiter;
+mod metrics;
 mod mode;
 mod store;
 
@@ -29,6 +30,10 @@ pub use lane::{
     ChatEnqueueReceipt, ChatLaneStore, LaneClaim, LaneEnqueue, LaneLoad, LaneSnapshot, LaneStoreConfig,
 };
 pub use limiter::{LimitCaps, LimitClass, Limiter, PermitSet, PermitUsage, acquisition_order};
+pub use metrics::{
+    DURATION_BUCKETS_MS, DurationHistogram, HistogramSnapshot, JobMetrics, KindSnapshot, MetricsSnapshot,
+    duration_ms,
+};
 pub use mode::Mode;
 pub use store::{IdempotencyClaim, IdempotencyStore, JobStore, StatusCounts};
 

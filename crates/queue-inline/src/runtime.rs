@@ -10,12 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use queue_core::{
-    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobRecord, JobStatus,
-    JobStore, JobUpdate, LaneClaim, LaneId, Limiter, PermitSet, ProfileUpdate, QueueError, QueueResult,
-    SharedClock, acquisition_order,
+    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobMetrics, JobRecord,
+    JobStatus, JobStore, JobUpdate, LaneClaim, LaneId, Limiter, PermitSet, ProfileUpdate, QueueError,
+    QueueResult, SharedClock, TenantId, acquisition_order, duration_ms,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -59,6 +59,10 @@ pub struct InlineRuntimeConfig {
     pub retention: Duration,
     /// How often retention runs.
     pub purge_interval: Duration,
+    /// The tenant, for the `tenant` field of the runtime's spans and logs.
+    pub tenant: TenantId,
+    /// Where job events are counted (the tenant's metrics; a fresh set by default).
+    pub metrics: Arc<JobMetrics>,
 }
 
 impl Default for InlineRuntimeConfig {
@@ -79,6 +83,8 @@ impl Default for InlineRuntimeConfig {
             stop_deadline: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(600),
+            tenant: TenantId::default_tenant(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -163,6 +169,13 @@ pub struct QueueDepths {
 struct RunningJob {
     epoch: u64,
     permits: Option<PermitSet>,
+    /// When the attempt started: its run time ends at the outcome.
+    since: Instant,
+}
+
+/// The `lane` field of a job's log lines: empty for kinds without lanes.
+fn lane_of(record: &JobRecord) -> &str {
+    record.lane.as_ref().map_or("", LaneId::as_str)
 }
 
 #[derive(Debug, Default)]
@@ -249,6 +262,12 @@ impl InlineRuntime {
         &self.inner.deps
     }
 
+    /// The metrics it records job events into.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<JobMetrics> {
+        &self.inner.config.metrics
+    }
+
     /// Whether it takes work.
     #[must_use]
     pub fn is_running(&self) -> bool {
@@ -308,12 +327,15 @@ impl InlineRuntime {
                 for worker in 0..n.max(1) {
                     let inner = self.inner.clone();
                     let rx = rx.clone();
-                    let span = info_span!("worker", kind = kind.as_str(), worker);
+                    let span = info_span!("worker", tenant = %c.tenant, kind = kind.as_str(), worker);
                     life.workers.push(tokio::spawn(Inner::worker_loop(inner, kind, rx).instrument(span)));
                 }
             }
-            life.background.push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone())));
-            life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
+            let span = info_span!("reaper", tenant = %c.tenant);
+            life.background
+                .push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone()).instrument(span)));
+            let span = info_span!("retention", tenant = %c.tenant);
+            life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx).instrument(span)));
             life.shutdown = Some(tx);
             self.inner.accepting.store(true, Ordering::SeqCst);
         }
@@ -423,6 +445,8 @@ impl InlineRuntime {
         }
         if self.inner.push_plain(kind, job_id)? {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            self.inner.config.metrics.record_enqueued(kind);
+            info!(tenant = %record.tenant, lane = lane_of(&record), job = %record.id, kind = kind.as_str(), "job enqueued");
         }
         Ok(())
     }
@@ -452,11 +476,19 @@ impl InlineRuntime {
         let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
         if outcome.added {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            self.inner.config.metrics.record_enqueued(JobKind::Chat);
+            info!(
+                tenant = %record.tenant,
+                lane = %lane,
+                job = %job_id,
+                kind = "chat",
+                position = outcome.receipt.lane_queue_position,
+                "job enqueued"
+            );
         }
         if let Some(claim) = outcome.dispatch {
             self.inner.chat_ready.push_owed(claim);
         }
-        debug!(job = %job_id, lane = %lane, position = outcome.receipt.lane_queue_position, "chat job enqueued");
         Ok(outcome.receipt)
     }
 
@@ -596,7 +628,23 @@ impl Inner {
         if classes.is_empty() {
             return Ok(None);
         }
-        self.deps.limiter.acquire(classes).await.map(Some)
+        let since = Instant::now();
+        let permits = self.deps.limiter.acquire(classes).await;
+        self.config.metrics.record_limiter_wait(duration_ms(since.elapsed()));
+        permits.map(Some)
+    }
+
+    /// Counts a result or start rejected by the fence, and logs it.
+    fn fenced(&self, record: &JobRecord, epoch: u64, what: &str) {
+        self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        self.config.metrics.record_fenced();
+        warn!(
+            tenant = %record.tenant,
+            lane = lane_of(record),
+            job = %record.id,
+            epoch,
+            "{what} rejected: the lease is no longer current"
+        );
     }
 
     async fn release(&self, permits: Option<PermitSet>) {
@@ -616,16 +664,30 @@ impl Inner {
     async fn begin(&self, record: &JobRecord, epoch: u64) -> QueueResult<JobRecord> {
         self.requeue_orphan(record).await?;
         let started = self.deps.store.transition(&record.id, JobUpdate::start(epoch)).await?;
-        lock(&self.running).insert(record.id.clone(), RunningJob { epoch, permits: None });
+        lock(&self.running)
+            .insert(record.id.clone(), RunningJob { epoch, permits: None, since: Instant::now() });
         self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let first_wait =
+            (started.attempt == 1).then(|| self.deps.clock.now_ms().saturating_sub(started.created_at_ms));
+        self.config.metrics.record_started(started.kind, first_wait);
+        info!(
+            tenant = %started.tenant,
+            lane = lane_of(&started),
+            job = %started.id,
+            kind = started.kind.as_str(),
+            attempt = started.attempt,
+            "job started"
+        );
         Ok(started)
     }
 
-    fn end(&self, job: &JobId, epoch: u64) {
+    /// Ends the attempt `epoch` of `job`; returns how long it ran (0 when it was not held).
+    fn end(&self, job: &JobId, epoch: u64) -> u64 {
         let mut running = lock(&self.running);
         if running.get(job).is_some_and(|r| r.epoch == epoch) {
-            running.remove(job);
+            return running.remove(job).map_or(0, |r| duration_ms(r.since.elapsed()));
         }
+        0
     }
 
     fn note_permits(&self, job: &JobId, epoch: u64, permits: Option<&PermitSet>) {
@@ -712,11 +774,11 @@ impl Inner {
             Err(e) => JobUpdate::failed(epoch, e.message.clone()),
         };
         let to = update.to;
-        self.end(id, epoch);
+        let run_ms = self.end(id, epoch);
         match self.deps.store.transition(id, update).await {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
-                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                self.fenced(record, epoch, "result");
                 lock(&self.in_flight).remove(id);
                 return;
             }
@@ -729,7 +791,18 @@ impl Inner {
         match to {
             Some(JobStatus::Queued) => {
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.config.metrics.record_retried(kind, run_ms);
                 let delay = self.backoff(record.attempt);
+                warn!(
+                    tenant = %record.tenant,
+                    lane = lane_of(record),
+                    job = %id,
+                    kind = kind.as_str(),
+                    attempt = record.attempt,
+                    retry_in_ms = duration_ms(delay),
+                    error = result.as_ref().err().map_or("", |e| e.message.as_str()),
+                    "job failed; retrying"
+                );
                 let inner = self.clone();
                 let job = id.clone();
                 self.add_timer(tokio::spawn(async move {
@@ -739,12 +812,22 @@ impl Inner {
             }
             Some(JobStatus::Done) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                self.config.metrics.record_completed(kind, run_ms);
                 lock(&self.in_flight).remove(id);
+                info!(tenant = %record.tenant, lane = lane_of(record), job = %id, kind = kind.as_str(), run_ms, "job completed");
             }
             _ => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.config.metrics.record_dead_lettered(kind, run_ms);
                 lock(&self.in_flight).remove(id);
-                warn!(job = %id, kind = kind.as_str(), "job failed for good");
+                warn!(
+                    tenant = %record.tenant,
+                    lane = lane_of(record),
+                    job = %id,
+                    kind = kind.as_str(),
+                    error = result.as_ref().err().map_or("", |e| e.message.as_str()),
+                    "job failed for good"
+                );
             }
         }
     }
@@ -777,8 +860,7 @@ impl Inner {
         match self.deps.lanes.renew(&claim).await {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
-                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
-                debug!("dispatch superseded before it started");
+                self.fenced(&record, claim.epoch, "dispatch");
                 return;
             }
             Err(e) => {
@@ -789,7 +871,7 @@ impl Inner {
         let started = match self.begin(&record, claim.epoch).await {
             Ok(r) => r,
             Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
-                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                self.fenced(&record, claim.epoch, "start");
                 return;
             }
             Err(e) => {
@@ -810,8 +892,8 @@ impl Inner {
             Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
         };
         drop(heartbeat);
-        self.end(&claim.job_id, claim.epoch);
-        self.settle_chat(&claim, &started, result).await;
+        let run_ms = self.end(&claim.job_id, claim.epoch);
+        self.settle_chat(&claim, &started, result, run_ms).await;
     }
 
     async fn heartbeat(self: Arc<Self>, claim: LaneClaim) {
@@ -835,14 +917,16 @@ impl Inner {
         claim: &LaneClaim,
         record: &JobRecord,
         result: Result<Value, HandlerError>,
+        run_ms: u64,
     ) {
         let retry = matches!(&result, Err(e) if e.retryable && record.attempt < self.config.max_attempts);
         if retry {
             let message = result.err().map(|e| e.message);
+            let error = message.clone().unwrap_or_default();
             match self.deps.store.transition(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
                 Ok(_) => {}
                 Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
-                    self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    self.fenced(record, claim.epoch, "retry");
                     return;
                 }
                 Err(e) => {
@@ -851,7 +935,18 @@ impl Inner {
                 }
             }
             self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            self.config.metrics.record_retried(JobKind::Chat, run_ms);
             let delay = self.backoff(record.attempt);
+            warn!(
+                tenant = %record.tenant,
+                lane = %claim.lane_id,
+                job = %claim.job_id,
+                kind = "chat",
+                attempt = record.attempt,
+                retry_in_ms = duration_ms(delay),
+                error,
+                "job failed; retrying"
+            );
             let inner = self.clone();
             let claim = claim.clone();
             // The job keeps the head of its lane while it waits: the retry re-claims the same
@@ -870,8 +965,7 @@ impl Inner {
         let next = match self.deps.lanes.finish(claim).await {
             Ok(next) => next,
             Err(QueueError::StaleLease { .. }) => {
-                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
-                warn!(job = %claim.job_id, "late result rejected: the lease had expired");
+                self.fenced(record, claim.epoch, "late result");
                 return;
             }
             Err(e) => {
@@ -879,20 +973,32 @@ impl Inner {
                 return;
             }
         };
-        let (update, ok) = match result {
-            Ok(value) => (JobUpdate::done(claim.epoch, value), true),
-            Err(e) => (JobUpdate::failed(claim.epoch, e.message), false),
+        let (update, error) = match result {
+            Ok(value) => (JobUpdate::done(claim.epoch, value), None),
+            Err(e) => (JobUpdate::failed(claim.epoch, e.message.clone()), Some(e.message)),
         };
         match self.deps.store.transition(&claim.job_id, update).await {
-            Ok(_) if ok => {
-                self.stats.completed.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(_) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                warn!(job = %claim.job_id, "chat job failed for good; the lane moves on");
-            }
+            Ok(_) => match error {
+                None => {
+                    self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                    self.config.metrics.record_completed(JobKind::Chat, run_ms);
+                    info!(tenant = %record.tenant, lane = %claim.lane_id, job = %claim.job_id, kind = "chat", run_ms, "job completed");
+                }
+                Some(error) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.config.metrics.record_dead_lettered(JobKind::Chat, run_ms);
+                    warn!(
+                        tenant = %record.tenant,
+                        lane = %claim.lane_id,
+                        job = %claim.job_id,
+                        kind = "chat",
+                        error,
+                        "job failed for good; the lane moves on"
+                    );
+                }
+            },
             Err(QueueError::StaleLease { .. }) => {
-                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                self.fenced(record, claim.epoch, "result");
             }
             Err(e) => warn!(job = %claim.job_id, error = %e, "could not record the chat job's outcome"),
         }
@@ -920,8 +1026,14 @@ impl Inner {
             match self.deps.lanes.reap_expired().await {
                 Ok(claims) => {
                     for claim in claims {
-                        warn!(job = %claim.job_id, lane = %claim.lane_id, "lease expired; re-dispatching the head job");
+                        warn!(
+                            tenant = %self.config.tenant,
+                            lane = %claim.lane_id,
+                            job = %claim.job_id,
+                            "lease expired; re-dispatching the head job"
+                        );
                         self.stats.lease_expiries.fetch_add(1, Ordering::Relaxed);
+                        self.config.metrics.record_lease_expiries(1);
                         self.chat_ready.push_owed(claim);
                     }
                 }

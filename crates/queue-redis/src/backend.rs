@@ -15,15 +15,15 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lane_store::redis::{self, Value};
 use lane_store::{RedisConn, RedisPool, TenantKeys, redis_error};
 use queue_core::{
-    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobRecord, JobStatus,
-    JobStore, LaneClaim, LaneId, LimitClass, Limiter, PermitSet, ProfileUpdate, QueueBackend, QueueError,
-    QueueResult, SharedClock, TenantId, acquisition_order,
+    ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobMetrics, JobRecord,
+    JobStatus, JobStore, LaneClaim, LaneId, LimitClass, Limiter, PermitSet, ProfileUpdate, QueueBackend,
+    QueueError, QueueResult, SharedClock, TenantId, acquisition_order,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -73,6 +73,8 @@ pub struct RedisBackendConfig {
     /// The host name this process registers its workers under; `None` reads the machine's
     /// ([`local_host_name`]).
     pub worker_host: Option<String>,
+    /// Where this process counts job events (the tenant's metrics; a fresh set by default).
+    pub metrics: Arc<JobMetrics>,
 }
 
 impl Default for RedisBackendConfig {
@@ -96,6 +98,7 @@ impl Default for RedisBackendConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(600),
             worker_host: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -197,6 +200,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `lane` field of a job's log lines: empty for kinds without lanes.
+fn lane_of(record: &JobRecord) -> &str {
+    record.lane.as_ref().map_or("", LaneId::as_str)
 }
 
 /// One claimed piece of work.
@@ -304,6 +312,8 @@ impl RedisQueueBackend {
         match outcome.as_str() {
             "ok" => {
                 self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                self.inner.config.metrics.record_enqueued(kind);
+                info!(tenant = %self.inner.deps.tenant, lane = "", job = %job_id, kind = kind.as_str(), "job enqueued");
                 Ok(())
             }
             "notfound" => Err(QueueError::NotFound { job: job_id }),
@@ -419,6 +429,15 @@ impl QueueBackend for RedisQueueBackend {
         let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
         if outcome.added {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            self.inner.config.metrics.record_enqueued(JobKind::Chat);
+            info!(
+                tenant = %self.inner.deps.tenant,
+                lane = %lane,
+                job = %job_id,
+                kind = "chat",
+                position = outcome.receipt.lane_queue_position,
+                "job enqueued"
+            );
         }
         Ok(outcome.receipt)
     }
@@ -463,7 +482,9 @@ impl QueueBackend for RedisQueueBackend {
                 ));
             }
             life.background.push(tokio::spawn(Inner::heartbeat_loop(self.inner.clone())));
-            life.background.push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone())));
+            let span = info_span!("reaper", tenant = %self.inner.deps.tenant);
+            life.background
+                .push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone()).instrument(span)));
             life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
             self.inner.started_ms.store(self.inner.deps.clock.now_ms(), Ordering::SeqCst);
             self.inner.registered.store(true, Ordering::SeqCst);
@@ -730,7 +751,26 @@ impl Inner {
         if classes.is_empty() {
             return Ok(None);
         }
-        self.deps.limiter.acquire(classes).await.map(Some)
+        let since = Instant::now();
+        let permits = self.deps.limiter.acquire(classes).await;
+        self.config.metrics.record_limiter_wait(ms(since.elapsed()));
+        permits.map(Some)
+    }
+
+    /// Counts and logs the start of an attempt of `record` (claimed by a script).
+    fn started(&self, record: &JobRecord) {
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let first_wait =
+            (record.attempt == 1).then(|| self.deps.clock.now_ms().saturating_sub(record.created_at_ms));
+        self.config.metrics.record_started(record.kind, first_wait);
+        info!(
+            tenant = %self.deps.tenant,
+            lane = lane_of(record),
+            job = %record.id,
+            kind = record.kind.as_str(),
+            attempt = record.attempt,
+            "job started"
+        );
     }
 
     async fn release(&self, permits: Option<PermitSet>) {
@@ -803,7 +843,15 @@ impl Inner {
             }
             _ => {
                 self.stats.fenced.fetch_add(1, Ordering::Relaxed);
-                warn!(job = %job, epoch, answer = %answer, "late result rejected: the lease is no longer current");
+                self.config.metrics.record_fenced();
+                warn!(
+                    tenant = %self.deps.tenant,
+                    lane = lane.map_or("", LaneId::as_str),
+                    job = %job,
+                    epoch,
+                    answer = %answer,
+                    "late result rejected: the lease is no longer current"
+                );
                 Ok((false, claimed))
             }
         }
@@ -839,7 +887,10 @@ impl Inner {
                 held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
             }
         }
-        self.stats.started.fetch_add(records.len() as u64, Ordering::Relaxed);
+        for r in &records {
+            self.started(r);
+        }
+        let since = Instant::now();
         let handler = self.deps.handlers.get(kind).clone();
         let mut classes = Vec::new();
         for r in &records {
@@ -865,7 +916,7 @@ impl Inner {
             let result =
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
             let claim_next = usize::from(chain && i == last && self.accepting.load(Ordering::SeqCst));
-            let (_, claimed) = self.settle(kind, r, None, result, claim_next).await;
+            let (_, claimed) = self.settle(kind, r, None, result, claim_next, ms(since.elapsed())).await;
             next.extend(claimed);
             lock(&self.held).remove(&r.id);
         }
@@ -880,6 +931,7 @@ impl Inner {
         lane: Option<&LaneId>,
         result: Result<serde_json::Value, HandlerError>,
         claim_next: usize,
+        run_ms: u64,
     ) -> (Settled, Vec<JobRecord>) {
         let epoch = record.lease_epoch;
         let (outcome, value, due) = match &result {
@@ -898,8 +950,28 @@ impl Inner {
                     _ => &self.stats.failed,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                if outcome == "failed" {
-                    warn!(job = %record.id, kind = kind.as_str(), "job failed for good");
+                let (tenant, lane, job) = (&self.deps.tenant, lane_of(record), &record.id);
+                match outcome {
+                    "done" => {
+                        self.config.metrics.record_completed(kind, run_ms);
+                        info!(tenant = %tenant, lane, job = %job, kind = kind.as_str(), run_ms, "job completed");
+                    }
+                    "retry" => {
+                        self.config.metrics.record_retried(kind, run_ms);
+                        warn!(
+                            tenant = %tenant,
+                            lane,
+                            job = %job,
+                            kind = kind.as_str(),
+                            attempt = record.attempt,
+                            error = value,
+                            "job failed; retrying"
+                        );
+                    }
+                    _ => {
+                        self.config.metrics.record_dead_lettered(kind, run_ms);
+                        warn!(tenant = %tenant, lane, job = %job, kind = kind.as_str(), error = value, "job failed for good");
+                    }
                 }
                 (if outcome == "retry" { Settled::Retry } else { Settled::Finished }, claimed)
             }
@@ -963,7 +1035,8 @@ impl Inner {
             claim.job_id.clone(),
             Held { kind: JobKind::Chat, epoch: claim.epoch, claim: Some(claim.clone()), permits: None },
         );
-        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        self.started(&record);
+        let since = Instant::now();
         let handler = self.deps.handlers.chat.clone();
         let classes = acquisition_order(&handler.permits(&record));
         let result = match self.acquire(&classes).await {
@@ -975,7 +1048,8 @@ impl Inner {
             }
             Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
         };
-        let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0).await;
+        let run_ms = ms(since.elapsed());
+        let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0, run_ms).await;
         match settled {
             Settled::Finished => self.advance_lane(&claim).await,
             Settled::Retry => {
@@ -1010,9 +1084,15 @@ impl Inner {
             match self.deps.lanes.reap_expired().await {
                 Ok(claims) => {
                     for c in &claims {
-                        warn!(job = %c.job_id, lane = %c.lane_id, "chat lease expired; re-dispatched the head job");
+                        warn!(
+                            tenant = %self.deps.tenant,
+                            lane = %c.lane_id,
+                            job = %c.job_id,
+                            "chat lease expired; re-dispatched the head job"
+                        );
                     }
                     self.stats.lease_expiries.fetch_add(claims.len() as u64, Ordering::Relaxed);
+                    self.config.metrics.record_lease_expiries(claims.len() as u64);
                 }
                 Err(e) => warn!(error = %e, "reaper could not read lanes"),
             }
@@ -1032,6 +1112,10 @@ impl Inner {
             match reaped.await {
                 Ok((expired, _released)) => {
                     self.stats.lease_expiries.fetch_add(expired, Ordering::Relaxed);
+                    self.config.metrics.record_lease_expiries(expired);
+                    if expired > 0 {
+                        warn!(tenant = %self.deps.tenant, expired, "leases of running jobs expired; the jobs were queued again");
+                    }
                 }
                 Err(e) => warn!(error = %e, "reaper could not reach Redis"),
             }

@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use queue_core::{ChatLaneStore, IdempotencyStore, JobStore, Limiter, QueueBackend, QueueResult, TenantId};
+use queue_core::{
+    ChatLaneStore, IdempotencyStore, JobMetrics, JobStore, Limiter, QueueBackend, QueueResult, TenantId,
+};
 use queue_inline::InlineRuntime;
 
 use crate::manager::BoxFuture;
@@ -30,6 +32,8 @@ pub struct TenantRuntime {
     pub limiter: Arc<dyn Limiter>,
     /// The in-process runtime, when the backend is inline (stats, depths).
     pub inline: Option<InlineRuntime>,
+    /// The job metrics its runtime records (this process's share, on Redis).
+    pub metrics: Arc<JobMetrics>,
 }
 
 /// Builds a tenant's runtime (not started).

@@ -54,6 +54,7 @@ fn registry(handler: &RecordingHandler) -> (Arc<TenantRegistry>, Builds) {
                     lanes,
                     idempotency: Arc::new(MemoryIdempotencyStore::new(clock(), 86_400_000)),
                     limiter: runtime.deps().limiter.clone(),
+                    metrics: runtime.metrics().clone(),
                     inline: Some(runtime),
                 })
             })
