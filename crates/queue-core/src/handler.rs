@@ -32,6 +32,20 @@ impl HandlerError {
     }
 }
 
+/// The error that dead-letters `job` when it has already been started more than `max_attempts`
+/// times: only a lost worker (a lease that expired, a crash) starts a job again without a
+/// recorded failure, so a job that keeps killing or hanging its worker ends here instead of
+/// running forever. `None` while the job is within its budget.
+#[must_use]
+pub fn lost_too_often(job: &JobRecord, max_attempts: u32) -> Option<HandlerError> {
+    (job.attempt > max_attempts).then(|| {
+        let last = job.error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+        HandlerError::permanent(format!(
+            "gave up after {max_attempts} attempts: the worker running it was lost each time (lease expired){last}"
+        ))
+    })
+}
+
 /// Runs jobs of one kind.
 #[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]

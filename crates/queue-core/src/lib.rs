@@ -23,7 +23,7 @@ pub mod conformance;
 pub use backend::{ProfileUpdate, QueueBackend};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{QueueError, QueueResult};
-pub use handler::{HandlerError, HandlerSet, JobHandler};
+pub use handler::{HandlerError, HandlerSet, JobHandler, lost_too_often};
 pub use ids::{IdError, JobId, LaneId, MAX_ID_LEN, MAX_TENANT_LEN, RequestId, TenantId};
 pub use job::{JobKind, JobRecord, JobStatus, JobUpdate, NewJob};
 pub use lane::{

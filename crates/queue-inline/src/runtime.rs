@@ -722,6 +722,14 @@ impl Inner {
                 }
             }
         }
+        // Jobs lost with their worker on every attempt are dead-lettered, not run once more.
+        let max = self.config.max_attempts;
+        let (lost, records): (Vec<(JobRecord, u64)>, Vec<(JobRecord, u64)>) =
+            records.into_iter().partition(|(r, _)| queue_core::lost_too_often(r, max).is_some());
+        for (r, epoch) in &lost {
+            let gave_up = queue_core::lost_too_often(r, max).map_or_else(|| Ok(Value::Null), Err);
+            self.settle_plain(kind, r, *epoch, gave_up).await;
+        }
         if records.is_empty() {
             return;
         }
@@ -882,14 +890,20 @@ impl Inner {
         let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat(self.clone(), claim.clone())));
         let handler = self.deps.handlers.chat.clone();
         let classes = acquisition_order(&handler.permits(&started));
-        let result = match self.acquire(&classes).await {
-            Ok(permits) => {
-                self.note_permits(&claim.job_id, claim.epoch, permits.as_ref());
-                let result = handler.handle(&started).await;
-                self.release(permits).await;
-                result
+        // A job started more often than its budget allows was lost with its worker each time
+        // (a crash, a hang past its lease): dead-letter it rather than run it forever.
+        let result = if let Some(gave_up) = queue_core::lost_too_often(&started, self.config.max_attempts) {
+            Err(gave_up)
+        } else {
+            match self.acquire(&classes).await {
+                Ok(permits) => {
+                    self.note_permits(&claim.job_id, claim.epoch, permits.as_ref());
+                    let result = handler.handle(&started).await;
+                    self.release(permits).await;
+                    result
+                }
+                Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
             }
-            Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
         };
         drop(heartbeat);
         let run_ms = self.end(&claim.job_id, claim.epoch);

@@ -880,6 +880,18 @@ impl Inner {
         records: Vec<JobRecord>,
         chain: bool,
     ) -> Vec<JobRecord> {
+        // A job whose worker was lost on every attempt (its lease expired each time) is
+        // dead-lettered instead of being run once more.
+        let max = self.config.max_attempts;
+        let (lost, records): (Vec<JobRecord>, Vec<JobRecord>) =
+            records.into_iter().partition(|r| queue_core::lost_too_often(r, max).is_some());
+        for r in &lost {
+            let gave_up = queue_core::lost_too_often(r, max).map_or_else(|| Ok(serde_json::Value::Null), Err);
+            let _ = self.settle(kind, r, None, gave_up, 0, 0).await;
+        }
+        if records.is_empty() {
+            return Vec::new();
+        }
         let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
         {
             let mut held = lock(&self.held);
@@ -1039,14 +1051,18 @@ impl Inner {
         let since = Instant::now();
         let handler = self.deps.handlers.chat.clone();
         let classes = acquisition_order(&handler.permits(&record));
-        let result = match self.acquire(&classes).await {
-            Ok(permits) => {
-                self.note_permits(std::slice::from_ref(&claim.job_id), permits.as_ref());
-                let result = handler.handle(&record).await;
-                self.release(permits).await;
-                result
+        let result = if let Some(gave_up) = queue_core::lost_too_often(&record, self.config.max_attempts) {
+            Err(gave_up)
+        } else {
+            match self.acquire(&classes).await {
+                Ok(permits) => {
+                    self.note_permits(std::slice::from_ref(&claim.job_id), permits.as_ref());
+                    let result = handler.handle(&record).await;
+                    self.release(permits).await;
+                    result
+                }
+                Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
             }
-            Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
         };
         let run_ms = ms(since.elapsed());
         let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0, run_ms).await;

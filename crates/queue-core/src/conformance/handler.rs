@@ -22,6 +22,8 @@ pub enum Behavior {
     FailTimes(u32),
     /// Always fails (retryably).
     FailAlways,
+    /// Never finishes: every attempt waits forever (a worker that hangs or dies with it).
+    Hang,
 }
 
 impl Behavior {
@@ -33,6 +35,7 @@ impl Behavior {
             Self::GateFirst(g) => json!({"behavior": "gate_first", "gate": g}),
             Self::FailTimes(n) => json!({"behavior": "fail_times", "times": n}),
             Self::FailAlways => json!({"behavior": "fail_always"}),
+            Self::Hang => json!({"behavior": "hang"}),
         }
     }
 
@@ -43,6 +46,7 @@ impl Behavior {
                 Self::FailTimes(u32::try_from(v["times"].as_u64().unwrap_or(0)).unwrap_or(0))
             }
             Some("fail_always") => Self::FailAlways,
+            Some("hang") => Self::Hang,
             _ => Self::Ok,
         }
     }
@@ -153,6 +157,9 @@ impl JobHandler for RecordingHandler {
             let gate = self.gate(g);
             // The permit is not returned, so one opening serves every waiter.
             gate.acquire().await.expect("gate semaphore is never closed").forget();
+        }
+        if behavior == Behavior::Hang {
+            std::future::pending::<()>().await;
         }
         // Give other workers a chance to interleave, so overlap would show if it could happen.
         tokio::task::yield_now().await;

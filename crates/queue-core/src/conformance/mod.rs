@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $factory;
             every_accepted_job_completes,
             a_crash_mid_job_loses_nothing,
+            a_job_that_keeps_losing_its_worker_is_dead_lettered,
             lanes_run_in_order_one_job_at_a_time,
             a_long_job_renews_its_lease_and_keeps_its_lane,
             an_expired_lease_is_reaped_and_the_late_result_is_rejected,

@@ -190,6 +190,35 @@ pub async fn a_crash_mid_job_loses_nothing(factory: &dyn RigFactory) {
     rig.backend.stop().await.expect("stop");
 }
 
+/// G4: a job whose worker is lost on every attempt (it hangs, then the process dies) is
+/// dead-lettered once its budget is spent, and its lane moves on.
+pub async fn a_job_that_keeps_losing_its_worker_is_dead_lettered(factory: &dyn RigFactory) {
+    let options = RigOptions { max_attempts: 2, ..RigOptions::default() };
+    let mut rig = factory.build(handlers(&RecordingHandler::new()), options.clone()).await;
+    submit_chat(&rig, "doomed", "student:doomed:main", &Behavior::Hang).await.expect("submit");
+    submit_chat(&rig, "behind", "student:doomed:main", &Behavior::Ok).await.expect("submit");
+    submit_plain(&rig, "doomed-upload", JobKind::Upload, &Behavior::Hang).await;
+    for attempt in 1..=options.max_attempts {
+        for id in ["doomed", "doomed-upload"] {
+            let what = format!("job {id} runs its attempt {attempt}");
+            wait_until(&what, || async {
+                let r = record(&rig, id).await;
+                r.status == JobStatus::Processing && r.attempt == attempt
+            })
+            .await;
+        }
+        rig = factory.crash_and_restart(rig, handlers(&RecordingHandler::new()), options.clone()).await;
+    }
+    for id in ["doomed", "doomed-upload"] {
+        wait_status(&rig, id, JobStatus::Failed).await;
+        let r = record(&rig, id).await;
+        let error = r.error.unwrap_or_default();
+        assert!(error.contains("worker running it was lost"), "{id}: {error}");
+    }
+    wait_status(&rig, "behind", JobStatus::Done).await;
+    rig.backend.stop().await.expect("stop");
+}
+
 /// G2: many lanes in parallel; in each, jobs start in submission order and never overlap.
 pub async fn lanes_run_in_order_one_job_at_a_time(factory: &dyn RigFactory) {
     let h = RecordingHandler::new();
