@@ -219,6 +219,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A job a worker started, with the epoch it runs under.
+type Started = (JobRecord, u64);
+
 /// Aborts a spawned task when dropped (the heartbeat of a job ends with the job).
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -724,7 +727,7 @@ impl Inner {
         }
         // Jobs lost with their worker on every attempt are dead-lettered, not run once more.
         let max = self.config.max_attempts;
-        let (lost, records): (Vec<(JobRecord, u64)>, Vec<(JobRecord, u64)>) =
+        let (lost, records): (Vec<Started>, Vec<Started>) =
             records.into_iter().partition(|(r, _)| queue_core::lost_too_often(r, max).is_some());
         for (r, epoch) in &lost {
             let gave_up = queue_core::lost_too_often(r, max).map_or_else(|| Ok(Value::Null), Err);
