@@ -30,6 +30,12 @@ use crate::redis_conn::{RedisPool, redis_error};
 const COMMON: &str = include_str!("lua/common.lua");
 
 /// Builds a claim-handling script: the shared helpers, then its body.
+/// Lua shared by every lane script that changes a claim (`claim`, `push_dispatch`, `stale`).
+pub const LANE_COMMON_LUA: &str = COMMON;
+/// Lua of `finish_lane` (needs [`LANE_COMMON_LUA`]): the Redis backend's `complete` script calls
+/// it to advance a chat lane in the same round trip as the job's outcome.
+pub const FINISH_FN: &str = include_str!("lua/finish_fn.lua");
+
 fn claim_script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
@@ -38,7 +44,8 @@ fn claim_script(body: &str) -> Script {
 // to SCRIPT LOAD on NOSCRIPT, which on a Cluster goes to every node), and again after a restart.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/enqueue.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/renew.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/finish.lua")));
+static FINISH: LazyLock<Script> =
+    LazyLock::new(|| claim_script(&format!("{FINISH_FN}\n{}", include_str!("lua/finish.lua"))));
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/reclaim.lua")));
 static REAP: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/reap.lua")));
 static REMOVE_WAITING: LazyLock<Script> =

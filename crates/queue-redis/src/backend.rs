@@ -810,30 +810,46 @@ impl Inner {
         let keys = &self.keys;
         let mut conn = self.deps.pool.get().await?;
         let lane_key = lane.map_or_else(|| keys.job(job), |l| keys.lane_active(l));
-        let (answer, claimed): (String, Vec<HashMap<String, String>>) = scripts::COMPLETE
-            .key(keys.job(job))
-            .key(keys.inflight())
-            .key(keys.pending(kind))
-            .key(keys.finished())
-            .key(keys.stats())
-            .key(keys.delayed())
-            .key(lane_key)
-            .key(format!("{}finished:meta", keys.prefix()))
-            .key(keys.ready(kind))
-            .arg(job.as_str())
-            .arg(epoch)
-            .arg(outcome)
-            .arg(value)
-            .arg(self.deps.clock.now_ms())
-            .arg(ms(self.config.retention).max(1))
-            .arg(due_ms)
-            .arg(kind.as_str())
-            .arg(if kind == JobKind::Chat { 0 } else { claim_next })
-            .arg(ms(self.config.lease))
-            .arg(keys.prefix())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| redis_error(&e))?;
+        // A chat job's final outcome advances its lane in the same call (the lane store's
+        // `finish_lane`, fenced on the same claim): one round trip per chat job.
+        let advance = kind == JobKind::Chat && outcome != "retry";
+        let lane_id = lane.map_or("", LaneId::as_str);
+        let lane_waiting = lane.map_or_else(|| keys.job(job), |l| keys.lane_waiting(l));
+        let (answer, claimed, _lane_answer): (String, Vec<HashMap<String, String>>, Value) =
+            scripts::COMPLETE
+                .key(keys.job(job))
+                .key(keys.inflight())
+                .key(keys.pending(kind))
+                .key(keys.finished())
+                .key(keys.stats())
+                .key(keys.delayed())
+                .key(lane_key)
+                .key(format!("{}finished:meta", keys.prefix()))
+                .key(keys.ready(kind))
+                .key(keys.lanes())
+                .key(keys.leases())
+                .key(keys.epoch())
+                .key(lane_waiting)
+                .key(keys.chat_ready())
+                .key(keys.signal(JobKind::Chat))
+                .arg(job.as_str())
+                .arg(epoch)
+                .arg(outcome)
+                .arg(value)
+                .arg(self.deps.clock.now_ms())
+                .arg(ms(self.config.retention).max(1))
+                .arg(due_ms)
+                .arg(kind.as_str())
+                .arg(if kind == JobKind::Chat { 0 } else { claim_next })
+                .arg(ms(self.config.lease))
+                .arg(keys.prefix())
+                .arg(if advance { "1" } else { "0" })
+                .arg(self.deps.clock.now_ms().saturating_add(ms(self.config.lease).max(1)))
+                .arg(lane_id)
+                .arg("1")
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
         let claimed = claimed.into_iter().map(parse_record).collect::<QueueResult<Vec<_>>>()?;
         match answer.as_str() {
             "ok" => Ok((true, claimed)),
@@ -1067,7 +1083,8 @@ impl Inner {
         let run_ms = ms(since.elapsed());
         let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0, run_ms).await;
         match settled {
-            Settled::Finished => self.advance_lane(&claim).await,
+            // The complete script advanced the lane already.
+            Settled::Finished => {}
             Settled::Retry => {
                 // The job keeps the head of its lane: after the backoff the same head is claimed
                 // again under a new epoch. Should this process die meanwhile, the lease lapses

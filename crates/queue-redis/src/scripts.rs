@@ -15,8 +15,16 @@ pub(crate) static CLAIM_PLAIN: LazyLock<Script> =
 pub(crate) static CLAIM_CHAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/claim_chat.lua")));
 /// Records an outcome, fenced, and claims the next jobs in the same call.
-pub(crate) static COMPLETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{CLAIM_PLAIN_FN}\n{}", include_str!("lua/complete.lua"))));
+pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    // The lane store's own `finish_lane` (and the helpers it needs) advance a chat lane in
+    // the same script: one Lua source for both, no copy.
+    Script::new(&format!(
+        "{CLAIM_PLAIN_FN}\n{}\n{}\n{}",
+        lane_store::LANE_COMMON_LUA,
+        lane_store::FINISH_FN,
+        include_str!("lua/complete.lua")
+    ))
+});
 /// Puts a queued non-chat job on its ready list.
 pub(crate) static ENQUEUE_PLAIN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_plain.lua")));

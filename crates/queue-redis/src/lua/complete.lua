@@ -4,12 +4,16 @@
 -- KEYS[6] delayed  KEYS[7] lane active hash (chat) or the job hash again (non-chat)
 -- KEYS[8] finished:meta (id -> kind:status, which the job store's purge reads)
 -- KEYS[9] ready:<kind> (where the next job is claimed from)
+-- KEYS[10..15] (chat) lanes, leases, epoch, lane waiting, ready:chat, signal:chat
 -- ARGV[1] job  ARGV[2] epoch  ARGV[3] outcome: done | failed | retry  ARGV[4] result JSON or error
 -- ARGV[5] now  ARGV[6] retention (ms)  ARGV[7] due (ms, retry of a non-chat job)  ARGV[8] kind
 -- ARGV[9] claim: how many more jobs of the kind to claim in the same call (0 for chat)
 -- ARGV[10] lease (ms) of those claims  ARGV[11] tenant prefix
+-- ARGV[12] '1' to advance a chat job's lane in the same call once its outcome is final
+-- ARGV[13] lease deadline of the lane's next claim  ARGV[14] lane  ARGV[15] dispatch ('1'/'0')
 -- Finish-and-claim-next in one round trip: a busy worker spends one call per job.
--- Returns {`ok` | `notfound` | `stale:<current epoch>`, claimed records (HGETALL each)}.
+-- Returns {`ok` | `notfound` | `stale:<current epoch>`, claimed records (HGETALL each),
+-- the lane's `finish_lane` answer or {} }.
 local function claim_next()
   local n = tonumber(ARGV[9])
   if n <= 0 then return {} end
@@ -17,7 +21,7 @@ local function claim_next()
 end
 local st = redis.call('HGET', KEYS[1], 'status')
 -- A caller that sent an unknown job has nothing to carry on with: claim nothing for it.
-if not st then return { 'notfound', {} } end
+if not st then return { 'notfound', {}, {} } end
 local ep = redis.call('HGET', KEYS[1], 'epoch')
 local current = ep or '0'
 local fenced = st ~= 'processing' or ep ~= ARGV[2]
@@ -30,7 +34,7 @@ if ARGV[8] == 'chat' then
 end
 if fenced then
   redis.call('HINCRBY', KEYS[5], 'fenced', 1)
-  return { 'stale:' .. current, claim_next() }
+  return { 'stale:' .. current, claim_next(), {} }
 end
 local kind = ARGV[8]
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -41,7 +45,7 @@ if ARGV[3] == 'retry' then
   if kind ~= 'chat' then
     redis.call('ZADD', KEYS[6], ARGV[7], kind .. '|' .. ARGV[1])
   end
-  return { 'ok', claim_next() }
+  return { 'ok', claim_next(), {} }
 end
 if ARGV[3] == 'done' then
   redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[4], 'updated', ARGV[5])
@@ -53,4 +57,9 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[8], ARGV[1], kind .. ':' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return { 'ok', claim_next() }
+local lane_answer = {}
+if kind == 'chat' and ARGV[12] == '1' then
+  lane_answer = finish_lane(KEYS[10], KEYS[11], KEYS[12], KEYS[7], KEYS[13], KEYS[14], KEYS[15],
+                            ARGV[1], ARGV[2], ARGV[14], ARGV[13], ARGV[15])
+end
+return { 'ok', claim_next(), lane_answer }
