@@ -55,6 +55,17 @@ fn first_line_of(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| format!("{program}: unknown"))
 }
 
+/// The 1, 5 and 15 minute load averages from /proc/loadavg.
+#[must_use]
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What this machine is.
 #[must_use]
 pub fn describe() -> Machine {
@@ -75,12 +86,8 @@ pub fn describe() -> Machine {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
         rustc: first_line_of("rustc", &["--version"]),
         redis_server,
-        load_at_start: std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_at_start: load_average(),
+        load_at_end: String::new(),
     }
 }
 

@@ -31,8 +31,11 @@ pub struct Machine {
     pub rustc: String,
     /// `redis-server --version`.
     pub redis_server: String,
-    /// /proc/loadavg when the run began: other work on the machine skews every figure.
+    /// /proc/loadavg (1, 5, 15 min) when the run began: other work on the machine skews every
+    /// figure.
     pub load_at_start: String,
+    /// /proc/loadavg when it ended.
+    pub load_at_end: String,
 }
 
 /// The sizes a run used.
@@ -282,8 +285,9 @@ pub fn render_markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "Measured on {} logical CPUs ({}), {} MiB RAM, Linux {}; {}; Redis {} on loopback \
-         (`--save \"\" --appendonly no`), started by the runner. Each figure is the median of {} runs, \
-         with min–max; the whole run took {:.0} s (load average at its start: {}).",
+         (`--save \"\" --appendonly no`), started by the runner. Each figure is the median of {} runs \
+         (W5: {} probes) with min–max; the whole run took {:.0} s (load average at its start: {}; \
+         at its end: {}).",
         m.nproc,
         m.cpu_model,
         m.mem_total_mib,
@@ -291,8 +295,10 @@ pub fn render_markdown(r: &Results) -> String {
         m.rustc,
         m.redis_server,
         p.runs,
+        p.w5_runs,
         r.duration_s,
-        m.load_at_start
+        m.load_at_start,
+        m.load_at_end
     );
     let _ = writeln!(out);
     let _ = writeln!(
@@ -466,6 +472,7 @@ mod tests {
                 rustc: "rustc 1.95.0".to_owned(),
                 redis_server: "7.0.15".to_owned(),
                 load_at_start: "0.10 0.20 0.30".to_owned(),
+                load_at_end: "1.10 1.20 1.30".to_owned(),
             },
             params: Params {
                 runs: 3,

@@ -690,6 +690,7 @@ pub async fn run(opts: Options) -> BenchResult<()> {
     }
 
     let Bench { opts, p, figures, round_trips, .. } = bench;
+    let machine = crate::report::Machine { load_at_end: machine::load_average(), ..machine };
     let bars = report::evaluate_bars(&figures, p.w5_big);
     let results = Results {
         schema: report::SCHEMA,
