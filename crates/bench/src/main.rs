@@ -28,6 +28,7 @@ pub type BenchResult<T> = Result<T, BenchError>;
 const USAGE: &str = "\
 Usage: laneway-bench run [--quick] [--command CMD] [--results PATH] [--markdown PATH] [--tmp DIR]
                          [--only base,w1,w2,w3,w4,w5]
+       laneway-bench render [--results PATH] [--markdown PATH]   (tables from a results.json)
        (normally through `cargo xtask bench [--quick]`; --only is for development and leaves
        BENCHMARKS.md alone)";
 
@@ -56,9 +57,17 @@ fn parse_run(args: &[String]) -> BenchResult<runner::Options> {
     Ok(opts)
 }
 
+/// Re-renders the tables of BENCHMARKS.md from a results.json, without measuring anything.
+fn render(args: &[String]) -> BenchResult<()> {
+    let opts = parse_run(args)?;
+    let results: report::Results = serde_json::from_str(&std::fs::read_to_string(&opts.results)?)?;
+    runner::write_markdown(&opts, &results)
+}
+
 async fn dispatch(args: Vec<String>) -> BenchResult<()> {
     match args.first().map(String::as_str) {
         Some("run") => runner::run(parse_run(&args[1..])?).await,
+        Some("render") => render(&args[1..]),
         Some("child") => {
             let spec = args.get(1).ok_or("child needs a task")?;
             child::run_child(serde_json::from_str(spec)?).await

@@ -153,6 +153,7 @@ pub const ROWS: &[(&str, &str, &str)] = &[
     ("w3_p99", "W3 enqueue→start p99", "ms"),
     ("w3_rss", "W3 worker peak RSS (an idle worker, no backlog)", "MiB"),
     ("w4", "W4 lanes × 5 chat jobs, concurrency 50", "jobs/s"),
+    ("w4_cpu", "W4 worker CPU per job (the worker process alone)", "µs"),
     ("w4_ratio", "W4 / W2 (what lanes cost)", "ratio"),
     ("w5_enqueue_ratio", "W5 enqueue cost, big / small backlog", "ratio"),
     ("w5_claim_ratio", "W5 claim cost, big / small backlog", "ratio"),
@@ -344,7 +345,9 @@ pub fn render_markdown(r: &Results) -> String {
     let mut notes = Vec::new();
     for (row, label, _) in ROWS {
         for (col, heading) in COLUMNS {
-            if let Some(note) = r.figures.get(&format!("{row}.{col}")).and_then(|f| f.note.as_deref()) {
+            if let Some(note) = r.figures.get(&format!("{row}.{col}")).and_then(|f| f.note.as_deref())
+                && !notes.iter().any(|n: &String| n.ends_with(&format!(": {note}.")))
+            {
                 notes.push(format!("- {label}, {heading}: {note}."));
             }
         }

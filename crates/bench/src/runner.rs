@@ -240,8 +240,10 @@ impl Bench {
                     let shown: Vec<String> = capped.iter().map(|n| n.to_string()).collect();
                     f = f.map(|f| {
                         f.noted(format!(
-                            "time-capped at {} s: {} jobs in some runs",
+                            "the {} s cap ended {} of {} runs, at {} jobs",
                             self.p.w1_time_cap_s,
+                            shown.len(),
+                            self.p.runs,
                             shown.join(", ")
                         ))
                     });
@@ -270,8 +272,8 @@ impl Bench {
         self.put(&format!("{row}.{col}"), Figure::of("jobs/s", rates));
         if row == "w2" {
             self.put(&format!("w2_rss.{col}"), Figure::of("MiB", rss));
-            self.put(&format!("w2_cpu.{col}"), Figure::of("µs", cpu));
         }
+        self.put(&format!("{row}_cpu.{col}"), Figure::of("µs", cpu));
     }
 
     async fn w2(&mut self) -> BenchResult<()> {
@@ -721,12 +723,28 @@ fn write_outputs(opts: &Options, results: &Results) -> BenchResult<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&opts.results, serde_json::to_string_pretty(results)? + "\n")?;
-    let markdown = report::render_markdown(results);
     if opts.only.is_some() {
-        println!("{markdown}");
+        println!("{}", report::render_markdown(results));
         eprintln!("[bench] partial run (--only): wrote {}; BENCHMARKS.md left alone", opts.results.display());
         return Ok(());
     }
+    write_markdown(opts, results)?;
+    eprintln!(
+        "[bench] done in {:.0} s: wrote {} and the tables of {}",
+        results.duration_s,
+        opts.results.display(),
+        opts.markdown.display()
+    );
+    Ok(())
+}
+
+/// Replaces the tables of `opts.markdown` with those of `results` (creating the file, with its
+/// markers, if there is none) and prints them.
+///
+/// # Errors
+/// When the file cannot be read or written, or its markers are broken.
+pub fn write_markdown(opts: &Options, results: &Results) -> BenchResult<()> {
+    let markdown = report::render_markdown(results);
     let doc = match std::fs::read_to_string(&opts.markdown) {
         Ok(doc) => doc,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -738,11 +756,5 @@ fn write_outputs(opts: &Options, results: &Results) -> BenchResult<()> {
         .map_err(|e| -> BenchError { format!("{}: {e}", opts.markdown.display()).into() })?;
     std::fs::write(&opts.markdown, updated)?;
     println!("{markdown}");
-    eprintln!(
-        "[bench] done in {:.0} s: wrote {} and the tables of {}",
-        results.duration_s,
-        opts.results.display(),
-        opts.markdown.display()
-    );
     Ok(())
 }
