@@ -182,6 +182,7 @@ impl RedisLaneStore {
                     .key(self.keys.lane_waiting(lane))
                     .key(self.keys.chat_ready())
                     .key(self.keys.signal(JobKind::Chat))
+                    .key(self.keys.job(job))
                     .arg(job.as_str())
                     .arg(lane.as_str())
                     .arg(deadline)
@@ -204,7 +205,7 @@ impl RedisLaneStore {
             dispatched,
         };
         match outcome {
-            Some("running" | "waiting") => {
+            Some("running" | "waiting" | "finished") => {
                 Ok(LaneEnqueue { receipt: receipt(false), dispatch: None, added: false })
             }
             Some("queued") => Ok(LaneEnqueue { receipt: receipt(false), dispatch: None, added: true }),

@@ -67,3 +67,33 @@ async fn a_worker_that_starts_runs_jobs_a_dead_producer_created_but_never_enqueu
     assert_eq!(backend.sweep_orphans().await.expect("sweep"), 0);
     backend.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_never_puts_a_job_that_finished_meanwhile_back_in_its_lane() {
+    use queue_core::{ChatLaneStore, JobUpdate};
+    let server = shared_server();
+    let tenant = TenantId::new(format!("finished{}", std::process::id())).expect("tenant");
+    let clock: SharedClock = Arc::new(ManualClock::default());
+    let pool = RedisPool::from_url(&server.url(), 8).expect("pool");
+    let store = RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600));
+    let lanes = RedisLaneStore::new(pool, &tenant, LaneStoreConfig::default(), clock).with_dispatch(true);
+    let lane = LaneId::new("student:f:main").expect("lane");
+    let id = JobId::new("finished-1").expect("id");
+    let job = NewJob {
+        id: id.clone(),
+        kind: JobKind::Chat,
+        lane: Some(lane.clone()),
+        request_id: None,
+        payload: Behavior::Ok.payload(),
+    };
+    store.create(job).await.expect("create");
+    // The sweep read it as pending; then a worker finished it.
+    store.transition(&id, JobUpdate::start(1)).await.expect("start");
+    store.transition(&id, JobUpdate::done(1, serde_json::json!({}))).await.expect("done");
+
+    let outcome = lanes.restore(&id, &lane).await.expect("restore");
+
+    assert!(!outcome.added, "a finished job was put back in its lane");
+    assert!(outcome.dispatch.is_none());
+    assert_eq!(lanes.lane_load(&lane).await.expect("load").total, 0);
+}
