@@ -40,7 +40,7 @@ pub enum RedisProbeError {
 /// # Errors
 /// [`RedisProbeError`] saying whether the URL, the connection or a command failed.
 pub async fn probe_redis(redis_url: &str) -> Result<RedisReport, RedisProbeError> {
-    let pool = RedisPool::from_url(redis_url, 1).map_err(|e| RedisProbeError::BadUrl(e.to_string()))?;
+    let pool = RedisPool::from_url(redis_url).map_err(|e| RedisProbeError::BadUrl(e.to_string()))?;
     let work = async {
         let mut conn = pool.get().await.map_err(|e| RedisProbeError::Unreachable(e.to_string()))?;
         let pong: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify(&e))?;

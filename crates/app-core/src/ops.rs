@@ -395,7 +395,7 @@ impl Ops<'_> {
                 AppError::Internal("REDIS_URL is not set, so the worker registry cannot be read".into())
             })?;
             // An operator's read: a small pool of its own, dropped with the answer.
-            let pool = lane_store::RedisPool::from_url(url, 1)?;
+            let pool = lane_store::RedisPool::from_url(url)?;
             RedisWorkerRegistry::new(pool, &rt.tenant)
                 .list(now)
                 .await?

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use queue_core::{
-    ChatLaneStore, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, Mode, NewJob, ProfileUpdate,
-    RequestId, SharedClock, SystemClock, TenantId,
+    ChatLaneStore, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, Mode, NewJob, RequestId,
+    SharedClock, Submitted, SystemClock, TenantId,
 };
 use runtime_manager::{
     RuntimeState, TenantBuilder, TenantRegistry, TenantRuntime, validate_master_key_policy,
@@ -440,15 +440,14 @@ impl Laneway {
             request_id: Some(chat.request_id.clone()),
             payload,
         };
-        if let Err(e) = rt.store.create(new_job).await {
-            release(rt.clone(), chat.request_id.clone(), job_id).await;
-            return Err(e.into());
-        }
-        let receipt = match rt.backend.enqueue_chat_job(job_id.clone(), Some(chat.lane.clone())).await {
-            Ok(r) => r,
+        // One step, all or nothing: on a refusal (a lane that filled meanwhile, Redis down) no
+        // record is left; then the request id is free again too.
+        let receipt = match rt.backend.submit(rt.store.clone(), new_job).await {
+            Ok(Submitted { lane: Some(receipt), .. }) => receipt,
+            Ok(Submitted { lane: None, .. }) => {
+                return Err(AppError::Internal(format!("chat job {job_id} was accepted without a lane")));
+            }
             Err(e) => {
-                // Not accepted: take the record and the key back so nothing is left half-done.
-                let _ = rt.store.delete(&job_id).await;
                 release(rt.clone(), chat.request_id.clone(), job_id).await;
                 return Err(e.into());
             }
@@ -516,7 +515,7 @@ impl Laneway {
         req: UploadRequest,
     ) -> Result<JobAccepted, AppError> {
         let (request_id, payload) = req.validate()?;
-        self.submit_plain(tenant, JobKind::Upload, request_id, serde_json::to_value(payload), None).await
+        self.submit_plain(tenant, JobKind::Upload, request_id, serde_json::to_value(payload)).await
     }
 
     /// Accepts an exam score sheet.
@@ -525,7 +524,7 @@ impl Laneway {
     /// As [`Laneway::submit_upload`].
     pub async fn submit_exam(&self, tenant: Option<&str>, req: ExamRequest) -> Result<JobAccepted, AppError> {
         let (request_id, payload) = req.validate()?;
-        self.submit_plain(tenant, JobKind::Exam, request_id, serde_json::to_value(payload), None).await
+        self.submit_plain(tenant, JobKind::Exam, request_id, serde_json::to_value(payload)).await
     }
 
     /// Accepts a profile update.
@@ -538,15 +537,7 @@ impl Laneway {
         req: ProfileUpdateRequest,
     ) -> Result<JobAccepted, AppError> {
         let (request_id, payload) = req.validate()?;
-        let student = payload.student_id.clone();
-        self.submit_plain(
-            tenant,
-            JobKind::ProfileUpdate,
-            request_id,
-            serde_json::to_value(payload),
-            Some(student),
-        )
-        .await
+        self.submit_plain(tenant, JobKind::ProfileUpdate, request_id, serde_json::to_value(payload)).await
     }
 
     async fn submit_plain(
@@ -555,7 +546,6 @@ impl Laneway {
         kind: JobKind,
         request_id: Option<RequestId>,
         payload: Result<Value, serde_json::Error>,
-        student: Option<String>,
     ) -> Result<JobAccepted, AppError> {
         let payload = payload.map_err(|e| AppError::Internal(e.to_string()))?;
         let rt = self.tenant(tenant)?;
@@ -572,34 +562,16 @@ impl Laneway {
         }
         let new_job =
             NewJob { id: job_id.clone(), kind, lane: None, request_id: request_id.clone(), payload };
-        let undo = |rt: Arc<TenantRuntime>, job: JobId, request: Option<RequestId>, created: bool| async move {
-            if created {
-                let _ = rt.store.delete(&job).await;
-            }
-            if let Some(req) = request {
-                let _ = rt.idempotency.release(&req, &job).await;
-            }
-        };
-        let record = match rt.store.create(new_job).await {
-            Ok(r) => r,
+        // One step, all or nothing (see `QueueBackend::submit`); a refused job frees its request id.
+        let record = match rt.backend.submit(rt.store.clone(), new_job).await {
+            Ok(submitted) => submitted.record,
             Err(e) => {
-                undo(rt.clone(), job_id, request_id, false).await;
+                if let Some(req) = request_id {
+                    let _ = rt.idempotency.release(&req, &job_id).await;
+                }
                 return Err(e.into());
             }
         };
-        let enqueued = match kind {
-            JobKind::Upload => rt.backend.enqueue_upload_job(job_id.clone()).await,
-            JobKind::Exam => rt.backend.enqueue_exam_job(job_id.clone()).await,
-            JobKind::ProfileUpdate => {
-                let student_id = student.unwrap_or_default();
-                rt.backend.enqueue_profile_update(ProfileUpdate { job_id: job_id.clone(), student_id }).await
-            }
-            JobKind::Chat => unreachable!("chat jobs go through chat_start"),
-        };
-        if let Err(e) = enqueued {
-            undo(rt.clone(), job_id, request_id, true).await;
-            return Err(e.into());
-        }
         info!(tenant = %rt.tenant, job = %job_id, kind = kind.as_str(), "job accepted");
         Ok(accepted(&record))
     }

@@ -212,7 +212,7 @@ fn build_redis_tenant_runtime(
         .redis_url
         .as_deref()
         .ok_or_else(|| QueueError::Config("REDIS_URL: required when JOB_QUEUE_BACKEND=redis".into()))?;
-    let pool = RedisPool::from_url(url, 32)?;
+    let pool = RedisPool::from_url(url)?;
     let retention = Duration::from_secs(settings.job_retention_hours.saturating_mul(3600));
     let lanes = state.lane_stores.get_chat_lane_store(
         Some(tenant),

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::BenchResult;
 use crate::machine::{cpu_seconds, status_kib};
 use crate::probe::{Probe, Record, check_lanes};
-use crate::targets::{self, REDIS_POOL, StoreKind, Target, wait_until};
+use crate::targets::{self, StoreKind, Target, wait_until};
 
 /// The jobs of a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +276,7 @@ async fn redis_worker(
     timeout_s: u64,
 ) -> BenchResult<ChildReport> {
     let probe = Probe::new(record, None);
-    let target = Arc::new(Target::redis(url, true, concurrency, REDIS_POOL, probe.handler())?);
+    let target = Arc::new(Target::redis(url, true, concurrency, probe.handler())?);
     let cpu = cpu_seconds(None);
     // Watch for the last completion from before the start: jobs queued beforehand (W2, W4) are
     // claimed as soon as the fetch loops run, while `start` is still busy.

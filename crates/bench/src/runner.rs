@@ -18,7 +18,7 @@ use crate::probe::{Probe, Record, wall_ns};
 use crate::redis_stats::{Counters, used_memory};
 use crate::report::{self, Params, Results, RoundTrips};
 use crate::stats::{Figure, percentile};
-use crate::targets::{self, PRODUCER_POOL, REDIS_POOL, StoreKind, Target, wait_until};
+use crate::targets::{self, StoreKind, Target, wait_until};
 use crate::{BenchError, BenchResult};
 
 /// What `laneway-bench run` was asked for.
@@ -179,7 +179,7 @@ impl Bench {
 
     async fn producer(&self) -> BenchResult<Arc<Target>> {
         let noop = Probe::new(Record::Counts, None);
-        let target = Target::redis(&self.url(), false, self.p.concurrency, PRODUCER_POOL, noop.handler())?;
+        let target = Target::redis(&self.url(), false, self.p.concurrency, noop.handler())?;
         target.start().await?;
         Ok(Arc::new(target))
     }
@@ -188,19 +188,14 @@ impl Bench {
 
     async fn w1(&mut self) -> BenchResult<()> {
         let cap = Duration::from_secs(self.p.w1_time_cap_s);
-        for concurrent in [false, true] {
-            let row = if concurrent { "w1_p50" } else { "w1_single" };
+        for (row, shape) in
+            [("w1_single", ", 1 producer"), ("w1_p50", ", 50 producers"), ("w1_batch", ", batch API")]
+        {
             for col in ["mem", "sqlite", "redis"] {
                 let mut samples = Vec::new();
                 let mut capped = Vec::new();
                 for run in 0..self.runs() {
-                    self.progress(
-                        &format!(
-                            "W1 enqueue{} · {col}",
-                            if concurrent { ", 50 producers" } else { ", 1 producer" }
-                        ),
-                        run,
-                    );
+                    self.progress(&format!("W1 enqueue{shape} · {col}"), run);
                     let (target, _gate) = if col == "redis" {
                         self.flush();
                         (self.producer().await?, None)
@@ -214,11 +209,13 @@ impl Bench {
                     let before = (col == "redis").then(|| self.begin());
                     let started = Instant::now();
                     let deadline = Some(started + cap);
-                    let n = if concurrent {
-                        targets::enqueue_concurrent(&target, self.p.w1_jobs, self.p.producers, deadline)
-                            .await?
-                    } else {
-                        targets::enqueue_serial(&target, self.p.w1_jobs, deadline).await?
+                    let n = match row {
+                        "w1_p50" => {
+                            targets::enqueue_concurrent(&target, self.p.w1_jobs, self.p.producers, deadline)
+                                .await?
+                        }
+                        "w1_batch" => targets::enqueue_batches(&target, self.p.w1_jobs, deadline).await?,
+                        _ => targets::enqueue_serial(&target, self.p.w1_jobs, deadline).await?,
                     };
                     #[allow(clippy::cast_precision_loss)]
                     samples.push(n as f64 / started.elapsed().as_secs_f64());
@@ -228,10 +225,9 @@ impl Bench {
                     if let Some(before) = before
                         && run == 0
                     {
-                        let label =
-                            if concurrent { "W1 enqueue, 50 producers" } else { "W1 enqueue, 1 producer" };
+                        let label = format!("W1 enqueue{shape}");
                         let after = self.end();
-                        self.track(&before, &after, &format!("{row}.redis"), label, n, 0.0);
+                        self.track(&before, &after, &format!("{row}.redis"), &label, n, 0.0);
                     }
                     target.kill().await;
                 }
@@ -523,7 +519,7 @@ impl Bench {
             let bytes_per_job = memory_after.saturating_sub(memory_before) as f64 / queued as f64;
             let gate = Arc::new(Semaphore::new(0));
             let probe = Probe::new(Record::Counts, Some(gate.clone()));
-            let worker = Target::redis(&self.url(), true, self.p.concurrency, REDIS_POOL, probe.handler())?;
+            let worker = Target::redis(&self.url(), true, self.p.concurrency, probe.handler())?;
             let starting = Instant::now();
             worker.start().await?;
             starts.push((queued, starting.elapsed().as_secs_f64()));
@@ -706,11 +702,8 @@ pub async fn run(opts: Options) -> BenchResult<()> {
         round_trips,
         bars,
         not_measured: vec![
-            "W1 batch API: there is none (neither `QueueBackend` nor `JobStore` takes several jobs in one call); \
-             every submit is one `create` plus one `enqueue_*`."
-                .to_owned(),
-            "Peers (BullMQ, RQ, apalis) and `cargo xtask bench-peers`: not built yet; the peer figures in \
-             issue 5 are from another run and are not compared here."
+            "Peers (BullMQ, RQ, apalis): `cargo xtask bench-peers` measures them with Laneway's Redis W1–W3 in \
+             a run of their own (see Peers below)."
                 .to_owned(),
         ],
     };

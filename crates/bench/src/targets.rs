@@ -39,12 +39,6 @@ fn tenant() -> TenantId {
     TenantId::new("bench").expect("a valid tenant id")
 }
 
-/// Connections of a Redis target: the service uses 32; a producer running 50 submits at once
-/// gets one each.
-pub const REDIS_POOL: usize = 32;
-/// Connections of a producer target.
-pub const PRODUCER_POOL: usize = 64;
-
 #[derive(Debug)]
 enum Engine {
     Inline(InlineRuntime),
@@ -115,12 +109,11 @@ impl Target {
         url: &str,
         run_workers: bool,
         concurrency: usize,
-        pool_size: usize,
         handler: Arc<dyn JobHandler>,
     ) -> BenchResult<Self> {
         let clock: SharedClock = Arc::new(SystemClock);
         let tenant = tenant();
-        let pool = RedisPool::from_url(url, pool_size)?;
+        let pool = RedisPool::from_url(url)?;
         let week = Duration::from_secs(7 * 24 * 3600);
         let store: Arc<dyn JobStore> =
             Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), week));
@@ -183,10 +176,19 @@ impl Target {
     /// # Errors
     /// What the store or the backend refuse.
     pub async fn submit_upload(&self, payload: Value) -> QueueResult<()> {
-        let id = JobId::generate();
-        let job = NewJob { id: id.clone(), kind: JobKind::Upload, lane: None, request_id: None, payload };
-        self.store.create(job).await?;
-        self.backend.enqueue_upload_job(id).await
+        self.backend.submit(self.store.clone(), upload(payload)).await.map(drop)
+    }
+
+    /// Submits upload jobs in one `submit_many` call.
+    ///
+    /// # Errors
+    /// The call's error, or the first job refused.
+    pub async fn submit_uploads(&self, payloads: Vec<Value>) -> QueueResult<()> {
+        let jobs = payloads.into_iter().map(upload).collect();
+        for result in self.backend.submit_many(self.store.clone(), jobs).await? {
+            result?;
+        }
+        Ok(())
     }
 
     /// Submits one chat job into `lane`.
@@ -194,17 +196,40 @@ impl Target {
     /// # Errors
     /// What the store, the lane or the backend refuse.
     pub async fn submit_chat(&self, lane: &LaneId, payload: Value) -> QueueResult<()> {
-        let id = JobId::generate();
         let job = NewJob {
-            id: id.clone(),
+            id: JobId::generate(),
             kind: JobKind::Chat,
             lane: Some(lane.clone()),
             request_id: None,
             payload,
         };
-        self.store.create(job).await?;
-        self.backend.enqueue_chat_job(id, Some(lane.clone())).await.map(drop)
+        self.backend.submit(self.store.clone(), job).await.map(drop)
     }
+}
+
+fn upload(payload: Value) -> NewJob {
+    NewJob { id: JobId::generate(), kind: JobKind::Upload, lane: None, request_id: None, payload }
+}
+
+/// Jobs per `submit_many` call in W1's batch row.
+pub const SUBMIT_BATCH: u64 = 100;
+
+/// Submits up to `total` upload jobs in `submit_many` calls of [`SUBMIT_BATCH`], each awaited,
+/// stopping early at `deadline`. Returns how many were submitted.
+///
+/// # Errors
+/// The first refused submit.
+pub async fn enqueue_batches(target: &Target, total: u64, deadline: Option<Instant>) -> BenchResult<u64> {
+    let mut sent = 0;
+    while sent < total {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let n = SUBMIT_BATCH.min(total - sent);
+        target.submit_uploads((sent..sent + n).map(|i| json!({ "i": i })).collect()).await?;
+        sent += n;
+    }
+    Ok(sent)
 }
 
 /// Submits up to `total` upload jobs one at a time, each awaited, stopping early at `deadline`.

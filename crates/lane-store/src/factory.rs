@@ -13,9 +13,6 @@ use crate::redis_store::RedisLaneStore;
 /// The cache key of a request that names no tenant (the seed's `default`).
 const DEFAULT_TENANT_KEY: &str = "default";
 
-/// Connections per Redis pool; the tenants of one URL share it.
-const REDIS_POOL_SIZE: usize = 16;
-
 /// One chat lane store per tenant, created on first use and kept until
 /// [`reset_chat_lane_stores`](Self::reset_chat_lane_stores).
 #[derive(Debug, Default)]
@@ -45,7 +42,7 @@ impl ChatLaneStoreFactory {
         if let Some(pool) = pools.get(redis_url) {
             return Ok(pool.clone());
         }
-        let pool = RedisPool::from_url(redis_url, REDIS_POOL_SIZE)?;
+        let pool = RedisPool::from_url(redis_url)?;
         pools.insert(redis_url.to_owned(), pool.clone());
         Ok(pool)
     }

@@ -17,4 +17,4 @@ pub use redis_conn::{RedisConn, RedisPool, RedisTarget, redis_error};
 pub use redis_store::{FINISH_FN, LANE_COMMON_LUA, RedisLaneStore, parse_dispatch};
 
 /// The redis-rs crate as this crate uses it, so layers above share one version.
-pub use deadpool_redis::redis;
+pub use redis;

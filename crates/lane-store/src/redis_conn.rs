@@ -1,5 +1,5 @@
-//! Connections to Redis, single node or Cluster, behind one type: a deadpool pool for ordinary
-//! commands and dedicated connections for blocking waits.
+//! Connections to Redis, single node or Cluster, behind one type: one shared multiplexed
+//! connection for ordinary commands and scripts, and dedicated connections for blocking waits.
 //!
 //! redis-rs gives async connections a 500 ms response timeout by default; a blocking command
 //! that waits longer would fail, and on a shared multiplexed connection it would delay every
@@ -7,11 +7,15 @@
 //! longer than the block.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::ConnectionLike;
-use deadpool_redis::redis::{self, Cmd, Pipeline, RedisError, RedisFuture, Value};
 use queue_core::{QueueError, QueueResult};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use tokio::sync::OnceCell;
 
 /// Where Redis is: one node, or the seed nodes of a Cluster.
 #[derive(Clone, PartialEq, Eq)]
@@ -96,16 +100,26 @@ pub fn redis_error(e: &RedisError) -> QueueError {
     }
 }
 
+/// The shared connection of a [`RedisPool`]: one multiplexed connection that every caller
+/// clones. Concurrent requests from many tasks are pipelined on it by redis-rs.
 #[derive(Clone)]
-enum PoolInner {
-    Single(deadpool_redis::Pool),
-    Cluster(deadpool_redis::cluster::Pool),
+enum Shared {
+    /// Single node: reconnects by itself after an I/O error.
+    Single(ConnectionManager),
+    /// Cluster: one connection per node inside, routed by slot; created on first use.
+    Cluster(Arc<(OnceCell<ClusterConnection>, ClusterClient)>),
 }
 
-/// A pool of Redis connections for one target. Cheap to clone.
+/// The connections to one Redis target. Cheap to clone: clones share the connection.
+///
+/// Ordinary commands and scripts go through one shared, multiplexed connection
+/// ([`RedisPool::get`]): redis-rs pipelines the requests of concurrent tasks on it, and a request
+/// costs one round trip — there is no per-checkout health check (a pool such as deadpool-redis
+/// sends `UNWATCH` + `PING` before handing out a connection, one extra round trip per call).
+/// Blocking waits get a dedicated connection ([`RedisPool::blocking`]).
 #[derive(Clone)]
 pub struct RedisPool {
-    inner: PoolInner,
+    shared: Shared,
     target: RedisTarget,
 }
 
@@ -115,47 +129,52 @@ impl fmt::Debug for RedisPool {
     }
 }
 
-/// Longest wait for a pooled connection before the operation fails as unavailable.
-const POOL_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait to connect before the operation fails as unavailable.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for a reply to an ordinary command or script on the shared connection.
+const RESPONSE_WAIT: Duration = Duration::from_secs(2);
 
 impl RedisPool {
-    /// A pool of at most `max_size` connections to `target`. Connects lazily.
+    /// The connections to `target`. Connects lazily, on the first request.
+    ///
+    /// While Redis is unreachable every request fails at once with `QueueError::Unavailable`
+    /// (after one connection attempt and one retry), and the next request tries again.
     ///
     /// # Errors
     /// `QueueError::Config` when the URL cannot be used.
-    pub fn new(target: RedisTarget, max_size: usize) -> QueueResult<Self> {
-        let timeouts = deadpool_redis::Timeouts {
-            wait: Some(POOL_WAIT),
-            create: Some(POOL_WAIT),
-            recycle: Some(POOL_WAIT),
-        };
-        let inner = match &target {
+    pub fn new(target: RedisTarget) -> QueueResult<Self> {
+        let config_error = |e: &RedisError| QueueError::Config(format!("REDIS_URL: {e}"));
+        let shared = match &target {
             RedisTarget::Single(url) => {
-                let mut cfg = deadpool_redis::Config::from_url(url.clone());
-                cfg.pool = Some(deadpool_redis::PoolConfig { max_size, timeouts, ..Default::default() });
-                PoolInner::Single(
-                    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                        .map_err(|e| QueueError::Config(format!("REDIS_URL: {e}")))?,
+                let client = redis::Client::open(url.as_str()).map_err(|e| config_error(&e))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_WAIT))
+                    .set_response_timeout(Some(RESPONSE_WAIT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(200));
+                Shared::Single(
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| config_error(&e))?,
                 )
             }
             RedisTarget::Cluster(urls) => {
-                let mut cfg = deadpool_redis::cluster::Config::from_urls(urls.clone());
-                cfg.pool = Some(deadpool_redis::PoolConfig { max_size, timeouts, ..Default::default() });
-                PoolInner::Cluster(
-                    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                        .map_err(|e| QueueError::Config(format!("REDIS_URL: {e}")))?,
-                )
+                let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
+                    .connection_timeout(CONNECT_WAIT)
+                    .response_timeout(RESPONSE_WAIT)
+                    .retries(2)
+                    .build()
+                    .map_err(|e| config_error(&e))?;
+                Shared::Cluster(Arc::new((OnceCell::new(), client)))
             }
         };
-        Ok(Self { inner, target })
+        Ok(Self { shared, target })
     }
 
-    /// Parses `url` and builds a pool.
+    /// Parses `url` and builds the connections.
     ///
     /// # Errors
     /// As [`RedisTarget::parse`] and [`RedisPool::new`].
-    pub fn from_url(url: &str, max_size: usize) -> QueueResult<Self> {
-        Self::new(RedisTarget::parse(url)?, max_size)
+    pub fn from_url(url: &str) -> QueueResult<Self> {
+        Self::new(RedisTarget::parse(url)?)
     }
 
     /// The target.
@@ -164,22 +183,19 @@ impl RedisPool {
         &self.target
     }
 
-    /// A pooled connection.
+    /// A handle on the shared connection. Costs no round trip.
     ///
     /// # Errors
-    /// `QueueError::Unavailable` when no connection can be had within the pool's wait.
+    /// `QueueError::Unavailable` when a Cluster cannot be reached for its first connection.
     pub async fn get(&self) -> QueueResult<RedisConn> {
-        match &self.inner {
-            PoolInner::Single(p) => p
-                .get()
+        match &self.shared {
+            Shared::Single(c) => Ok(RedisConn::Single(c.clone())),
+            Shared::Cluster(cluster) => cluster
+                .0
+                .get_or_try_init(|| cluster.1.get_async_connection())
                 .await
-                .map(RedisConn::Single)
-                .map_err(|e| QueueError::Unavailable(format!("redis: {e}"))),
-            PoolInner::Cluster(p) => p
-                .get()
-                .await
-                .map(RedisConn::Cluster)
-                .map_err(|e| QueueError::Unavailable(format!("redis: {e}"))),
+                .map(|c| RedisConn::Cluster(c.clone()))
+                .map_err(|e| redis_error(&e)),
         }
     }
 
@@ -195,7 +211,7 @@ impl RedisPool {
                 let client = redis::Client::open(url.as_str()).map_err(|e| redis_error(&e))?;
                 let config = redis::AsyncConnectionConfig::new()
                     .set_response_timeout(Some(timeout))
-                    .set_connection_timeout(Some(POOL_WAIT));
+                    .set_connection_timeout(Some(CONNECT_WAIT));
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
@@ -205,26 +221,26 @@ impl RedisPool {
             RedisTarget::Cluster(urls) => {
                 let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
                     .response_timeout(timeout)
-                    .connection_timeout(POOL_WAIT)
+                    .connection_timeout(CONNECT_WAIT)
                     .build()
                     .map_err(|e| redis_error(&e))?;
                 let conn = client.get_async_connection().await.map_err(|e| redis_error(&e))?;
-                Ok(RedisConn::DedicatedCluster(conn))
+                Ok(RedisConn::Cluster(conn))
             }
         }
     }
 }
 
-/// One connection: pooled or dedicated, single node or Cluster.
+/// One connection handle: the shared one of a single node or a Cluster, or a dedicated one for
+/// blocking waits.
+#[derive(Clone)]
 pub enum RedisConn {
-    /// From the single-node pool.
-    Single(deadpool_redis::Connection),
-    /// From the Cluster pool.
-    Cluster(deadpool_redis::cluster::Connection),
+    /// The shared connection to a single node.
+    Single(ConnectionManager),
+    /// A connection to a Cluster (shared, or dedicated for blocking waits).
+    Cluster(ClusterConnection),
     /// Dedicated, for blocking waits on a single node.
-    Dedicated(redis::aio::MultiplexedConnection),
-    /// Dedicated, for blocking waits on a Cluster.
-    DedicatedCluster(redis::cluster_async::ClusterConnection),
+    Dedicated(MultiplexedConnection),
 }
 
 impl fmt::Debug for RedisConn {
@@ -233,7 +249,6 @@ impl fmt::Debug for RedisConn {
             Self::Single(_) => "RedisConn::Single",
             Self::Cluster(_) => "RedisConn::Cluster",
             Self::Dedicated(_) => "RedisConn::Dedicated",
-            Self::DedicatedCluster(_) => "RedisConn::DedicatedCluster",
         })
     }
 }
@@ -244,7 +259,6 @@ impl ConnectionLike for RedisConn {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
             Self::Dedicated(c) => c.req_packed_command(cmd),
-            Self::DedicatedCluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -258,7 +272,6 @@ impl ConnectionLike for RedisConn {
             Self::Single(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
             Self::Dedicated(c) => c.req_packed_commands(cmd, offset, count),
-            Self::DedicatedCluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -267,7 +280,6 @@ impl ConnectionLike for RedisConn {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
             Self::Dedicated(c) => c.get_db(),
-            Self::DedicatedCluster(c) => c.get_db(),
         }
     }
 }

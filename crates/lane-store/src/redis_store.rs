@@ -17,7 +17,7 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, FromRedisValue, Script, ScriptInvocation};
+use redis::{self, FromRedisValue, Script, ScriptInvocation};
 use queue_core::{
     ChatEnqueueReceipt, ChatLaneStore, JobId, JobKind, LaneClaim, LaneEnqueue, LaneId, LaneLoad,
     LaneSnapshot, LaneStoreConfig, QueueError, QueueResult, SharedClock, TenantId,

@@ -44,7 +44,7 @@ fn config() -> LaneStoreConfig {
 }
 
 fn store_on(url: &str, tenant: &TenantId, config: LaneStoreConfig, clock: &ManualClock) -> RedisLaneStore {
-    let pool = RedisPool::from_url(url, 8).unwrap();
+    let pool = RedisPool::from_url(url).unwrap();
     RedisLaneStore::new(pool, tenant, config, Arc::new(clock.clone()))
 }
 

@@ -1,13 +1,16 @@
 //! The queue backend contract of the seed: enqueue by kind, rescan after a restart, start, stop.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::QueueResult;
+use crate::error::{QueueError, QueueResult};
 use crate::ids::{JobId, LaneId};
+use crate::job::{JobKind, JobRecord, NewJob};
 use crate::lane::ChatEnqueueReceipt;
+use crate::store::JobStore;
 
 /// A profile update to apply: the job that carries the notes, and the student it is for (updates
 /// of one student are batched into one write).
@@ -17,6 +20,16 @@ pub struct ProfileUpdate {
     pub job_id: JobId,
     /// The student whose profile changes.
     pub student_id: String,
+}
+
+/// A job accepted by [`QueueBackend::submit`]: its new record and, for a chat job, its place in
+/// its lane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The record as created (status `queued`).
+    pub record: JobRecord,
+    /// Where a chat job stands in its lane; `None` for other kinds.
+    pub lane: Option<ChatEnqueueReceipt>,
 }
 
 /// Dispatches jobs to workers. Implementations: `InlineQueueBackend` (in-process) and
@@ -44,6 +57,64 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
         lane_id: Option<LaneId>,
     ) -> QueueResult<ChatEnqueueReceipt>;
 
+    /// Creates `job`'s record in `store` and queues it, all or nothing: when the job cannot be
+    /// queued (a full lane, a stopped backend, an unreachable store) no record is left behind.
+    ///
+    /// The default creates through `store`, enqueues by kind, and deletes the record again if the
+    /// enqueue is refused: two steps, so a crash between them leaves a queued record for the next
+    /// recovery scan. A backend whose queue and store live in one system overrides it with one
+    /// atomic step (`RedisQueueBackend`: one script, one round trip); such a backend writes the
+    /// record where its own job store reads, so `store` must be that store.
+    ///
+    /// # Errors
+    /// As [`JobStore::create`] (`AlreadyExists` for a taken id) and the kind's `enqueue_*`.
+    async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
+        let record = store.create(job).await?;
+        let id = record.id.clone();
+        let lane = match record.kind {
+            JobKind::Upload => self.enqueue_upload_job(id.clone()).await.map(|()| None),
+            JobKind::Exam => self.enqueue_exam_job(id.clone()).await.map(|()| None),
+            JobKind::ProfileUpdate => {
+                let student_id =
+                    record.payload.get("student_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                self.enqueue_profile_update(ProfileUpdate { job_id: id.clone(), student_id })
+                    .await
+                    .map(|()| None)
+            }
+            JobKind::Chat => self.enqueue_chat_job(id.clone(), record.lane.clone()).await.map(Some),
+        };
+        match lane {
+            Ok(lane) => Ok(Submitted { record, lane }),
+            Err(e) => {
+                // Best effort: the error the caller needs is the enqueue's.
+                let _ = store.delete(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Submits several jobs in one call: each is accepted or refused on its own, and the
+    /// results come back in the order of `jobs`. The call itself fails only when nothing could
+    /// be attempted (`Unavailable`, `NotRunning`, a batch over [`MAX_SUBMIT_BATCH`]).
+    ///
+    /// The default submits one after the other; `RedisQueueBackend` sends the whole batch in
+    /// one pipeline.
+    ///
+    /// # Errors
+    /// `Invalid` naming `jobs` for a batch over [`MAX_SUBMIT_BATCH`].
+    async fn submit_many(
+        &self,
+        store: Arc<dyn JobStore>,
+        jobs: Vec<NewJob>,
+    ) -> QueueResult<Vec<QueueResult<Submitted>>> {
+        check_batch(jobs.len())?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.submit(store.clone(), job).await);
+        }
+        Ok(out)
+    }
+
     /// Re-enqueues upload jobs the store holds as pending but no worker holds; returns how many.
     async fn scan_pending_upload_jobs(&self) -> QueueResult<usize>;
 
@@ -59,4 +130,21 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// Stops taking work, lets running jobs finish within the deadline, hands back the rest.
     /// Idempotent.
     async fn stop(&self) -> QueueResult<()>;
+}
+
+/// The most jobs one [`QueueBackend::submit_many`] call takes.
+pub const MAX_SUBMIT_BATCH: usize = 1_000;
+
+/// Refuses a batch over [`MAX_SUBMIT_BATCH`], naming the field and the rule.
+///
+/// # Errors
+/// `QueueError::Invalid` naming `jobs`.
+pub fn check_batch(len: usize) -> QueueResult<()> {
+    if len > MAX_SUBMIT_BATCH {
+        return Err(QueueError::invalid(
+            "jobs",
+            format!("a batch holds at most {MAX_SUBMIT_BATCH} jobs (got {len})"),
+        ));
+    }
+    Ok(())
 }

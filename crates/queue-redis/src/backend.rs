@@ -22,8 +22,8 @@ use lane_store::redis::{self, Value};
 use lane_store::{RedisConn, RedisPool, TenantKeys, redis_error};
 use queue_core::{
     ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobMetrics, JobRecord,
-    JobStatus, JobStore, LaneClaim, LaneId, LimitClass, Limiter, PermitSet, ProfileUpdate, QueueBackend,
-    QueueError, QueueResult, SharedClock, TenantId, acquisition_order,
+    JobStatus, JobStore, LaneClaim, LaneId, LimitClass, Limiter, NewJob, PermitSet, ProfileUpdate,
+    QueueBackend, QueueError, QueueResult, SharedClock, Submitted, TenantId, acquisition_order, check_batch,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -331,6 +331,88 @@ impl RedisQueueBackend {
         }
     }
 
+    /// Puts an existing chat job in `lane` (the lane store's script claims an idle lane and
+    /// pushes the dispatch in one step).
+    async fn enqueue_in_lane(&self, job_id: &JobId, lane: &LaneId) -> QueueResult<ChatEnqueueReceipt> {
+        let outcome = self.inner.deps.lanes.enqueue(job_id, lane).await?;
+        if outcome.added {
+            self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            self.inner.config.metrics.record_enqueued(JobKind::Chat);
+            info!(
+                tenant = %self.inner.deps.tenant,
+                lane = %lane,
+                job = %job_id,
+                kind = "chat",
+                position = outcome.receipt.lane_queue_position,
+                "job enqueued"
+            );
+        }
+        Ok(outcome.receipt)
+    }
+
+    /// Creates and queues non-chat jobs, one `submit_plain` call each, in one pipeline.
+    async fn submit_plain(&self, jobs: &[(usize, NewJob)]) -> QueueResult<Vec<QueueResult<Submitted>>> {
+        let keys = &self.inner.keys;
+        let tenant = &self.inner.deps.tenant;
+        let now = self.inner.deps.clock.now_ms();
+        let mut calls = Vec::with_capacity(jobs.len());
+        for (_, job) in jobs {
+            let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
+            crate::store::create_args(&mut call, keys, tenant, job, now)?;
+            call.key(keys.ready(job.kind)).key(keys.signal(job.kind));
+            calls.push(call);
+        }
+        let mut conn = self.inner.deps.pool.get().await?;
+        let seqs: Vec<u64> = if let [call] = calls.as_slice() {
+            vec![call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?]
+        } else {
+            // A pipeline's EVALSHA does not load a missing script: load it first.
+            scripts::SUBMIT_PLAIN
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            let mut pipe = redis::pipe();
+            for call in &calls {
+                pipe.invoke_script(call);
+            }
+            pipe.query_async(&mut conn).await.map_err(|e| redis_error(&e))?
+        };
+        Ok(jobs
+            .iter()
+            .zip(seqs)
+            .map(|((_, job), seq)| {
+                if seq == 0 {
+                    return Err(QueueError::AlreadyExists { job: job.id.clone() });
+                }
+                self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                self.inner.config.metrics.record_enqueued(job.kind);
+                info!(tenant = %tenant, lane = "", job = %job.id, kind = job.kind.as_str(), "job enqueued");
+                Ok(Submitted {
+                    record: JobRecord::from_new(tenant.clone(), job.clone(), seq, now),
+                    lane: None,
+                })
+            })
+            .collect())
+    }
+
+    /// Creates a chat job's record, then puts it in its lane; takes the record back when the lane
+    /// refuses it.
+    async fn submit_chat(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
+        let Some(lane) = job.lane.clone() else {
+            return Err(QueueError::invalid("lane", "required for a chat job"));
+        };
+        let record = store.create(job).await?;
+        match self.enqueue_in_lane(&record.id, &lane).await {
+            Ok(receipt) => Ok(Submitted { record, lane: Some(receipt) }),
+            Err(e) => {
+                // Best effort: the error the caller needs is the lane's.
+                let _ = store.delete(&record.id).await;
+                Err(e)
+            }
+        }
+    }
+
     async fn scan_plain(&self, kind: JobKind) -> QueueResult<usize> {
         self.ensure_running()?;
         let keys = &self.inner.keys;
@@ -425,21 +507,42 @@ impl QueueBackend for RedisQueueBackend {
         let Some(lane) = lane_id.or(record.lane) else {
             return Err(QueueError::invalid("lane_id", "required for a chat job without a lane"));
         };
-        // The lane store's script claims an idle lane and pushes the dispatch in one step.
-        let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
-        if outcome.added {
-            self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
-            self.inner.config.metrics.record_enqueued(JobKind::Chat);
-            info!(
-                tenant = %self.inner.deps.tenant,
-                lane = %lane,
-                job = %job_id,
-                kind = "chat",
-                position = outcome.receipt.lane_queue_position,
-                "job enqueued"
-            );
+        self.enqueue_in_lane(&job_id, &lane).await
+    }
+
+    async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
+        let mut results = self.submit_many(store, vec![job]).await?;
+        results.pop().unwrap_or_else(|| Err(QueueError::Storage("a submit returned no result".into())))
+    }
+
+    /// Non-chat jobs: one `submit_plain` script each (record, ready list and wake-up in one
+    /// step), all in one pipeline: one round trip for the batch. Chat jobs: the record, then the
+    /// lane script, one job after the other so that a lane takes them in the batch's order.
+    async fn submit_many(
+        &self,
+        store: Arc<dyn JobStore>,
+        jobs: Vec<NewJob>,
+    ) -> QueueResult<Vec<QueueResult<Submitted>>> {
+        check_batch(jobs.len())?;
+        self.ensure_running()?;
+        let mut results: Vec<Option<QueueResult<Submitted>>> = Vec::with_capacity(jobs.len());
+        let (mut plain, mut chat) = (Vec::new(), Vec::new());
+        for (at, job) in jobs.into_iter().enumerate() {
+            results.push(None);
+            if job.kind == JobKind::Chat { chat.push((at, job)) } else { plain.push((at, job)) }
         }
-        Ok(outcome.receipt)
+        if !plain.is_empty() {
+            for ((at, _), result) in plain.iter().zip(self.submit_plain(&plain).await?) {
+                results[*at] = Some(result);
+            }
+        }
+        for (at, job) in chat {
+            results[at] = Some(self.submit_chat(store.clone(), job).await);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(QueueError::Storage("a job of the batch got no result".into()))))
+            .collect())
     }
 
     async fn scan_pending_upload_jobs(&self) -> QueueResult<usize> {

@@ -25,6 +25,10 @@ pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
         include_str!("lua/complete.lua")
     ))
 });
+/// Creates a non-chat job's record and puts it on its ready list: a submit in one call.
+pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
+});
 /// Puts a queued non-chat job on its ready list.
 pub(crate) static ENQUEUE_PLAIN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_plain.lua")));

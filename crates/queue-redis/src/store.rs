@@ -21,14 +21,17 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lane_store::redis::{self, Script, Value};
+use lane_store::redis::{self, Script, ScriptInvocation, Value};
 use lane_store::{RedisConn, RedisPool, TenantKeys, redis_error};
 use queue_core::{
     JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId, NewJob, QueueError, QueueResult,
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 
-static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_create.lua")));
+/// `create_job`, shared by `job_create.lua` and the backend's `submit_plain.lua`.
+pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
+static CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_transition.lua")));
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_delete.lua")));
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_purge.lua")));
@@ -92,7 +95,7 @@ impl RedisJobStore {
 
     /// HASH of finished id -> `<kind>:<status>`; see the module docs.
     fn finished_meta(&self) -> String {
-        format!("{}finished:meta", self.keys.prefix())
+        finished_meta(&self.keys)
     }
 
     async fn conn(&self) -> QueueResult<RedisConn> {
@@ -151,29 +154,48 @@ impl RedisJobStore {
     }
 }
 
+/// The finished-meta hash of a tenant (see the module docs).
+fn finished_meta(keys: &TenantKeys) -> String {
+    format!("{}finished:meta", keys.prefix())
+}
+
+/// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`; a
+/// script that calls `create_job(KEYS, ARGV)` takes its own keys and arguments after these.
+///
+/// # Errors
+/// `QueueError::Storage` when the payload cannot be written as JSON.
+pub(crate) fn create_args(
+    call: &mut ScriptInvocation<'_>,
+    keys: &TenantKeys,
+    tenant: &TenantId,
+    job: &NewJob,
+    now: u64,
+) -> QueueResult<()> {
+    let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
+    call.key(keys.job(&job.id))
+        .key(keys.seq())
+        .key(keys.pending(job.kind))
+        .key(keys.stats())
+        .key(keys.finished())
+        .key(finished_meta(keys))
+        .arg(job.id.as_str())
+        .arg(job.kind.as_str())
+        .arg(tenant.as_str())
+        .arg(job.lane.as_ref().map_or("", LaneId::as_str))
+        .arg(job.request_id.as_ref().map_or("", RequestId::as_str))
+        .arg(now)
+        .arg(payload);
+    Ok(())
+}
+
 #[async_trait]
 impl JobStore for RedisJobStore {
     async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
         let now = self.clock.now_ms();
-        let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
+        let mut call = CREATE.prepare_invoke();
+        create_args(&mut call, &self.keys, &self.tenant, &job, now)?;
         let mut conn = self.conn().await?;
-        let seq: u64 = CREATE
-            .key(self.keys.job(&job.id))
-            .key(self.keys.seq())
-            .key(self.keys.pending(job.kind))
-            .key(self.keys.stats())
-            .key(self.keys.finished())
-            .key(self.finished_meta())
-            .arg(job.id.as_str())
-            .arg(job.kind.as_str())
-            .arg(self.tenant.as_str())
-            .arg(job.lane.as_ref().map_or("", LaneId::as_str))
-            .arg(job.request_id.as_ref().map_or("", RequestId::as_str))
-            .arg(now)
-            .arg(payload)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| redis_error(&e))?;
+        let seq: u64 = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
         if seq == 0 {
             return Err(QueueError::AlreadyExists { job: job.id });
         }

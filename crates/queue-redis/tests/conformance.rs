@@ -53,7 +53,7 @@ impl RedisRigs {
 
     async fn start(&self, handlers: HandlerSet, options: &RigOptions, clock: ManualClock) -> Rig {
         let shared: SharedClock = Arc::new(clock.clone());
-        let pool = RedisPool::from_url(&self.url, 16).expect("pool");
+        let pool = RedisPool::from_url(&self.url).expect("pool");
         let store = Arc::new(RedisJobStore::new(
             pool.clone(),
             self.tenant.clone(),

@@ -25,7 +25,7 @@ async fn the_redis_backend_counts_enqueues_starts_outcomes_and_durations() {
     let server = shared_server();
     let tenant = TenantId::new(format!("metrics{}", std::process::id())).expect("tenant");
     let clock: SharedClock = Arc::new(SystemClock);
-    let pool = RedisPool::from_url(&server.url(), 8).expect("pool");
+    let pool = RedisPool::from_url(&server.url()).expect("pool");
     let store =
         Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
     let lanes = Arc::new(

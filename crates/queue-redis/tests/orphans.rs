@@ -18,7 +18,7 @@ async fn a_worker_that_starts_runs_jobs_a_dead_producer_created_but_never_enqueu
     let server = shared_server();
     let tenant = TenantId::new(format!("orphans{}", std::process::id())).expect("tenant");
     let clock: SharedClock = Arc::new(ManualClock::default());
-    let pool = RedisPool::from_url(&server.url(), 8).expect("pool");
+    let pool = RedisPool::from_url(&server.url()).expect("pool");
     let store =
         Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
     let lane = LaneId::new("student:o:main").expect("lane");
@@ -74,7 +74,7 @@ async fn a_sweep_never_puts_a_job_that_finished_meanwhile_back_in_its_lane() {
     let server = shared_server();
     let tenant = TenantId::new(format!("finished{}", std::process::id())).expect("tenant");
     let clock: SharedClock = Arc::new(ManualClock::default());
-    let pool = RedisPool::from_url(&server.url(), 8).expect("pool");
+    let pool = RedisPool::from_url(&server.url()).expect("pool");
     let store = RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600));
     let lanes = RedisLaneStore::new(pool, &tenant, LaneStoreConfig::default(), clock).with_dispatch(true);
     let lane = LaneId::new("student:f:main").expect("lane");

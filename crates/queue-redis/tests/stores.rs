@@ -52,7 +52,7 @@ impl Target {
             Self::Single(server) => server.url(),
             Self::Cluster(cluster) => cluster.url(),
         };
-        RedisPool::from_url(&url, 8).unwrap()
+        RedisPool::from_url(&url).unwrap()
     }
 
     /// Runs one command on the node that serves `key`'s slot.
@@ -571,7 +571,7 @@ mod redis_down {
     #[tokio::test]
     async fn acquire_claim_and_create_fail_as_unavailable_when_redis_is_down() {
         let mut server = RedisServer::start();
-        let pool = RedisPool::from_url(&server.url(), 4).unwrap();
+        let pool = RedisPool::from_url(&server.url()).unwrap();
         let tenant = unique_tenant("down");
         let clock = Arc::new(ManualClock::new(START_MS));
         let store = RedisJobStore::new(pool.clone(), tenant.clone(), clock, RETENTION);

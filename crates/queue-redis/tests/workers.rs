@@ -48,7 +48,7 @@ impl Rig {
     }
 
     fn pool(&self) -> RedisPool {
-        RedisPool::from_url(&self.url, 8).expect("pool")
+        RedisPool::from_url(&self.url).expect("pool")
     }
 
     fn store(&self) -> Arc<RedisJobStore> {

@@ -102,6 +102,9 @@ macro_rules! conformance_tests {
             a_retried_job_keeps_its_place_at_the_head,
             resubmitting_never_runs_a_job_twice,
             a_full_lane_refuses_and_changes_nothing,
+            submit_creates_and_queues_every_kind,
+            a_refused_submit_leaves_no_record,
+            submit_many_answers_each_job_in_order,
             stop_finishes_running_jobs_and_hands_back_the_rest,
             start_and_stop_are_idempotent,
         );

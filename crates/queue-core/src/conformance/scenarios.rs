@@ -56,6 +56,10 @@ fn lane(name: &str) -> LaneId {
     LaneId::new(name).expect("valid lane id")
 }
 
+fn new_job(id: &str, kind: JobKind, lane_name: Option<&str>, behavior: &Behavior) -> NewJob {
+    NewJob { id: job(id), kind, lane: lane_name.map(lane), request_id: None, payload: behavior.payload() }
+}
+
 /// Creates the record of a chat job and enqueues it.
 async fn submit_chat(rig: &Rig, id: &str, lane_name: &str, behavior: &Behavior) -> Result<(), QueueError> {
     let id = job(id);
@@ -469,6 +473,129 @@ pub async fn a_full_lane_refuses_and_changes_nothing(factory: &dyn RigFactory) {
     h.open("f0");
     wait_status(&rig, "f2", JobStatus::Done).await;
     assert_eq!(h.invocations(&job("f3")), 0, "a refused job ran");
+    rig.backend.stop().await.expect("stop");
+}
+
+/// `submit` creates and queues in one step, for every kind; a chat submit reports the job's place
+/// in its lane.
+pub async fn submit_creates_and_queues_every_kind(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let rig = factory.build(handlers(&h), RigOptions::default()).await;
+    let l = "student:submit:main";
+    let first = rig
+        .backend
+        .submit(
+            rig.store.clone(),
+            new_job("s-c0", JobKind::Chat, Some(l), &Behavior::GateFirst("s-c0".into())),
+        )
+        .await
+        .expect("submit chat");
+    assert_eq!(first.record.status, JobStatus::Queued);
+    let receipt = first.lane.expect("a chat submit has a lane receipt");
+    assert_eq!((receipt.lane_queue_position, receipt.lane_queue_size), (0, 1), "{receipt:?}");
+    wait_started(&h, "s-c0", 1).await;
+    let second = rig
+        .backend
+        .submit(rig.store.clone(), new_job("s-c1", JobKind::Chat, Some(l), &Behavior::Ok))
+        .await
+        .expect("submit chat");
+    let receipt = second.lane.expect("receipt");
+    assert_eq!((receipt.lane_queue_position, receipt.lane_queue_size), (1, 2), "{receipt:?}");
+    for (i, kind) in [JobKind::Upload, JobKind::Exam, JobKind::ProfileUpdate].into_iter().enumerate() {
+        let id = format!("s-p{i}");
+        let done = rig
+            .backend
+            .submit(rig.store.clone(), new_job(&id, kind, None, &Behavior::Ok))
+            .await
+            .expect("submit");
+        assert_eq!((done.record.kind, done.record.status, done.lane), (kind, JobStatus::Queued, None));
+        assert!(done.record.seq > 0, "the record has its sequence number");
+    }
+    h.open("s-c0");
+    for id in ["s-c0", "s-c1", "s-p0", "s-p1", "s-p2"] {
+        wait_status(&rig, id, JobStatus::Done).await;
+        assert_eq!(h.invocations(&job(id)), 1, "job {id} ran once");
+    }
+    assert_eq!(starts_in_lane(&h.events(), l), vec![("s-c0".into(), 1), ("s-c1".into(), 1)]);
+    rig.backend.stop().await.expect("stop");
+}
+
+/// A refused submit leaves nothing behind: a taken id keeps its record untouched; a chat job
+/// refused by a full lane has no record afterwards.
+pub async fn a_refused_submit_leaves_no_record(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let mut options = RigOptions::default();
+    options.lanes.max_queue = 1;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:refused:main";
+    rig.backend
+        .submit(rig.store.clone(), new_job("r0", JobKind::Chat, Some(l), &Behavior::GateFirst("r0".into())))
+        .await
+        .expect("submit");
+    wait_started(&h, "r0", 1).await;
+    rig.backend
+        .submit(rig.store.clone(), new_job("r1", JobKind::Chat, Some(l), &Behavior::Ok))
+        .await
+        .expect("submit");
+    let err = rig
+        .backend
+        .submit(rig.store.clone(), new_job("r2", JobKind::Chat, Some(l), &Behavior::Ok))
+        .await
+        .expect_err("the lane is full");
+    assert!(matches!(err, QueueError::LaneFull { max: 1, .. }), "{err}");
+    assert!(rig.store.get(&job("r2")).await.expect("get").is_none(), "a refused chat job left a record");
+    let err = rig
+        .backend
+        .submit(rig.store.clone(), new_job("r1", JobKind::Upload, None, &Behavior::Ok))
+        .await
+        .expect_err("the id is taken");
+    assert!(matches!(err, QueueError::AlreadyExists { .. }), "{err}");
+    let kept = record(&rig, "r1").await;
+    assert_eq!((kept.kind, kept.status), (JobKind::Chat, JobStatus::Queued), "the taken id's record changed");
+    h.open("r0");
+    wait_status(&rig, "r1", JobStatus::Done).await;
+    assert_eq!(h.invocations(&job("r2")), 0, "a refused job ran");
+    rig.backend.stop().await.expect("stop");
+}
+
+/// `submit_many` answers per job, in the order given: accepted jobs run once, a taken id is
+/// refused alone; a batch over the limit is refused whole, naming `jobs`, and creates nothing.
+pub async fn submit_many_answers_each_job_in_order(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let rig = factory.build(handlers(&h), RigOptions::default()).await;
+    let l = "student:batch:main";
+    let mut batch: Vec<NewJob> =
+        (0..20).map(|i| new_job(&format!("b{i}"), JobKind::Upload, None, &Behavior::Ok)).collect();
+    batch.insert(5, new_job("b3", JobKind::Exam, None, &Behavior::Ok));
+    batch.extend((0..3).map(|i| new_job(&format!("bc{i}"), JobKind::Chat, Some(l), &Behavior::Ok)));
+    let results = rig.backend.submit_many(rig.store.clone(), batch).await.expect("submit_many");
+    assert_eq!(results.len(), 24);
+    for (at, result) in results.iter().enumerate() {
+        if at == 5 {
+            assert!(matches!(result, Err(QueueError::AlreadyExists { .. })), "{result:?}");
+        } else {
+            assert!(result.is_ok(), "job {at}: {result:?}");
+        }
+    }
+    let ids: Vec<String> =
+        results.iter().filter_map(|r| r.as_ref().ok()).map(|s| s.record.id.to_string()).collect();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("b{i}")).collect();
+    expected.extend((0..3).map(|i| format!("bc{i}")));
+    assert_eq!(ids, expected, "results come back in the order of the batch");
+    for id in &expected {
+        wait_status(&rig, id, JobStatus::Done).await;
+        assert_eq!(h.invocations(&job(id)), 1, "job {id} ran once");
+    }
+    assert_eq!(record(&rig, "b3").await.kind, JobKind::Upload, "the refused duplicate changed nothing");
+    let starts: Vec<String> = starts_in_lane(&h.events(), l).into_iter().map(|(j, _)| j).collect();
+    assert_eq!(starts, vec!["bc0", "bc1", "bc2"], "a batch's chat jobs keep their order in the lane");
+
+    let too_many: Vec<NewJob> = (0..=crate::MAX_SUBMIT_BATCH)
+        .map(|i| new_job(&format!("x{i}"), JobKind::Upload, None, &Behavior::Ok))
+        .collect();
+    let err = rig.backend.submit_many(rig.store.clone(), too_many).await.expect_err("over the limit");
+    assert!(matches!(&err, QueueError::InvalidInput { field, .. } if field == "jobs"), "{err}");
+    assert!(rig.store.get(&job("x0")).await.expect("get").is_none(), "a refused batch created a record");
     rig.backend.stop().await.expect("stop");
 }
 
