@@ -122,6 +122,9 @@ pub struct RedisBackendDeps {
     pub clock: SharedClock,
 }
 
+/// Pending ids one round trip of the orphan sweep reads.
+const SWEEP_PAGE: usize = 1_000;
+
 /// Counters of this process.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct RedisBackendStats {
@@ -413,43 +416,101 @@ impl RedisQueueBackend {
         }
     }
 
+    /// Puts back on its ready list every pending job of `kind` that no list or lease holds.
+    ///
+    /// It reads the ready list, the in-flight and delayed sets and the last sequence number
+    /// once, then walks the pending index by sequence number, [`SWEEP_PAGE`] ids a round trip,
+    /// up to that last number: memory stays bounded by the lists, not by the records, and a job
+    /// submitted during the sweep is left alone.
     async fn scan_plain(&self, kind: JobKind) -> QueueResult<usize> {
         self.ensure_running()?;
         let keys = &self.inner.keys;
-        let pending = self.inner.deps.store.scan_pending(kind).await?;
-        if pending.is_empty() {
-            return Ok(0);
-        }
         let mut conn = self.inner.deps.pool.get().await?;
-        let (ready, inflight, delayed): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
-            .lrange(keys.ready(kind), 0, -1)
-            .zrange(keys.inflight(), 0, -1)
-            .zrange(keys.delayed(), 0, -1)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis_error(&e))?;
-        let ready: HashSet<String> = ready.into_iter().collect();
-        let inflight: HashSet<String> = inflight.into_iter().collect();
-        let delayed: HashSet<String> =
-            delayed.into_iter().filter_map(|m| m.split_once('|').map(|(_, id)| id.to_owned())).collect();
-        let mut n = 0;
-        for record in pending {
-            let id = record.id.as_str();
-            if ready.contains(id) || inflight.contains(id) || delayed.contains(id) {
-                continue;
-            }
-            // Orphaned: in no list and under no lease. The claim script takes a `processing`
-            // record without a live lease over under a new epoch.
-            let _: () = redis::pipe()
-                .rpush(keys.ready(kind), id)
-                .lpush(keys.signal(kind), "1")
-                .ltrim(keys.signal(kind), 0, 63)
+        let (ready, inflight, delayed, last): (Vec<String>, Vec<String>, Vec<String>, Option<u64>) =
+            redis::pipe()
+                .lrange(keys.ready(kind), 0, -1)
+                .zrange(keys.inflight(), 0, -1)
+                .zrange(keys.delayed(), 0, -1)
+                .get(keys.seq())
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
-            n += 1;
+        let Some(last) = last else { return Ok(0) };
+        let held: HashSet<String> = ready
+            .into_iter()
+            .chain(inflight)
+            .chain(delayed.into_iter().filter_map(|m| m.split_once('|').map(|(_, id)| id.to_owned())))
+            .collect();
+        let mut n = 0;
+        let mut from = 0_u64;
+        loop {
+            let page: Vec<(String, u64)> = redis::cmd("ZRANGE")
+                .arg(keys.pending(kind))
+                .arg(from)
+                .arg(last)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_PAGE)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            let Some(&(_, top)) = page.last() else { break };
+            let orphans: Vec<&str> =
+                page.iter().map(|(id, _)| id.as_str()).filter(|id| !held.contains(*id)).collect();
+            if !orphans.is_empty() {
+                // Orphaned: in no list and under no lease. The claim script takes a `processing`
+                // record without a live lease over under a new epoch, and drops an entry of a job
+                // that finished or that a live worker holds meanwhile.
+                let _: () = redis::pipe()
+                    .rpush(keys.ready(kind), &orphans)
+                    .lpush(keys.signal(kind), "1")
+                    .ltrim(keys.signal(kind), 0, 63)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| redis_error(&e))?;
+                n += orphans.len();
+            }
+            if page.len() < SWEEP_PAGE || top >= last {
+                break;
+            }
+            from = top + 1;
         }
         Ok(n)
+    }
+
+    /// Whether a non-chat job may be orphaned: [`scripts::ORPHAN_GAP`] counts, in one O(1) call,
+    /// the pending jobs that no list or lease accounts for.
+    async fn plain_orphans_possible(&self) -> QueueResult<bool> {
+        let keys = &self.inner.keys;
+        let plain = [JobKind::Upload, JobKind::Exam, JobKind::ProfileUpdate];
+        let mut call = scripts::ORPHAN_GAP.prepare_invoke();
+        for kind in plain {
+            call.key(keys.pending(kind));
+        }
+        for kind in plain {
+            call.key(keys.ready(kind));
+        }
+        call.key(keys.inflight()).key(keys.delayed());
+        let mut conn = self.inner.deps.pool.get().await?;
+        let gap: i64 = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        Ok(gap > 0)
+    }
+
+    /// Whether a chat job may be orphaned: [`scripts::CHAT_ORPHAN_GAP`] counts, in one call
+    /// over the active lanes, the pending chat jobs that no lane accounts for.
+    async fn chat_orphans_possible(&self) -> QueueResult<bool> {
+        let keys = &self.inner.keys;
+        let mut conn = self.inner.deps.pool.get().await?;
+        let gap: i64 = scripts::CHAT_ORPHAN_GAP
+            .key(keys.pending(JobKind::Chat))
+            .key(keys.lanes())
+            .arg(keys.prefix())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        Ok(gap > 0)
     }
 }
 
@@ -460,10 +521,18 @@ impl RedisQueueBackend {
     /// # Errors
     /// A Redis error.
     pub async fn sweep_orphans(&self) -> QueueResult<usize> {
-        Ok(self.scan_pending_chat_jobs().await?
-            + self.scan_plain(JobKind::Upload).await?
-            + self.scan_plain(JobKind::Exam).await?
-            + self.scan_plain(JobKind::ProfileUpdate).await?)
+        // Each half counts first and walks the pending jobs only when some are unaccounted for:
+        // a worker that starts behind a million queued jobs starts at once.
+        let mut n = 0;
+        if self.chat_orphans_possible().await? {
+            n += self.scan_pending_chat_jobs().await?;
+        }
+        if self.plain_orphans_possible().await? {
+            for kind in [JobKind::Upload, JobKind::Exam, JobKind::ProfileUpdate] {
+                n += self.scan_plain(kind).await?;
+            }
+        }
+        Ok(n)
     }
 }
 

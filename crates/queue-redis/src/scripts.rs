@@ -29,6 +29,12 @@ pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
 });
+/// Counts the non-chat pending jobs that no list or lease accounts for.
+pub(crate) static ORPHAN_GAP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/orphan_gap.lua")));
+/// Counts the pending chat jobs that no lane accounts for.
+pub(crate) static CHAT_ORPHAN_GAP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/chat_orphan_gap.lua")));
 /// Puts a queued non-chat job on its ready list.
 pub(crate) static ENQUEUE_PLAIN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_plain.lua")));

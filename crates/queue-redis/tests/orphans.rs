@@ -13,6 +13,36 @@ use queue_core::{
 use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
 use redis_harness::shared_server;
 
+fn backend(
+    pool: &RedisPool,
+    tenant: &TenantId,
+    store: Arc<RedisJobStore>,
+    clock: SharedClock,
+    handler: &RecordingHandler,
+) -> RedisQueueBackend {
+    let lanes = Arc::new(
+        RedisLaneStore::new(pool.clone(), tenant, LaneStoreConfig::default(), clock.clone())
+            .with_dispatch(true),
+    );
+    RedisQueueBackend::new(
+        RedisBackendConfig { block: Duration::from_millis(200), ..RedisBackendConfig::default() },
+        RedisBackendDeps {
+            pool: pool.clone(),
+            tenant: tenant.clone(),
+            store,
+            lanes,
+            limiter: Arc::new(RedisLimiter::new(
+                pool.clone(),
+                tenant,
+                LimitCaps::default(),
+                Duration::from_secs(30),
+            )),
+            handlers: HandlerSet::uniform(Arc::new(handler.clone())),
+            clock,
+        },
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_starts_runs_jobs_a_dead_producer_created_but_never_enqueued() {
     let server = shared_server();
@@ -33,27 +63,7 @@ async fn a_worker_that_starts_runs_jobs_a_dead_producer_created_but_never_enqueu
         store.create(job).await.expect("create");
     }
     let handler = RecordingHandler::new();
-    let lanes = Arc::new(
-        RedisLaneStore::new(pool.clone(), &tenant, LaneStoreConfig::default(), clock.clone())
-            .with_dispatch(true),
-    );
-    let backend = RedisQueueBackend::new(
-        RedisBackendConfig { block: Duration::from_millis(200), ..RedisBackendConfig::default() },
-        RedisBackendDeps {
-            pool: pool.clone(),
-            tenant: tenant.clone(),
-            store: store.clone(),
-            lanes,
-            limiter: Arc::new(RedisLimiter::new(
-                pool,
-                &tenant,
-                LimitCaps::default(),
-                Duration::from_secs(30),
-            )),
-            handlers: HandlerSet::uniform(Arc::new(handler.clone())),
-            clock,
-        },
-    );
+    let backend = backend(&pool, &tenant, store.clone(), clock, &handler);
     backend.start().await.expect("start");
     for id in ["chat-1", "up-1"] {
         let id = JobId::new(id).expect("id");
@@ -96,4 +106,38 @@ async fn a_sweep_never_puts_a_job_that_finished_meanwhile_back_in_its_lane() {
     assert!(!outcome.added, "a finished job was put back in its lane");
     assert!(outcome.dispatch.is_none());
     assert_eq!(lanes.lane_load(&lane).await.expect("load").total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_pages_through_many_orphans_and_runs_each_once() {
+    let server = shared_server();
+    let tenant = TenantId::new(format!("paged{}", std::process::id())).expect("tenant");
+    let clock: SharedClock = Arc::new(ManualClock::default());
+    let pool = RedisPool::from_url(&server.url()).expect("pool");
+    let store =
+        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
+    // More than two pages of the sweep (1,000 ids each), none of them on a list.
+    let ids: Vec<JobId> = (0..2_345).map(|i| JobId::new(format!("orphan-{i}")).expect("id")).collect();
+    for id in &ids {
+        let job = NewJob {
+            id: id.clone(),
+            kind: JobKind::Upload,
+            lane: None,
+            request_id: None,
+            payload: Behavior::Ok.payload(),
+        };
+        store.create(job).await.expect("create");
+    }
+    let handler = RecordingHandler::new();
+    let backend = backend(&pool, &tenant, store.clone(), clock, &handler);
+    backend.start().await.expect("start");
+    eventually("every orphan is done", Duration::from_secs(60), || async {
+        store.counts(JobKind::Upload).await.expect("counts").done == ids.len() as u64
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(handler.invocations(id), 1, "{id} ran once");
+    }
+    assert_eq!(backend.sweep_orphans().await.expect("sweep"), 0, "nothing is left to sweep");
+    backend.stop().await.expect("stop");
 }

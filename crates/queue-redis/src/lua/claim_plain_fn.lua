@@ -9,13 +9,13 @@ local function claim_plain(ready, inflight, stats, n, now, lease, prefix, kind)
     local id = redis.call('LPOP', ready)
     if not id then break end
     local jk = prefix .. 'job:' .. id
-    local st = redis.call('HGET', jk, 'status')
-    local live = redis.call('ZSCORE', inflight, id)
+    local f = redis.call('HMGET', jk, 'status', 'epoch', 'attempt')
+    local st = f[1]
+    local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
     -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped.
     if st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now)) then
-      redis.call('HINCRBY', jk, 'epoch', 1)
-      redis.call('HINCRBY', jk, 'attempt', 1)
-      redis.call('HSET', jk, 'status', 'processing', 'updated', now)
+      redis.call('HSET', jk, 'status', 'processing', 'updated', now,
+        'epoch', (tonumber(f[2]) or 0) + 1, 'attempt', (tonumber(f[3]) or 0) + 1)
       if st == 'queued' then
         redis.call('HINCRBY', stats, 'count:' .. kind .. ':queued', -1)
         redis.call('HINCRBY', stats, 'count:' .. kind .. ':processing', 1)

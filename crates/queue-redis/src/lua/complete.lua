@@ -19,10 +19,10 @@ local function claim_next()
   if n <= 0 then return {} end
   return claim_plain(KEYS[9], KEYS[2], KEYS[5], n, tonumber(ARGV[5]), tonumber(ARGV[10]), ARGV[11], ARGV[8])
 end
-local st = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'epoch')
+local st, ep = f[1], f[2]
 -- A caller that sent an unknown job has nothing to carry on with: claim nothing for it.
 if not st then return { 'notfound', {}, {} } end
-local ep = redis.call('HGET', KEYS[1], 'epoch')
 local current = ep or '0'
 local fenced = st ~= 'processing' or ep ~= ARGV[2]
 if ARGV[8] == 'chat' then
