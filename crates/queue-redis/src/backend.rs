@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,7 +26,7 @@ use queue_core::{
     QueueBackend, QueueError, QueueResult, SharedClock, Submitted, TenantId, acquisition_order, check_batch,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -188,7 +188,38 @@ struct Inner {
     /// Whether heartbeats may (re-)register the entry: true from start until stop or kill.
     registered: AtomicBool,
     registry: RedisWorkerRegistry,
+    /// Non-chat outcomes waiting to be sent together (see `complete_batched`).
+    completions: Mutex<Completions>,
+    /// This value itself, to spawn the flush of completions that arrived during a flush.
+    me: Weak<Self>,
 }
+
+/// Non-chat outcomes on their way to Redis: whoever finds no flush running sends what is
+/// waiting in one `complete_many` call; what arrives meanwhile goes in the next call.
+#[derive(Default)]
+struct Completions {
+    waiting: Vec<Completion>,
+    flushing: bool,
+}
+
+/// One non-chat outcome, and where its answer goes.
+struct Completion {
+    job: JobId,
+    epoch: u64,
+    kind: JobKind,
+    outcome: &'static str,
+    value: String,
+    due_ms: u64,
+    claim_next: usize,
+    reply: oneshot::Sender<QueueResult<CompleteAnswer>>,
+}
+
+/// A completion's answer as the scripts give it: `ok`, `notfound` or `stale:<epoch>`, and the
+/// records of the jobs claimed next.
+type CompleteAnswer = (String, Vec<HashMap<String, String>>);
+
+/// Most outcomes one `complete_many` call carries.
+const COMPLETE_BATCH_MAX: usize = 64;
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -233,7 +264,7 @@ impl RedisQueueBackend {
         let worker_id = new_worker_id(&worker_host);
         let registry = RedisWorkerRegistry::new(deps.pool.clone(), &deps.tenant);
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 config,
                 deps,
                 keys,
@@ -246,6 +277,8 @@ impl RedisQueueBackend {
                 started_ms: AtomicU64::new(0),
                 registered: AtomicBool::new(false),
                 registry,
+                completions: Mutex::new(Completions::default()),
+                me: me.clone(),
             }),
         }
     }
@@ -974,54 +1007,31 @@ impl Inner {
         job: &JobId,
         epoch: u64,
         lane: Option<&LaneId>,
-        outcome: &str,
+        outcome: &'static str,
         value: &str,
         due_ms: u64,
         claim_next: usize,
     ) -> QueueResult<(bool, Vec<JobRecord>)> {
-        let keys = &self.keys;
-        let mut conn = self.deps.pool.get().await?;
-        let lane_key = lane.map_or_else(|| keys.job(job), |l| keys.lane_active(l));
-        // A chat job's final outcome advances its lane in the same call (the lane store's
-        // `finish_lane`, fenced on the same claim): one round trip per chat job.
-        let advance = kind == JobKind::Chat && outcome != "retry";
-        let lane_id = lane.map_or("", LaneId::as_str);
-        let lane_waiting = lane.map_or_else(|| keys.job(job), |l| keys.lane_waiting(l));
-        let (answer, claimed, _lane_answer): (String, Vec<HashMap<String, String>>, Value) =
-            scripts::COMPLETE
-                .key(keys.job(job))
-                .key(keys.inflight())
-                .key(keys.pending(kind))
-                .key(keys.finished())
-                .key(keys.stats())
-                .key(keys.delayed())
-                .key(lane_key)
-                .key(format!("{}finished:meta", keys.prefix()))
-                .key(keys.ready(kind))
-                .key(keys.lanes())
-                .key(keys.leases())
-                .key(keys.epoch())
-                .key(lane_waiting)
-                .key(keys.chat_ready())
-                .key(keys.signal(JobKind::Chat))
-                .arg(job.as_str())
-                .arg(epoch)
-                .arg(outcome)
-                .arg(value)
-                .arg(self.deps.clock.now_ms())
-                .arg(ms(self.config.retention).max(1))
-                .arg(due_ms)
-                .arg(kind.as_str())
-                .arg(if kind == JobKind::Chat { 0 } else { claim_next })
-                .arg(ms(self.config.lease))
-                .arg(keys.prefix())
-                .arg(if advance { "1" } else { "0" })
-                .arg(self.deps.clock.now_ms().saturating_add(ms(self.config.lease).max(1)))
-                .arg(lane_id)
-                .arg("1")
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| redis_error(&e))?;
+        let (answer, claimed) = match lane {
+            Some(lane) if kind == JobKind::Chat => {
+                self.complete_chat(job, epoch, lane, outcome, value).await?
+            }
+            _ => {
+                let claim_next = claim_next.min(self.config.claim_batch_max);
+                let value = value.to_owned();
+                self.complete_batched(Completion {
+                    job: job.clone(),
+                    epoch,
+                    kind,
+                    outcome,
+                    value,
+                    due_ms,
+                    claim_next,
+                    reply: oneshot::channel().0,
+                })
+                .await?
+            }
+        };
         let claimed = claimed.into_iter().map(parse_record).collect::<QueueResult<Vec<_>>>()?;
         match answer.as_str() {
             "ok" => Ok((true, claimed)),
@@ -1041,6 +1051,142 @@ impl Inner {
                     "late result rejected: the lease is no longer current"
                 );
                 Ok((false, claimed))
+            }
+        }
+    }
+
+    /// A chat job's outcome, and its lane moved on once the outcome is final: one `complete`
+    /// call, fenced on the record and the lane's claim.
+    async fn complete_chat(
+        &self,
+        job: &JobId,
+        epoch: u64,
+        lane: &LaneId,
+        outcome: &str,
+        value: &str,
+    ) -> QueueResult<CompleteAnswer> {
+        let keys = &self.keys;
+        let now = self.deps.clock.now_ms();
+        let advance = outcome != "retry";
+        let mut conn = self.deps.pool.get().await?;
+        let (answer, claimed, _lane_answer): (String, Vec<HashMap<String, String>>, Value) =
+            scripts::COMPLETE
+                .key(keys.job(job))
+                .key(keys.inflight())
+                .key(keys.pending(JobKind::Chat))
+                .key(keys.finished())
+                .key(keys.stats())
+                .key(keys.delayed())
+                .key(keys.lane_active(lane))
+                .key(format!("{}finished:meta", keys.prefix()))
+                .key(keys.ready(JobKind::Chat))
+                .key(keys.lanes())
+                .key(keys.leases())
+                .key(keys.epoch())
+                .key(keys.lane_waiting(lane))
+                .key(keys.chat_ready())
+                .key(keys.signal(JobKind::Chat))
+                .arg(job.as_str())
+                .arg(epoch)
+                .arg(outcome)
+                .arg(value)
+                .arg(now)
+                .arg(ms(self.config.retention).max(1))
+                .arg(0)
+                .arg(JobKind::Chat.as_str())
+                .arg(0)
+                .arg(ms(self.config.lease))
+                .arg(keys.prefix())
+                .arg(if advance { "1" } else { "0" })
+                .arg(now.saturating_add(ms(self.config.lease).max(1)))
+                .arg(lane.as_str())
+                .arg("1")
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))?;
+        Ok((answer, claimed))
+    }
+
+    /// A non-chat outcome, sent together with the others that finish at about the same time:
+    /// the caller that finds no flush running sends everything waiting (its own outcome
+    /// included) in one `complete_many` call; outcomes that arrive during that call are sent
+    /// by a task spawned when it returns. An idle worker thus sends each outcome at once, and
+    /// a busy one sends a few calls for many jobs.
+    async fn complete_batched(&self, mut completion: Completion) -> QueueResult<CompleteAnswer> {
+        let (reply, answer) = oneshot::channel();
+        completion.reply = reply;
+        let lead = {
+            let mut c = lock(&self.completions);
+            c.waiting.push(completion);
+            !std::mem::replace(&mut c.flushing, true)
+        };
+        if lead {
+            self.flush_completions().await;
+            if let Some(me) = self.me.upgrade().filter(|_| !lock(&self.completions).waiting.is_empty()) {
+                tokio::spawn(async move { me.flush_completions().await });
+            }
+        }
+        answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a completion got no answer".into())))
+    }
+
+    /// Sends waiting completions, [`COMPLETE_BATCH_MAX`] a call, until none waits; then lets the
+    /// next caller lead.
+    async fn flush_completions(&self) {
+        loop {
+            let batch: Vec<Completion> = {
+                let mut c = lock(&self.completions);
+                if c.waiting.is_empty() {
+                    c.flushing = false;
+                    return;
+                }
+                let n = c.waiting.len().min(COMPLETE_BATCH_MAX);
+                c.waiting.drain(..n).collect()
+            };
+            self.send_completions(batch).await;
+        }
+    }
+
+    async fn send_completions(&self, batch: Vec<Completion>) {
+        let keys = &self.keys;
+        let mut call = scripts::COMPLETE_MANY.prepare_invoke();
+        call.key(keys.inflight())
+            .key(keys.finished())
+            .key(keys.stats())
+            .key(keys.delayed())
+            .key(format!("{}finished:meta", keys.prefix()))
+            .arg(self.deps.clock.now_ms())
+            .arg(ms(self.config.retention).max(1))
+            .arg(ms(self.config.lease))
+            .arg(keys.prefix());
+        for c in &batch {
+            call.arg(c.job.as_str())
+                .arg(c.epoch)
+                .arg(c.outcome)
+                .arg(&c.value)
+                .arg(c.due_ms)
+                .arg(c.kind.as_str())
+                .arg(if self.accepting.load(Ordering::SeqCst) { c.claim_next } else { 0 });
+        }
+        let answers: Result<Vec<CompleteAnswer>, QueueError> = match self.deps.pool.get().await {
+            Ok(mut conn) => call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e)),
+            Err(e) => Err(e),
+        };
+        match answers {
+            Ok(answers) if answers.len() == batch.len() => {
+                for (c, a) in batch.into_iter().zip(answers) {
+                    let _ = c.reply.send(Ok(a));
+                }
+            }
+            Ok(answers) => {
+                let e = format!("complete_many answered {} outcomes for {}", answers.len(), batch.len());
+                for c in batch {
+                    let _ = c.reply.send(Err(QueueError::Storage(e.clone())));
+                }
+            }
+            Err(e) => {
+                for c in batch {
+                    let _ = c.reply.send(Err(e.clone()));
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
--- Records a worker's outcome, fenced: refused (and counted) unless the job is `processing` under
+-- Records a worker's outcome (record_outcome_fn.lua), fenced: refused (and counted) unless the job is `processing` under
 -- the caller's epoch and, for chat jobs, its lane's active claim is still that job and epoch.
 -- KEYS[1] job hash  KEYS[2] inflight  KEYS[3] pending:<kind>  KEYS[4] finished  KEYS[5] stats
 -- KEYS[6] delayed  KEYS[7] lane active hash (chat) or the job hash again (non-chat)
@@ -37,26 +37,11 @@ if fenced then
   return { 'stale:' .. current, claim_next(), {} }
 end
 local kind = ARGV[8]
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':processing', -1)
+record_outcome(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8], ARGV[1], ARGV[3],
+               ARGV[4], ARGV[5], ARGV[6], ARGV[7], kind)
 if ARGV[3] == 'retry' then
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated', ARGV[5])
-  redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':queued', 1)
-  if kind ~= 'chat' then
-    redis.call('ZADD', KEYS[6], ARGV[7], kind .. '|' .. ARGV[1])
-  end
   return { 'ok', claim_next(), {} }
 end
-if ARGV[3] == 'done' then
-  redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[4], 'updated', ARGV[5])
-else
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'updated', ARGV[5])
-end
-redis.call('HINCRBY', KEYS[5], 'count:' .. kind .. ':' .. ARGV[3], 1)
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-redis.call('HSET', KEYS[8], ARGV[1], kind .. ':' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local lane_answer = {}
 if kind == 'chat' and ARGV[12] == '1' then
   lane_answer = finish_lane(KEYS[10], KEYS[11], KEYS[12], KEYS[7], KEYS[13], KEYS[14], KEYS[15],
