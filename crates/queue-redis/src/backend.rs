@@ -188,13 +188,13 @@ struct Inner {
     /// Whether heartbeats may (re-)register the entry: true from start until stop or kill.
     registered: AtomicBool,
     registry: RedisWorkerRegistry,
-    /// Non-chat outcomes waiting to be sent together (see `complete_batched`).
+    /// Outcomes waiting to be sent together (see `complete_batched`).
     completions: Mutex<Completions>,
     /// This value itself, to spawn the flush of completions that arrived during a flush.
     me: Weak<Self>,
 }
 
-/// Non-chat outcomes on their way to Redis: whoever finds no flush running sends what is
+/// Outcomes on their way to Redis: whoever finds no flush running sends what is
 /// waiting in one `complete_many` call; what arrives meanwhile goes in the next call.
 #[derive(Default)]
 struct Completions {
@@ -202,11 +202,13 @@ struct Completions {
     flushing: bool,
 }
 
-/// One non-chat outcome, and where its answer goes.
+/// One outcome, and where its answer goes.
 struct Completion {
     job: JobId,
     epoch: u64,
     kind: JobKind,
+    /// A chat job's lane.
+    lane: Option<LaneId>,
     outcome: &'static str,
     value: String,
     due_ms: u64,
@@ -214,9 +216,9 @@ struct Completion {
     reply: oneshot::Sender<QueueResult<CompleteAnswer>>,
 }
 
-/// A completion's answer as the scripts give it: `ok`, `notfound` or `stale:<epoch>`, and the
-/// records of the jobs claimed next.
-type CompleteAnswer = (String, Vec<HashMap<String, String>>);
+/// A completion's answer as the script gives it: `ok`, `notfound` or `stale:<epoch>`, the
+/// records of the non-chat jobs claimed next, and the chat job started next (or an empty array).
+type CompleteAnswer = (String, Vec<HashMap<String, String>>, Value);
 
 /// Most outcomes one `complete_many` call carries.
 const COMPLETE_BATCH_MAX: usize = 64;
@@ -896,10 +898,7 @@ impl Inner {
                 tasks.spawn(async move {
                     match c {
                         Claimed::Plain(r) => inner.run_plain(kind, vec![r]).await,
-                        Claimed::Chat(claim, r) => {
-                            let span = info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
-                            inner.run_chat(claim, r).instrument(span).await;
-                        }
+                        Claimed::Chat(claim, r) => inner.run_chat(claim, r).await,
                         Claimed::FinishLane(claim) => inner.advance_lane(&claim).await,
                     }
                     drop(slot);
@@ -1011,28 +1010,32 @@ impl Inner {
         value: &str,
         due_ms: u64,
         claim_next: usize,
-    ) -> QueueResult<(bool, Vec<JobRecord>)> {
-        let (answer, claimed) = match lane {
-            Some(lane) if kind == JobKind::Chat => {
-                self.complete_chat(job, epoch, lane, outcome, value).await?
-            }
-            _ => {
-                let claim_next = claim_next.min(self.config.claim_batch_max);
-                let value = value.to_owned();
-                self.complete_batched(Completion {
-                    job: job.clone(),
-                    epoch,
-                    kind,
-                    outcome,
-                    value,
-                    due_ms,
-                    claim_next,
-                    reply: oneshot::channel().0,
-                })
-                .await?
-            }
+    ) -> QueueResult<(bool, Vec<Claimed>)> {
+        let claim_next = if kind == JobKind::Chat {
+            claim_next.min(1)
+        } else {
+            claim_next.min(self.config.claim_batch_max)
         };
-        let claimed = claimed.into_iter().map(parse_record).collect::<QueueResult<Vec<_>>>()?;
+        let (answer, claimed, chat_next) = self
+            .complete_batched(Completion {
+                job: job.clone(),
+                epoch,
+                kind,
+                lane: lane.cloned(),
+                outcome,
+                value: value.to_owned(),
+                due_ms,
+                claim_next,
+                reply: oneshot::channel().0,
+            })
+            .await?;
+        let mut claimed = claimed
+            .into_iter()
+            .map(|h| parse_record(h).map(Claimed::Plain))
+            .collect::<QueueResult<Vec<_>>>()?;
+        if matches!(&chat_next, Value::Array(parts) if !parts.is_empty()) {
+            claimed.push(parse_chat_claim(chat_next)?);
+        }
         match answer.as_str() {
             "ok" => Ok((true, claimed)),
             "notfound" => {
@@ -1055,58 +1058,6 @@ impl Inner {
         }
     }
 
-    /// A chat job's outcome, and its lane moved on once the outcome is final: one `complete`
-    /// call, fenced on the record and the lane's claim.
-    async fn complete_chat(
-        &self,
-        job: &JobId,
-        epoch: u64,
-        lane: &LaneId,
-        outcome: &str,
-        value: &str,
-    ) -> QueueResult<CompleteAnswer> {
-        let keys = &self.keys;
-        let now = self.deps.clock.now_ms();
-        let advance = outcome != "retry";
-        let mut conn = self.deps.pool.get().await?;
-        let (answer, claimed, _lane_answer): (String, Vec<HashMap<String, String>>, Value) =
-            scripts::COMPLETE
-                .key(keys.job(job))
-                .key(keys.inflight())
-                .key(keys.pending(JobKind::Chat))
-                .key(keys.finished())
-                .key(keys.stats())
-                .key(keys.delayed())
-                .key(keys.lane_active(lane))
-                .key(format!("{}finished:meta", keys.prefix()))
-                .key(keys.ready(JobKind::Chat))
-                .key(keys.lanes())
-                .key(keys.leases())
-                .key(keys.epoch())
-                .key(keys.lane_waiting(lane))
-                .key(keys.chat_ready())
-                .key(keys.signal(JobKind::Chat))
-                .arg(job.as_str())
-                .arg(epoch)
-                .arg(outcome)
-                .arg(value)
-                .arg(now)
-                .arg(ms(self.config.retention).max(1))
-                .arg(0)
-                .arg(JobKind::Chat.as_str())
-                .arg(0)
-                .arg(ms(self.config.lease))
-                .arg(keys.prefix())
-                .arg(if advance { "1" } else { "0" })
-                .arg(now.saturating_add(ms(self.config.lease).max(1)))
-                .arg(lane.as_str())
-                .arg("1")
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| redis_error(&e))?;
-        Ok((answer, claimed))
-    }
-
     /// A non-chat outcome, sent together with the others that finish at about the same time:
     /// the caller that finds no flush running sends everything waiting (its own outcome
     /// included) in one `complete_many` call; outcomes that arrive during that call are sent
@@ -1121,28 +1072,38 @@ impl Inner {
             !std::mem::replace(&mut c.flushing, true)
         };
         if lead {
-            self.flush_completions().await;
-            if let Some(me) = self.me.upgrade().filter(|_| !lock(&self.completions).waiting.is_empty()) {
-                tokio::spawn(async move { me.flush_completions().await });
+            // Send one batch (this outcome's), then hand what arrived meanwhile to a task, so
+            // that this slot goes on with its next job.
+            let more = self.flush_batch().await;
+            if more {
+                match self.me.upgrade() {
+                    Some(me) => {
+                        tokio::spawn(async move { while me.flush_batch().await {} });
+                    }
+                    None => while self.flush_batch().await {},
+                }
             }
         }
         answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a completion got no answer".into())))
     }
 
-    /// Sends waiting completions, [`COMPLETE_BATCH_MAX`] a call, until none waits; then lets the
-    /// next caller lead.
-    async fn flush_completions(&self) {
-        loop {
-            let batch: Vec<Completion> = {
-                let mut c = lock(&self.completions);
-                if c.waiting.is_empty() {
-                    c.flushing = false;
-                    return;
-                }
-                let n = c.waiting.len().min(COMPLETE_BATCH_MAX);
-                c.waiting.drain(..n).collect()
-            };
+    /// Sends up to [`COMPLETE_BATCH_MAX`] waiting completions in one call. Returns whether more
+    /// wait (the caller keeps the flush going); otherwise the next outcome's caller leads.
+    async fn flush_batch(&self) -> bool {
+        let batch: Vec<Completion> = {
+            let mut c = lock(&self.completions);
+            let n = c.waiting.len().min(COMPLETE_BATCH_MAX);
+            c.waiting.drain(..n).collect()
+        };
+        if !batch.is_empty() {
             self.send_completions(batch).await;
+        }
+        let mut c = lock(&self.completions);
+        if c.waiting.is_empty() {
+            c.flushing = false;
+            false
+        } else {
+            true
         }
     }
 
@@ -1154,6 +1115,11 @@ impl Inner {
             .key(keys.stats())
             .key(keys.delayed())
             .key(format!("{}finished:meta", keys.prefix()))
+            .key(keys.lanes())
+            .key(keys.leases())
+            .key(keys.epoch())
+            .key(keys.chat_ready())
+            .key(keys.signal(JobKind::Chat))
             .arg(self.deps.clock.now_ms())
             .arg(ms(self.config.retention).max(1))
             .arg(ms(self.config.lease))
@@ -1165,7 +1131,8 @@ impl Inner {
                 .arg(&c.value)
                 .arg(c.due_ms)
                 .arg(c.kind.as_str())
-                .arg(if self.accepting.load(Ordering::SeqCst) { c.claim_next } else { 0 });
+                .arg(if self.accepting.load(Ordering::SeqCst) { c.claim_next } else { 0 })
+                .arg(c.lane.as_ref().map_or("", LaneId::as_str));
         }
         let answers: Result<Vec<CompleteAnswer>, QueueError> = match self.deps.pool.get().await {
             Ok(mut conn) => call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e)),
@@ -1193,9 +1160,13 @@ impl Inner {
 
     /// Jobs claimed but not going to be run here (an error path): their leases lapse and the
     /// reaper re-queues them; nothing else is needed, but say so.
-    async fn requeue_claims(&self, kind: JobKind, claimed: Vec<JobRecord>) {
-        for r in claimed {
-            debug!(job = %r.id, kind = kind.as_str(), "claimed job left to its lease");
+    async fn requeue_claims(&self, kind: JobKind, claimed: Vec<Claimed>) {
+        for c in claimed {
+            let job = match &c {
+                Claimed::Plain(r) => &r.id,
+                Claimed::Chat(claim, _) | Claimed::FinishLane(claim) => &claim.job_id,
+            };
+            debug!(job = %job, kind = kind.as_str(), "claimed job left to its lease");
         }
     }
 
@@ -1263,7 +1234,10 @@ impl Inner {
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
             let claim_next = usize::from(chain && i == last && self.accepting.load(Ordering::SeqCst));
             let (_, claimed) = self.settle(kind, r, None, result, claim_next, ms(since.elapsed())).await;
-            next.extend(claimed);
+            next.extend(claimed.into_iter().filter_map(|c| match c {
+                Claimed::Plain(r) => Some(r),
+                _ => None,
+            }));
             lock(&self.held).remove(&r.id);
         }
         next
@@ -1278,7 +1252,7 @@ impl Inner {
         result: Result<serde_json::Value, HandlerError>,
         claim_next: usize,
         run_ms: u64,
-    ) -> (Settled, Vec<JobRecord>) {
+    ) -> (Settled, Vec<Claimed>) {
         let epoch = record.lease_epoch;
         let (outcome, value, due) = match &result {
             Ok(v) => ("done", v.to_string(), 0),
@@ -1376,7 +1350,22 @@ impl Inner {
         }
     }
 
+    /// Runs a chat job; when its outcome is final and the process is still taking work, the
+    /// same call that records it starts the lane's next job for this slot, which runs next.
     async fn run_chat(self: &Arc<Self>, claim: LaneClaim, record: JobRecord) {
+        let mut current = Some((claim, record));
+        while let Some((claim, record)) = current.take() {
+            let span =
+                info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
+            match self.run_chat_once(claim, record).instrument(span).await {
+                Some(Claimed::Chat(claim, record)) => current = Some((claim, record)),
+                Some(Claimed::FinishLane(claim)) => self.advance_lane(&claim).await,
+                Some(Claimed::Plain(_)) | None => {}
+            }
+        }
+    }
+
+    async fn run_chat_once(self: &Arc<Self>, claim: LaneClaim, record: JobRecord) -> Option<Claimed> {
         lock(&self.held).insert(
             claim.job_id.clone(),
             Held { kind: JobKind::Chat, epoch: claim.epoch, claim: Some(claim.clone()), permits: None },
@@ -1399,9 +1388,12 @@ impl Inner {
             }
         };
         let run_ms = ms(since.elapsed());
-        let (settled, _) = self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, 0, run_ms).await;
+        let claim_next = usize::from(self.accepting.load(Ordering::SeqCst));
+        let (settled, mut next) =
+            self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, claim_next, run_ms).await;
         match settled {
-            // The complete script advanced the lane already.
+            // The complete script moved the lane on already (and may have started its next job
+            // for this slot).
             Settled::Finished => {}
             Settled::Retry => {
                 // The job keeps the head of its lane: after the backoff the same head is claimed
@@ -1415,6 +1407,7 @@ impl Inner {
             Settled::Fenced => {}
         }
         lock(&self.held).remove(&claim.job_id);
+        next.pop()
     }
 
     async fn advance_lane(&self, claim: &LaneClaim) {

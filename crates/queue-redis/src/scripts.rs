@@ -11,26 +11,25 @@ const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 /// Claims ready non-chat jobs with their state change and lease.
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CLAIM_PLAIN_FN}\n{}", include_str!("lua/claim_plain.lua"))));
+/// Starts a chat claim; shared by `claim_chat` and `complete_many`.
+const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
+
 /// Claims chat dispatches that are still current.
 pub(crate) static CLAIM_CHAT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/claim_chat.lua")));
-/// Records an accepted outcome; shared by `complete` and `complete_many`.
+    LazyLock::new(|| Script::new(&format!("{START_CHAT_FN}\n{}", include_str!("lua/claim_chat.lua"))));
+/// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
-/// Records an outcome, fenced, and claims the next jobs in the same call.
-pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
-    // The lane store's own `finish_lane` (and the helpers it needs) advance a chat lane in
-    // the same script: one Lua source for both, no copy.
+/// Records the outcomes of several jobs, each fenced, and hands each caller its next job.
+pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
+    // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the
+    // same script: one Lua source for both, no copy.
     Script::new(&format!(
-        "{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{}\n{}\n{}",
+        "{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{}\n{}\n{}",
         lane_store::LANE_COMMON_LUA,
         lane_store::FINISH_FN,
-        include_str!("lua/complete.lua")
+        include_str!("lua/complete_many.lua")
     ))
-});
-/// Records the outcomes of several non-chat jobs, each fenced, and claims their next jobs.
-pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{}", include_str!("lua/complete_many.lua")))
 });
 /// Creates a non-chat job's record and puts it on its ready list: a submit in one call.
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {

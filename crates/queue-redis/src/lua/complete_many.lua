@@ -1,35 +1,60 @@
--- Records the outcomes of several non-chat jobs, each fenced on its own (it is refused and
--- counted unless the job is `processing` under the caller's epoch), and claims the next jobs in
--- the same call (claim_plain_fn.lua, record_outcome_fn.lua are prepended). One call for what
--- many job slots finished at about the same time.
+-- Records the outcomes of several jobs, each fenced on its own, and hands each caller its next
+-- job in the same call (claim_plain_fn.lua, record_outcome_fn.lua, start_chat_fn.lua and the
+-- lane store's common.lua and finish_fn.lua are prepended). One call for what many job slots
+-- finished at about the same time.
+-- An outcome is refused (and counted in `fenced`) unless the record is `processing` under the
+-- caller's epoch and, for a chat job, its lane's active claim is still that job and epoch.
+-- A non-chat job's slot claims up to `n` ready jobs of its kind (finish-and-claim-next). A chat
+-- job's final outcome moves its lane on (`finish_lane`): with `n` > 0 the lane's next job is
+-- started here and handed to the same slot (no dispatch through ready:chat); with 0 it is
+-- dispatched to any worker.
 -- KEYS[1] inflight  KEYS[2] finished  KEYS[3] stats  KEYS[4] delayed  KEYS[5] finished:meta
+-- KEYS[6] lanes  KEYS[7] leases  KEYS[8] epoch  KEYS[9] ready:chat  KEYS[10] signal:chat
 -- ARGV[1] now  ARGV[2] retention (ms)  ARGV[3] lease (ms) of the claims  ARGV[4] tenant prefix
--- then 7 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
--- retry), kind, how many jobs of the kind to claim next (0 or more)
--- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed records (HGETALL each)}.
+-- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
+-- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
+-- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
+-- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
 local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out = {}
-for i = 5, #ARGV, 7 do
-  local id, epoch, outcome, value, due, kind, n =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+for i = 5, #ARGV, 8 do
+  local id, epoch, outcome, value, due, kind, n, lane =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
   local jk = prefix .. 'job:' .. id
   local f = redis.call('HMGET', jk, 'status', 'epoch')
-  local answer
+  local ak = prefix .. 'lane:' .. lane .. ':active'
+  local answer, current = nil, f[2] or '0'
+  local fenced = f[1] ~= 'processing' or f[2] ~= epoch
+  if kind == 'chat' then
+    local active = redis.call('HMGET', ak, 'job', 'epoch')
+    if active[1] ~= id or active[2] ~= epoch then
+      fenced = true
+      current = active[2] or current
+    end
+  end
+  local claimed, chat_next = {}, {}
   if not f[1] then
     answer = 'notfound'
-    n = 0
-  elseif f[1] ~= 'processing' or f[2] ~= epoch then
-    redis.call('HINCRBY', KEYS[3], 'fenced', 1)
-    answer = 'stale:' .. (f[2] or '0')
   else
-    record_outcome(jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id,
-                   outcome, value, ARGV[1], retention, due, kind)
-    answer = 'ok'
+    if fenced then
+      redis.call('HINCRBY', KEYS[3], 'fenced', 1)
+      answer = 'stale:' .. current
+    else
+      record_outcome(jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id,
+                     outcome, value, ARGV[1], retention, due, kind)
+      answer = 'ok'
+      if kind == 'chat' and outcome ~= 'retry' then
+        local moved = finish_lane(KEYS[6], KEYS[7], KEYS[8], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[9],
+                                  KEYS[10], id, epoch, lane, now + lease, n > 0 and '0' or '1')
+        if moved[1] == 'next' and n > 0 then
+          chat_next = start_chat(prefix, KEYS[3], KEYS[7], moved[2], moved[3], lane, now, lease, tostring(now + lease))
+        end
+      end
+    end
+    if kind ~= 'chat' and n > 0 then
+      claimed = claim_plain(prefix .. 'ready:' .. kind, KEYS[1], KEYS[3], n, now, lease, prefix, kind)
+    end
   end
-  local claimed = {}
-  if n > 0 then
-    claimed = claim_plain(prefix .. 'ready:' .. kind, KEYS[1], KEYS[3], n, now, lease, prefix, kind)
-  end
-  out[#out + 1] = { answer, claimed }
+  out[#out + 1] = { answer, claimed, chat_next }
 end
 return out
