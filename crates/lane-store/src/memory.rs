@@ -23,8 +23,27 @@ const RECENT_SWEEP_FLOOR: usize = 1024;
 /// One conversation: the running job's claim and the jobs waiting behind it, head first.
 #[derive(Debug, Default)]
 struct Lane {
-    active: Option<LaneClaim>,
+    active: Option<Active>,
     waiting: VecDeque<JobId>,
+}
+
+/// A lane's current claim, without the lane id (the key it is stored under).
+#[derive(Debug, Clone)]
+struct Active {
+    job_id: JobId,
+    epoch: u64,
+    lease_deadline_ms: u64,
+}
+
+impl Active {
+    fn claim(&self, lane: &LaneId) -> LaneClaim {
+        LaneClaim {
+            job_id: self.job_id.clone(),
+            lane_id: lane.clone(),
+            epoch: self.epoch,
+            lease_deadline_ms: self.lease_deadline_ms,
+        }
+    }
 }
 
 impl Lane {
@@ -94,9 +113,9 @@ impl State {
 }
 
 /// Hands out the next epoch. Takes the counter alone so that a lane can stay borrowed meanwhile.
-fn claim(last_epoch: &mut u64, job: JobId, lane: LaneId, lease_deadline_ms: u64) -> LaneClaim {
+fn claim(last_epoch: &mut u64, job: JobId, lease_deadline_ms: u64) -> Active {
     *last_epoch += 1;
-    LaneClaim { job_id: job, lane_id: lane, epoch: *last_epoch, lease_deadline_ms }
+    Active { job_id: job, epoch: *last_epoch, lease_deadline_ms }
 }
 
 /// The lane of `claim` if `claim` is still its current claim; otherwise the fencing error.
@@ -153,7 +172,11 @@ impl MemoryLaneStore {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
         let State { lanes, last_epoch, .. } = &mut *state;
-        let lane = lanes.entry(lane_id.clone()).or_default();
+        // Look up first: cloning the id for `entry` would cost an allocation per enqueue.
+        if !lanes.contains_key(lane_id) {
+            lanes.insert(lane_id.clone(), Lane::default());
+        }
+        let lane = lanes.get_mut(lane_id).unwrap_or_else(|| unreachable!("inserted above"));
 
         // A job already in the lane stays where it is: re-dispatching a running job would run it
         // twice, and re-appending a waiting one would let it lose or jump its place.
@@ -165,10 +188,11 @@ impl MemoryLaneStore {
 
         if lane.active.is_none() {
             // Invariant: a lane with waiting jobs always has an active one, so this lane is idle.
-            let new_claim = claim(last_epoch, job.clone(), lane_id.clone(), deadline);
-            lane.active = Some(new_claim.clone());
+            let active = claim(last_epoch, job.clone(), deadline);
+            let dispatch = active.claim(lane_id);
+            lane.active = Some(active);
             let receipt = lane.receipt(job, lane_id, 0, true);
-            return Ok(LaneEnqueue { receipt, dispatch: Some(new_claim), added: true });
+            return Ok(LaneEnqueue { receipt, dispatch: Some(dispatch), added: true });
         }
 
         if capped && lane.waiting.len() >= self.config.max_queue {
@@ -196,12 +220,13 @@ impl MemoryLaneStore {
         let mut state = self.state();
         let State { lanes, last_epoch, .. } = &mut *state;
         let lane = fenced(lanes, held)?;
-        let next = lane.waiting.pop_front().map(|job| claim(last_epoch, job, held.lane_id.clone(), deadline));
-        lane.active.clone_from(&next);
+        let next = lane.waiting.pop_front().map(|job| claim(last_epoch, job, deadline));
+        let dispatch = next.as_ref().map(|active| active.claim(&held.lane_id));
+        lane.active = next;
         if lane.is_idle() {
             lanes.remove(&held.lane_id);
         }
-        Ok(next)
+        Ok(dispatch)
     }
 
     fn reclaim_now(&self, held: &LaneClaim) -> QueueResult<LaneClaim> {
@@ -209,8 +234,9 @@ impl MemoryLaneStore {
         let mut state = self.state();
         let State { lanes, last_epoch, .. } = &mut *state;
         let lane = fenced(lanes, held)?;
-        let new_claim = claim(last_epoch, held.job_id.clone(), held.lane_id.clone(), deadline);
-        lane.active = Some(new_claim.clone());
+        let active = claim(last_epoch, held.job_id.clone(), deadline);
+        let new_claim = active.claim(&held.lane_id);
+        lane.active = Some(active);
         Ok(new_claim)
     }
 
@@ -220,7 +246,7 @@ impl MemoryLaneStore {
         let mut state = self.state();
         let State { lanes, last_epoch, .. } = &mut *state;
         let mut reclaimed = Vec::new();
-        for lane in lanes.values_mut() {
+        for (lane_id, lane) in lanes.iter_mut() {
             let Some(active) = lane.active.as_mut() else { continue };
             if active.lease_deadline_ms > now {
                 continue;
@@ -230,7 +256,7 @@ impl MemoryLaneStore {
             *last_epoch += 1;
             active.epoch = *last_epoch;
             active.lease_deadline_ms = deadline;
-            reclaimed.push(active.clone());
+            reclaimed.push(active.claim(lane_id));
         }
         reclaimed
     }
@@ -289,7 +315,7 @@ impl MemoryLaneStore {
             .take(limit)
             .map(|(lane_id, lane)| LaneSnapshot {
                 lane_id: lane_id.clone(),
-                active: lane.active.clone(),
+                active: lane.active.as_ref().map(|active| active.claim(lane_id)),
                 waiting: lane.waiting.iter().cloned().collect(),
             })
             .collect()

@@ -171,6 +171,31 @@ struct RunningJob {
     permits: Option<PermitSet>,
     /// When the attempt started: its run time ends at the outcome.
     since: Instant,
+    /// A chat job's lane: the heartbeat renews the claim `(job, lane, epoch)` while it runs.
+    lane: Option<LaneId>,
+}
+
+/// A non-chat job waiting in its pool's queue, with the epoch its next attempt starts under (one
+/// past the record's when it was queued), so a worker can start it without reading it first.
+#[derive(Debug)]
+struct PlainItem {
+    id: JobId,
+    epoch: u64,
+}
+
+/// What a worker takes from its queue.
+enum Work {
+    Plain(PlainItem),
+    Chat(LaneClaim),
+}
+
+/// A job a worker has started (its record is `processing` under `epoch`), ready to run.
+struct Prepared {
+    record: JobRecord,
+    epoch: u64,
+    /// Set for a chat job: the lane claim it runs under.
+    claim: Option<LaneClaim>,
+    span: tracing::Span,
 }
 
 /// The `lane` field of a job's log lines: empty for kinds without lanes.
@@ -189,9 +214,9 @@ struct Inner {
     config: InlineRuntimeConfig,
     deps: InlineDeps,
     stats: Stats,
-    upload: WorkQueue<JobId>,
-    exam: WorkQueue<JobId>,
-    profile: WorkQueue<JobId>,
+    upload: WorkQueue<PlainItem>,
+    exam: WorkQueue<PlainItem>,
+    profile: WorkQueue<PlainItem>,
     chat_ready: WorkQueue<LaneClaim>,
     /// Non-chat jobs held in a queue or by a worker: a rescan skips them.
     in_flight: Mutex<HashSet<JobId>>,
@@ -221,15 +246,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A job a worker started, with the epoch it runs under.
 type Started = (JobRecord, u64);
-
-/// Aborts a spawned task when dropped (the heartbeat of a job ends with the job).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// The in-process runtime. Cheap to clone; clones share one runtime.
 #[derive(Debug, Clone)]
@@ -337,6 +353,8 @@ impl InlineRuntime {
             let span = info_span!("reaper", tenant = %c.tenant);
             life.background
                 .push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone()).instrument(span)));
+            let span = info_span!("heartbeat", tenant = %c.tenant);
+            life.background.push(tokio::spawn(Inner::heartbeat_loop(self.inner.clone()).instrument(span)));
             let span = info_span!("retention", tenant = %c.tenant);
             life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx).instrument(span)));
             life.shutdown = Some(tx);
@@ -446,7 +464,7 @@ impl InlineRuntime {
         if record.status.is_terminal() {
             return Err(QueueError::InvalidTransition { from: record.status, to: JobStatus::Queued });
         }
-        if self.inner.push_plain(kind, job_id)? {
+        if self.inner.push_plain(kind, PlainItem { id: job_id, epoch: record.lease_epoch + 1 })? {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
             self.inner.config.metrics.record_enqueued(kind);
             info!(tenant = %record.tenant, lane = lane_of(&record), job = %record.id, kind = kind.as_str(), "job enqueued");
@@ -510,7 +528,7 @@ impl InlineRuntime {
                 continue;
             }
             self.inner.requeue_orphan(&record).await?;
-            match self.inner.push_plain(kind, record.id.clone()) {
+            match self.inner.push_plain(kind, PlainItem { id: record.id, epoch: record.lease_epoch + 1 }) {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -571,7 +589,7 @@ impl InlineRuntime {
 }
 
 impl Inner {
-    fn queue(&self, kind: JobKind) -> &WorkQueue<JobId> {
+    fn queue(&self, kind: JobKind) -> &WorkQueue<PlainItem> {
         match kind {
             JobKind::Upload => &self.upload,
             JobKind::Exam => &self.exam,
@@ -580,13 +598,13 @@ impl Inner {
     }
 
     /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
-    fn push_plain(&self, kind: JobKind, job_id: JobId) -> QueueResult<bool> {
-        if !lock(&self.in_flight).insert(job_id.clone()) {
+    fn push_plain(&self, kind: JobKind, item: PlainItem) -> QueueResult<bool> {
+        if !lock(&self.in_flight).insert(item.id.clone()) {
             return Ok(false);
         }
         let queue = self.queue(kind);
-        if let Err(job_id) = queue.try_push(job_id) {
-            lock(&self.in_flight).remove(&job_id);
+        if let Err(item) = queue.try_push(item) {
+            lock(&self.in_flight).remove(&item.id);
             return Err(QueueError::QueueFull { kind, capacity: queue.capacity() });
         }
         Ok(true)
@@ -603,27 +621,183 @@ impl Inner {
         Ok(())
     }
 
+    async fn pop_work(&self, kind: JobKind) -> Work {
+        if kind == JobKind::Chat {
+            Work::Chat(self.chat_ready.pop().await)
+        } else {
+            Work::Plain(self.queue(kind).pop().await)
+        }
+    }
+
+    fn try_pop_work(&self, kind: JobKind) -> Option<Work> {
+        if kind == JobKind::Chat {
+            self.chat_ready.try_pop().map(Work::Chat)
+        } else {
+            self.queue(kind).try_pop().map(Work::Plain)
+        }
+    }
+
     async fn worker_loop(self: Arc<Self>, kind: JobKind, mut shutdown: watch::Receiver<bool>) {
+        if kind == JobKind::ProfileUpdate {
+            return self.batch_worker_loop(kind, shutdown).await;
+        }
+        // A job started while the previous one's outcome was being recorded.
+        let mut ready: Option<Prepared> = None;
         loop {
-            if kind == JobKind::Chat {
-                let claim = tokio::select! {
+            let job = if let Some(job) = ready.take() {
+                job
+            } else {
+                let work = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    claim = self.chat_ready.pop() => claim,
+                    work = self.pop_work(kind) => work,
                 };
+                match self.prepare(work).await {
+                    Some(job) => job,
+                    None => continue,
+                }
+            };
+            let result = self.execute(&job).await;
+            // Record this outcome and start the next waiting job at the same time: with a durable
+            // store both ride in one group commit, so a worker waits for one commit per job, not
+            // two. A stopping runtime starts nothing new.
+            let next = if *shutdown.borrow() { None } else { self.try_pop_work(kind) };
+            match next {
+                Some(work) => {
+                    let ((), next) = tokio::join!(self.settle(job, result), self.prepare(work));
+                    ready = next;
+                }
+                None => self.settle(job, result).await,
+            }
+        }
+    }
+
+    /// Profile workers take several jobs at a time, for `JobHandler::handle_batch`.
+    async fn batch_worker_loop(self: Arc<Self>, kind: JobKind, mut shutdown: watch::Receiver<bool>) {
+        let max = self.config.profile_batch_max;
+        let queue = self.queue(kind);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                batch = queue.pop_batch(max) => batch,
+            };
+            self.run_plain_batch(kind, batch).await;
+        }
+    }
+
+    /// Starts a job taken from a queue; `None` when there is nothing to run.
+    async fn prepare(&self, work: Work) -> Option<Prepared> {
+        match work {
+            Work::Plain(item) => self.prepare_plain(item).await,
+            Work::Chat(claim) => {
                 let span =
                     info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
-                self.run_chat(claim).instrument(span).await;
-            } else {
-                let max = if kind == JobKind::ProfileUpdate { self.config.profile_batch_max } else { 1 };
-                let queue = self.queue(kind);
-                let batch = tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                    batch = queue.pop_batch(max) => batch,
-                };
-                self.run_plain_batch(kind, batch).await;
+                self.prepare_chat(claim, span.clone()).instrument(span).await
             }
+        }
+    }
+
+    async fn prepare_plain(&self, item: PlainItem) -> Option<Prepared> {
+        match self.begin(&item.id, item.epoch, None).await {
+            Ok(Some((record, epoch))) => {
+                Some(Prepared { record, epoch, claim: None, span: tracing::Span::none() })
+            }
+            Ok(None) => {
+                // Gone or finished meanwhile (cancelled): nothing to run.
+                lock(&self.in_flight).remove(&item.id);
+                None
+            }
+            Err(e) => {
+                warn!(job = %item.id, error = %e, "could not start job; it stays pending for the next scan");
+                lock(&self.in_flight).remove(&item.id);
+                None
+            }
+        }
+    }
+
+    /// Starts the head job of a lane under `claim`.
+    async fn prepare_chat(&self, claim: LaneClaim, span: tracing::Span) -> Option<Prepared> {
+        // A dispatch can wait in the ready queue while every worker is busy; if its lease lapsed
+        // meanwhile, the reaper has re-dispatched the job under a newer claim. Renewing first
+        // both proves this claim is still current and restarts its lease for the run.
+        match self.deps.lanes.renew(&claim).await {
+            Ok(_) => {}
+            Err(QueueError::StaleLease { .. }) => {
+                self.fenced_job(
+                    &self.config.tenant,
+                    claim.lane_id.as_str(),
+                    &claim.job_id,
+                    claim.epoch,
+                    "dispatch",
+                );
+                return None;
+            }
+            Err(e) => {
+                warn!(error = %e, "could not renew the claim; leaving it to the reaper");
+                return None;
+            }
+        }
+        match self.begin(&claim.job_id, claim.epoch, Some(&claim.lane_id)).await {
+            Ok(Some((record, epoch))) => Some(Prepared { record, epoch, claim: Some(claim), span }),
+            Ok(None) => {
+                // Cancelled or already finished (a late re-delivery): move the lane on.
+                self.advance_lane(&claim).await;
+                None
+            }
+            Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
+                self.fenced_job(
+                    &self.config.tenant,
+                    claim.lane_id.as_str(),
+                    &claim.job_id,
+                    claim.epoch,
+                    "start",
+                );
+                None
+            }
+            Err(e) => {
+                // The store is unreachable: keep the claim; the lease lapses and the reaper
+                // re-dispatches the job once the store answers again.
+                warn!(error = %e, "could not start the chat job; leaving it to the reaper");
+                None
+            }
+        }
+    }
+
+    /// Runs a started job's handler under its permits.
+    async fn execute(&self, job: &Prepared) -> Result<Value, HandlerError> {
+        let record = &job.record;
+        // A job started more often than its budget allows was lost with its worker each time
+        // (a crash, a hang past its lease): dead-letter it rather than run it forever.
+        if let Some(gave_up) = queue_core::lost_too_often(record, self.config.max_attempts) {
+            return Err(gave_up);
+        }
+        let handler = self.deps.handlers.get(record.kind);
+        let classes = acquisition_order(&handler.permits(record));
+        let run = async {
+            match self.acquire(&classes).await {
+                Ok(permits) => {
+                    if permits.is_some() {
+                        self.note_permits(&record.id, job.epoch, permits.as_ref());
+                    }
+                    let result = handler.handle(record).await;
+                    self.release(permits).await;
+                    result
+                }
+                Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
+            }
+        };
+        run.instrument(job.span.clone()).await
+    }
+
+    /// Records a job's outcome; a chat job's lane moves on.
+    async fn settle(self: &Arc<Self>, job: Prepared, result: Result<Value, HandlerError>) {
+        let Prepared { record, epoch, claim, span } = job;
+        if let Some(claim) = claim {
+            let run_ms = self.end(&claim.job_id, claim.epoch);
+            self.settle_chat(&claim, &record, result, run_ms).instrument(span).await;
+        } else {
+            self.settle_plain(record.kind, &record, epoch, result).await;
         }
     }
 
@@ -639,15 +813,13 @@ impl Inner {
 
     /// Counts a result or start rejected by the fence, and logs it.
     fn fenced(&self, record: &JobRecord, epoch: u64, what: &str) {
+        self.fenced_job(&record.tenant, lane_of(record), &record.id, epoch, what);
+    }
+
+    fn fenced_job(&self, tenant: &TenantId, lane: &str, job: &JobId, epoch: u64, what: &str) {
         self.stats.fenced.fetch_add(1, Ordering::Relaxed);
         self.config.metrics.record_fenced();
-        warn!(
-            tenant = %record.tenant,
-            lane = lane_of(record),
-            job = %record.id,
-            epoch,
-            "{what} rejected: the lease is no longer current"
-        );
+        warn!(tenant = %tenant, lane, job = %job, epoch, "{what} rejected: the lease is no longer current");
     }
 
     async fn release(&self, permits: Option<PermitSet>) {
@@ -663,12 +835,28 @@ impl Inner {
         self.config.backoff_base.saturating_mul(1 << exp).min(self.config.backoff_max)
     }
 
-    /// Claims `record` for a worker under `epoch`: `queued -> processing`.
-    async fn begin(&self, record: &JobRecord, epoch: u64) -> QueueResult<JobRecord> {
-        self.requeue_orphan(record).await?;
-        let started = self.deps.store.transition(&record.id, JobUpdate::start(epoch)).await?;
-        lock(&self.running)
-            .insert(record.id.clone(), RunningJob { epoch, permits: None, since: Instant::now() });
+    /// Starts job `id` for a worker: `queued -> processing` under `epoch`, with no read first.
+    /// A record left `processing` by a worker that is gone goes back to `queued` first; a plain
+    /// job then takes the epoch after its record's (a chat job keeps its claim's). `Ok(None)`:
+    /// the job is finished, cancelled or gone.
+    async fn begin(&self, id: &JobId, epoch: u64, lane: Option<&LaneId>) -> QueueResult<Option<Started>> {
+        let (started, epoch) = match self.deps.store.transition(id, JobUpdate::start(epoch)).await {
+            Ok(started) => (started, epoch),
+            Err(QueueError::NotFound { .. }) => return Ok(None),
+            Err(QueueError::InvalidTransition { from, .. }) if from.is_terminal() => return Ok(None),
+            Err(QueueError::InvalidTransition { from: JobStatus::Processing, .. }) => {
+                let Some(record) = self.deps.store.get(id).await? else { return Ok(None) };
+                if !record.status.is_pending() {
+                    return Ok(None);
+                }
+                self.requeue_orphan(&record).await?;
+                let epoch = if lane.is_some() { epoch } else { record.lease_epoch + 1 };
+                (self.deps.store.transition(id, JobUpdate::start(epoch)).await?, epoch)
+            }
+            Err(e) => return Err(e),
+        };
+        let running = RunningJob { epoch, permits: None, since: Instant::now(), lane: lane.cloned() };
+        lock(&self.running).insert(id.clone(), running);
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         let first_wait =
             (started.attempt == 1).then(|| self.deps.clock.now_ms().saturating_sub(started.created_at_ms));
@@ -681,16 +869,21 @@ impl Inner {
             attempt = started.attempt,
             "job started"
         );
-        Ok(started)
+        Ok(Some((started, epoch)))
     }
 
     /// Ends the attempt `epoch` of `job`; returns how long it ran (0 when it was not held).
     fn end(&self, job: &JobId, epoch: u64) -> u64 {
         let mut running = lock(&self.running);
-        if running.get(job).is_some_and(|r| r.epoch == epoch) {
-            return running.remove(job).map_or(0, |r| duration_ms(r.since.elapsed()));
+        match running.remove(job) {
+            Some(r) if r.epoch == epoch => duration_ms(r.since.elapsed()),
+            Some(other) => {
+                // A newer attempt holds it (this one was fenced off): leave that one alone.
+                running.insert(job.clone(), other);
+                0
+            }
+            None => 0,
         }
-        0
     }
 
     fn note_permits(&self, job: &JobId, epoch: u64, permits: Option<&PermitSet>) {
@@ -701,28 +894,11 @@ impl Inner {
         }
     }
 
-    async fn run_plain_batch(self: &Arc<Self>, kind: JobKind, batch: Vec<JobId>) {
+    async fn run_plain_batch(self: &Arc<Self>, kind: JobKind, batch: Vec<PlainItem>) {
         let mut records = Vec::with_capacity(batch.len());
-        for job_id in batch {
-            match self.deps.store.get(&job_id).await {
-                Ok(Some(record)) if record.status.is_pending() => {
-                    let epoch = record.lease_epoch + 1;
-                    match self.begin(&record, epoch).await {
-                        Ok(started) => records.push((started, epoch)),
-                        Err(e) => {
-                            warn!(job = %job_id, error = %e, "could not start job");
-                            lock(&self.in_flight).remove(&job_id);
-                        }
-                    }
-                }
-                Ok(_) => {
-                    // Gone or finished meanwhile (cancelled): nothing to run.
-                    lock(&self.in_flight).remove(&job_id);
-                }
-                Err(e) => {
-                    warn!(job = %job_id, error = %e, "could not read job; it stays pending for the next scan");
-                    lock(&self.in_flight).remove(&job_id);
-                }
+        for item in batch {
+            if let Some(job) = self.prepare_plain(item).await {
+                records.push((job.record, job.epoch));
             }
         }
         // Jobs lost with their worker on every attempt are dead-lettered, not run once more.
@@ -736,25 +912,27 @@ impl Inner {
         if records.is_empty() {
             return;
         }
+        let (jobs, epochs): (Vec<JobRecord>, Vec<u64>) = records.into_iter().unzip();
         let handler = self.deps.handlers.get(kind).clone();
         let mut classes = Vec::new();
-        for (r, _) in &records {
+        for r in &jobs {
             classes.extend(handler.permits(r));
         }
         let permits = match self.acquire(&acquisition_order(&classes)).await {
             Ok(p) => p,
             Err(e) => {
-                for (r, epoch) in &records {
+                for (r, epoch) in jobs.iter().zip(&epochs) {
                     self.settle_plain(kind, r, *epoch, Err(HandlerError::retryable(format!("limiter: {e}"))))
                         .await;
                 }
                 return;
             }
         };
-        for (r, epoch) in &records {
-            self.note_permits(&r.id, *epoch, permits.as_ref());
+        if permits.is_some() {
+            for (r, epoch) in jobs.iter().zip(&epochs) {
+                self.note_permits(&r.id, *epoch, permits.as_ref());
+            }
         }
-        let jobs: Vec<JobRecord> = records.iter().map(|(r, _)| r.clone()).collect();
         let results = if jobs.len() == 1 {
             vec![handler.handle(&jobs[0]).await]
         } else {
@@ -762,7 +940,7 @@ impl Inner {
         };
         self.release(permits).await;
         let mut results = results.into_iter();
-        for (r, epoch) in &records {
+        for (r, epoch) in jobs.iter().zip(&epochs) {
             let result =
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
             self.settle_plain(kind, r, *epoch, result).await;
@@ -815,10 +993,10 @@ impl Inner {
                     "job failed; retrying"
                 );
                 let inner = self.clone();
-                let job = id.clone();
+                let item = PlainItem { id: id.clone(), epoch: epoch + 1 };
                 self.add_timer(tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    inner.queue(kind).push_owed(job);
+                    inner.queue(kind).push_owed(item);
                 }));
             }
             Some(JobStatus::Done) => {
@@ -847,86 +1025,6 @@ impl Inner {
         let mut timers = lock(&self.timers);
         timers.retain(|t| !t.is_finished());
         timers.push(handle);
-    }
-
-    /// Runs the head job of a lane under `claim`, then hands the lane to its next job.
-    async fn run_chat(self: &Arc<Self>, claim: LaneClaim) {
-        let record = match self.deps.store.get(&claim.job_id).await {
-            Ok(Some(r)) if r.status.is_pending() => r,
-            Ok(_) => {
-                // Cancelled or already finished (a late re-delivery): move the lane on.
-                self.advance_lane(&claim).await;
-                return;
-            }
-            Err(e) => {
-                // The store is unreachable: keep the claim; the lease lapses and the reaper
-                // re-dispatches the job once the store answers again.
-                warn!(error = %e, "could not read the chat job; leaving it to the reaper");
-                return;
-            }
-        };
-        // A dispatch can wait in the ready queue while every worker is busy; if its lease lapsed
-        // meanwhile, the reaper has re-dispatched the job under a newer claim. Renewing first
-        // both proves this claim is still current and restarts its lease for the run.
-        match self.deps.lanes.renew(&claim).await {
-            Ok(_) => {}
-            Err(QueueError::StaleLease { .. }) => {
-                self.fenced(&record, claim.epoch, "dispatch");
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "could not renew the claim; leaving it to the reaper");
-                return;
-            }
-        }
-        let started = match self.begin(&record, claim.epoch).await {
-            Ok(r) => r,
-            Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
-                self.fenced(&record, claim.epoch, "start");
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "could not start the chat job; leaving it to the reaper");
-                return;
-            }
-        };
-        let heartbeat = AbortOnDrop(tokio::spawn(Self::heartbeat(self.clone(), claim.clone())));
-        let handler = self.deps.handlers.chat.clone();
-        let classes = acquisition_order(&handler.permits(&started));
-        // A job started more often than its budget allows was lost with its worker each time
-        // (a crash, a hang past its lease): dead-letter it rather than run it forever.
-        let result = if let Some(gave_up) = queue_core::lost_too_often(&started, self.config.max_attempts) {
-            Err(gave_up)
-        } else {
-            match self.acquire(&classes).await {
-                Ok(permits) => {
-                    self.note_permits(&claim.job_id, claim.epoch, permits.as_ref());
-                    let result = handler.handle(&started).await;
-                    self.release(permits).await;
-                    result
-                }
-                Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
-            }
-        };
-        drop(heartbeat);
-        let run_ms = self.end(&claim.job_id, claim.epoch);
-        self.settle_chat(&claim, &started, result, run_ms).await;
-    }
-
-    async fn heartbeat(self: Arc<Self>, claim: LaneClaim) {
-        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match self.deps.lanes.renew(&claim).await {
-                Ok(_) => {}
-                Err(QueueError::StaleLease { .. }) => {
-                    warn!(job = %claim.job_id, "lease lost while running; the result will be rejected");
-                    return;
-                }
-                Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
-            }
-        }
     }
 
     async fn settle_chat(
@@ -1029,6 +1127,53 @@ impl Inner {
             Ok(Some(next)) => self.chat_ready.push_owed(next),
             Ok(None) => {}
             Err(e) => debug!(error = %e, "lane already moved on"),
+        }
+    }
+
+    /// Renews the lease of every running chat job each `heartbeat_interval`, all in one call.
+    /// It runs until `stop` has let the workers finish, so jobs finishing during a stop keep
+    /// their leases.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let claims: Vec<LaneClaim> = lock(&self.running)
+                .iter()
+                .filter_map(|(job, r)| {
+                    r.lane.as_ref().map(|lane| LaneClaim {
+                        job_id: job.clone(),
+                        lane_id: lane.clone(),
+                        epoch: r.epoch,
+                        lease_deadline_ms: 0,
+                    })
+                })
+                .collect();
+            if claims.is_empty() {
+                continue;
+            }
+            let results = match self.deps.lanes.renew_many(&claims).await {
+                Ok(results) => results,
+                Err(e) => {
+                    warn!(error = %e, "lease renewal failed; will retry");
+                    continue;
+                }
+            };
+            for (claim, renewed) in claims.iter().zip(results) {
+                match renewed {
+                    Ok(_) => {}
+                    Err(QueueError::StaleLease { .. }) => {
+                        warn!(job = %claim.job_id, "lease lost while running; the result will be rejected");
+                        // Renewing it again cannot succeed.
+                        if let Some(r) = lock(&self.running).get_mut(&claim.job_id)
+                            && r.epoch == claim.epoch
+                        {
+                            r.lane = None;
+                        }
+                    }
+                    Err(e) => warn!(job = %claim.job_id, error = %e, "lease renewal failed; will retry"),
+                }
+            }
         }
     }
 

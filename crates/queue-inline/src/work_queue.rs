@@ -72,8 +72,25 @@ impl<T> WorkQueue<T> {
 
     /// Takes one item, waiting until there is one.
     pub(crate) async fn pop(&self) -> T {
-        let mut batch = self.pop_batch(1).await;
-        batch.pop().expect("pop_batch returns at least one item")
+        loop {
+            let notified = self.ready.notified();
+            if let Some(item) = self.try_pop() {
+                return item;
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes one item if there is one, without waiting.
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        let mut items = self.lock();
+        let item = items.pop_front()?;
+        if !items.is_empty() {
+            drop(items);
+            // Others may be waiting: pass the wake-up on.
+            self.ready.notify_one();
+        }
+        Some(item)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -100,7 +117,9 @@ mod tests {
         assert_eq!(q.try_push(3), Err(3));
         q.push_owed(4);
         assert_eq!(q.len(), 3);
-        assert_eq!(q.drain(), vec![1, 2, 4]);
+        assert_eq!(q.try_pop(), Some(1));
+        assert_eq!(q.drain(), vec![2, 4]);
+        assert_eq!(q.try_pop(), None);
     }
 
     #[tokio::test]

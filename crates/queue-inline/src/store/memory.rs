@@ -1,17 +1,132 @@
 //! An ephemeral [`JobStore`] held in memory, for tests and benchmarks: fast, and gone with the
 //! process. Indexes keep `scan_pending`, `counts` and `purge_finished` from walking finished jobs.
+//!
+//! Records are kept compact, since a backlog is held whole: the tenant is stored once per store,
+//! ids are shared between the map and the indexes, and JSON is held as [`Compact`] values rather
+//! than `serde_json::Value`s (a one-key object takes about 80 bytes instead of about 700).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use queue_core::{
-    JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, NewJob, QueueError, QueueResult, SharedClock,
-    StatusCounts, TenantId,
+    JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId, NewJob, QueueError, QueueResult,
+    RequestId, SharedClock, StatusCounts, TenantId,
 };
+use serde_json::{Map, Number, Value};
 
 use super::{kind_index, status_index};
+
+/// A JSON value in as little memory as it takes: objects and arrays are boxed slices, with no
+/// spare capacity and no tree nodes. It converts back to exactly the value it was made from
+/// (numbers are kept as `serde_json::Number`s, object entries in their order).
+#[derive(Debug, Clone, PartialEq)]
+enum Compact {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Box<str>),
+    Array(Box<[Self]>),
+    Object(Box<[(Box<str>, Self)]>),
+}
+
+impl From<Value> for Compact {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(b),
+            Value::Number(n) => Self::Number(n),
+            Value::String(s) => Self::String(s.into_boxed_str()),
+            Value::Array(items) => Self::Array(items.into_iter().map(Self::from).collect()),
+            Value::Object(map) => {
+                Self::Object(map.into_iter().map(|(k, v)| (k.into_boxed_str(), Self::from(v))).collect())
+            }
+        }
+    }
+}
+
+impl From<&Value> for Compact {
+    fn from(value: &Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(*b),
+            Value::Number(n) => Self::Number(n.clone()),
+            Value::String(s) => Self::String(s.as_str().into()),
+            Value::Array(items) => Self::Array(items.iter().map(Self::from).collect()),
+            Value::Object(map) => {
+                Self::Object(map.iter().map(|(k, v)| (k.as_str().into(), Self::from(v))).collect())
+            }
+        }
+    }
+}
+
+impl Compact {
+    fn to_value(&self) -> Value {
+        match self {
+            Self::Null => Value::Null,
+            Self::Bool(b) => Value::Bool(*b),
+            Self::Number(n) => Value::Number(n.clone()),
+            Self::String(s) => Value::String(s.to_string()),
+            Self::Array(items) => Value::Array(items.iter().map(Self::to_value).collect()),
+            Self::Object(entries) => {
+                // Inserting one by one allocates only the map's nodes; collecting would first
+                // gather the entries in a vector and sort it.
+                let mut map = Map::new();
+                for (k, v) in entries {
+                    map.insert(k.to_string(), v.to_value());
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+/// A record without its id (the map's key) and tenant (the store's).
+#[derive(Debug)]
+struct Stored {
+    kind: JobKind,
+    status: JobStatus,
+    attempt: u32,
+    lease_epoch: u64,
+    seq: u64,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    lane: Option<LaneId>,
+    request_id: Option<RequestId>,
+    payload: Compact,
+    result: Option<Compact>,
+    error: Option<Box<str>>,
+}
+
+impl Stored {
+    /// The record, with `null` as payload and no result: what a transition checks and changes.
+    fn head(&self, id: JobId, tenant: &TenantId) -> JobRecord {
+        JobRecord {
+            id,
+            kind: self.kind,
+            tenant: tenant.clone(),
+            lane: self.lane.clone(),
+            request_id: self.request_id.clone(),
+            status: self.status,
+            attempt: self.attempt,
+            lease_epoch: self.lease_epoch,
+            seq: self.seq,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            payload: Value::Null,
+            result: None,
+            error: self.error.as_deref().map(str::to_owned),
+        }
+    }
+
+    fn record(&self, id: JobId, tenant: &TenantId) -> JobRecord {
+        let mut record = self.head(id, tenant);
+        record.payload = self.payload.to_value();
+        record.result = self.result.as_ref().map(Compact::to_value);
+        record
+    }
+}
 
 /// One tenant's job records in a `HashMap` behind a mutex.
 ///
@@ -26,14 +141,15 @@ pub struct MemoryJobStore {
 struct Inner {
     /// The next sequence number to hand out; only ever grows.
     next_seq: u64,
-    jobs: HashMap<JobId, JobRecord>,
+    /// Keyed by id; the indexes share the key's allocation.
+    jobs: HashMap<Arc<str>, Stored>,
     /// Queued and processing jobs per kind, by `seq`: what `scan_pending` returns.
-    pending: [BTreeMap<u64, JobId>; JobKind::ALL.len()],
+    pending: [BTreeMap<u64, Arc<str>>; JobKind::ALL.len()],
     /// Jobs per kind and state, kept up to date so `counts` is O(1).
     counts: [[u64; JobStatus::ALL.len()]; JobKind::ALL.len()],
-    /// Terminal jobs by the time they finished: what `purge_finished` removes from the front.
-    /// A terminal record never changes again, so its key never goes stale.
-    finished: BTreeSet<(u64, JobId)>,
+    /// Terminal jobs by the time they finished (then `seq`): what `purge_finished` removes from
+    /// the front. A terminal record never changes again, so its key never goes stale.
+    finished: BTreeMap<(u64, u64), Arc<str>>,
 }
 
 /// Where a record sits in the indexes: everything that decides its index entries.
@@ -46,7 +162,7 @@ struct Slot {
 }
 
 impl Slot {
-    const fn of(record: &JobRecord) -> Self {
+    const fn of(record: &Stored) -> Self {
         Self {
             kind: record.kind,
             status: record.status,
@@ -57,28 +173,49 @@ impl Slot {
 }
 
 impl Inner {
-    /// Adds `id` to the indexes of `slot`.
-    fn index(&mut self, id: &JobId, slot: Slot) {
-        let k = kind_index(slot.kind);
-        self.counts[k][status_index(slot.status)] += 1;
-        if slot.status.is_pending() {
-            self.pending[k].insert(slot.seq, id.clone());
-        } else {
-            self.finished.insert((slot.updated_at_ms, id.clone()));
+    fn recount(&mut self, before: Option<Slot>, after: Option<Slot>) {
+        if let Some(slot) = before {
+            let count = &mut self.counts[kind_index(slot.kind)][status_index(slot.status)];
+            *count = count.saturating_sub(1);
+        }
+        if let Some(slot) = after {
+            self.counts[kind_index(slot.kind)][status_index(slot.status)] += 1;
         }
     }
 
-    /// Removes `id` from the indexes of `slot`.
-    fn unindex(&mut self, id: &JobId, slot: Slot) {
-        let k = kind_index(slot.kind);
-        let count = &mut self.counts[k][status_index(slot.status)];
-        *count = count.saturating_sub(1);
+    /// Removes the index entry of `slot`, returning its id.
+    fn unindex(&mut self, slot: Slot) -> Option<Arc<str>> {
         if slot.status.is_pending() {
-            self.pending[k].remove(&slot.seq);
+            self.pending[kind_index(slot.kind)].remove(&slot.seq)
         } else {
-            self.finished.remove(&(slot.updated_at_ms, id.clone()));
+            self.finished.remove(&(slot.updated_at_ms, slot.seq))
         }
     }
+
+    fn index(&mut self, slot: Slot, id: Arc<str>) {
+        if slot.status.is_pending() {
+            self.pending[kind_index(slot.kind)].insert(slot.seq, id);
+        } else {
+            self.finished.insert((slot.updated_at_ms, slot.seq), id);
+        }
+    }
+
+    /// Moves a record's index entry after a transition; its id comes from the old entry.
+    fn move_index(&mut self, before: Slot, after: Slot) {
+        self.recount(Some(before), Some(after));
+        // A job that stays pending keeps its entry: its seq does not change.
+        if before.status.is_pending() && after.status.is_pending() {
+            return;
+        }
+        if let Some(id) = self.unindex(before) {
+            self.index(after, id);
+        }
+    }
+}
+
+/// The id of a stored record: it was a valid `JobId` when it was stored.
+fn job_id(key: &str) -> JobId {
+    JobId::new(key).unwrap_or_else(|e| unreachable!("a stored job id is valid: {e}"))
 }
 
 impl MemoryJobStore {
@@ -93,7 +230,7 @@ impl MemoryJobStore {
                 jobs: HashMap::new(),
                 pending: Default::default(),
                 counts: Default::default(),
-                finished: BTreeSet::new(),
+                finished: BTreeMap::new(),
             }),
         }
     }
@@ -128,51 +265,93 @@ impl fmt::Debug for MemoryJobStore {
 impl JobStore for MemoryJobStore {
     async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
         let now = self.clock.now_ms();
+        // Built outside the lock: the caller gets its payload back as given, the store keeps a
+        // compact copy.
+        let payload = Compact::from(&job.payload);
+        let key: Arc<str> = Arc::from(job.id.as_str());
         let mut inner = self.lock();
-        if inner.jobs.contains_key(&job.id) {
+        if inner.jobs.contains_key(&key) {
             return Err(QueueError::AlreadyExists { job: job.id });
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let record = JobRecord::from_new(self.tenant.clone(), job, seq, now);
-        inner.index(&record.id, Slot::of(&record));
-        inner.jobs.insert(record.id.clone(), record.clone());
-        Ok(record)
+        let stored = Stored {
+            kind: job.kind,
+            status: JobStatus::Queued,
+            attempt: 0,
+            lease_epoch: 0,
+            seq,
+            created_at_ms: now,
+            updated_at_ms: now,
+            lane: job.lane.clone(),
+            request_id: job.request_id.clone(),
+            payload,
+            result: None,
+            error: None,
+        };
+        let slot = Slot::of(&stored);
+        inner.recount(None, Some(slot));
+        inner.index(slot, Arc::clone(&key));
+        inner.jobs.insert(key, stored);
+        drop(inner);
+        Ok(JobRecord::from_new(self.tenant.clone(), job, seq, now))
     }
 
     async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {
-        Ok(self.lock().jobs.get(id).cloned())
+        Ok(self.lock().jobs.get(id.as_str()).map(|stored| stored.record(id.clone(), &self.tenant)))
     }
 
-    async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+    async fn transition(&self, id: &JobId, mut update: JobUpdate) -> QueueResult<JobRecord> {
         let now = self.clock.now_ms();
+        // The new result is kept aside: the record returned gets it by move, the store a compact
+        // copy, and `apply` has nothing to clone.
+        let result = update.result.take();
+        let compact_result = result.as_ref().map(Compact::from);
         let mut inner = self.lock();
-        let Some(record) = inner.jobs.get_mut(id) else {
+        let Some(stored) = inner.jobs.get_mut(id.as_str()) else {
             return Err(QueueError::NotFound { job: id.clone() });
         };
-        let before = Slot::of(record);
+        let before = Slot::of(stored);
+        let mut record = stored.head(id.clone(), &self.tenant);
         // `apply` leaves the record untouched on error, so there is nothing to undo.
         record.apply(&update, now)?;
-        let after = record.clone();
-        if before.status != after.status {
-            inner.unindex(id, before);
-            inner.index(id, Slot::of(&after));
+        stored.status = record.status;
+        stored.attempt = record.attempt;
+        stored.lease_epoch = record.lease_epoch;
+        stored.updated_at_ms = record.updated_at_ms;
+        if update.error.is_some() {
+            stored.error = record.error.as_deref().map(Into::into);
         }
-        Ok(after)
+        if compact_result.is_some() {
+            stored.result = compact_result;
+        }
+        record.payload = stored.payload.to_value();
+        record.result = match result {
+            Some(result) => Some(result),
+            None => stored.result.as_ref().map(Compact::to_value),
+        };
+        let after = Slot::of(stored);
+        inner.move_index(before, after);
+        Ok(record)
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
         let mut inner = self.lock();
-        let Some(record) = inner.jobs.remove(id) else {
+        let Some(stored) = inner.jobs.remove(id.as_str()) else {
             return Ok(false);
         };
-        inner.unindex(id, Slot::of(&record));
+        let slot = Slot::of(&stored);
+        inner.recount(Some(slot), None);
+        inner.unindex(slot);
         Ok(true)
     }
 
     async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>> {
         let inner = self.lock();
-        Ok(inner.pending[kind_index(kind)].values().filter_map(|id| inner.jobs.get(id).cloned()).collect())
+        Ok(inner.pending[kind_index(kind)]
+            .values()
+            .filter_map(|id| inner.jobs.get(id).map(|stored| stored.record(job_id(id), &self.tenant)))
+            .collect())
     }
 
     async fn list(
@@ -182,20 +361,28 @@ impl JobStore for MemoryJobStore {
         limit: usize,
     ) -> QueueResult<Vec<JobRecord>> {
         let inner = self.lock();
-        let mut found: Vec<&JobRecord> = if status.is_pending() {
+        let mut found: Vec<(&Arc<str>, &Stored)> = if status.is_pending() {
             // Pending jobs are indexed; walk only those.
             let kinds: Vec<JobKind> = kind.map_or_else(|| JobKind::ALL.to_vec(), |k| vec![k]);
             kinds
                 .into_iter()
                 .flat_map(|k| inner.pending[kind_index(k)].values())
-                .filter_map(|id| inner.jobs.get(id))
-                .filter(|r| r.status == status)
+                .filter_map(|id| inner.jobs.get_key_value(id))
+                .filter(|(_, r)| r.status == status)
                 .collect()
         } else {
-            inner.jobs.values().filter(|r| r.status == status && kind.is_none_or(|k| r.kind == k)).collect()
+            inner
+                .jobs
+                .iter()
+                .filter(|(_, r)| r.status == status && kind.is_none_or(|k| r.kind == k))
+                .collect()
         };
-        found.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
-        Ok(found.into_iter().take(limit).cloned().collect())
+        found.sort_unstable_by_key(|(_, r)| std::cmp::Reverse(r.seq));
+        Ok(found
+            .into_iter()
+            .take(limit)
+            .map(|(id, stored)| stored.record(job_id(id), &self.tenant))
+            .collect())
     }
 
     async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
@@ -211,7 +398,7 @@ impl JobStore for MemoryJobStore {
     async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize> {
         let mut inner = self.lock();
         let mut purged = 0;
-        while let Some((updated, _)) = inner.finished.first()
+        while let Some(((updated, _), _)) = inner.finished.first_key_value()
             && *updated < before_ms
         {
             let Some((_, id)) = inner.finished.pop_first() else { break };
@@ -222,5 +409,31 @@ impl JobStore for MemoryJobStore {
             }
         }
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn compact_json_converts_back_to_the_same_value() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(0.1),
+            json!(-7),
+            json!(u64::MAX),
+            json!(1e300),
+            json!("text with \"quotes\" and ünïcode"),
+            json!([1, [2, {}], []]),
+            json!({ "z": 1, "a": { "nested": [null, false] }, "": "" }),
+        ];
+        for value in values {
+            assert_eq!(Compact::from(&value).to_value(), value);
+            assert_eq!(Compact::from(value.clone()).to_value(), value);
+        }
     }
 }

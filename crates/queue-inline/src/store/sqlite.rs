@@ -60,8 +60,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 -- scan_pending, counts and list by kind are range scans of this index.
 CREATE INDEX IF NOT EXISTS jobs_by_kind_status_seq ON jobs (kind, status, seq);
--- purge_finished is a range scan of this one.
-CREATE INDEX IF NOT EXISTS jobs_by_status_updated ON jobs (status, updated_at_ms);
+-- purge_finished is a range scan of this one. Only finished jobs are in it, so starting a job
+-- (which changes its updated_at_ms) does not touch it. It replaces jobs_by_status_updated, which
+-- held every job; a file that has the old index loses it at its next open.
+-- (The condition names the two pending states rather than the three final ones: an IN list of
+-- up to two values is compiled to plain comparisons, a longer one to a temporary b-tree built
+-- at every row change.)
+CREATE INDEX IF NOT EXISTS jobs_finished_by_updated ON jobs (updated_at_ms)
+    WHERE status NOT IN ('queued', 'processing');
+DROP INDEX IF EXISTS jobs_by_status_updated;
 CREATE TABLE IF NOT EXISTS idempotency (
     request_id    TEXT PRIMARY KEY NOT NULL,
     job_id        TEXT NOT NULL,
@@ -83,6 +90,11 @@ macro_rules! columns {
 }
 
 const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1");
+/// As [`GET_SQL`], plus the row's `rowid` (column 13), so that the update that follows finds
+/// the row without searching the id index again.
+const GET_FOR_UPDATE_SQL: &str = concat!("SELECT ", columns!(), ", rowid FROM jobs WHERE id = ?1");
+const PURGE_SQL: &str =
+    "DELETE FROM jobs WHERE status NOT IN ('queued', 'processing') AND updated_at_ms < ?1";
 const INSERT_SQL: &str = concat!(
     "INSERT INTO jobs (",
     columns!(),
@@ -295,7 +307,9 @@ fn unexpected(outcome: &Outcome) -> QueueError {
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
-        match self.write(WriteOp::Create(job)).await? {
+        // JSON is encoded here, on the caller's thread, to keep the single writer thread short.
+        let payload = to_json(&job.payload, "payload").map_err(|e| e.into_queue(&self.shown, "create"))?;
+        match self.write(WriteOp::Create { job, payload }).await? {
             Outcome::Record(record) => Ok(record),
             other => Err(unexpected(&other)),
         }
@@ -310,11 +324,30 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
-        match self.write(WriteOp::Transition(id.clone(), update)).await? {
-            Outcome::Record(record) => Ok(record),
-            other => Err(unexpected(&other)),
-        }
+    async fn transition(&self, id: &JobId, mut update: JobUpdate) -> QueueResult<JobRecord> {
+        // The writer thread neither encodes nor decodes JSON: the new result travels as text,
+        // and the payload comes back as text that is decoded here, off the writer.
+        let result = update.result.take();
+        let result_json = result
+            .as_ref()
+            .map(|r| to_json(r, "result"))
+            .transpose()
+            .map_err(|e| e.into_queue(&self.shown, "transition"))?;
+        let op = WriteOp::Transition { id: id.clone(), update, result: result_json };
+        let changed = match self.write(op).await? {
+            Outcome::Transitioned(changed) => changed,
+            other => return Err(unexpected(&other)),
+        };
+        let Transitioned { mut record, payload, result: stored_result } = *changed;
+        let decode = || -> Result<JobRecord, Failure> {
+            record.payload = json_of(&record.id, &payload, "payload")?;
+            record.result = match result {
+                Some(new) => Some(new),
+                None => stored_result.as_deref().map(|r| json_of(&record.id, r, "result")).transpose()?,
+            };
+            Ok(record)
+        };
+        decode().map_err(|e| e.into_queue(&self.shown, "transition"))
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
@@ -463,6 +496,10 @@ fn to_sql_int(value: u64, field: &str) -> Result<i64, Failure> {
     i64::try_from(value).map_err(|_| Failure::Corrupt(format!("{field} {value} does not fit in SQLite")))
 }
 
+fn json_of(id: &JobId, text: &str, field: &str) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(text).map_err(|e| Failure::Corrupt(format!("job {id}: {field} is not JSON: {e}")))
+}
+
 fn to_json(value: &serde_json::Value, field: &str) -> Result<String, Failure> {
     serde_json::to_string(value).map_err(|e| Failure::Corrupt(format!("{field} cannot be encoded: {e}")))
 }
@@ -506,16 +543,21 @@ impl RawJob {
     /// Validates the row back into a record; a row this store did not write is reported, not
     /// guessed at.
     fn decode(self, tenant: &TenantId) -> Result<JobRecord, Failure> {
+        let (mut record, payload, result) = self.split(tenant)?;
+        record.payload = json_of(&record.id, &payload, "payload")?;
+        record.result = result.as_deref().map(|r| json_of(&record.id, r, "result")).transpose()?;
+        Ok(record)
+    }
+
+    /// Validates every column but the JSON ones, which are returned as text; the record holds
+    /// `null` and no result in their place.
+    fn split(self, tenant: &TenantId) -> Result<(JobRecord, String, Option<String>), Failure> {
         let id = self.id;
         let bad = |what: String| Failure::Corrupt(format!("job {id}: {what}"));
         let int = |value: i64, field: &str| {
             u64::try_from(value).map_err(|_| Failure::Corrupt(format!("job {id}: negative {field} {value}")))
         };
-        let json = |text: &str, field: &str| {
-            serde_json::from_str(text)
-                .map_err(|e| Failure::Corrupt(format!("job {id}: {field} is not JSON: {e}")))
-        };
-        Ok(JobRecord {
+        let record = JobRecord {
             kind: JobKind::parse(&self.kind).map_err(|e| bad(e.to_string()))?,
             tenant: tenant.clone(),
             lane: self.lane.map(LaneId::new).transpose().map_err(|e| bad(e.to_string()))?,
@@ -527,42 +569,77 @@ impl RawJob {
             seq: int(self.seq, "seq")?,
             created_at_ms: int(self.created_at_ms, "created_at_ms")?,
             updated_at_ms: int(self.updated_at_ms, "updated_at_ms")?,
-            payload: json(&self.payload, "payload")?,
-            result: self.result.as_deref().map(|r| json(r, "result")).transpose()?,
+            payload: serde_json::Value::Null,
+            result: None,
             error: self.error,
             id: JobId::new(id.clone()).map_err(|e| bad(e.to_string()))?,
-        })
+        };
+        Ok((record, self.payload, self.result))
     }
 }
 
 /// A write, as the writer thread receives it.
 #[derive(Debug)]
 enum WriteOp {
-    Create(NewJob),
-    Transition(JobId, JobUpdate),
+    /// `payload` is the job's payload, already encoded.
+    Create {
+        job: NewJob,
+        payload: String,
+    },
+    /// `update` carries no result: `result` is the new result, already encoded.
+    Transition {
+        id: JobId,
+        update: JobUpdate,
+        result: Option<String>,
+    },
     Delete(JobId),
-    Purge { before_ms: u64 },
-    Claim { request: RequestId, job: JobId },
-    Release { request: RequestId, job: JobId },
+    Purge {
+        before_ms: u64,
+    },
+    Claim {
+        request: RequestId,
+        job: JobId,
+    },
+    Release {
+        request: RequestId,
+        job: JobId,
+    },
 }
 
 impl WriteOp {
     const fn name(&self) -> &'static str {
         match self {
-            Self::Create(_) => "create",
-            Self::Transition(..) => "transition",
+            Self::Create { .. } => "create",
+            Self::Transition { .. } => "transition",
             Self::Delete(_) => "delete",
             Self::Purge { .. } => "purge_finished",
             Self::Claim { .. } => "claim",
             Self::Release { .. } => "release",
         }
     }
+
+    /// Whether the operation makes at most one write statement. SQLite undoes a failed statement
+    /// by itself, so such an operation needs no savepoint of its own to fail alone.
+    const fn writes_once(&self) -> bool {
+        matches!(self, Self::Create { .. } | Self::Transition { .. } | Self::Delete(_) | Self::Release { .. })
+    }
+}
+
+/// A transitioned record whose JSON columns are still text, for the caller to decode.
+#[derive(Debug)]
+struct Transitioned {
+    /// The record with `null` as payload and no result.
+    record: JobRecord,
+    payload: String,
+    /// The stored result: the new one if the update set one, else the one the row had.
+    result: Option<String>,
 }
 
 /// What a write produced.
 #[derive(Debug)]
 enum Outcome {
     Record(JobRecord),
+    Transitioned(Box<Transitioned>),
     Flag(bool),
     Count(usize),
     Claim(IdempotencyClaim),
@@ -646,16 +723,30 @@ impl Writer {
     ) -> rusqlite::Result<()> {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         for (op, now_ms) in work {
-            self.conn.prepare_cached("SAVEPOINT op")?.execute([])?;
             let what = op.name();
             let seq = self.next_seq;
+            let savepoint = !op.writes_once();
+            if savepoint {
+                self.conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+            }
             let outcome = self.apply(op, now_ms).map_err(|e| e.into_queue(&self.shown, what));
             if outcome.is_err() {
                 // Undo this operation only: its batch-mates before and after keep their effects.
                 self.next_seq = seq;
-                self.conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+                if savepoint {
+                    self.conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+                } else if self.conn.is_autocommit() {
+                    // Some errors (I/O, a full disk) make SQLite roll back the whole transaction:
+                    // then the batch fails as one, as a failed commit does.
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some(format!("the transaction was rolled back by a failed {what}")),
+                    ));
+                }
             }
-            self.conn.prepare_cached("RELEASE op")?.execute([])?;
+            if savepoint {
+                self.conn.prepare_cached("RELEASE op")?.execute([])?;
+            }
             outcomes.push(outcome);
         }
         if self.next_seq != seq_before {
@@ -673,20 +764,17 @@ impl Writer {
 
     fn apply(&mut self, op: WriteOp, now_ms: u64) -> Result<Outcome, Failure> {
         match op {
-            WriteOp::Create(job) => self.create(job, now_ms).map(Outcome::Record),
-            WriteOp::Transition(id, update) => self.transition(&id, &update, now_ms).map(Outcome::Record),
+            WriteOp::Create { job, payload } => self.create(job, &payload, now_ms).map(Outcome::Record),
+            WriteOp::Transition { id, update, result } => self
+                .transition(&id, &update, result, now_ms)
+                .map(|changed| Outcome::Transitioned(Box::new(changed))),
             WriteOp::Delete(id) => {
                 let n = self.conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.as_str()])?;
                 Ok(Outcome::Flag(n > 0))
             }
             WriteOp::Purge { before_ms } => {
                 let before = to_sql_int(before_ms, "before_ms")?;
-                let n = self
-                    .conn
-                    .prepare_cached(
-                        "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND updated_at_ms < ?1",
-                    )?
-                    .execute([before])?;
+                let n = self.conn.prepare_cached(PURGE_SQL)?.execute([before])?;
                 // Retention is also when expired idempotency keys go, so the table stays bounded.
                 self.conn
                     .prepare_cached("DELETE FROM idempotency WHERE expires_at_ms <= ?1")?
@@ -704,7 +792,7 @@ impl Writer {
         }
     }
 
-    fn create(&mut self, job: NewJob, now_ms: u64) -> Result<JobRecord, Failure> {
+    fn create(&mut self, job: NewJob, payload: &str, now_ms: u64) -> Result<JobRecord, Failure> {
         let exists =
             self.conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?.exists([job.id.as_str()])?;
         if exists {
@@ -722,37 +810,49 @@ impl Writer {
             to_sql_int(record.seq, "seq")?,
             to_sql_int(record.created_at_ms, "created_at_ms")?,
             to_sql_int(record.updated_at_ms, "updated_at_ms")?,
-            to_json(&record.payload, "payload")?,
-            record.result.as_ref().map(|r| to_json(r, "result")).transpose()?,
+            payload,
+            Option::<&str>::None,
             record.error.as_deref(),
         ])?;
         self.next_seq += 1;
         Ok(record)
     }
 
-    fn transition(&self, id: &JobId, update: &JobUpdate, now_ms: u64) -> Result<JobRecord, Failure> {
-        let raw = self.conn.prepare_cached(GET_SQL)?.query_row([id.as_str()], RawJob::from_row).optional()?;
-        let Some(raw) = raw else {
+    fn transition(
+        &self,
+        id: &JobId,
+        update: &JobUpdate,
+        result: Option<String>,
+        now_ms: u64,
+    ) -> Result<Transitioned, Failure> {
+        let row = self
+            .conn
+            .prepare_cached(GET_FOR_UPDATE_SQL)?
+            .query_row([id.as_str()], |row| Ok((RawJob::from_row(row)?, row.get::<_, i64>(13)?)))
+            .optional()?;
+        let Some((raw, rowid)) = row else {
             return Err(QueueError::NotFound { job: id.clone() }.into());
         };
-        let mut record = raw.decode(&self.tenant)?;
-        // The same fence and table as every other store; on error nothing was written.
+        let (mut record, payload, stored_result) = raw.split(&self.tenant)?;
+        // The same fence and table as every other store; on error nothing was written. The
+        // update carries no result (it comes as text), so `apply` leaves the result alone.
         record.apply(update, now_ms)?;
+        let result = result.or(stored_result);
         self.conn
             .prepare_cached(
                 "UPDATE jobs SET status = ?2, attempt = ?3, lease_epoch = ?4, updated_at_ms = ?5, result = ?6, \
-                 error = ?7 WHERE id = ?1",
+                 error = ?7 WHERE rowid = ?1",
             )?
             .execute(params![
-                record.id.as_str(),
+                rowid,
                 record.status.as_str(),
                 i64::from(record.attempt),
                 to_sql_int(record.lease_epoch, "lease_epoch")?,
                 to_sql_int(record.updated_at_ms, "updated_at_ms")?,
-                record.result.as_ref().map(|r| to_json(r, "result")).transpose()?,
+                result.as_deref(),
                 record.error.as_deref(),
             ])?;
-        Ok(record)
+        Ok(Transitioned { record, payload, result })
     }
 
     fn claim(&self, request: &RequestId, job: &JobId, now_ms: u64) -> Result<IdempotencyClaim, Failure> {
@@ -806,6 +906,31 @@ mod tests {
         }
     }
 
+    fn create_op(id: &str) -> WriteOp {
+        let job = new_job(id);
+        let payload = serde_json::to_string(&job.payload).unwrap();
+        WriteOp::Create { job, payload }
+    }
+
+    fn query_plan(store: &SqliteJobStore, sql: &str, param: &str) -> Vec<String> {
+        let conn = store.reader.lock().unwrap();
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([param], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn purge_is_a_range_scan_of_the_finished_jobs_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let plan = query_plan(&store, PURGE_SQL, "0");
+        assert!(plan.iter().any(|step| step.contains("USING INDEX jobs_finished_by_updated")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN jobs")), "{plan:?}");
+    }
+
     #[test]
     fn scan_pending_is_an_indexed_query() {
         let dir = tempfile::tempdir().unwrap();
@@ -844,11 +969,19 @@ mod tests {
         };
         let mut answers = Vec::new();
         let mut batch: Vec<Envelope> = [
-            WriteOp::Create(new_job("a")),
-            WriteOp::Create(new_job("a")),
-            WriteOp::Transition(JobId::new("missing").unwrap(), JobUpdate::start(1)),
-            WriteOp::Transition(JobId::new("a").unwrap(), JobUpdate::done(0, serde_json::Value::Null)),
-            WriteOp::Create(new_job("b")),
+            create_op("a"),
+            create_op("a"),
+            WriteOp::Transition {
+                id: JobId::new("missing").unwrap(),
+                update: JobUpdate::start(1),
+                result: None,
+            },
+            WriteOp::Transition {
+                id: JobId::new("a").unwrap(),
+                update: JobUpdate::done(0, serde_json::Value::Null),
+                result: Some("null".into()),
+            },
+            create_op("b"),
         ]
         .into_iter()
         .map(|op| {
