@@ -32,8 +32,8 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// Builds a claim-handling script: the shared helpers, then its body.
 /// Lua shared by every lane script that changes a claim (`claim`, `push_dispatch`, `stale`).
 pub const LANE_COMMON_LUA: &str = COMMON;
-/// Lua of `finish_lane` (needs [`LANE_COMMON_LUA`]): the Redis backend's `complete` script calls
-/// it to advance a chat lane in the same round trip as the job's outcome.
+/// Lua of `finish_lane` (needs [`LANE_COMMON_LUA`]): the Redis backend's `complete_many` script
+/// calls it to advance a chat lane in the same round trip as the job's outcome.
 pub const FINISH_FN: &str = include_str!("lua/finish_fn.lua");
 
 fn claim_script(body: &str) -> Script {

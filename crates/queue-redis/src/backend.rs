@@ -1058,7 +1058,7 @@ impl Inner {
         }
     }
 
-    /// A non-chat outcome, sent together with the others that finish at about the same time:
+    /// An outcome, sent together with the others that finish at about the same time:
     /// the caller that finds no flush running sends everything waiting (its own outcome
     /// included) in one `complete_many` call; outcomes that arrive during that call are sent
     /// by a task spawned when it returns. An idle worker thus sends each outcome at once, and

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use lane_store::redis::Script;
 
-/// The claim function shared by `claim_plain` and `complete` (finish-and-claim-next).
+/// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 
 /// Claims ready non-chat jobs with their state change and lease.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use lane_store::{RedisLaneStore, RedisPool};
 use queue_core::conformance::{Behavior, RecordingHandler, eventually};
 use queue_core::{
-    HandlerSet, JobId, JobKind, JobStore, LaneStoreConfig, LimitCaps, NewJob, QueueBackend, SharedClock,
-    SystemClock, TenantId,
+    HandlerSet, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, NewJob, QueueBackend,
+    SharedClock, SystemClock, TenantId,
 };
 use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
 use redis_harness::RedisServer;
@@ -94,4 +94,72 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     assert!(scripts < jobs as u64 / 2, "{scripts} script calls for {jobs} jobs: outcomes were not batched");
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_lane_does_not_keep_its_slot_while_another_lane_waits() {
+    let server = RedisServer::start();
+    let tenant = TenantId::new("fairness").expect("tenant");
+    let clock: SharedClock = Arc::new(SystemClock);
+    let pool = RedisPool::from_url(&server.url()).expect("pool");
+    let store: Arc<dyn JobStore> =
+        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
+    let handler = RecordingHandler::new();
+    let backend = RedisQueueBackend::new(
+        // One chat slot: the order in which it takes jobs is the order they start.
+        RedisBackendConfig {
+            chat_concurrency: 1,
+            block: Duration::from_millis(200),
+            ..RedisBackendConfig::default()
+        },
+        RedisBackendDeps {
+            pool: pool.clone(),
+            tenant: tenant.clone(),
+            store: store.clone(),
+            lanes: Arc::new(
+                RedisLaneStore::new(pool.clone(), &tenant, LaneStoreConfig::default(), clock.clone())
+                    .with_dispatch(true),
+            ),
+            limiter: Arc::new(RedisLimiter::new(
+                pool,
+                &tenant,
+                LimitCaps::default(),
+                Duration::from_secs(30),
+            )),
+            handlers: HandlerSet::uniform(Arc::new(handler.clone())),
+            clock,
+        },
+    );
+    backend.start().await.expect("start");
+    let chat = |id: &str, lane: &str, behavior: &Behavior| NewJob {
+        id: JobId::new(id).expect("id"),
+        kind: JobKind::Chat,
+        lane: Some(LaneId::new(lane).expect("lane")),
+        request_id: None,
+        payload: behavior.payload(),
+    };
+    let submit = |job: NewJob| {
+        let (backend, store) = (backend.clone(), store.clone());
+        async move { backend.submit(store, job).await.expect("submit") }
+    };
+    submit(chat("a1", "student:a:main", &Behavior::GateFirst("a1".into()))).await;
+    eventually("a1 started", Duration::from_secs(20), || async {
+        handler.invocations(&JobId::new("a1").expect("id")) == 1
+    })
+    .await;
+    submit(chat("a2", "student:a:main", &Behavior::Ok)).await;
+    submit(chat("a3", "student:a:main", &Behavior::Ok)).await;
+    submit(chat("b1", "student:b:main", &Behavior::Ok)).await;
+    handler.open("a1");
+    let b1 = JobId::new("b1").expect("id");
+    let a3 = JobId::new("a3").expect("id");
+    eventually("every job ran", Duration::from_secs(20), || async {
+        handler.invocations(&b1) == 1 && handler.invocations(&a3) == 1
+    })
+    .await;
+    let starts: Vec<String> =
+        handler.events().into_iter().filter(|e| e.start).map(|e| e.job.to_string()).collect();
+    // b1 was waiting for a worker when a1 finished: it goes before lane a's next job.
+    assert_eq!(starts, vec!["a1", "b1", "a2", "a3"]);
+    backend.stop().await.expect("stop");
 }

@@ -1,6 +1,6 @@
--- Ends the lane's current claim (`job`, `epoch`) and claims the next waiting job, if any. Shared by
--- the lane store's `finish` script and the Redis backend's `complete` script (which records a chat
--- job's outcome and advances its lane in one round trip). Needs common.lua.
+-- Ends the lane's current claim (`job`, `epoch`) and claims the next waiting job, if any. Shared
+-- by the lane store's `finish` script and the Redis backend's `complete_many` script (which
+-- records a chat job's outcome and advances its lane in one round trip). Needs common.lua.
 -- Returns {'next', job, epoch}, {'idle'} (the lane's keys are gone) or {'stale', current epoch}.
 local function finish_lane(lanes_key, leases_key, epoch_key, active_key, waiting_key, ready_key, signal_key,
                            job, epoch, lane, deadline, dispatch)

@@ -1,4 +1,4 @@
--- Shared by claim_plain.lua and complete.lua: claims up to n ready jobs of one non-chat kind,
+-- Shared by claim_plain.lua and complete_many.lua: claims up to n ready jobs of one non-chat kind,
 -- atomically with their state change and lease, so a job is never held by nobody: it is in the
 -- ready list, or in `inflight` under a lease. Job hashes are built from the tenant prefix: they
 -- share the tenant's hash tag, hence the slot. Returns an array of HGETALL replies.

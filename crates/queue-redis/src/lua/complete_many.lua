@@ -5,9 +5,9 @@
 -- An outcome is refused (and counted in `fenced`) unless the record is `processing` under the
 -- caller's epoch and, for a chat job, its lane's active claim is still that job and epoch.
 -- A non-chat job's slot claims up to `n` ready jobs of its kind (finish-and-claim-next). A chat
--- job's final outcome moves its lane on (`finish_lane`): with `n` > 0 the lane's next job is
--- started here and handed to the same slot (no dispatch through ready:chat); with 0 it is
--- dispatched to any worker.
+-- job's final outcome moves its lane on (`finish_lane`): with `n` > 0, and no other lane's job
+-- waiting in ready:chat, the lane's next job is started here and handed to the same slot (no
+-- dispatch round trip); otherwise it is dispatched to the back of ready:chat for any worker.
 -- KEYS[1] inflight  KEYS[2] finished  KEYS[3] stats  KEYS[4] delayed  KEYS[5] finished:meta
 -- KEYS[6] lanes  KEYS[7] leases  KEYS[8] epoch  KEYS[9] ready:chat  KEYS[10] signal:chat
 -- ARGV[1] now  ARGV[2] retention (ms)  ARGV[3] lease (ms) of the claims  ARGV[4] tenant prefix
@@ -44,9 +44,12 @@ for i = 5, #ARGV, 8 do
                      outcome, value, ARGV[1], retention, due, kind)
       answer = 'ok'
       if kind == 'chat' and outcome ~= 'retry' then
+        -- Straight to this slot only while no other lane's job waits for a worker: lanes are
+        -- served first come, first served, and a busy lane cannot keep a slot to itself.
+        local keep = n > 0 and redis.call('LLEN', KEYS[9]) == 0
         local moved = finish_lane(KEYS[6], KEYS[7], KEYS[8], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[9],
-                                  KEYS[10], id, epoch, lane, now + lease, n > 0 and '0' or '1')
-        if moved[1] == 'next' and n > 0 then
+                                  KEYS[10], id, epoch, lane, now + lease, keep and '0' or '1')
+        if moved[1] == 'next' and keep then
           chat_next = start_chat(prefix, KEYS[3], KEYS[7], moved[2], moved[3], lane, now, lease, tostring(now + lease))
         end
       end

@@ -1,4 +1,4 @@
--- Shared by complete.lua and complete_many.lua: records an accepted (already fenced) outcome.
+-- Used by complete_many.lua: records an accepted (already fenced) outcome.
 -- jk job hash, inflight, pending (pending:<kind>), finished, stats, delayed, meta
 -- (finished:meta), id, outcome (done | failed | retry), value (result JSON or error), now,
 -- retention (ms), due (ms, a non-chat retry), kind.
