@@ -5,11 +5,14 @@
 //!
 //! `laneway-bench run [--quick] [--command CMD] [--results PATH] [--markdown PATH] [--tmp DIR]
 //! [--only w1,w2,…]`;
-//! `laneway-bench child '<task JSON>'` is how the runner starts a worker process of its own.
+//! `laneway-bench child '<task JSON>'` is how the runner starts a worker process of its own;
+//! `laneway-bench peers [--quick] …` measures W1–W3 next to BullMQ, apalis-redis and RQ
+//! (`cargo xtask bench-peers`, see `peers.rs`).
 
 mod baseline;
 mod child;
 mod machine;
+mod peers;
 mod probe;
 mod redis_stats;
 mod report;
@@ -29,6 +32,8 @@ const USAGE: &str = "\
 Usage: laneway-bench run [--quick] [--command CMD] [--results PATH] [--markdown PATH] [--tmp DIR]
                          [--only base,w1,w2,w3,w4,w5]
        laneway-bench render [--results PATH] [--markdown PATH]   (tables from a results.json)
+       laneway-bench peers [--quick] [--results PATH] [--markdown PATH] [--peers-dir DIR] [--drivers DIR]
+       laneway-bench peers-render [--results PATH] [--markdown PATH]   (the peers' table)
        (normally through `cargo xtask bench [--quick]`; --only is for development and leaves
        BENCHMARKS.md alone)";
 
@@ -68,6 +73,8 @@ async fn dispatch(args: Vec<String>) -> BenchResult<()> {
     match args.first().map(String::as_str) {
         Some("run") => runner::run(parse_run(&args[1..])?).await,
         Some("render") => render(&args[1..]),
+        Some("peers") => peers::run(peers::parse_args(&args[1..])?).await,
+        Some("peers-render") => peers::render(&peers::parse_args(&args[1..])?),
         Some("child") => {
             let spec = args.get(1).ok_or("child needs a task")?;
             child::run_child(serde_json::from_str(spec)?).await

@@ -373,7 +373,7 @@ pub fn render_markdown(r: &Results) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| phase | jobs | round trips | script calls | pool PINGs | commands incl. inside scripts | \
+        "| phase | jobs | round trips | script calls | PINGs | commands incl. inside scripts | \
          redis-server CPU µs | client CPU µs | most run |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
