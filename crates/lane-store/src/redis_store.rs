@@ -17,11 +17,11 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use redis::{self, FromRedisValue, Script, ScriptInvocation};
 use queue_core::{
     ChatEnqueueReceipt, ChatLaneStore, JobId, JobKind, LaneClaim, LaneEnqueue, LaneId, LaneLoad,
     LaneSnapshot, LaneStoreConfig, QueueError, QueueResult, SharedClock, TenantId,
 };
+use redis::{self, FromRedisValue, Script, ScriptInvocation};
 
 use crate::keys::TenantKeys;
 use crate::redis_conn::{RedisPool, redis_error};
