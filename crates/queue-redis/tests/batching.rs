@@ -23,45 +23,63 @@ fn calls(server: &RedisServer, command: &str) -> u64 {
         .map_or(0, |n| n.parse().expect("a count"))
 }
 
+/// One tenant on `server`: its job store, a recording handler, and backends built on both.
+struct Rig {
+    pool: RedisPool,
+    tenant: TenantId,
+    clock: SharedClock,
+    store: Arc<dyn JobStore>,
+    handler: RecordingHandler,
+}
+
+impl Rig {
+    fn new(server: &RedisServer, tenant: &str) -> Self {
+        let tenant = TenantId::new(tenant).expect("tenant");
+        let clock: SharedClock = Arc::new(SystemClock);
+        let pool = RedisPool::from_url(&server.url()).expect("pool");
+        let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::new(
+            pool.clone(),
+            tenant.clone(),
+            clock.clone(),
+            Duration::from_secs(3600),
+        ));
+        Self { pool, tenant, clock, store, handler: RecordingHandler::new() }
+    }
+
+    /// A stopped backend with `config`.
+    fn backend(&self, config: RedisBackendConfig) -> RedisQueueBackend {
+        let (pool, tenant, clock) = (&self.pool, &self.tenant, &self.clock);
+        RedisQueueBackend::new(
+            RedisBackendConfig { block: Duration::from_millis(200), ..config },
+            RedisBackendDeps {
+                pool: pool.clone(),
+                tenant: tenant.clone(),
+                store: self.store.clone(),
+                lanes: Arc::new(
+                    RedisLaneStore::new(pool.clone(), tenant, LaneStoreConfig::default(), clock.clone())
+                        .with_dispatch(true),
+                ),
+                limiter: Arc::new(RedisLimiter::new(
+                    pool.clone(),
+                    tenant,
+                    LimitCaps::default(),
+                    Duration::from_secs(30),
+                )),
+                handlers: HandlerSet::uniform(Arc::new(self.handler.clone())),
+                clock: clock.clone(),
+            },
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     let server = RedisServer::start();
-    let tenant = TenantId::new("batching").expect("tenant");
-    let clock: SharedClock = Arc::new(SystemClock);
-    let pool = RedisPool::from_url(&server.url()).expect("pool");
-    let store: Arc<dyn JobStore> =
-        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
-    let handler = RecordingHandler::new();
-    let deps = || RedisBackendDeps {
-        pool: pool.clone(),
-        tenant: tenant.clone(),
-        store: store.clone(),
-        lanes: Arc::new(
-            RedisLaneStore::new(pool.clone(), &tenant, LaneStoreConfig::default(), clock.clone())
-                .with_dispatch(true),
-        ),
-        limiter: Arc::new(RedisLimiter::new(
-            pool.clone(),
-            &tenant,
-            LimitCaps::default(),
-            Duration::from_secs(30),
-        )),
-        handlers: HandlerSet::uniform(Arc::new(handler.clone())),
-        clock: clock.clone(),
-    };
-    let backend = RedisQueueBackend::new(
-        RedisBackendConfig {
-            upload_concurrency: 50,
-            block: Duration::from_millis(200),
-            ..RedisBackendConfig::default()
-        },
-        deps(),
-    );
+    let rig = Rig::new(&server, "batching");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let backend = rig.backend(RedisBackendConfig { upload_concurrency: 50, ..RedisBackendConfig::default() });
     // A producer that runs no workers queues the backlog: the worker then drains it at full speed.
-    let producer = RedisQueueBackend::new(
-        RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() },
-        deps(),
-    );
+    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     let jobs = 3_000;
     let ids: Vec<JobId> = (0..jobs).map(|i| JobId::new(format!("b{i}")).expect("id")).collect();
     producer.start().await.expect("start producer");
@@ -99,37 +117,10 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_lane_does_not_keep_its_slot_while_another_lane_waits() {
     let server = RedisServer::start();
-    let tenant = TenantId::new("fairness").expect("tenant");
-    let clock: SharedClock = Arc::new(SystemClock);
-    let pool = RedisPool::from_url(&server.url()).expect("pool");
-    let store: Arc<dyn JobStore> =
-        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
-    let handler = RecordingHandler::new();
-    let backend = RedisQueueBackend::new(
-        // One chat slot: the order in which it takes jobs is the order they start.
-        RedisBackendConfig {
-            chat_concurrency: 1,
-            block: Duration::from_millis(200),
-            ..RedisBackendConfig::default()
-        },
-        RedisBackendDeps {
-            pool: pool.clone(),
-            tenant: tenant.clone(),
-            store: store.clone(),
-            lanes: Arc::new(
-                RedisLaneStore::new(pool.clone(), &tenant, LaneStoreConfig::default(), clock.clone())
-                    .with_dispatch(true),
-            ),
-            limiter: Arc::new(RedisLimiter::new(
-                pool,
-                &tenant,
-                LimitCaps::default(),
-                Duration::from_secs(30),
-            )),
-            handlers: HandlerSet::uniform(Arc::new(handler.clone())),
-            clock,
-        },
-    );
+    let rig = Rig::new(&server, "fairness");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    // One chat slot: the order in which it takes jobs is the order they start.
+    let backend = rig.backend(RedisBackendConfig { chat_concurrency: 1, ..RedisBackendConfig::default() });
     backend.start().await.expect("start");
     let chat = |id: &str, lane: &str, behavior: &Behavior| NewJob {
         id: JobId::new(id).expect("id"),
