@@ -20,6 +20,10 @@ pub(crate) static CLAIM_CHAT: LazyLock<Script> =
 /// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
+/// Creates several non-chat jobs' records and puts them on their ready lists, in one call.
+pub(crate) static SUBMIT_PLAIN_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain_many.lua")))
+});
 /// Records the outcomes of several jobs, each fenced, and hands each caller its next job.
 pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the

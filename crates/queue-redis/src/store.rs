@@ -155,7 +155,7 @@ impl RedisJobStore {
 }
 
 /// The finished-meta hash of a tenant (see the module docs).
-fn finished_meta(keys: &TenantKeys) -> String {
+pub(crate) fn finished_meta(keys: &TenantKeys) -> String {
     format!("{}finished:meta", keys.prefix())
 }
 
