@@ -388,38 +388,30 @@ impl RedisQueueBackend {
         Ok(outcome.receipt)
     }
 
-    /// Creates and queues non-chat jobs: one `submit_plain` call for one job, one
-    /// `submit_plain_many` call for several.
+    /// Creates and queues non-chat jobs, one or many, in one `submit_plain` call.
     async fn submit_plain(&self, jobs: &[(usize, NewJob)]) -> QueueResult<Vec<QueueResult<Submitted>>> {
         let keys = &self.inner.keys;
         let tenant = &self.inner.deps.tenant;
         let now = self.inner.deps.clock.now_ms();
         let mut conn = self.inner.deps.pool.get().await?;
-        let seqs: Vec<u64> = if let [(_, job)] = jobs {
-            let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
-            crate::store::create_args(&mut call, keys, tenant, job, now)?;
-            call.key(keys.ready(job.kind)).key(keys.signal(job.kind));
-            vec![call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?]
-        } else {
-            // One script call for the whole batch: one wake-up per kind instead of one per job.
-            let mut call = scripts::SUBMIT_PLAIN_MANY.prepare_invoke();
-            call.key(keys.seq())
-                .key(keys.stats())
-                .key(keys.finished())
-                .key(crate::store::finished_meta(keys))
-                .arg(tenant.as_str())
-                .arg(now)
-                .arg(keys.prefix());
-            for (_, job) in jobs {
-                let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
-                call.arg(job.id.as_str())
-                    .arg(job.kind.as_str())
-                    .arg(job.lane.as_ref().map_or("", LaneId::as_str))
-                    .arg(job.request_id.as_ref().map_or("", queue_core::RequestId::as_str))
-                    .arg(payload);
-            }
-            call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?
-        };
+        // One script call for one job or a whole batch: one wake-up per kind, not per job.
+        let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
+        call.key(keys.seq())
+            .key(keys.stats())
+            .key(keys.finished())
+            .key(crate::store::finished_meta(keys))
+            .arg(tenant.as_str())
+            .arg(now)
+            .arg(keys.prefix());
+        for (_, job) in jobs {
+            let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
+            call.arg(job.id.as_str())
+                .arg(job.kind.as_str())
+                .arg(job.lane.as_ref().map_or("", LaneId::as_str))
+                .arg(job.request_id.as_ref().map_or("", queue_core::RequestId::as_str))
+                .arg(payload);
+        }
+        let seqs: Vec<u64> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
         if seqs.len() != jobs.len() {
             return Err(QueueError::Storage(format!(
                 "the submit script answered {} jobs for {}",
@@ -630,7 +622,7 @@ impl QueueBackend for RedisQueueBackend {
         results.pop().unwrap_or_else(|| Err(QueueError::Storage("a submit returned no result".into())))
     }
 
-    /// Non-chat jobs: one `submit_plain_many` call for all of them (records, ready lists, one
+    /// Non-chat jobs: one `submit_plain` call for all of them (records, ready lists, one
     /// wake-up per kind): one round trip for the batch. Chat jobs: the record, then the lane
     /// script, one job after the other so that a lane takes them in the batch's order.
     async fn submit_many(

@@ -20,9 +20,10 @@ pub(crate) static CLAIM_CHAT: LazyLock<Script> =
 /// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
-/// Creates several non-chat jobs' records and puts them on their ready lists, in one call.
-pub(crate) static SUBMIT_PLAIN_MANY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain_many.lua")))
+/// Creates one or more non-chat jobs' records and puts them on their ready lists: a submit, or
+/// a batch's non-chat jobs, in one call.
+pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
 });
 /// Records the outcomes of several jobs, each fenced, and hands each caller its next job.
 pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
@@ -34,10 +35,6 @@ pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
         lane_store::FINISH_FN,
         include_str!("lua/complete_many.lua")
     ))
-});
-/// Creates a non-chat job's record and puts it on its ready list: a submit in one call.
-pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
 });
 /// Counts the non-chat pending jobs that no list or lease accounts for.
 pub(crate) static ORPHAN_GAP: LazyLock<Script> =

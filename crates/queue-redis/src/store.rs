@@ -159,12 +159,11 @@ pub(crate) fn finished_meta(keys: &TenantKeys) -> String {
     format!("{}finished:meta", keys.prefix())
 }
 
-/// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`; a
-/// script that calls `create_job(KEYS, ARGV)` takes its own keys and arguments after these.
+/// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`.
 ///
 /// # Errors
 /// `QueueError::Storage` when the payload cannot be written as JSON.
-pub(crate) fn create_args(
+fn create_args(
     call: &mut ScriptInvocation<'_>,
     keys: &TenantKeys,
     tenant: &TenantId,

@@ -1,12 +1,29 @@
--- Submits a non-chat job in one step: creates its record (`create_job`, job_create_fn.lua),
--- puts it on its ready list and wakes one idle worker.
--- KEYS[1..6] and ARGV[1..7] as `create_job`; KEYS[7] ready:<kind>, KEYS[8] signal:<kind>.
--- Returns the new seq (>= 1), or 0 when the id is taken (nothing written).
-local seq = create_job(KEYS, ARGV)
-if seq == 0 then
-  return 0
+-- Submits one or more non-chat jobs in one call: for each, `create_job` (job_create_fn.lua) and
+-- its ready list; then one wake-up per kind, with as many tokens as jobs of that kind (at most 64),
+-- so that as many idle workers wake as there is work for.
+-- KEYS[1] seq counter, KEYS[2] stats hash, KEYS[3] finished zset, KEYS[4] finished-meta hash
+-- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] tenant prefix; then 5 per job: id, kind, lane
+--   ('' = none), request id ('' = none), payload (JSON text)
+-- Returns, per job, its new seq (>= 1), or 0 when its id is taken (nothing written for it).
+local prefix = ARGV[3]
+local out, woken = {}, {}
+for i = 4, #ARGV, 5 do
+  local id, kind = ARGV[i], ARGV[i + 1]
+  local seq = create_job(
+    { prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], KEYS[4] },
+    { id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4] })
+  if seq > 0 then
+    redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
+    woken[kind] = (woken[kind] or 0) + 1
+  end
+  out[#out + 1] = seq
 end
-redis.call('RPUSH', KEYS[7], ARGV[1])
-redis.call('LPUSH', KEYS[8], '1')
-redis.call('LTRIM', KEYS[8], 0, 63)
-return seq
+for kind, n in pairs(woken) do
+  local tokens = {}
+  for t = 1, math.min(n, 64) do
+    tokens[t] = '1'
+  end
+  redis.call('LPUSH', prefix .. 'signal:' .. kind, unpack(tokens))
+  redis.call('LTRIM', prefix .. 'signal:' .. kind, 0, 63)
+end
+return out
