@@ -198,11 +198,11 @@ struct Inner {
 /// waiting in one `complete_many` call; what arrives meanwhile goes in the next call.
 #[derive(Default)]
 struct Completions {
-    waiting: Vec<Completion>,
+    waiting: Vec<Waiting>,
     flushing: bool,
 }
 
-/// One outcome, and where its answer goes.
+/// One outcome to record.
 struct Completion {
     job: JobId,
     epoch: u64,
@@ -213,12 +213,14 @@ struct Completion {
     value: String,
     due_ms: u64,
     claim_next: usize,
-    reply: oneshot::Sender<QueueResult<CompleteAnswer>>,
 }
 
 /// A completion's answer as the script gives it: `ok`, `notfound` or `stale:<epoch>`, the
 /// records of the non-chat jobs claimed next, and the chat job started next (or an empty array).
 type CompleteAnswer = (String, Vec<HashMap<String, String>>, Value);
+
+/// An outcome waiting to be sent, and where its answer goes.
+type Waiting = (Completion, oneshot::Sender<QueueResult<CompleteAnswer>>);
 
 /// Most outcomes one `complete_many` call carries.
 const COMPLETE_BATCH_MAX: usize = 64;
@@ -1029,7 +1031,6 @@ impl Inner {
                 value: value.to_owned(),
                 due_ms,
                 claim_next,
-                reply: oneshot::channel().0,
             })
             .await?;
         let mut claimed = claimed
@@ -1066,12 +1067,11 @@ impl Inner {
     /// included) in one `complete_many` call; outcomes that arrive during that call are sent
     /// by a task spawned when it returns. An idle worker thus sends each outcome at once, and
     /// a busy one sends a few calls for many jobs.
-    async fn complete_batched(&self, mut completion: Completion) -> QueueResult<CompleteAnswer> {
+    async fn complete_batched(&self, completion: Completion) -> QueueResult<CompleteAnswer> {
         let (reply, answer) = oneshot::channel();
-        completion.reply = reply;
         let lead = {
             let mut c = lock(&self.completions);
-            c.waiting.push(completion);
+            c.waiting.push((completion, reply));
             !std::mem::replace(&mut c.flushing, true)
         };
         if lead {
@@ -1093,7 +1093,7 @@ impl Inner {
     /// Sends up to [`COMPLETE_BATCH_MAX`] waiting completions in one call. Returns whether more
     /// wait (the caller keeps the flush going); otherwise the next outcome's caller leads.
     async fn flush_batch(&self) -> bool {
-        let batch: Vec<Completion> = {
+        let batch: Vec<Waiting> = {
             let mut c = lock(&self.completions);
             let n = c.waiting.len().min(COMPLETE_BATCH_MAX);
             c.waiting.drain(..n).collect()
@@ -1110,7 +1110,7 @@ impl Inner {
         }
     }
 
-    async fn send_completions(&self, batch: Vec<Completion>) {
+    async fn send_completions(&self, batch: Vec<Waiting>) {
         let keys = &self.keys;
         let mut call = scripts::COMPLETE_MANY.prepare_invoke();
         call.key(keys.inflight())
@@ -1127,14 +1127,16 @@ impl Inner {
             .arg(ms(self.config.retention).max(1))
             .arg(ms(self.config.lease))
             .arg(keys.prefix());
-        for c in &batch {
+        // A stopping process claims nothing more.
+        let accepting = self.accepting.load(Ordering::SeqCst);
+        for (c, _) in &batch {
             call.arg(c.job.as_str())
                 .arg(c.epoch)
                 .arg(c.outcome)
                 .arg(&c.value)
                 .arg(c.due_ms)
                 .arg(c.kind.as_str())
-                .arg(if self.accepting.load(Ordering::SeqCst) { c.claim_next } else { 0 })
+                .arg(if accepting { c.claim_next } else { 0 })
                 .arg(c.lane.as_ref().map_or("", LaneId::as_str));
         }
         let answers: Result<Vec<CompleteAnswer>, QueueError> = match self.deps.pool.get().await {
@@ -1143,19 +1145,19 @@ impl Inner {
         };
         match answers {
             Ok(answers) if answers.len() == batch.len() => {
-                for (c, a) in batch.into_iter().zip(answers) {
-                    let _ = c.reply.send(Ok(a));
+                for ((_, reply), a) in batch.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(a));
                 }
             }
             Ok(answers) => {
                 let e = format!("complete_many answered {} outcomes for {}", answers.len(), batch.len());
-                for c in batch {
-                    let _ = c.reply.send(Err(QueueError::Storage(e.clone())));
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(QueueError::Storage(e.clone())));
                 }
             }
             Err(e) => {
-                for c in batch {
-                    let _ = c.reply.send(Err(e.clone()));
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
