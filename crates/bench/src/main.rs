@@ -46,20 +46,40 @@ fn parse_run(args: &[String]) -> BenchResult<runner::Options> {
         tmp: PathBuf::from("target/bench/tmp"),
         only: None,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
+    parse_flags(args, USAGE, |flag, value| {
+        match flag {
             "--quick" => opts.quick = true,
             "--command" => opts.command = value()?,
             "--results" => opts.results = value()?.into(),
             "--markdown" => opts.markdown = value()?.into(),
             "--tmp" => opts.tmp = value()?.into(),
             "--only" => opts.only = Some(value()?.split(',').map(str::to_owned).collect()),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(opts)
+}
+
+/// Walks `args` for a subcommand's flags: `take(flag, value)` applies one flag (calling
+/// `value()` for the argument after it) and answers whether it knows the flag. An unknown
+/// flag or a missing value is an error that quotes `usage`.
+///
+/// # Errors
+/// As described.
+pub fn parse_flags(
+    args: &[String],
+    usage: &str,
+    mut take: impl FnMut(&str, &mut dyn FnMut() -> Result<String, String>) -> Result<bool, String>,
+) -> BenchResult<()> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        if !take(arg, &mut value)? {
+            return Err(format!("unknown argument `{arg}`\n{usage}").into());
         }
     }
-    Ok(opts)
+    Ok(())
 }
 
 /// Re-renders the tables of BENCHMARKS.md from a results.json, without measuring anything.

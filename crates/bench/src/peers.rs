@@ -67,10 +67,8 @@ pub fn parse_args(args: &[String]) -> BenchResult<Options> {
         drivers: PathBuf::from("crates/bench/peers"),
         only: None,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
+    crate::parse_flags(args, USAGE, |flag, value| {
+        match flag {
             "--quick" => opts.quick = true,
             "--command" => opts.command = value()?,
             "--results" => opts.results = value()?.into(),
@@ -78,9 +76,10 @@ pub fn parse_args(args: &[String]) -> BenchResult<Options> {
             "--peers-dir" => opts.peers_dir = value()?.into(),
             "--drivers" => opts.drivers = value()?.into(),
             "--only" => opts.only = Some(value()?.split(',').map(str::to_owned).collect()),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(opts)
 }
 
