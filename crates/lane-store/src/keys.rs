@@ -3,7 +3,7 @@
 //! ids are validated (no `{`, `}`, `*`, `?`, `[`, whitespace), so no id can forge another tag or
 //! glob. Fingerprints, which are free text, are only ever hash *fields*, never key names.
 
-use queue_core::{JobId, JobKind, LaneId, LimitClass, RequestId, TenantId};
+use queue_core::{JobId, JobKind, JobStatus, LaneId, LimitClass, RequestId, TenantId};
 
 /// Builds the keys of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +100,12 @@ impl TenantKeys {
         self.k(&format!("pending:{}", kind.as_str()))
     }
 
-    /// ZSET job -> finish time (ms) of finished jobs, for retention.
+    /// ZSET job -> finish time (ms) of the finished jobs of `kind` that ended in `status` (a
+    /// terminal state): for retention, listing, and their count (`ZCARD`), so that finishing a
+    /// job costs one index write and no counter.
     #[must_use]
-    pub fn finished(&self) -> String {
-        self.k("finished")
+    pub fn finished(&self, kind: JobKind, status: JobStatus) -> String {
+        self.k(&format!("finished:{}:{}", kind.as_str(), status.as_str()))
     }
 
     /// ZSET job -> lease deadline (ms) of non-chat jobs held by workers.

@@ -74,6 +74,8 @@ pub enum JobStatus {
 impl JobStatus {
     /// Every state.
     pub const ALL: [Self; 5] = [Self::Queued, Self::Processing, Self::Done, Self::Failed, Self::Cancelled];
+    /// The terminal states, in the order of [`JobStatus::ALL`].
+    pub const TERMINAL: [Self; 3] = [Self::Done, Self::Failed, Self::Cancelled];
 
     /// The wire name.
     #[must_use]

@@ -398,13 +398,7 @@ impl RedisQueueBackend {
         let mut conn = self.inner.deps.pool.get().await?;
         // One script call for one job or a whole batch: one wake-up per kind, not per job.
         let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
-        call.key(keys.seq())
-            .key(keys.stats())
-            .key(keys.finished())
-            .key(crate::store::finished_meta(keys))
-            .arg(tenant.as_str())
-            .arg(now)
-            .arg(keys.prefix());
+        call.key(keys.seq()).arg(tenant.as_str()).arg(now).arg(keys.prefix());
         for (_, job) in jobs {
             let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
             call.arg(job.id.as_str())
@@ -1114,10 +1108,8 @@ impl Inner {
         let keys = &self.keys;
         let mut call = scripts::COMPLETE_MANY.prepare_invoke();
         call.key(keys.inflight())
-            .key(keys.finished())
             .key(keys.stats())
             .key(keys.delayed())
-            .key(format!("{}finished:meta", keys.prefix()))
             .key(keys.lanes())
             .key(keys.leases())
             .key(keys.epoch())

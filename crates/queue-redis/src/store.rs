@@ -1,7 +1,11 @@
 //! The Redis [`JobStore`]: one HASH per job record, ZSET indexes of pending jobs (per kind, by
-//! `seq`) and of finished jobs (by finish time), and per-kind, per-state counters. Every change
-//! of state is one Lua script over keys of one tenant (one Cluster slot), with the time passed in
-//! from the [`SharedClock`] so that tests and every process agree on it.
+//! `seq`) and of finished jobs (per kind and final state, by finish time), and one counter per
+//! kind of the jobs running. Every change of state is one Lua script over keys of one tenant (one
+//! Cluster slot), with the time passed in from the [`SharedClock`] so that tests and every
+//! process agree on it.
+//!
+//! Counts cost the hot path one counter: a kind's queued count is its pending index less its
+//! running counter, and each finished state's count is the size of its index.
 //!
 //! Key layout (all under the tenant's hash tag, see [`TenantKeys`]):
 //!
@@ -10,10 +14,10 @@
 //!   when unset. A finished record gets a TTL of the retention period.
 //! - `seq` STRING: the last sequence number handed out.
 //! - `pending:<kind>` ZSET id -> seq: queued and processing jobs.
-//! - `finished` ZSET id -> finish time (ms): terminal jobs, for `purge_finished` and `list`.
-//! - `finished:meta` HASH id -> `<kind>:<status>` of each finished job, so that a record whose
-//!   hash expired by TTL can still be taken off its counter when it is purged.
-//! - `stats` HASH: `count:<kind>:<status>` counters (zero counters are removed).
+//! - `finished:<kind>:<status>` ZSET id -> finish time (ms): the jobs of `kind` that ended in
+//!   `status` (done, failed, cancelled), for `purge_finished`, `list` and `counts`.
+//! - `stats` HASH: `count:<kind>:processing`, the running jobs of each kind (and the backend's
+//!   own figures, e.g. `fenced`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +39,7 @@ static CREATE: LazyLock<Script> =
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_transition.lua")));
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_delete.lua")));
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_purge.lua")));
+static COUNTS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_counts.lua")));
 
 /// Finished entries one purge script examines; a batch bounds how long the script blocks Redis.
 const PURGE_BATCH: usize = 500;
@@ -93,11 +98,6 @@ impl RedisJobStore {
         parse_record(fields)
     }
 
-    /// HASH of finished id -> `<kind>:<status>`; see the module docs.
-    fn finished_meta(&self) -> String {
-        finished_meta(&self.keys)
-    }
-
     async fn conn(&self) -> QueueResult<RedisConn> {
         self.pool.get().await
     }
@@ -154,11 +154,6 @@ impl RedisJobStore {
     }
 }
 
-/// The finished-meta hash of a tenant (see the module docs).
-pub(crate) fn finished_meta(keys: &TenantKeys) -> String {
-    format!("{}finished:meta", keys.prefix())
-}
-
 /// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`.
 ///
 /// # Errors
@@ -174,9 +169,6 @@ fn create_args(
     call.key(keys.job(&job.id))
         .key(keys.seq())
         .key(keys.pending(job.kind))
-        .key(keys.stats())
-        .key(keys.finished())
-        .key(finished_meta(keys))
         .arg(job.id.as_str())
         .arg(job.kind.as_str())
         .arg(tenant.as_str())
@@ -220,8 +212,6 @@ impl JobStore for RedisJobStore {
         let mut call = TRANSITION.prepare_invoke();
         call.key(self.keys.job(id))
             .key(self.keys.stats())
-            .key(self.keys.finished())
-            .key(self.finished_meta())
             .key(&self.pending_keys()[..])
             .arg(id.as_str())
             .arg(now)
@@ -234,7 +224,8 @@ impl JobStore for RedisJobStore {
             .arg(flag(update.error.is_some()))
             .arg(update.error.as_deref().unwrap_or_default())
             .arg(self.retention_ms)
-            .arg(&JobKind::ALL.map(JobKind::as_str)[..]);
+            .arg(&JobKind::ALL.map(JobKind::as_str)[..])
+            .arg(self.keys.prefix());
         let reply: Value = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
         let outcome = match reply {
             Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -253,11 +244,10 @@ impl JobStore for RedisJobStore {
         let deleted: u64 = DELETE
             .key(self.keys.job(id))
             .key(self.keys.stats())
-            .key(self.keys.finished())
-            .key(self.finished_meta())
             .key(&self.pending_keys()[..])
             .arg(id.as_str())
             .arg(&JobKind::ALL.map(JobKind::as_str)[..])
+            .arg(self.keys.prefix())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error(&e))?;
@@ -292,60 +282,62 @@ impl JobStore for RedisJobStore {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
-        if status.is_pending() {
-            // Newest first is highest seq first: each kind's pending index, merged.
-            let kinds = kind.map_or_else(|| JobKind::ALL.to_vec(), |k| vec![k]);
-            let mut found = Vec::new();
-            for k in kinds {
-                let index = self.keys.pending(k);
-                found.extend(self.list_from(&mut conn, &index, limit, |r| r.status == status).await?);
-            }
-            found.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
-            found.truncate(limit);
-            Ok(found)
-        } else {
-            // Newest first is latest finished first.
-            let index = self.keys.finished();
-            self.list_from(&mut conn, &index, limit, |r| {
-                r.status == status && kind.is_none_or(|k| r.kind == k)
-            })
-            .await
+        // Each kind's index of `status`, newest first, merged: pending jobs by highest seq,
+        // finished ones by latest finish.
+        let kinds = kind.map_or_else(|| JobKind::ALL.to_vec(), |k| vec![k]);
+        let mut found = Vec::new();
+        for k in kinds {
+            let index =
+                if status.is_pending() { self.keys.pending(k) } else { self.keys.finished(k, status) };
+            found.extend(
+                self.list_from(&mut conn, &index, limit, |r| r.status == status && r.kind == k).await?,
+            );
         }
+        if status.is_pending() {
+            found.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+        } else {
+            found.sort_unstable_by_key(|r| std::cmp::Reverse((r.updated_at_ms, r.seq)));
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
         let mut conn = self.conn().await?;
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.stats());
-        for status in JobStatus::ALL {
-            cmd.arg(format!("count:{}:{}", kind.as_str(), status.as_str()));
-        }
-        let values: Vec<Option<i64>> = cmd.query_async(&mut conn).await.map_err(|e| redis_error(&e))?;
-        let mut counts = StatusCounts::default();
-        for (status, n) in JobStatus::ALL.into_iter().zip(values) {
-            counts.add(status, n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
-        }
-        Ok(counts)
+        let (processing, pending, done, failed, cancelled): (i64, u64, u64, u64, u64) = COUNTS
+            .key(self.keys.stats())
+            .key(self.keys.pending(kind))
+            .key(&JobStatus::TERMINAL.map(|s| self.keys.finished(kind, s))[..])
+            .arg(format!("count:{}:processing", kind.as_str()))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        let processing = u64::try_from(processing).unwrap_or(0);
+        Ok(StatusCounts { queued: pending.saturating_sub(processing), processing, done, failed, cancelled })
     }
 
     async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize> {
         let mut conn = self.conn().await?;
         let job_prefix = format!("{}job:", self.keys.prefix());
         let mut total = 0;
-        loop {
-            let (purged, examined): (usize, usize) = PURGE
-                .key(self.keys.finished())
-                .key(self.keys.stats())
-                .key(self.finished_meta())
-                .arg(before_ms)
-                .arg(PURGE_BATCH)
-                .arg(&job_prefix)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| redis_error(&e))?;
-            total += purged;
-            if examined < PURGE_BATCH {
-                break;
+        for kind in JobKind::ALL {
+            for status in JobStatus::TERMINAL {
+                loop {
+                    let (purged, examined): (usize, usize) = PURGE
+                        .key(self.keys.finished(kind, status))
+                        .arg(before_ms)
+                        .arg(PURGE_BATCH)
+                        .arg(&job_prefix)
+                        .arg(kind.as_str())
+                        .arg(status.as_str())
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(|e| redis_error(&e))?;
+                    total += purged;
+                    if examined < PURGE_BATCH {
+                        break;
+                    }
+                }
             }
         }
         if total > 0 {

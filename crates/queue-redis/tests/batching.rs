@@ -99,17 +99,25 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
         }
     }
     let scripts_before = calls(&server, "evalsha");
+    let (hincrby_before, hmget_before) = (calls(&server, "hincrby"), calls(&server, "hmget"));
     backend.start().await.expect("start");
     eventually("every job is done", Duration::from_secs(60), || async {
         store.counts(JobKind::Upload).await.expect("counts").done == jobs as u64
     })
     .await;
     let scripts = calls(&server, "evalsha") - scripts_before;
+    let hincrby = calls(&server, "hincrby") - hincrby_before;
+    let hmget = calls(&server, "hmget") - hmget_before;
     for id in &ids {
         assert_eq!(handler.invocations(id), 1, "{id} ran once");
     }
     // Without batching a drain takes one script call per job (finish-and-claim-next).
     assert!(scripts < jobs as u64 / 2, "{scripts} script calls for {jobs} jobs: outcomes were not batched");
+    // The hot path keeps one counter (running jobs: up at the claim, down at the outcome) and
+    // reads a job's fields once per step (the claim's HGETALL is also its answer; the outcome's
+    // fence is one HMGET): queued and finished counts are index sizes.
+    assert!(hincrby <= 2 * jobs as u64, "{hincrby} HINCRBY for {jobs} jobs: more than one counter per step");
+    assert!(hmget <= jobs as u64, "{hmget} HMGET for {jobs} jobs: more than one fence read per job");
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }

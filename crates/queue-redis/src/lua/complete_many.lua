@@ -8,8 +8,8 @@
 -- job's final outcome moves its lane on (`finish_lane`): with `n` > 0, and no other lane's job
 -- waiting in ready:chat, the lane's next job is started here and handed to the same slot (no
 -- dispatch round trip); otherwise it is dispatched to the back of ready:chat for any worker.
--- KEYS[1] inflight  KEYS[2] finished  KEYS[3] stats  KEYS[4] delayed  KEYS[5] finished:meta
--- KEYS[6] lanes  KEYS[7] leases  KEYS[8] epoch  KEYS[9] ready:chat  KEYS[10] signal:chat
+-- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
+-- KEYS[7] ready:chat  KEYS[8] signal:chat
 -- ARGV[1] now  ARGV[2] retention (ms)  ARGV[3] lease (ms) of the claims  ARGV[4] tenant prefix
 -- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
@@ -37,25 +37,25 @@ for i = 5, #ARGV, 8 do
     answer = 'notfound'
   else
     if fenced then
-      redis.call('HINCRBY', KEYS[3], 'fenced', 1)
+      redis.call('HINCRBY', KEYS[2], 'fenced', 1)
       answer = 'stale:' .. current
     else
-      record_outcome(jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id,
-                     outcome, value, ARGV[1], retention, due, kind)
+      record_outcome(jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], prefix, id, outcome,
+                     value, ARGV[1], retention, due, kind)
       answer = 'ok'
       if kind == 'chat' and outcome ~= 'retry' then
         -- Straight to this slot only while no other lane's job waits for a worker: lanes are
         -- served first come, first served, and a busy lane cannot keep a slot to itself.
-        local keep = n > 0 and redis.call('LLEN', KEYS[9]) == 0
-        local moved = finish_lane(KEYS[6], KEYS[7], KEYS[8], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[9],
-                                  KEYS[10], id, epoch, lane, now + lease, keep and '0' or '1')
+        local keep = n > 0 and redis.call('LLEN', KEYS[7]) == 0
+        local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
+                                  KEYS[8], id, epoch, lane, now + lease, keep and '0' or '1')
         if moved[1] == 'next' and keep then
-          chat_next = start_chat(prefix, KEYS[3], KEYS[7], moved[2], moved[3], lane, now, lease, tostring(now + lease))
+          chat_next = start_chat(prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease, tostring(now + lease))
         end
       end
     end
     if kind ~= 'chat' and n > 0 then
-      claimed = claim_plain(prefix .. 'ready:' .. kind, KEYS[1], KEYS[3], n, now, lease, prefix, kind)
+      claimed = claim_plain(prefix .. 'ready:' .. kind, KEYS[1], KEYS[2], n, now, lease, prefix, kind)
     end
   end
   out[#out + 1] = { answer, claimed, chat_next }

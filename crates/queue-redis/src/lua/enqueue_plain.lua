@@ -7,6 +7,7 @@ if not fields[1] then return 'notfound' end
 if fields[1] ~= ARGV[2] then return 'kind:' .. fields[1] end
 if fields[2] ~= 'queued' then return 'status:' .. fields[2] end
 redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('LTRIM', KEYS[3], 0, 63)
+if redis.call('LPUSH', KEYS[3], '1') > 64 then
+  redis.call('LTRIM', KEYS[3], 0, 63)
+end
 return 'ok'

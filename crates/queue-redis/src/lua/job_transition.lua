@@ -1,11 +1,13 @@
 -- Applies one JobUpdate: fence, then the transition table, then the writes; on refusal nothing
 -- is written. Mirrors JobRecord::apply.
--- KEYS[1] job hash, KEYS[2] stats hash, KEYS[3] finished zset, KEYS[4] finished-meta hash,
---   KEYS[5..8] pending zsets of the kinds named in ARGV[12..15], in that order
+-- KEYS[1] job hash, KEYS[2] stats hash, KEYS[3..6] pending zsets of the kinds named in
+--   ARGV[12..15], in that order
 -- ARGV[1] id, ARGV[2] now (ms), ARGV[3] to ('' = keep), ARGV[4] expected epoch ('' = no fence),
 --   ARGV[5] new epoch ('' = keep), ARGV[6] '1' = one more attempt, ARGV[7] '1' = set result,
 --   ARGV[8] result (JSON text), ARGV[9] '1' = set error, ARGV[10] error,
---   ARGV[11] retention of a finished record (ms; '0' = no TTL), ARGV[12..15] kind names
+--   ARGV[11] retention of a finished record (ms; '0' = no TTL), ARGV[12..15] kind names,
+--   ARGV[16] the tenant's key prefix (a finished record is indexed in `finished:<kind>:<status>`)
+-- Counters: only `processing` is counted; queued is derived, finished states are index sizes.
 -- Returns the record (HGETALL, a flat array) or one of 'notfound', 'stale:<current epoch>',
 -- 'invalid:<current status>'.
 local cur = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'kind')
@@ -51,19 +53,21 @@ if ARGV[6] == '1' then
 end
 
 if to ~= '' and to ~= from then
-  local gone = 'count:' .. kind .. ':' .. from
-  if redis.call('HINCRBY', KEYS[2], gone, -1) <= 0 then
-    redis.call('HDEL', KEYS[2], gone)
+  local running = 'count:' .. kind .. ':processing'
+  if from == 'processing' then
+    if redis.call('HINCRBY', KEYS[2], running, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], running)
+    end
+  elseif to == 'processing' then
+    redis.call('HINCRBY', KEYS[2], running, 1)
   end
-  redis.call('HINCRBY', KEYS[2], 'count:' .. kind .. ':' .. to, 1)
   if to == 'done' or to == 'failed' or to == 'cancelled' then
     for i = 12, 15 do
       if ARGV[i] == kind then
-        redis.call('ZREM', KEYS[i - 7], id)
+        redis.call('ZREM', KEYS[i - 9], id)
       end
     end
-    redis.call('ZADD', KEYS[3], ARGV[2], id)
-    redis.call('HSET', KEYS[4], id, kind .. ':' .. to)
+    redis.call('ZADD', ARGV[16] .. 'finished:' .. kind .. ':' .. to, ARGV[2], id)
     local retention = tonumber(ARGV[11])
     if retention and retention > 0 then
       redis.call('PEXPIRE', KEYS[1], retention)

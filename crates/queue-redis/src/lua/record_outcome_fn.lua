@@ -1,14 +1,18 @@
 -- Used by complete_many.lua: records an accepted (already fenced) outcome.
--- jk job hash, inflight, pending (pending:<kind>), finished, stats, delayed, meta
--- (finished:meta), id, outcome (done | failed | retry), value (result JSON or error), now,
--- retention (ms), due (ms, a non-chat retry), kind.
-local function record_outcome(jk, inflight, pending, finished, stats, delayed, meta, id, outcome,
-                              value, now, retention, due, kind)
-  redis.call('ZREM', inflight, id)
+-- jk job hash, inflight, pending (pending:<kind>), stats, delayed, prefix (the tenant's key
+-- prefix), id, outcome (done | failed | retry), value (result JSON or error), now, retention
+-- (ms), due (ms, a non-chat retry), kind.
+-- A finished job leaves its pending index for `finished:<kind>:<outcome>`, whose size is the
+-- count of that state: no counter to keep. A chat job is in no `inflight` index (its lane's claim
+-- holds the lease).
+local function record_outcome(jk, inflight, pending, stats, delayed, prefix, id, outcome, value,
+                              now, retention, due, kind)
+  if kind ~= 'chat' then
+    redis.call('ZREM', inflight, id)
+  end
   redis.call('HINCRBY', stats, 'count:' .. kind .. ':processing', -1)
   if outcome == 'retry' then
     redis.call('HSET', jk, 'status', 'queued', 'error', value, 'updated', now)
-    redis.call('HINCRBY', stats, 'count:' .. kind .. ':queued', 1)
     if kind ~= 'chat' then
       redis.call('ZADD', delayed, due, kind .. '|' .. id)
     end
@@ -19,9 +23,7 @@ local function record_outcome(jk, inflight, pending, finished, stats, delayed, m
   else
     redis.call('HSET', jk, 'status', 'failed', 'error', value, 'updated', now)
   end
-  redis.call('HINCRBY', stats, 'count:' .. kind .. ':' .. outcome, 1)
   redis.call('ZREM', pending, id)
-  redis.call('ZADD', finished, now, id)
-  redis.call('HSET', meta, id, kind .. ':' .. outcome)
+  redis.call('ZADD', prefix .. 'finished:' .. kind .. ':' .. outcome, now, id)
   redis.call('PEXPIRE', jk, retention)
 end

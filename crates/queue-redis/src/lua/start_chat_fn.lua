@@ -10,7 +10,6 @@ local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old
   local st = redis.call('HGET', jk, 'status')
   if st == 'queued' or st == 'processing' then
     if st == 'queued' then
-      redis.call('HINCRBY', stats, 'count:chat:queued', -1)
       redis.call('HINCRBY', stats, 'count:chat:processing', 1)
     end
     redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', now)
