@@ -194,12 +194,31 @@ struct Inner {
     me: Weak<Self>,
 }
 
-/// Outcomes on their way to Redis: whoever finds no flush running sends what is
-/// waiting in one `complete_many` call; what arrives meanwhile goes in the next call.
+/// Outcomes on their way to Redis: whoever finds fewer than [`FLUSHES_IN_FLIGHT`] flushes
+/// running sends what is waiting in one `complete_many` call; what arrives meanwhile goes in the
+/// next call.
 #[derive(Default)]
 struct Completions {
     waiting: Vec<Waiting>,
-    flushing: bool,
+    /// Flushes running.
+    flushing: usize,
+}
+
+/// The right to run flushes, one of [`FLUSHES_IN_FLIGHT`] counted in `Completions::flushing`.
+/// Its holder gives it back when it finds nothing waiting; if the holder is dropped mid-flush (a
+/// slot task aborted at a stop deadline), the drop gives it back, so that later outcomes still
+/// find a flush to lead.
+struct FlushLead<'a> {
+    completions: &'a Mutex<Completions>,
+    held: bool,
+}
+
+impl Drop for FlushLead<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            lock(self.completions).flushing -= 1;
+        }
+    }
 }
 
 /// One outcome to record.
@@ -224,6 +243,11 @@ type Waiting = (Completion, oneshot::Sender<QueueResult<CompleteAnswer>>);
 
 /// Most outcomes one `complete_many` call carries.
 const COMPLETE_BATCH_MAX: usize = 64;
+
+/// Most `complete_many` calls in flight at once. With two, Redis runs one batch while this
+/// process handles the answer of the other (starts the jobs claimed next, collects their
+/// outcomes): with one, each side waits for the other and neither is busy all the time.
+const FLUSHES_IN_FLIGHT: usize = 2;
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1057,27 +1081,33 @@ impl Inner {
     }
 
     /// An outcome, sent together with the others that finish at about the same time:
-    /// the caller that finds no flush running sends everything waiting (its own outcome
-    /// included) in one `complete_many` call; outcomes that arrive during that call are sent
-    /// by a task spawned when it returns. An idle worker thus sends each outcome at once, and
-    /// a busy one sends a few calls for many jobs.
+    /// a caller that finds fewer than [`FLUSHES_IN_FLIGHT`] flushes running sends everything
+    /// waiting (its own outcome included) in one `complete_many` call; outcomes that arrive
+    /// during that call are sent by a task spawned when it returns. An idle worker thus sends
+    /// each outcome at once, and a busy one sends a few calls for many jobs.
     async fn complete_batched(&self, completion: Completion) -> QueueResult<CompleteAnswer> {
         let (reply, answer) = oneshot::channel();
         let lead = {
             let mut c = lock(&self.completions);
             c.waiting.push((completion, reply));
-            !std::mem::replace(&mut c.flushing, true)
+            let lead = c.flushing < FLUSHES_IN_FLIGHT;
+            c.flushing += usize::from(lead);
+            lead
         };
         if lead {
+            let mut lead = FlushLead { completions: &self.completions, held: true };
             // Send one batch (this outcome's), then hand what arrived meanwhile to a task, so
             // that this slot goes on with its next job.
-            let more = self.flush_batch().await;
-            if more {
+            if self.flush_batch(&mut lead).await {
                 match self.me.upgrade() {
                     Some(me) => {
-                        tokio::spawn(async move { while me.flush_batch().await {} });
+                        lead.held = false;
+                        tokio::spawn(async move {
+                            let mut lead = FlushLead { completions: &me.completions, held: true };
+                            while me.flush_batch(&mut lead).await {}
+                        });
                     }
-                    None => while self.flush_batch().await {},
+                    None => while self.flush_batch(&mut lead).await {},
                 }
             }
         }
@@ -1085,8 +1115,9 @@ impl Inner {
     }
 
     /// Sends up to [`COMPLETE_BATCH_MAX`] waiting completions in one call. Returns whether more
-    /// wait (the caller keeps the flush going); otherwise the next outcome's caller leads.
-    async fn flush_batch(&self) -> bool {
+    /// wait (the caller keeps the flush going); otherwise it gives `lead` back, under the same
+    /// lock that saw nothing waiting, and the next outcome's caller leads.
+    async fn flush_batch(&self, lead: &mut FlushLead<'_>) -> bool {
         let batch: Vec<Waiting> = {
             let mut c = lock(&self.completions);
             let n = c.waiting.len().min(COMPLETE_BATCH_MAX);
@@ -1097,7 +1128,8 @@ impl Inner {
         }
         let mut c = lock(&self.completions);
         if c.waiting.is_empty() {
-            c.flushing = false;
+            c.flushing -= 1;
+            lead.held = false;
             false
         } else {
             true
@@ -1768,5 +1800,27 @@ impl RedisWorkerRegistry {
             .collect();
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_lead_dropped_mid_flush_gives_its_place_back() {
+        let completions = Mutex::new(Completions { waiting: Vec::new(), flushing: FLUSHES_IN_FLIGHT });
+        {
+            let _aborted = FlushLead { completions: &completions, held: true };
+        }
+        assert_eq!(lock(&completions).flushing, FLUSHES_IN_FLIGHT - 1, "the next outcome can lead a flush");
+        {
+            let _handed_on = FlushLead { completions: &completions, held: false };
+        }
+        assert_eq!(
+            lock(&completions).flushing,
+            FLUSHES_IN_FLIGHT - 1,
+            "a lead handed on is not given back twice"
+        );
     }
 }
