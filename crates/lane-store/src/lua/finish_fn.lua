@@ -1,10 +1,12 @@
 -- Ends the lane's current claim (`job`, `epoch`) and claims the next waiting job, if any. Shared
 -- by the lane store's `finish` script and the Redis backend's `complete_many` script (which
 -- records a chat job's outcome and advances its lane in one round trip). Needs common.lua.
+-- `checked`: the caller has already fenced the claim in the same script (complete_many), so it is
+-- not read again.
 -- Returns {'next', job, epoch}, {'idle'} (the lane's keys are gone) or {'stale', current epoch}.
 local function finish_lane(lanes_key, leases_key, epoch_key, active_key, waiting_key, ready_key, signal_key,
-                           job, epoch, lane, deadline, dispatch)
-  local current = stale(active_key, job, epoch)
+                           job, epoch, lane, deadline, dispatch, checked)
+  local current = not checked and stale(active_key, job, epoch)
   if current then
     return {'stale', current}
   end

@@ -47,10 +47,13 @@ for i = 5, #ARGV, 8 do
         -- Straight to this slot only while no other lane's job waits for a worker: lanes are
         -- served first come, first served, and a busy lane cannot keep a slot to itself.
         local keep = n > 0 and redis.call('LLEN', KEYS[7]) == 0
+        -- The claim was checked above (the fence): finish_lane need not read it again. The
+        -- next job's claim is made with the lease it runs under: start_chat leaves it.
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
-                                  KEYS[8], id, epoch, lane, now + lease, keep and '0' or '1')
+                                  KEYS[8], id, epoch, lane, now + lease, keep and '0' or '1', true)
         if moved[1] == 'next' and keep then
-          chat_next = start_chat(prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease, tostring(now + lease))
+          chat_next = start_chat(prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
+                                 string.format('%d', now + lease), true)
         end
       end
     end

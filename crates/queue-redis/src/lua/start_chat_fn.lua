@@ -1,23 +1,37 @@
 -- Shared by claim_chat.lua and complete_many.lua: starts a chat claim (`job` under `epoch`,
--- the lane's current claim): the record moves to `processing` under the claim's epoch and the
--- lease restarts (hash and lease index), so the reaper cannot hand out a job a worker has just
--- started. prefix: the tenant's key prefix; stats, leases: keys; ttl: the claim TTL (ms).
--- Returns {'run', epoch, lane, deadline, HGETALL of the job}, or {'finish', epoch, lane,
--- deadline, job} for a claim whose job is already finished or gone (the lane must move on).
-local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline)
-  local ak = prefix .. 'lane:' .. lane .. ':active'
+-- the lane's current claim): the record moves to `processing` under the claim's epoch and, unless
+-- `lease_set` (the caller has just claimed the lane with this lease), the lease restarts (hash
+-- and lease index), so the reaper cannot hand out a job a worker has just started.
+-- prefix: the tenant's key prefix; stats, leases: keys; ttl: the claim TTL (ms).
+-- Returns {'run', epoch, lane, deadline, record as HGETALL gives it, after the start}, or
+-- {'finish', epoch, lane, deadline, job} for a claim whose job is already finished or gone (the
+-- lane must move on).
+local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
   local jk = prefix .. 'job:' .. job
-  local st = redis.call('HGET', jk, 'status')
-  if st == 'queued' or st == 'processing' then
+  -- One read serves the check and the answer: the fields the start changes are patched in it.
+  local h = redis.call('HGETALL', jk)
+  local at = {}
+  for j = 1, #h, 2 do
+    local f = h[j]
+    if f == 'status' or f == 'epoch' or f == 'attempt' or f == 'updated' then
+      at[f] = j + 1
+    end
+  end
+  local st = at.status and h[at.status]
+  if (st == 'queued' or st == 'processing') and at.epoch and at.attempt and at.updated then
     if st == 'queued' then
       redis.call('HINCRBY', stats, 'count:chat:processing', 1)
     end
-    redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', now)
-    redis.call('HINCRBY', jk, 'attempt', 1)
+    local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
+    local updated = string.format('%d', now)
+    redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', updated, 'attempt', attempt)
+    h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', tostring(epoch), attempt, updated
     local deadline = now + ttl
-    redis.call('HSET', ak, 'deadline', deadline)
-    redis.call('ZADD', leases, deadline, lane)
-    return { 'run', tostring(epoch), lane, tostring(deadline), redis.call('HGETALL', jk) }
+    if not lease_set then
+      redis.call('HSET', prefix .. 'lane:' .. lane .. ':active', 'deadline', deadline)
+      redis.call('ZADD', leases, deadline, lane)
+    end
+    return { 'run', tostring(epoch), lane, string.format('%d', deadline), h }
   end
   return { 'finish', tostring(epoch), lane, old_deadline, job }
 end
