@@ -889,6 +889,10 @@ impl Inner {
                 }
                 continue;
             }
+            // Fewer than asked: the ready list is empty now, so the next claim would find
+            // nothing. Wait for a wake-up token instead (every push leaves one, so a job that
+            // arrives in between wakes the wait at once).
+            let drained = claimed.len() < n;
             if kind == JobKind::ProfileUpdate {
                 let records: Vec<JobRecord> = claimed
                     .into_iter()
@@ -902,6 +906,9 @@ impl Inner {
                     inner.run_plain(kind, records).await;
                     drop(first);
                 });
+                if drained && self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
+                    break;
+                }
                 continue;
             }
             let mut permit = Some(first);
@@ -926,6 +933,9 @@ impl Inner {
                     }
                     drop(slot);
                 });
+            }
+            if drained && self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
+                break;
             }
         }
         // Stopping: let running jobs finish within the deadline, then abort them (the stop hands
