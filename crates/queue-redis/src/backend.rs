@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -26,10 +28,11 @@ use queue_core::{
     QueueBackend, QueueError, QueueResult, SharedClock, Submitted, TenantId, acquisition_order, check_batch,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::combine::{Combiner, Lead, Waiter};
 use crate::scripts;
 use crate::store::parse_record;
 
@@ -188,37 +191,14 @@ struct Inner {
     /// Whether heartbeats may (re-)register the entry: true from start until stop or kill.
     registered: AtomicBool,
     registry: RedisWorkerRegistry,
-    /// Outcomes waiting to be sent together (see `complete_batched`).
-    completions: Mutex<Completions>,
-    /// This value itself, to spawn the flush of completions that arrived during a flush.
+    /// Outcomes on their way to Redis, sent together in `complete_many` calls
+    /// (`complete_batched`).
+    completions: Combiner<Completion, QueueResult<CompleteAnswer>>,
+    /// Single non-chat submits on their way to Redis, sent together in `submit_plain` calls
+    /// (`submit_combined`).
+    submits: Combiner<NewJob, QueueResult<Submitted>>,
+    /// This value itself, to spawn the flush of what arrived during a flush.
     me: Weak<Self>,
-}
-
-/// Outcomes on their way to Redis: whoever finds fewer than [`FLUSHES_IN_FLIGHT`] flushes
-/// running sends what is waiting in one `complete_many` call; what arrives meanwhile goes in the
-/// next call.
-#[derive(Default)]
-struct Completions {
-    waiting: Vec<Waiting>,
-    /// Flushes running.
-    flushing: usize,
-}
-
-/// The right to run flushes, one of [`FLUSHES_IN_FLIGHT`] counted in `Completions::flushing`.
-/// Its holder gives it back when it finds nothing waiting; if the holder is dropped mid-flush (a
-/// slot task aborted at a stop deadline), the drop gives it back, so that later outcomes still
-/// find a flush to lead.
-struct FlushLead<'a> {
-    completions: &'a Mutex<Completions>,
-    held: bool,
-}
-
-impl Drop for FlushLead<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            lock(self.completions).flushing -= 1;
-        }
-    }
 }
 
 /// One outcome to record.
@@ -239,14 +219,24 @@ struct Completion {
 type CompleteAnswer = (String, Vec<HashMap<String, String>>, Value);
 
 /// An outcome waiting to be sent, and where its answer goes.
-type Waiting = (Completion, oneshot::Sender<QueueResult<CompleteAnswer>>);
+type Waiting = Waiter<Completion, QueueResult<CompleteAnswer>>;
+
+/// Which of the backend's combiners a flush serves.
+type Pick<T, R> = fn(&Inner) -> &Combiner<T, R>;
+/// What sends one batch of a combiner and answers each request.
+type SendBatch<T, R> =
+    for<'a> fn(&'a Inner, Vec<Waiter<T, R>>) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Most outcomes one `complete_many` call carries.
 const COMPLETE_BATCH_MAX: usize = 64;
 
-/// Most `complete_many` calls in flight at once. With two, Redis runs one batch while this
-/// process handles the answer of the other (starts the jobs claimed next, collects their
-/// outcomes): with one, each side waits for the other and neither is busy all the time.
+/// Most single submits one combined `submit_plain` call carries.
+const SUBMIT_BATCH_MAX: usize = 64;
+
+/// Most `complete_many` (or combined `submit_plain`) calls in flight at once, per combiner.
+/// With two, Redis runs one batch while this process handles the answer of the other (starts
+/// the jobs claimed next, collects their outcomes): with one, each side waits for the other and
+/// neither is busy all the time.
 const FLUSHES_IN_FLIGHT: usize = 2;
 
 impl fmt::Debug for Inner {
@@ -305,7 +295,8 @@ impl RedisQueueBackend {
                 started_ms: AtomicU64::new(0),
                 registered: AtomicBool::new(false),
                 registry,
-                completions: Mutex::new(Completions::default()),
+                completions: Combiner::new(COMPLETE_BATCH_MAX, FLUSHES_IN_FLIGHT),
+                submits: Combiner::new(SUBMIT_BATCH_MAX, FLUSHES_IN_FLIGHT),
                 me: me.clone(),
             }),
         }
@@ -412,49 +403,6 @@ impl RedisQueueBackend {
             );
         }
         Ok(outcome.receipt)
-    }
-
-    /// Creates and queues non-chat jobs, one or many, in one `submit_plain` call.
-    async fn submit_plain(&self, jobs: &[(usize, NewJob)]) -> QueueResult<Vec<QueueResult<Submitted>>> {
-        let keys = &self.inner.keys;
-        let tenant = &self.inner.deps.tenant;
-        let now = self.inner.deps.clock.now_ms();
-        let mut conn = self.inner.deps.pool.get().await?;
-        // One script call for one job or a whole batch: one wake-up per kind, not per job.
-        let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
-        call.key(keys.seq()).arg(tenant.as_str()).arg(now).arg(keys.prefix());
-        for (_, job) in jobs {
-            let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
-            call.arg(job.id.as_str())
-                .arg(job.kind.as_str())
-                .arg(job.lane.as_ref().map_or("", LaneId::as_str))
-                .arg(job.request_id.as_ref().map_or("", queue_core::RequestId::as_str))
-                .arg(payload);
-        }
-        let seqs: Vec<u64> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
-        if seqs.len() != jobs.len() {
-            return Err(QueueError::Storage(format!(
-                "the submit script answered {} jobs for {}",
-                seqs.len(),
-                jobs.len()
-            )));
-        }
-        Ok(jobs
-            .iter()
-            .zip(seqs)
-            .map(|((_, job), seq)| {
-                if seq == 0 {
-                    return Err(QueueError::AlreadyExists { job: job.id.clone() });
-                }
-                self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
-                self.inner.config.metrics.record_enqueued(job.kind);
-                info!(tenant = %tenant, lane = "", job = %job.id, kind = job.kind.as_str(), "job enqueued");
-                Ok(Submitted {
-                    record: JobRecord::from_new(tenant.clone(), job.clone(), seq, now),
-                    lane: None,
-                })
-            })
-            .collect())
     }
 
     /// Creates a chat job's record, then puts it in its lane; takes the record back when the lane
@@ -637,9 +585,14 @@ impl QueueBackend for RedisQueueBackend {
         self.enqueue_in_lane(&job_id, &lane).await
     }
 
+    /// A non-chat job goes through the submit combiner: one `submit_plain` call carries the
+    /// submits that arrive together (from concurrent producers), one round trip when alone.
     async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
-        let mut results = self.submit_many(store, vec![job]).await?;
-        results.pop().unwrap_or_else(|| Err(QueueError::Storage("a submit returned no result".into())))
+        self.ensure_running()?;
+        if job.kind == JobKind::Chat {
+            return self.submit_chat(store, job).await;
+        }
+        self.inner.submit_combined(job).await
     }
 
     /// Non-chat jobs: one `submit_plain` call for all of them (records, ready lists, one
@@ -659,7 +612,7 @@ impl QueueBackend for RedisQueueBackend {
             if job.kind == JobKind::Chat { chat.push((at, job)) } else { plain.push((at, job)) }
         }
         if !plain.is_empty() {
-            for ((at, _), result) in plain.iter().zip(self.submit_plain(&plain).await?) {
+            for ((at, _), result) in plain.iter().zip(self.inner.submit_plain(&plain).await?) {
                 results[*at] = Some(result);
             }
         }
@@ -769,6 +722,82 @@ impl QueueBackend for RedisQueueBackend {
 }
 
 impl Inner {
+    /// Creates and queues non-chat jobs, one or many, in one `submit_plain` call.
+    async fn submit_plain(&self, jobs: &[(usize, NewJob)]) -> QueueResult<Vec<QueueResult<Submitted>>> {
+        let keys = &self.keys;
+        let tenant = &self.deps.tenant;
+        let now = self.deps.clock.now_ms();
+        let mut conn = self.deps.pool.get().await?;
+        // One script call for one job or a whole batch: one wake-up per kind, not per job.
+        let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
+        call.key(keys.seq()).arg(tenant.as_str()).arg(now).arg(keys.prefix());
+        for (_, job) in jobs {
+            let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
+            call.arg(job.id.as_str())
+                .arg(job.kind.as_str())
+                .arg(job.lane.as_ref().map_or("", LaneId::as_str))
+                .arg(job.request_id.as_ref().map_or("", queue_core::RequestId::as_str))
+                .arg(payload);
+        }
+        let seqs: Vec<u64> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        if seqs.len() != jobs.len() {
+            return Err(QueueError::Storage(format!(
+                "the submit script answered {} jobs for {}",
+                seqs.len(),
+                jobs.len()
+            )));
+        }
+        Ok(jobs
+            .iter()
+            .zip(seqs)
+            .map(|((_, job), seq)| {
+                if seq == 0 {
+                    return Err(QueueError::AlreadyExists { job: job.id.clone() });
+                }
+                self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                self.config.metrics.record_enqueued(job.kind);
+                info!(tenant = %tenant, lane = "", job = %job.id, kind = job.kind.as_str(), "job enqueued");
+                Ok(Submitted {
+                    record: JobRecord::from_new(tenant.clone(), job.clone(), seq, now),
+                    lane: None,
+                })
+            })
+            .collect())
+    }
+
+    /// Submits one non-chat job through the submit combiner: submits that arrive while a
+    /// `submit_plain` call is on its way go together in the next call (one script call, one
+    /// wake-up per kind, for all of them).
+    async fn submit_combined(&self, job: NewJob) -> QueueResult<Submitted> {
+        let (answer, lead) = self.submits.push(job);
+        if let Some(lead) = lead {
+            self.lead_flush(|inner| &inner.submits, |inner, batch| Box::pin(inner.send_submits(batch)), lead)
+                .await;
+        }
+        answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a submit got no answer".into())))
+    }
+
+    /// Sends one batch of combined submits and answers each.
+    async fn send_submits(&self, batch: Vec<Waiter<NewJob, QueueResult<Submitted>>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (jobs, replies): (Vec<(usize, NewJob)>, Vec<_>) =
+            batch.into_iter().enumerate().map(|(at, (job, reply))| ((at, job), reply)).unzip();
+        match self.submit_plain(&jobs).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
     /// This process's registry entry as of now.
     fn entry(&self) -> WorkerRecord {
         WorkerRecord {
@@ -1096,57 +1125,58 @@ impl Inner {
     /// during that call are sent by a task spawned when it returns. An idle worker thus sends
     /// each outcome at once, and a busy one sends a few calls for many jobs.
     async fn complete_batched(&self, completion: Completion) -> QueueResult<CompleteAnswer> {
-        let (reply, answer) = oneshot::channel();
-        let lead = {
-            let mut c = lock(&self.completions);
-            c.waiting.push((completion, reply));
-            let lead = c.flushing < FLUSHES_IN_FLIGHT;
-            c.flushing += usize::from(lead);
-            lead
-        };
-        if lead {
-            let mut lead = FlushLead { completions: &self.completions, held: true };
-            // Send one batch (this outcome's), then hand what arrived meanwhile to a task, so
-            // that this slot goes on with its next job.
-            if self.flush_batch(&mut lead).await {
-                match self.me.upgrade() {
-                    Some(me) => {
-                        lead.held = false;
-                        tokio::spawn(async move {
-                            let mut lead = FlushLead { completions: &me.completions, held: true };
-                            while me.flush_batch(&mut lead).await {}
-                        });
-                    }
-                    None => while self.flush_batch(&mut lead).await {},
-                }
-            }
+        let (answer, lead) = self.completions.push(completion);
+        if let Some(lead) = lead {
+            self.lead_flush(
+                |inner| &inner.completions,
+                |inner, batch| Box::pin(inner.send_completions(batch)),
+                lead,
+            )
+            .await;
         }
         answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a completion got no answer".into())))
     }
 
-    /// Sends up to [`COMPLETE_BATCH_MAX`] waiting completions in one call. Returns whether more
-    /// wait (the caller keeps the flush going); otherwise it gives `lead` back, under the same
-    /// lock that saw nothing waiting, and the next outcome's caller leads.
-    async fn flush_batch(&self, lead: &mut FlushLead<'_>) -> bool {
-        let batch: Vec<Waiting> = {
-            let mut c = lock(&self.completions);
-            let n = c.waiting.len().min(COMPLETE_BATCH_MAX);
-            c.waiting.drain(..n).collect()
-        };
-        if !batch.is_empty() {
-            self.send_completions(batch).await;
+    /// Leads a flush of the combiner `pick` gives: sends one batch (the caller's request among
+    /// it) with `send`, then, if more wait, hands the lead to a spawned task that sends the rest,
+    /// so that the caller goes on.
+    async fn lead_flush<T, R>(&self, pick: Pick<T, R>, send: SendBatch<T, R>, mut lead: Lead<'_, T, R>)
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+    {
+        let combiner = pick(self);
+        send(self, combiner.take(&lead)).await;
+        if !combiner.more(&mut lead) {
+            return;
         }
-        let mut c = lock(&self.completions);
-        if c.waiting.is_empty() {
-            c.flushing -= 1;
-            lead.held = false;
-            false
-        } else {
-            true
+        match self.me.upgrade() {
+            Some(me) => {
+                lead.hand_over();
+                tokio::spawn(async move {
+                    let combiner = pick(&me);
+                    let mut lead = combiner.adopt();
+                    loop {
+                        send(&me, combiner.take(&lead)).await;
+                        if !combiner.more(&mut lead) {
+                            break;
+                        }
+                    }
+                });
+            }
+            None => loop {
+                send(self, combiner.take(&lead)).await;
+                if !combiner.more(&mut lead) {
+                    break;
+                }
+            },
         }
     }
 
     async fn send_completions(&self, batch: Vec<Waiting>) {
+        if batch.is_empty() {
+            return;
+        }
         let keys = &self.keys;
         let mut call = scripts::COMPLETE_MANY.prepare_invoke();
         call.key(keys.inflight())
@@ -1810,27 +1840,5 @@ impl RedisWorkerRegistry {
             .collect();
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flush_lead_dropped_mid_flush_gives_its_place_back() {
-        let completions = Mutex::new(Completions { waiting: Vec::new(), flushing: FLUSHES_IN_FLIGHT });
-        {
-            let _aborted = FlushLead { completions: &completions, held: true };
-        }
-        assert_eq!(lock(&completions).flushing, FLUSHES_IN_FLIGHT - 1, "the next outcome can lead a flush");
-        {
-            let _handed_on = FlushLead { completions: &completions, held: false };
-        }
-        assert_eq!(
-            lock(&completions).flushing,
-            FLUSHES_IN_FLIGHT - 1,
-            "a lead handed on is not given back twice"
-        );
     }
 }

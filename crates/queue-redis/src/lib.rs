@@ -3,6 +3,7 @@
 //! distributed limiter. Runs on one Redis node or a Redis Cluster.
 
 mod backend;
+mod combine;
 mod idempotency;
 mod limiter;
 mod scripts;

@@ -9,7 +9,7 @@ use lane_store::{RedisLaneStore, RedisPool};
 use queue_core::conformance::{Behavior, RecordingHandler, eventually};
 use queue_core::{
     HandlerSet, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, NewJob, QueueBackend,
-    SharedClock, SystemClock, TenantId,
+    QueueError, SharedClock, SystemClock, TenantId,
 };
 use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
 use redis_harness::RedisServer;
@@ -161,4 +161,60 @@ async fn a_busy_lane_does_not_keep_its_slot_while_another_lane_waits() {
     // b1 was waiting for a worker when a1 finished: it goes before lane a's next job.
     assert_eq!(starts, vec!["a1", "b1", "a2", "a3"]);
     backend.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "submits");
+    let store = rig.store.clone();
+    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+    producer.start().await.expect("start producer");
+    let upload = |id: String| NewJob {
+        id: JobId::new(id).expect("id"),
+        kind: JobKind::Upload,
+        lane: None,
+        request_id: None,
+        payload: Behavior::Ok.payload(),
+    };
+    let producers = 50;
+    let per_producer = 40;
+    let scripts_before = calls(&server, "evalsha");
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let (producer, store) = (producer.clone(), store.clone());
+        tasks.spawn(async move {
+            let mut answers = Vec::new();
+            for i in 0..per_producer {
+                // Every producer also submits one id that producer 0 takes: exactly one wins.
+                let id = if i == 0 { "shared".to_owned() } else { format!("p{p}-{i}") };
+                let answer = producer.submit(store.clone(), upload(id.clone())).await;
+                answers.push((id, answer.map(|s| s.record.id.to_string())));
+            }
+            answers
+        });
+    }
+    let mut accepted = 0;
+    let mut shared_accepted = 0;
+    while let Some(answers) = tasks.join_next().await {
+        for (id, answer) in answers.expect("a producer") {
+            match answer {
+                Ok(got) => {
+                    assert_eq!(got, id, "each submit gets the answer for its own job");
+                    accepted += 1;
+                    shared_accepted += usize::from(id == "shared");
+                }
+                Err(QueueError::AlreadyExists { job }) => assert_eq!(job.as_str(), "shared"),
+                Err(e) => panic!("{id}: {e}"),
+            }
+        }
+    }
+    let scripts = calls(&server, "evalsha") - scripts_before;
+    let submits = producers * per_producer;
+    assert_eq!(shared_accepted, 1, "one of the {producers} submits of the same id is accepted");
+    assert_eq!(accepted, submits - producers + 1);
+    assert_eq!(store.counts(JobKind::Upload).await.expect("counts").queued, accepted as u64);
+    // One call per submit without combining; 50 producers at once share calls.
+    assert!(scripts < submits as u64 / 2, "{scripts} script calls for {submits} concurrent submits");
+    producer.stop().await.expect("stop producer");
 }
