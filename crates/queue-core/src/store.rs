@@ -46,6 +46,28 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// `QueueError::AlreadyExists` when the id is taken.
     async fn create(&self, job: NewJob) -> QueueResult<JobRecord>;
 
+    /// Records several new queued jobs, each as [`JobStore::create`] would, and answers per job
+    /// in the order of `jobs`: one job's refusal leaves the others alone. The jobs are created
+    /// in the order given, so their sequence numbers rise in that order, and an id that occurs
+    /// twice in `jobs` is created by its first occurrence and refused (`AlreadyExists`) at the
+    /// second. Every record answered `Ok` is durable when it returns.
+    ///
+    /// The default creates one job after the other. A store that pays for each write (a durable
+    /// commit) overrides it to write the whole batch at once: `SqliteJobStore` commits it in
+    /// one transaction, so a batch costs one fsync instead of one per job.
+    ///
+    /// # Errors
+    /// Per job: as [`JobStore::create`] (`AlreadyExists` for a taken id). The call itself fails
+    /// only when no job could be attempted (the store cannot be reached, its write failed as a
+    /// whole); then no job of the batch was created.
+    async fn create_many(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<QueueResult<JobRecord>>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.create(job).await);
+        }
+        Ok(out)
+    }
+
     /// The record of `id`, if any.
     async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>>;
 

@@ -7,7 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use queue_core::{ChatEnqueueReceipt, JobId, JobKind, LaneId, ProfileUpdate, QueueBackend, QueueResult};
+use queue_core::{
+    ChatEnqueueReceipt, JobId, JobKind, JobStore, LaneId, NewJob, ProfileUpdate, QueueBackend, QueueError,
+    QueueResult, Submitted, check_batch,
+};
 
 use crate::runtime::InlineRuntime;
 
@@ -151,6 +154,51 @@ impl QueueBackend for InlineQueueBackend {
         (self.fns.enqueue_chat_job)(job_id, lane_id).await
     }
 
+    /// Over a runtime, with `store` the runtime's own job store: creates the whole batch with one
+    /// [`JobStore::create_many`] (one transaction in the SQLite store, instead of one per job),
+    /// then queues each created job in the batch's order straight from the record it got back
+    /// (no read of it), and deletes the record of a job whose enqueue is refused: each job is
+    /// still all or nothing, as in `submit`. A stopped runtime refuses the whole call
+    /// (`NotRunning`) before anything is created, and so does a store that could create none of
+    /// the batch (with its error).
+    ///
+    /// Otherwise (built from explicit functions, or handed another store, whose records the
+    /// runtime's workers would not find) it submits one job after the other, as the default does.
+    async fn submit_many(
+        &self,
+        store: Arc<dyn JobStore>,
+        jobs: Vec<NewJob>,
+    ) -> QueueResult<Vec<QueueResult<Submitted>>> {
+        check_batch(jobs.len())?;
+        let runtime = self.runtime.as_ref().filter(|rt| same_store(&store, &rt.deps().store));
+        let Some(runtime) = runtime else {
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                out.push(self.submit(store.clone(), job).await);
+            }
+            return Ok(out);
+        };
+        if !runtime.is_running() {
+            return Err(QueueError::NotRunning);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for created in store.create_many(jobs).await? {
+            let submitted = match created {
+                Ok(record) => match runtime.enqueue_created(&record).await {
+                    Ok(lane) => Ok(Submitted { record, lane }),
+                    Err(e) => {
+                        // Best effort, as in `submit`: the error the caller needs is the enqueue's.
+                        let _ = store.delete(&record.id).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            out.push(submitted);
+        }
+        Ok(out)
+    }
+
     async fn scan_pending_upload_jobs(&self) -> QueueResult<usize> {
         (self.fns.scan_pending_upload_jobs)().await
     }
@@ -170,4 +218,9 @@ impl QueueBackend for InlineQueueBackend {
     async fn stop(&self) -> QueueResult<()> {
         (self.fns.stop)().await
     }
+}
+
+/// Whether `a` and `b` are the same store (the same allocation; vtables are not compared).
+fn same_store(a: &Arc<dyn JobStore>, b: &Arc<dyn JobStore>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }

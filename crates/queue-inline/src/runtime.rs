@@ -461,13 +461,38 @@ impl InlineRuntime {
             return self.enqueue_chat(job_id, None).await.map(drop);
         }
         let record = self.pending_record(&job_id, kind).await?;
+        self.enqueue_plain_record(&record)
+    }
+
+    /// Queues `record`, a job the caller has just created, without reading it back from the
+    /// store: `InlineQueueBackend::submit_many` holds every record of its batch already. A chat
+    /// job goes to the lane on its record and comes back with its receipt.
+    ///
+    /// # Errors
+    /// As [`InlineRuntime::enqueue`] and [`InlineRuntime::enqueue_chat`].
+    pub(crate) async fn enqueue_created(
+        &self,
+        record: &JobRecord,
+    ) -> QueueResult<Option<ChatEnqueueReceipt>> {
+        self.ensure_running()?;
+        if record.kind == JobKind::Chat {
+            self.enqueue_chat_record(record, None).await.map(Some)
+        } else {
+            self.enqueue_plain_record(record).map(|()| None)
+        }
+    }
+
+    /// The part of [`InlineRuntime::enqueue`] after the record was found.
+    fn enqueue_plain_record(&self, record: &JobRecord) -> QueueResult<()> {
+        let kind = record.kind;
         if record.status.is_terminal() {
             return Err(QueueError::InvalidTransition { from: record.status, to: JobStatus::Queued });
         }
-        if self.inner.push_plain(kind, PlainItem { id: job_id, epoch: record.lease_epoch + 1 })? {
+        let item = PlainItem { id: record.id.clone(), epoch: record.lease_epoch + 1 };
+        if self.inner.push_plain(kind, item)? {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
             self.inner.config.metrics.record_enqueued(kind);
-            info!(tenant = %record.tenant, lane = lane_of(&record), job = %record.id, kind = kind.as_str(), "job enqueued");
+            info!(tenant = %record.tenant, lane = lane_of(record), job = %record.id, kind = kind.as_str(), "job enqueued");
         }
         Ok(())
     }
@@ -491,10 +516,20 @@ impl InlineRuntime {
     ) -> QueueResult<ChatEnqueueReceipt> {
         self.ensure_running()?;
         let record = self.pending_record(&job_id, JobKind::Chat).await?;
-        let Some(lane) = lane_id.or(record.lane) else {
+        self.enqueue_chat_record(&record, lane_id).await
+    }
+
+    /// The part of [`InlineRuntime::enqueue_chat`] after the record was found.
+    async fn enqueue_chat_record(
+        &self,
+        record: &JobRecord,
+        lane_id: Option<LaneId>,
+    ) -> QueueResult<ChatEnqueueReceipt> {
+        let job_id = &record.id;
+        let Some(lane) = lane_id.or_else(|| record.lane.clone()) else {
             return Err(QueueError::invalid("lane_id", "required for a chat job without a lane"));
         };
-        let outcome = self.inner.deps.lanes.enqueue(&job_id, &lane).await?;
+        let outcome = self.inner.deps.lanes.enqueue(job_id, &lane).await?;
         if outcome.added {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
             self.inner.config.metrics.record_enqueued(JobKind::Chat);

@@ -176,3 +176,174 @@ async fn finished_records_are_deleted_after_the_retention_period() {
     assert!(s.store.get(&pending).await.expect("get").is_some(), "a pending job was purged");
     s.runtime.stop().await.expect("stop");
 }
+
+/// `InlineQueueBackend::submit_many` over a runtime: one batch create, queued from the records
+/// it returned, each job all or nothing.
+mod submit_many {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use queue_core::{JobRecord, JobUpdate, QueueBackend, QueueResult, StatusCounts, Submitted};
+    use queue_inline::InlineQueueBackend;
+
+    use super::*;
+
+    /// A memory store that counts the calls a submit makes.
+    #[derive(Debug)]
+    struct CountingStore {
+        inner: MemoryJobStore,
+        creates: AtomicUsize,
+        batch_creates: AtomicUsize,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl JobStore for CountingStore {
+        async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            self.inner.create(job).await
+        }
+
+        async fn create_many(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<QueueResult<JobRecord>>> {
+            self.batch_creates.fetch_add(1, Ordering::SeqCst);
+            self.inner.create_many(jobs).await
+        }
+
+        async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(id).await
+        }
+
+        async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+            self.inner.transition(id, update).await
+        }
+
+        async fn delete(&self, id: &JobId) -> QueueResult<bool> {
+            self.inner.delete(id).await
+        }
+
+        async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>> {
+            self.inner.scan_pending(kind).await
+        }
+
+        async fn list(
+            &self,
+            kind: Option<JobKind>,
+            status: JobStatus,
+            limit: usize,
+        ) -> QueueResult<Vec<JobRecord>> {
+            self.inner.list(kind, status, limit).await
+        }
+
+        async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
+            self.inner.counts(kind).await
+        }
+
+        async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize> {
+            self.inner.purge_finished(before_ms).await
+        }
+    }
+
+    fn job(id: &str, kind: JobKind, lane: Option<&str>, behavior: &Behavior) -> NewJob {
+        NewJob {
+            id: JobId::new(id).expect("id"),
+            kind,
+            lane: lane.map(|l| LaneId::new(l).expect("lane")),
+            request_id: None,
+            payload: behavior.payload(),
+        }
+    }
+
+    fn accepted(results: &[QueueResult<Submitted>]) -> Vec<String> {
+        results.iter().filter_map(|r| r.as_ref().ok()).map(|s| s.record.id.to_string()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_created_in_one_store_call_and_queued_without_reading_it_back() {
+        let clock: SharedClock = Arc::new(ManualClock::default());
+        let store = Arc::new(CountingStore {
+            inner: MemoryJobStore::new(TenantId::new("t").expect("tenant"), clock.clone()),
+            creates: AtomicUsize::new(0),
+            batch_creates: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
+        });
+        let handler = RecordingHandler::new();
+        let runtime = InlineRuntime::new(
+            InlineRuntimeConfig::default(),
+            InlineDeps {
+                store: store.clone(),
+                lanes: Arc::new(MemoryLaneStore::new(LaneStoreConfig::default(), clock.clone())),
+                limiter: Arc::new(LocalLimiter::new(LimitCaps::default())),
+                handlers: HandlerSet::uniform(Arc::new(handler.clone())),
+                clock,
+            },
+        );
+        let backend = InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, runtime.clone());
+        backend.start().await.expect("start");
+        let lane = "student:batch:main";
+        let mut batch: Vec<NewJob> =
+            (0..30).map(|i| job(&format!("u{i}"), JobKind::Upload, None, &Behavior::Ok)).collect();
+        batch.extend((0..3).map(|i| job(&format!("c{i}"), JobKind::Chat, Some(lane), &Behavior::Ok)));
+        let expected: Vec<String> = batch.iter().map(|j| j.id.to_string()).collect();
+
+        let results = backend.submit_many(store.clone(), batch).await.expect("submit_many");
+
+        assert_eq!(accepted(&results), expected, "every job accepted, in the batch's order");
+        assert_eq!(store.batch_creates.load(Ordering::SeqCst), 1, "one batch create");
+        assert_eq!(store.creates.load(Ordering::SeqCst), 0, "no job created on its own");
+        assert_eq!(store.gets.load(Ordering::SeqCst), 0, "no record read back to queue it");
+        let receipt = results[30].as_ref().expect("c0").lane.clone().expect("a chat job has a lane receipt");
+        assert_eq!(receipt.lane_queue_size, 1, "{receipt:?}");
+        for id in &expected {
+            let id = JobId::new(id.as_str()).expect("id");
+            eventually(&format!("{id} is done"), PATIENCE, || async {
+                store.inner.get(&id).await.expect("get").expect("record").status == JobStatus::Done
+            })
+            .await;
+        }
+        backend.stop().await.expect("stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_its_lane_refuses_leaves_no_record_and_the_rest_of_the_batch_goes_on() {
+        let s = setup(InlineRuntimeConfig::default());
+        let backend = InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, s.runtime.clone());
+        backend.start().await.expect("start");
+        let lane = "student:full:main";
+        let head = job("c0", JobKind::Chat, Some(lane), &Behavior::GateFirst("c0".into()));
+        backend.submit(s.store.clone(), head).await.expect("submit");
+        eventually("c0 runs", PATIENCE, || async {
+            s.handler.invocations(&JobId::new("c0").expect("id")) == 1
+        })
+        .await;
+        // The setup's lanes hold 100 waiting jobs: c101 is one too many.
+        let mut batch: Vec<NewJob> =
+            (1..=101).map(|i| job(&format!("c{i}"), JobKind::Chat, Some(lane), &Behavior::Ok)).collect();
+        batch.push(job("u1", JobKind::Upload, None, &Behavior::Ok));
+
+        let results = backend.submit_many(s.store.clone(), batch).await.expect("submit_many");
+
+        assert!(matches!(&results[100], Err(QueueError::LaneFull { max: 100, .. })), "{:?}", results[100]);
+        let c101 = JobId::new("c101").expect("id");
+        assert_eq!(s.store.get(&c101).await.expect("get"), None, "the refused job's record was deleted");
+        let mut expected: Vec<String> = (1..=100).map(|i| format!("c{i}")).collect();
+        expected.push("u1".into());
+        assert_eq!(accepted(&results), expected);
+        s.handler.open("c0");
+        let u1 = JobId::new("u1").expect("id");
+        eventually("u1 is done", PATIENCE, || async { status(&s.store, &u1).await == JobStatus::Done }).await;
+        backend.stop().await.expect("stop");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_runtime_refuses_the_whole_batch_and_creates_nothing() {
+        let s = setup(InlineRuntimeConfig::default());
+        let backend = InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, s.runtime.clone());
+        let batch = vec![job("u1", JobKind::Upload, None, &Behavior::Ok)];
+
+        let err = backend.submit_many(s.store.clone(), batch).await.expect_err("not running");
+
+        assert_eq!(err, QueueError::NotRunning);
+        assert!(s.store.is_empty(), "a refused batch created a record");
+    }
+}

@@ -196,6 +196,31 @@ mod sqlite_job_store_only {
     }
 
     #[tokio::test]
+    async fn create_many_commits_a_whole_batch_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START_MS);
+        let store = open_sqlite(dir.path(), &clock);
+        store.create(new_job("j7", JobKind::Upload)).await.unwrap();
+        let (batches, ops) = (store.batches_committed(), store.ops_committed());
+        let batch: Vec<NewJob> = (0..300).map(|i| new_job(&format!("j{i}"), JobKind::Upload)).collect();
+
+        let results = store.create_many(batch).await.unwrap();
+
+        assert_eq!(store.batches_committed() - batches, 1, "one transaction for the whole batch");
+        assert_eq!(store.ops_committed() - ops, 299, "every job but the taken one was created");
+        assert_eq!(results[7], Err(QueueError::AlreadyExists { job: id("j7") }));
+        let seqs: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "one transaction hands out consecutive seqs");
+
+        // Durable: every created job is in the file after a reopen.
+        drop(store);
+        let store = open_sqlite(dir.path(), &clock);
+        assert_eq!(store.counts(JobKind::Upload).await.unwrap().queued, 300);
+        let next = store.create(new_job("after", JobKind::Upload)).await.unwrap();
+        assert_eq!(next.seq, seqs[seqs.len() - 1] + 1);
+    }
+
+    #[tokio::test]
     async fn open_creates_missing_parent_directories() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tenants").join("t1").join("jobs.sqlite");

@@ -1,5 +1,5 @@
-//! The store battery: the [`JobStore`] contract (round trip, unique ids, rising `seq`, the
-//! transition table, lease fencing, pending scan, counts, listing, purge, delete) and the
+//! The store battery: the [`JobStore`] contract (round trip, unique ids, batch create, rising
+//! `seq`, the transition table, lease fencing, pending scan, counts, listing, purge, delete) and the
 //! [`IdempotencyStore`] contract (set-if-absent, release by owner), checked through the traits
 //! only, so that every store — memory, SQLite, Redis node and Cluster — must agree. Every store
 //! crate runs it unchanged:
@@ -59,6 +59,7 @@ macro_rules! job_store_conformance_tests {
         $crate::store_conformance_tests!(@each $factory;
             create_then_get_round_trips_every_field,
             a_duplicate_id_is_refused_and_the_first_record_kept,
+            create_many_answers_per_job_in_order_and_refuses_taken_and_repeated_ids,
             sequence_numbers_strictly_increase_across_kinds,
             transitions_follow_the_table_and_a_refused_one_changes_nothing,
             a_stale_lease_cannot_finish_the_job,
@@ -157,6 +158,58 @@ pub async fn a_duplicate_id_is_refused_and_the_first_record_kept(factory: &dyn J
     assert_eq!(err, QueueError::AlreadyExists { job: id("a") });
     assert_eq!(store.get(&id("a")).await.unwrap(), Some(first));
     assert_eq!(store.counts(JobKind::Exam).await.unwrap(), StatusCounts::default());
+}
+
+/// `create_many` answers per job in the order given: a taken id and the second occurrence of an
+/// id repeated within the batch are refused (`AlreadyExists`) and change nothing, the other jobs
+/// are created as `create` would create them, with `seq` rising in the batch's order.
+pub async fn create_many_answers_per_job_in_order_and_refuses_taken_and_repeated_ids(
+    factory: &dyn JobStoreFactory,
+) {
+    let (store, tenant, _) = job_store(factory).await;
+    let taken = store.create(new_job("taken", JobKind::Upload)).await.unwrap();
+    assert!(store.create_many(Vec::new()).await.unwrap().is_empty(), "an empty batch answers nothing");
+
+    let chat = NewJob {
+        lane: Some(LaneId::new("student:s1:main").unwrap()),
+        request_id: Some(request("req-m")),
+        ..new_job("m-chat", JobKind::Chat)
+    };
+    let batch = vec![
+        new_job("m1", JobKind::Upload),
+        NewJob { payload: json!("other"), ..new_job("taken", JobKind::Exam) },
+        chat,
+        NewJob { payload: json!("second"), ..new_job("m1", JobKind::Exam) },
+        new_job("m3", JobKind::ProfileUpdate),
+    ];
+    let results = store.create_many(batch).await.unwrap();
+    assert_eq!(results.len(), 5, "one answer per job");
+    assert_eq!(results[1], Err(QueueError::AlreadyExists { job: id("taken") }), "an id taken before");
+    assert_eq!(results[3], Err(QueueError::AlreadyExists { job: id("m1") }), "an id repeated in the batch");
+    let created: Vec<JobRecord> = [0, 2, 4].iter().map(|&at| results[at].clone().unwrap()).collect();
+    assert_eq!(ids(&created), ["m1", "m-chat", "m3"], "answers come in the order of the batch");
+    assert!(created[0].seq > taken.seq);
+    assert!(created.windows(2).all(|w| w[0].seq < w[1].seq), "seq rises in the batch's order");
+    for record in &created {
+        assert_eq!(record.tenant, tenant);
+        assert_eq!((record.status, record.attempt, record.lease_epoch), (JobStatus::Queued, 0, 0));
+        assert_eq!((record.created_at_ms, record.updated_at_ms), (STORE_START_MS, STORE_START_MS));
+        assert_eq!(store.get(&record.id).await.unwrap().as_ref(), Some(record), "{}", record.id);
+    }
+    assert_eq!(
+        (created[0].kind, &created[0].payload),
+        (JobKind::Upload, &json!({ "job": "m1" })),
+        "the first occurrence of a repeated id is the one created"
+    );
+    assert_eq!(created[1].lane, Some(LaneId::new("student:s1:main").unwrap()));
+    assert_eq!(created[1].request_id, Some(request("req-m")));
+    assert_eq!(store.get(&id("taken")).await.unwrap(), Some(taken), "a refused job changes nothing");
+    assert_eq!(store.counts(JobKind::Exam).await.unwrap(), StatusCounts::default());
+    assert_eq!(store.counts(JobKind::Upload).await.unwrap().queued, 2);
+
+    // A later job still comes after the whole batch.
+    let after = store.create(new_job("after", JobKind::Upload)).await.unwrap();
+    assert!(after.seq > created[2].seq);
 }
 
 /// `seq` is one rising counter for every kind.

@@ -200,6 +200,35 @@ impl Inner {
         }
     }
 
+    /// Stores `job` as a new queued record created at `now`; returns its sequence number.
+    fn insert(&mut self, job: &NewJob, payload: Compact, now: u64) -> QueueResult<u64> {
+        let key: Arc<str> = Arc::from(job.id.as_str());
+        if self.jobs.contains_key(&key) {
+            return Err(QueueError::AlreadyExists { job: job.id.clone() });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let stored = Stored {
+            kind: job.kind,
+            status: JobStatus::Queued,
+            attempt: 0,
+            lease_epoch: 0,
+            seq,
+            created_at_ms: now,
+            updated_at_ms: now,
+            lane: job.lane.clone(),
+            request_id: job.request_id.clone(),
+            payload,
+            result: None,
+            error: None,
+        };
+        let slot = Slot::of(&stored);
+        self.recount(None, Some(slot));
+        self.index(slot, Arc::clone(&key));
+        self.jobs.insert(key, stored);
+        Ok(seq)
+    }
+
     /// Moves a record's index entry after a transition; its id comes from the old entry.
     fn move_index(&mut self, before: Slot, after: Slot) {
         self.recount(Some(before), Some(after));
@@ -268,33 +297,23 @@ impl JobStore for MemoryJobStore {
         // Built outside the lock: the caller gets its payload back as given, the store keeps a
         // compact copy.
         let payload = Compact::from(&job.payload);
-        let key: Arc<str> = Arc::from(job.id.as_str());
-        let mut inner = self.lock();
-        if inner.jobs.contains_key(&key) {
-            return Err(QueueError::AlreadyExists { job: job.id });
-        }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        let stored = Stored {
-            kind: job.kind,
-            status: JobStatus::Queued,
-            attempt: 0,
-            lease_epoch: 0,
-            seq,
-            created_at_ms: now,
-            updated_at_ms: now,
-            lane: job.lane.clone(),
-            request_id: job.request_id.clone(),
-            payload,
-            result: None,
-            error: None,
-        };
-        let slot = Slot::of(&stored);
-        inner.recount(None, Some(slot));
-        inner.index(slot, Arc::clone(&key));
-        inner.jobs.insert(key, stored);
-        drop(inner);
+        let seq = self.lock().insert(&job, payload, now)?;
         Ok(JobRecord::from_new(self.tenant.clone(), job, seq, now))
+    }
+
+    /// The whole batch under one lock: its jobs get consecutive sequence numbers.
+    async fn create_many(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<QueueResult<JobRecord>>> {
+        let now = self.clock.now_ms();
+        let payloads: Vec<Compact> = jobs.iter().map(|job| Compact::from(&job.payload)).collect();
+        let seqs: Vec<QueueResult<u64>> = {
+            let mut inner = self.lock();
+            jobs.iter().zip(payloads).map(|(job, payload)| inner.insert(job, payload, now)).collect()
+        };
+        Ok(jobs
+            .into_iter()
+            .zip(seqs)
+            .map(|(job, seq)| seq.map(|seq| JobRecord::from_new(self.tenant.clone(), job, seq, now)))
+            .collect())
     }
 
     async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {

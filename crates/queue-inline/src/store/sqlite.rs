@@ -24,9 +24,9 @@ use tokio::sync::oneshot;
 /// Settings of a [`SqliteJobStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteStoreConfig {
-    /// Most operations committed in one transaction (clamped to at least 1). Larger batches
-    /// spread one fsync over more jobs; the bound keeps one transaction, and the wait of the
-    /// first caller in it, short.
+    /// Most operations committed in one transaction (clamped to at least 1); a batch create
+    /// counts one per job, though it is never split. Larger batches spread one fsync over more
+    /// jobs; the bound keeps one transaction, and the wait of the first caller in it, short.
     pub max_batch: usize,
     /// How long a `request_id` keeps mapping to the job it created. Keep it no longer than the
     /// retention of finished jobs, or a retried submit may be sent to a purged job.
@@ -237,8 +237,9 @@ impl SqliteJobStore {
         self.stats.batches.load(Ordering::Acquire)
     }
 
-    /// How many write operations have taken effect. Refused ones (an existing id, a stale lease)
-    /// are not counted. Fewer batches than operations means group commit shared fsyncs.
+    /// How many write operations have taken effect; each job a batch create created counts as
+    /// one. Refused ones (an existing id, a stale lease) are not counted. Fewer batches than
+    /// operations means group commit shared fsyncs.
     #[must_use]
     pub fn ops_committed(&self) -> u64 {
         self.stats.ops.load(Ordering::Acquire)
@@ -313,6 +314,38 @@ impl JobStore for SqliteJobStore {
             Outcome::Record(record) => Ok(record),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The whole batch is one operation of the writer, so it commits in one transaction (one
+    /// fsync), with whatever else is waiting at the time. Refused jobs (a taken id, an id
+    /// repeated in the batch) write nothing and the others still commit; a failed commit fails
+    /// the call, and then no job of the batch was created.
+    async fn create_many(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<QueueResult<JobRecord>>> {
+        // As in `create`, JSON is encoded on the caller's thread. A payload that cannot be
+        // encoded fails its own job, which is not sent.
+        let mut answers: Vec<Option<QueueResult<JobRecord>>> = Vec::with_capacity(jobs.len());
+        let mut sent = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match to_json(&job.payload, "payload") {
+                Ok(payload) => {
+                    answers.push(None);
+                    sent.push((job, payload));
+                }
+                Err(e) => answers.push(Some(Err(e.into_queue(&self.shown, "create")))),
+            }
+        }
+        if sent.is_empty() {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        let mut created = match self.write(WriteOp::CreateMany(sent)).await? {
+            Outcome::Records(created) => created.into_iter(),
+            other => return Err(unexpected(&other)),
+        };
+        let missing = || Err(QueueError::Storage(format!("job store {}: a job got no answer", self.shown)));
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| created.next().unwrap_or_else(missing)))
+            .collect())
     }
 
     async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {
@@ -586,6 +619,9 @@ enum WriteOp {
         job: NewJob,
         payload: String,
     },
+    /// Several creates in one operation, each job with its encoded payload: they share the
+    /// operation's savepoint, and each answers on its own.
+    CreateMany(Vec<(NewJob, String)>),
     /// `update` carries no result: `result` is the new result, already encoded.
     Transition {
         id: JobId,
@@ -609,12 +645,21 @@ enum WriteOp {
 impl WriteOp {
     const fn name(&self) -> &'static str {
         match self {
-            Self::Create { .. } => "create",
+            Self::Create { .. } | Self::CreateMany(_) => "create",
             Self::Transition { .. } => "transition",
             Self::Delete(_) => "delete",
             Self::Purge { .. } => "purge_finished",
             Self::Claim { .. } => "claim",
             Self::Release { .. } => "release",
+        }
+    }
+
+    /// How much of a batch the operation takes up: a batch create counts its jobs, so that
+    /// `max_batch` also bounds the jobs one transaction writes.
+    fn weight(&self) -> usize {
+        match self {
+            Self::CreateMany(jobs) => jobs.len().max(1),
+            _ => 1,
         }
     }
 
@@ -639,10 +684,22 @@ struct Transitioned {
 #[derive(Debug)]
 enum Outcome {
     Record(JobRecord),
+    /// One answer per job of a batch create, in its order.
+    Records(Vec<QueueResult<JobRecord>>),
     Transitioned(Box<Transitioned>),
     Flag(bool),
     Count(usize),
     Claim(IdempotencyClaim),
+}
+
+impl Outcome {
+    /// How many writes took effect: every job a batch create created, else one.
+    fn applied(&self) -> u64 {
+        match self {
+            Self::Records(created) => created.iter().filter(|r| r.is_ok()).count() as u64,
+            _ => 1,
+        }
+    }
 }
 
 struct Envelope {
@@ -668,11 +725,15 @@ impl Writer {
     fn run(mut self, queue: &mpsc::Receiver<Envelope>) {
         let mut batch = Vec::with_capacity(self.max_batch.min(1024));
         while let Ok(first) = queue.recv() {
+            let mut weight = first.op.weight();
             batch.push(first);
             // Whatever arrived while the previous batch was being fsynced rides in this one.
-            while batch.len() < self.max_batch {
+            while weight < self.max_batch {
                 match queue.try_recv() {
-                    Ok(envelope) => batch.push(envelope),
+                    Ok(envelope) => {
+                        weight += envelope.op.weight();
+                        batch.push(envelope);
+                    }
                     Err(_) => break,
                 }
             }
@@ -689,7 +750,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(work.len());
         match self.apply_batch(work, &mut outcomes, seq_before) {
             Ok(()) => {
-                let applied = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+                let applied: u64 = outcomes.iter().flatten().map(Outcome::applied).sum();
                 self.stats.ops.fetch_add(applied, Ordering::AcqRel);
                 self.stats.batches.fetch_add(1, Ordering::AcqRel);
                 tracing::trace!(tenant = %self.tenant, ops = replies.len(), applied, "committed a batch");
@@ -765,6 +826,20 @@ impl Writer {
     fn apply(&mut self, op: WriteOp, now_ms: u64) -> Result<Outcome, Failure> {
         match op {
             WriteOp::Create { job, payload } => self.create(job, &payload, now_ms).map(Outcome::Record),
+            WriteOp::CreateMany(jobs) => {
+                let mut created = Vec::with_capacity(jobs.len());
+                for (job, payload) in jobs {
+                    match self.create(job, &payload, now_ms) {
+                        Ok(record) => created.push(Ok(record)),
+                        // SQLite failed (a full disk, an I/O error): the whole operation fails
+                        // and its savepoint takes back the jobs it had created.
+                        Err(e @ Failure::Sql(_)) => return Err(e),
+                        // Refused before anything was written: this job alone.
+                        Err(e) => created.push(Err(e.into_queue(&self.shown, "create"))),
+                    }
+                }
+                Ok(Outcome::Records(created))
+            }
             WriteOp::Transition { id, update, result } => self
                 .transition(&id, &update, result, now_ms)
                 .map(|changed| Outcome::Transitioned(Box::new(changed))),
