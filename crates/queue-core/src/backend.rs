@@ -97,8 +97,9 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// results come back in the order of `jobs`. The call itself fails only when nothing could
     /// be attempted (`Unavailable`, `NotRunning`, a batch over [`MAX_SUBMIT_BATCH`]).
     ///
-    /// The default submits one after the other; `RedisQueueBackend` sends the whole batch in
-    /// one pipeline.
+    /// The default submits one after the other; `RedisQueueBackend` sends the batch's non-chat
+    /// jobs in one script call, and `InlineQueueBackend` creates the batch with one
+    /// [`JobStore::create_many`] (one SQLite transaction).
     ///
     /// # Errors
     /// `Invalid` naming `jobs` for a batch over [`MAX_SUBMIT_BATCH`].
