@@ -5,18 +5,23 @@ use std::sync::LazyLock;
 
 use lane_store::redis::Script;
 
+/// Where a start's fields sit in an `HGETALL` reply; needed by `CLAIM_PLAIN_FN` and
+/// `START_CHAT_FN`, so every script that includes either starts with it.
+const START_FIELDS_FN: &str = include_str!("lua/start_fields_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 
 /// Claims ready non-chat jobs with their state change and lease.
-pub(crate) static CLAIM_PLAIN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{CLAIM_PLAIN_FN}\n{}", include_str!("lua/claim_plain.lua"))));
+pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{}", include_str!("lua/claim_plain.lua")))
+});
 /// Starts a chat claim; shared by `claim_chat` and `complete_many`.
 const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
 
 /// Claims chat dispatches that are still current.
-pub(crate) static CLAIM_CHAT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{START_CHAT_FN}\n{}", include_str!("lua/claim_chat.lua"))));
+pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{START_FIELDS_FN}\n{START_CHAT_FN}\n{}", include_str!("lua/claim_chat.lua")))
+});
 /// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
@@ -30,7 +35,7 @@ pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the
     // same script: one Lua source for both, no copy.
     Script::new(&format!(
-        "{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{}\n{}\n{}",
+        "{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{}\n{}\n{}",
         lane_store::LANE_COMMON_LUA,
         lane_store::FINISH_FN,
         include_str!("lua/complete_many.lua")

@@ -13,13 +13,7 @@ local function claim_plain(ready, inflight, stats, n, now, lease, prefix, kind)
     -- One read serves the checks and the answer: the fields the claim changes are patched in
     -- the reply (positions of status, epoch, attempt, updated).
     local h = redis.call('HGETALL', jk)
-    local at = {}
-    for j = 1, #h, 2 do
-      local f = h[j]
-      if f == 'status' or f == 'epoch' or f == 'attempt' or f == 'updated' then
-        at[f] = j + 1
-      end
-    end
+    local at = start_fields(h)
     local st = at.status and h[at.status]
     local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
     -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped.

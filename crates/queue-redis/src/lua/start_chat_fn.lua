@@ -10,13 +10,7 @@ local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old
   local jk = prefix .. 'job:' .. job
   -- One read serves the check and the answer: the fields the start changes are patched in it.
   local h = redis.call('HGETALL', jk)
-  local at = {}
-  for j = 1, #h, 2 do
-    local f = h[j]
-    if f == 'status' or f == 'epoch' or f == 'attempt' or f == 'updated' then
-      at[f] = j + 1
-    end
-  end
+  local at = start_fields(h)
   local st = at.status and h[at.status]
   if (st == 'queued' or st == 'processing') and at.epoch and at.attempt and at.updated then
     if st == 'queued' then
