@@ -109,11 +109,7 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
         jobs: Vec<NewJob>,
     ) -> QueueResult<Vec<QueueResult<Submitted>>> {
         check_batch(jobs.len())?;
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(self.submit(store.clone(), job).await);
-        }
-        Ok(out)
+        Ok(submit_each(self, store, jobs).await)
     }
 
     /// Re-enqueues upload jobs the store holds as pending but no worker holds; returns how many.
@@ -131,6 +127,21 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// Stops taking work, lets running jobs finish within the deadline, hands back the rest.
     /// Idempotent.
     async fn stop(&self) -> QueueResult<()>;
+}
+
+/// Submits `jobs` one after the other through `backend.submit`, answering per job in order: the
+/// default [`QueueBackend::submit_many`], and the fallback of a backend that overrides it only
+/// for some cases.
+pub async fn submit_each<B: QueueBackend + ?Sized>(
+    backend: &B,
+    store: Arc<dyn JobStore>,
+    jobs: Vec<NewJob>,
+) -> Vec<QueueResult<Submitted>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        out.push(backend.submit(store.clone(), job).await);
+    }
+    out
 }
 
 /// The most jobs one [`QueueBackend::submit_many`] call takes.

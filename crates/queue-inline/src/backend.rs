@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use queue_core::{
     ChatEnqueueReceipt, JobId, JobKind, JobStore, LaneId, NewJob, ProfileUpdate, QueueBackend, QueueError,
-    QueueResult, Submitted, check_batch,
+    QueueResult, Submitted, check_batch, submit_each,
 };
 
 use crate::runtime::InlineRuntime;
@@ -172,11 +172,7 @@ impl QueueBackend for InlineQueueBackend {
         check_batch(jobs.len())?;
         let runtime = self.runtime.as_ref().filter(|rt| same_store(&store, &rt.deps().store));
         let Some(runtime) = runtime else {
-            let mut out = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                out.push(self.submit(store.clone(), job).await);
-            }
-            return Ok(out);
+            return Ok(submit_each(self, store, jobs).await);
         };
         if !runtime.is_running() {
             return Err(QueueError::NotRunning);
