@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::combine::{Combiner, Lead, Waiter};
+use crate::combine::{Combiner, Lead, Waiter, answer_each};
 use crate::scripts;
 use crate::store::parse_record;
 
@@ -784,18 +784,7 @@ impl Inner {
         }
         let (jobs, replies): (Vec<(usize, NewJob)>, Vec<_>) =
             batch.into_iter().enumerate().map(|(at, (job, reply))| ((at, job), reply)).unzip();
-        match self.submit_plain(&jobs).await {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        answer_each(replies, self.submit_plain(&jobs).await);
     }
 
     /// This process's registry entry as of now.
@@ -1154,22 +1143,28 @@ impl Inner {
             Some(me) => {
                 lead.hand_over();
                 tokio::spawn(async move {
-                    let combiner = pick(&me);
-                    let mut lead = combiner.adopt();
-                    loop {
-                        send(&me, combiner.take(&lead)).await;
-                        if !combiner.more(&mut lead) {
-                            break;
-                        }
-                    }
+                    let lead = pick(&me).adopt();
+                    me.flush_until_empty(pick, send, lead).await;
                 });
             }
-            None => loop {
-                send(self, combiner.take(&lead)).await;
-                if !combiner.more(&mut lead) {
-                    break;
-                }
-            },
+            None => self.flush_until_empty(pick, send, lead).await,
+        }
+    }
+
+    /// Sends batches of the combiner `pick` gives until nothing waits; the lead is given back
+    /// then.
+    async fn flush_until_empty<T, R>(
+        &self,
+        pick: Pick<T, R>,
+        send: SendBatch<T, R>,
+        mut lead: Lead<'_, T, R>,
+    ) {
+        let combiner = pick(self);
+        loop {
+            send(self, combiner.take(&lead)).await;
+            if !combiner.more(&mut lead) {
+                return;
+            }
         }
     }
 
@@ -1203,28 +1198,12 @@ impl Inner {
                 .arg(if accepting { c.claim_next } else { 0 })
                 .arg(c.lane.as_ref().map_or("", LaneId::as_str));
         }
-        let answers: Result<Vec<CompleteAnswer>, QueueError> = match self.deps.pool.get().await {
+        let answers: QueueResult<Vec<CompleteAnswer>> = match self.deps.pool.get().await {
             Ok(mut conn) => call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e)),
             Err(e) => Err(e),
         };
-        match answers {
-            Ok(answers) if answers.len() == batch.len() => {
-                for ((_, reply), a) in batch.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(a));
-                }
-            }
-            Ok(answers) => {
-                let e = format!("complete_many answered {} outcomes for {}", answers.len(), batch.len());
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(QueueError::Storage(e.clone())));
-                }
-            }
-            Err(e) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        let replies = batch.into_iter().map(|(_, reply)| reply).collect();
+        answer_each(replies, answers.map(|answers| answers.into_iter().map(Ok).collect()));
     }
 
     /// Jobs claimed but not going to be run here (an error path): their leases lapse and the

@@ -10,6 +10,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use queue_core::{QueueError, QueueResult};
 use tokio::sync::oneshot;
 
 /// A request and where its answer goes.
@@ -88,6 +89,37 @@ impl<T, R> Combiner<T, R> {
     }
 }
 
+/// Answers each of `replies` with its own result, in order, or every one with the call's error
+/// (also when the call answered a different number of requests than it was sent).
+pub(crate) fn answer_each<R>(
+    replies: Vec<oneshot::Sender<QueueResult<R>>>,
+    results: QueueResult<Vec<QueueResult<R>>>,
+) {
+    let results = results.and_then(|results| {
+        if results.len() == replies.len() {
+            Ok(results)
+        } else {
+            Err(QueueError::Storage(format!(
+                "a batched call answered {} requests for {}",
+                results.len(),
+                replies.len()
+            )))
+        }
+    });
+    match results {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 /// The right to run one flush. Dropped while held (its task aborted mid-flush), it gives its
 /// place back, so that later requests still find a flush to lead.
 pub(crate) struct Lead<'a, T, R> {
@@ -132,6 +164,26 @@ mod tests {
         assert_eq!(c.flushing(), 1, "lead a gave its place back");
         drop(lead_a);
         assert_eq!(c.flushing(), 1, "a lead given back is not given back twice");
+    }
+
+    #[test]
+    fn each_request_gets_its_own_answer_or_all_get_the_error() {
+        let (tx1, mut rx1) = oneshot::channel::<QueueResult<u32>>();
+        let (tx2, mut rx2) = oneshot::channel::<QueueResult<u32>>();
+        answer_each(vec![tx1, tx2], Ok(vec![Ok(1), Err(QueueError::NotRunning)]));
+        assert_eq!(rx1.try_recv().unwrap(), Ok(1));
+        assert_eq!(rx2.try_recv().unwrap(), Err(QueueError::NotRunning));
+
+        let (tx1, mut rx1) = oneshot::channel::<QueueResult<u32>>();
+        let (tx2, mut rx2) = oneshot::channel::<QueueResult<u32>>();
+        answer_each(vec![tx1, tx2], Ok(vec![Ok(1)]));
+        assert!(
+            matches!(rx1.try_recv().unwrap(), Err(QueueError::Storage(m)) if m.contains("1 requests for 2"))
+        );
+        assert!(
+            matches!(rx2.try_recv().unwrap(), Err(QueueError::Storage(_))),
+            "a short answer fails every request"
+        );
     }
 
     #[test]
