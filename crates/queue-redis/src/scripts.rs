@@ -8,12 +8,18 @@ use lane_store::redis::Script;
 /// Where a start's fields sit in an `HGETALL` reply; needed by `CLAIM_PLAIN_FN` and
 /// `START_CHAT_FN`, so every script that includes either starts with it.
 const START_FIELDS_FN: &str = include_str!("lua/start_fields_fn.lua");
+/// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
+/// key; needed by `CLAIM_PLAIN_FN` and `RECORD_OUTCOME_FN`.
+const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 
 /// Claims ready non-chat jobs with their state change and lease.
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{}", include_str!("lua/claim_plain.lua")))
+    Script::new(&format!(
+        "{BATCH_FN}\n{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{}",
+        include_str!("lua/claim_plain.lua")
+    ))
 });
 /// Starts a chat claim; shared by `claim_chat` and `complete_many`.
 const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
@@ -35,7 +41,7 @@ pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the
     // same script: one Lua source for both, no copy.
     Script::new(&format!(
-        "{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{}\n{}\n{}",
+        "{BATCH_FN}\n{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{}\n{}\n{}",
         lane_store::LANE_COMMON_LUA,
         lane_store::FINISH_FN,
         include_str!("lua/complete_many.lua")

@@ -32,7 +32,8 @@ use queue_core::{
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 
-/// `create_job`, shared by `job_create.lua` and the backend's `submit_plain.lua`.
+/// `job_fields` and `create_job`: `job_create.lua` runs `create_job`; the backend's batched
+/// `submit_plain.lua` writes records with `job_fields`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));

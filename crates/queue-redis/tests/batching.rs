@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lane_store::{RedisLaneStore, RedisPool};
+use lane_store::{RedisLaneStore, RedisPool, TenantKeys};
 use queue_core::conformance::{Behavior, RecordingHandler, eventually};
 use queue_core::{
     HandlerSet, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, NewJob, QueueBackend,
@@ -100,6 +100,7 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     }
     let scripts_before = calls(&server, "evalsha");
     let (hincrby_before, hmget_before) = (calls(&server, "hincrby"), calls(&server, "hmget"));
+    let sets_before = calls(&server, "zadd") + calls(&server, "zrem");
     backend.start().await.expect("start");
     eventually("every job is done", Duration::from_secs(60), || async {
         store.counts(JobKind::Upload).await.expect("counts").done == jobs as u64
@@ -108,6 +109,7 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     let scripts = calls(&server, "evalsha") - scripts_before;
     let hincrby = calls(&server, "hincrby") - hincrby_before;
     let hmget = calls(&server, "hmget") - hmget_before;
+    let sets = calls(&server, "zadd") + calls(&server, "zrem") - sets_before;
     for id in &ids {
         assert_eq!(handler.invocations(id), 1, "{id} ran once");
     }
@@ -118,6 +120,12 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     // fence is one HMGET): queued and finished counts are index sizes.
     assert!(hincrby <= 2 * jobs as u64, "{hincrby} HINCRBY for {jobs} jobs: more than one counter per step");
     assert!(hmget <= jobs as u64, "{hmget} HMGET for {jobs} jobs: more than one fence read per job");
+    // Writes to a set-wide key (the counter; the lease, pending and finished indexes) are
+    // gathered per call: at most one per key and call, not one per job. A claim writes the
+    // counter and the lease index; an outcome call writes the counter and three indexes, and
+    // its claims the counter and the lease index again.
+    assert!(hincrby <= 2 * scripts, "{hincrby} HINCRBY in {scripts} script calls: one per job, not per call");
+    assert!(sets <= 4 * scripts, "{sets} ZADD + ZREM in {scripts} script calls: one per job, not per call");
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
@@ -216,5 +224,72 @@ async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
     assert_eq!(store.counts(JobKind::Upload).await.expect("counts").queued, accepted as u64);
     // One call per submit without combining; 50 producers at once share calls.
     assert!(scripts < submits as u64 / 2, "{scripts} script calls for {submits} concurrent submits");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "batch");
+    let store = rig.store.clone();
+    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+    producer.start().await.expect("start producer");
+    let job = |id: &str, kind: JobKind| NewJob {
+        id: JobId::new(id).expect("id"),
+        kind,
+        lane: None,
+        request_id: None,
+        payload: Behavior::Ok.payload(),
+    };
+    producer.submit(store.clone(), job("old", JobKind::Upload)).await.expect("an earlier job");
+    // Taken ids: one by an existing record, one by an earlier job of the same batch.
+    let batch = [
+        ("u1", JobKind::Upload),
+        ("old", JobKind::Upload),
+        ("e1", JobKind::Exam),
+        ("u2", JobKind::Upload),
+        ("u1", JobKind::Exam),
+        ("u3", JobKind::Upload),
+        ("e2", JobKind::Exam),
+    ];
+    let commands = ["exists", "hset", "incr", "incrby", "zadd", "rpush", "lpush"];
+    let before: Vec<u64> = commands.iter().map(|c| calls(&server, c)).collect();
+    let answers = producer
+        .submit_many(store.clone(), batch.iter().map(|(id, kind)| job(id, *kind)).collect())
+        .await
+        .expect("the batch");
+    let spent: Vec<u64> = commands.iter().zip(&before).map(|(c, b)| calls(&server, c) - b).collect();
+
+    let mut seqs = Vec::new();
+    for ((id, _), answer) in batch.iter().zip(&answers) {
+        match answer {
+            Ok(s) => {
+                assert_eq!(s.record.id.as_str(), *id);
+                let stored = store.get(&s.record.id).await.expect("get").expect("a record");
+                assert_eq!(stored.seq, s.record.seq, "{id}: the answer names the stored seq");
+                seqs.push(s.record.seq);
+            }
+            Err(QueueError::AlreadyExists { job }) => assert!(["old", "u1"].contains(&job.as_str()), "{job}"),
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    assert!(matches!(&answers[1], Err(QueueError::AlreadyExists { .. })), "an existing id is refused");
+    assert!(matches!(&answers[4], Err(QueueError::AlreadyExists { .. })), "an id taken earlier in the batch");
+    assert_eq!(
+        store.get(&JobId::new("u1").expect("id")).await.expect("get").expect("u1").kind,
+        JobKind::Upload
+    );
+    // Five new jobs, numbered one after another in the batch's order.
+    let first = seqs[0];
+    assert_eq!(seqs, (first..first + 5).collect::<Vec<_>>());
+    // One EXISTS per distinct id and one HSET per new job; per batch one INCRBY; per kind one
+    // ZADD, one RPUSH and one wake-up.
+    assert_eq!(spent, vec![6, 5, 0, 1, 2, 2, 2], "calls of {commands:?}");
+    let keys = TenantKeys::new(&rig.tenant);
+    assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Upload), "0", "-1"]), "old\nu1\nu2\nu3");
+    assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Exam), "0", "-1"]), "e1\ne2");
+    let uploads = store.counts(JobKind::Upload).await.expect("counts");
+    assert_eq!(uploads.queued, 4);
+    assert_eq!(store.counts(JobKind::Exam).await.expect("counts").queued, 2);
     producer.stop().await.expect("stop producer");
 }

@@ -1,5 +1,10 @@
--- Claims up to N ready jobs of one non-chat kind (claim_plain_fn.lua is prepended).
+-- Claims up to N ready jobs of one non-chat kind (batch_fn.lua and claim_plain_fn.lua are
+-- prepended).
 -- KEYS[1] ready:<kind>  KEYS[2] inflight  KEYS[3] stats
 -- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] lease (ms)  ARGV[4] tenant prefix  ARGV[5] kind
 -- Returns an array of HGETALL replies, one per claimed job.
-return claim_plain(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])
+local b = new_batch()
+local out = claim_plain(b, KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[4], ARGV[5])
+flush_batch(b)
+return out

@@ -3,33 +3,42 @@
 -- ready list, or in `inflight` under a lease. Job hashes are built from the tenant prefix: they
 -- share the tenant's hash tag, hence the slot. Returns an array of records as HGETALL replies
 -- (field, value, ...), as they stand after the claim.
-local function claim_plain(ready, inflight, stats, n, now, lease, prefix, kind)
-  local out = {}
+-- The leases (`inflight`) and the `processing` counter are written through the batch `b`
+-- (batch_fn.lua): the caller flushes it, before any read of `inflight`.
+local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kind)
+  local out, taken, started = {}, {}, 0
   local deadline = now + lease
   while #out < n do
-    local id = redis.call('LPOP', ready)
-    if not id then break end
-    local jk = prefix .. 'job:' .. id
-    -- One read serves the checks and the answer: the fields the claim changes are patched in
-    -- the reply (positions of status, epoch, attempt, updated).
-    local h = redis.call('HGETALL', jk)
-    local at = start_fields(h)
-    local st = at.status and h[at.status]
-    local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
-    -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped.
-    if at.epoch and at.attempt and at.updated
-      and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
-      local epoch = tostring((tonumber(h[at.epoch]) or 0) + 1)
-      local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
-      local updated = string.format('%d', now)
-      redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
-      if st == 'queued' then
-        redis.call('HINCRBY', stats, 'count:' .. kind .. ':processing', 1)
+    local ids = redis.call('LPOP', ready, n - #out)
+    if not ids then break end
+    for _, id in ipairs(ids) do
+      local jk = prefix .. 'job:' .. id
+      -- One read serves the checks and the answer: the fields the claim changes are patched in
+      -- the reply (positions of status, epoch, attempt, updated).
+      local h = redis.call('HGETALL', jk)
+      local at = start_fields(h)
+      local st = at.status and h[at.status]
+      -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped;
+      -- `taken` covers the jobs of this call, whose leases are still in `b`.
+      local live = st == 'processing' and (taken[id] or redis.call('ZSCORE', inflight, id))
+      if at.epoch and at.attempt and at.updated
+        and (st == 'queued' or (st == 'processing' and (not live or (live ~= true and tonumber(live) <= now)))) then
+        local epoch = tostring((tonumber(h[at.epoch]) or 0) + 1)
+        local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
+        local updated = string.format('%d', now)
+        redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
+        if st == 'queued' then
+          started = started + 1
+        end
+        batch_zadd(b, inflight, deadline, id)
+        taken[id] = true
+        h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', epoch, attempt, updated
+        out[#out + 1] = h
       end
-      redis.call('ZADD', inflight, deadline, id)
-      h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', epoch, attempt, updated
-      out[#out + 1] = h
     end
+  end
+  if started > 0 then
+    batch_incr(b, stats, 'count:' .. kind .. ':processing', started)
   end
   return out
 end

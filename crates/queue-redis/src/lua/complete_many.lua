@@ -1,7 +1,11 @@
 -- Records the outcomes of several jobs, each fenced on its own, and hands each caller its next
--- job in the same call (claim_plain_fn.lua, record_outcome_fn.lua, start_chat_fn.lua and the
--- lane store's common.lua and finish_fn.lua are prepended). One call for what many job slots
--- finished at about the same time.
+-- job in the same call (batch_fn.lua, claim_plain_fn.lua, record_outcome_fn.lua, start_chat_fn.lua
+-- and the lane store's common.lua and finish_fn.lua are prepended). One call for what many job
+-- slots finished at about the same time.
+-- The outcomes go first, their writes to set-wide keys gathered (one command per key, not per
+-- job); then the non-chat claims, one per kind for all the callers of that kind, shared out in
+-- the callers' order: the ready list is FIFO, so each caller gets the jobs it would have got by
+-- claiming right after its own outcome.
 -- An outcome is refused (and counted in `fenced`) unless the record is `processing` under the
 -- caller's epoch and, for a chat job, its lane's active claim is still that job and epoch.
 -- A non-chat job's slot claims up to `n` ready jobs of its kind (finish-and-claim-next). A chat
@@ -16,7 +20,7 @@
 -- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
 -- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
 local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local out = {}
+local out, wants, b = {}, {}, new_batch()
 for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
@@ -32,7 +36,7 @@ for i = 5, #ARGV, 8 do
       current = active[2] or current
     end
   end
-  local claimed, chat_next = {}, {}
+  local chat_next = {}
   if not f[1] then
     answer = 'notfound'
   else
@@ -40,7 +44,7 @@ for i = 5, #ARGV, 8 do
       redis.call('HINCRBY', KEYS[2], 'fenced', 1)
       answer = 'stale:' .. current
     else
-      record_outcome(jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], prefix, id, outcome,
+      record_outcome(b, jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], prefix, id, outcome,
                      value, ARGV[1], retention, due, kind)
       answer = 'ok'
       if kind == 'chat' and outcome ~= 'retry' then
@@ -58,9 +62,32 @@ for i = 5, #ARGV, 8 do
       end
     end
     if kind ~= 'chat' and n > 0 then
-      claimed = claim_plain(prefix .. 'ready:' .. kind, KEYS[1], KEYS[2], n, now, lease, prefix, kind)
+      wants[#wants + 1] = { #out + 1, kind, n }
     end
   end
-  out[#out + 1] = { answer, claimed, chat_next }
+  out[#out + 1] = { answer, {}, chat_next }
+end
+flush_batch(b)
+local total, kinds = {}, {}
+for _, w in ipairs(wants) do
+  if not total[w[2]] then
+    total[w[2]] = 0
+    kinds[#kinds + 1] = w[2]
+  end
+  total[w[2]] = total[w[2]] + w[3]
+end
+local claimed, next_at = {}, {}
+for _, kind in ipairs(kinds) do
+  claimed[kind] = claim_plain(b, prefix .. 'ready:' .. kind, KEYS[1], KEYS[2], total[kind], now, lease, prefix, kind)
+  next_at[kind] = 1
+end
+flush_batch(b)
+for _, w in ipairs(wants) do
+  local at, kind, n = w[1], w[2], w[3]
+  local list, mine = claimed[kind], out[at][2]
+  for j = next_at[kind], math.min(next_at[kind] + n - 1, #list) do
+    mine[#mine + 1] = list[j]
+  end
+  next_at[kind] = next_at[kind] + n
 end
 return out

@@ -1,3 +1,19 @@
+-- job_fields(...): the hash fields of a new job record, in HSET's field-value order.
+-- Shared by `create_job` below and the batched `submit_plain.lua`.
+local function job_fields(id, kind, tenant, lane, request_id, now, payload, seq)
+  local fields = {'id', id, 'tenant', tenant, 'kind', kind, 'status', 'queued', 'attempt', 0,
+    'epoch', 0, 'seq', seq, 'created', now, 'updated', now, 'payload', payload}
+  if lane ~= '' then
+    fields[#fields + 1] = 'lane'
+    fields[#fields + 1] = lane
+  end
+  if request_id ~= '' then
+    fields[#fields + 1] = 'request_id'
+    fields[#fields + 1] = request_id
+  end
+  return fields
+end
+
 -- create_job(K, A): creates one job record: refuses an existing id, assigns the next sequence
 -- number and indexes the job as pending. No counter: a kind's queued count is derived (its
 -- pending index less its `processing` counter).
@@ -9,19 +25,8 @@ local function create_job(K, A)
   if redis.call('EXISTS', K[1]) == 1 then
     return 0
   end
-  local id = A[1]
   local seq = redis.call('INCR', K[2])
-  local fields = {'id', id, 'tenant', A[3], 'kind', A[2], 'status', 'queued', 'attempt', 0,
-    'epoch', 0, 'seq', seq, 'created', A[6], 'updated', A[6], 'payload', A[7]}
-  if A[4] ~= '' then
-    fields[#fields + 1] = 'lane'
-    fields[#fields + 1] = A[4]
-  end
-  if A[5] ~= '' then
-    fields[#fields + 1] = 'request_id'
-    fields[#fields + 1] = A[5]
-  end
-  redis.call('HSET', K[1], unpack(fields))
-  redis.call('ZADD', K[3], seq, id)
+  redis.call('HSET', K[1], unpack(job_fields(A[1], A[2], A[3], A[4], A[5], A[6], A[7], seq)))
+  redis.call('ZADD', K[3], seq, A[1])
   return seq
 end

@@ -1,26 +1,56 @@
--- Submits one or more non-chat jobs in one call: for each, `create_job` (job_create_fn.lua) and
--- its ready list; then one wake-up per kind, with as many tokens as jobs of that kind (at most 64),
--- so that as many idle workers wake as there is work for.
+-- Submits one or more non-chat jobs in one call, with the effect of `create_job`
+-- (job_create_fn.lua) and a ready-list push for each, in order, but with the per-job work cut to
+-- two commands (EXISTS and HSET): the sequence numbers come from one INCRBY, and each kind gets
+-- one ZADD to its pending index, one RPUSH to its ready list and one wake-up with as many tokens
+-- as jobs of that kind (at most 64), so that as many idle workers wake as there is work for.
+-- A job whose id is taken, by an existing record or by an earlier job of this call, gets 0 and
+-- nothing is written for it; the others get consecutive sequence numbers in their order.
+-- A call holds at most MAX_SUBMIT_BATCH (1,000) jobs, so each multi-member command's `unpack`
+-- stays far below Lua's stack limit.
 -- KEYS[1] seq counter
 -- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] tenant prefix; then 5 per job: id, kind, lane
 --   ('' = none), request id ('' = none), payload (JSON text)
--- Returns, per job, its new seq (>= 1), or 0 when its id is taken (nothing written for it).
+-- Returns, per job, its new seq (>= 1), or 0 when its id is taken.
 local prefix = ARGV[3]
-local out, woken = {}, {}
+local out, fresh, seen = {}, {}, {}
 for i = 4, #ARGV, 5 do
-  local id, kind = ARGV[i], ARGV[i + 1]
-  local seq = create_job(
-    { prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind },
-    { id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4] })
-  if seq > 0 then
-    redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
-    woken[kind] = (woken[kind] or 0) + 1
+  local id = ARGV[i]
+  if seen[id] or redis.call('EXISTS', prefix .. 'job:' .. id) == 1 then
+    out[#out + 1] = 0
+  else
+    seen[id] = true
+    out[#out + 1] = i
+    fresh[#fresh + 1] = #out
   end
-  out[#out + 1] = seq
 end
-for kind, n in pairs(woken) do
+if #fresh == 0 then
+  return out
+end
+local seq = redis.call('INCRBY', KEYS[1], #fresh) - #fresh
+local kinds, by_kind = {}, {}
+for _, at in ipairs(fresh) do
+  local i = out[at]
+  local id, kind = ARGV[i], ARGV[i + 1]
+  seq = seq + 1
+  out[at] = seq
+  redis.call('HSET', prefix .. 'job:' .. id,
+    unpack(job_fields(id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4], seq)))
+  local k = by_kind[kind]
+  if not k then
+    k = { scored = {}, ids = {} }
+    by_kind[kind] = k
+    kinds[#kinds + 1] = kind
+  end
+  k.scored[#k.scored + 1] = seq
+  k.scored[#k.scored + 1] = id
+  k.ids[#k.ids + 1] = id
+end
+for _, kind in ipairs(kinds) do
+  local k = by_kind[kind]
+  redis.call('ZADD', prefix .. 'pending:' .. kind, unpack(k.scored))
+  redis.call('RPUSH', prefix .. 'ready:' .. kind, unpack(k.ids))
   local tokens = {}
-  for t = 1, math.min(n, 64) do
+  for t = 1, math.min(#k.ids, 64) do
     tokens[t] = '1'
   end
   -- Tokens beyond 64 would wake no one more; trim only when there are that many.

@@ -1,0 +1,63 @@
+-- Shared by the scripts that change many jobs in one call (claim_plain.lua, complete_many.lua):
+-- the writes that touch one key for many jobs (a counter, a sorted set's members) are gathered
+-- and sent as one command per key by `flush_batch`, instead of one command per job. A script
+-- must not read a gathered key between gathering and the flush (it flushes first).
+local function new_batch()
+  return { counters = {}, counter_order = {}, sets = {}, set_order = {} }
+end
+
+-- Adds `by` to hash field `field` of `key` at the flush.
+local function batch_incr(b, key, field, by)
+  local at = key .. '\n' .. field
+  local c = b.counters[at]
+  if not c then
+    c = { key, field, 0 }
+    b.counters[at] = c
+    b.counter_order[#b.counter_order + 1] = at
+  end
+  c[3] = c[3] + by
+end
+
+-- The argument list of `command` (ZADD or ZREM) on `key`, gathered for the flush.
+local function batch_args(b, command, key)
+  local at = command .. ' ' .. key
+  local s = b.sets[at]
+  if not s then
+    s = { command, key, {} }
+    b.sets[at] = s
+    b.set_order[#b.set_order + 1] = at
+  end
+  return s[3]
+end
+
+-- ZADD `member` with `score` to `key` at the flush.
+local function batch_zadd(b, key, score, member)
+  local args = batch_args(b, 'ZADD', key)
+  args[#args + 1] = score
+  args[#args + 1] = member
+end
+
+-- ZREM `member` from `key` at the flush.
+local function batch_zrem(b, key, member)
+  local args = batch_args(b, 'ZREM', key)
+  args[#args + 1] = member
+end
+
+-- Sends the gathered writes, each key's in commands of at most 1,000 arguments (`unpack` has a
+-- stack limit of about 8,000), and empties the batch.
+local function flush_batch(b)
+  for _, at in ipairs(b.counter_order) do
+    local c = b.counters[at]
+    if c[3] ~= 0 then
+      redis.call('HINCRBY', c[1], c[2], c[3])
+    end
+  end
+  for _, at in ipairs(b.set_order) do
+    local s = b.sets[at]
+    local args, step = s[3], 1000
+    for from = 1, #args, step do
+      redis.call(s[1], s[2], unpack(args, from, math.min(from + step - 1, #args)))
+    end
+  end
+  b.counters, b.counter_order, b.sets, b.set_order = {}, {}, {}, {}
+end
