@@ -1,11 +1,12 @@
 //! The Redis baselines of the same run: what the same Redis does with the fewest commands a
 //! reliable queue needs (LPUSH to enqueue; LMOVE to an in-flight list to claim; LREM to finish),
-//! through redis-rs, and `redis-benchmark` for LPUSH and EVALSHA.
+//! through redis-rs, and `redis-benchmark` for LPUSH and EVALSHA; and the round trip of an idle
+//! client at W3's pace, the floor under W3's latency.
 
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lane_store::redis::{self, aio::MultiplexedConnection};
 
@@ -69,6 +70,27 @@ pub async fn lpush_concurrent(url: &str, total: u64, conns: usize, deadline: Ins
         joined??;
     }
     Ok(rate(done.load(Ordering::SeqCst), started))
+}
+
+/// One PING every `1 / rate` s on one connection, `total` of them, each round trip timed: µs per
+/// round trip. At W3's pace the client, the server and the vCPUs are idle between requests, so
+/// this is the round trip W3 pays at each hop (a hand-off between idle processes costs more than
+/// the back-to-back round trip `redis-benchmark` measures).
+///
+/// # Errors
+/// A Redis error.
+pub async fn ping_paced(url: &str, total: u64, rate: u64) -> BenchResult<Vec<f64>> {
+    let mut conn = connect(url).await?;
+    #[allow(clippy::cast_precision_loss)] // a rate of a few hundred per second
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let mut round_trips = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        tick.tick().await;
+        let sent = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        round_trips.push(sent.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(round_trips)
 }
 
 /// Enqueues `total` jobs as LPUSH pipelines of `batch` on one connection: jobs/s.

@@ -193,6 +193,12 @@ pub const BASELINES: &[(&str, &str, Compared)] = &[
         "redis-rs: LMOVE to an in-flight list, then LREM; pipelines of 32, 2 connections",
         Some(("ratio.redis_w2_vs_pipe", "Redis W2 / this")),
     ),
+    (
+        "base.redis_ping_paced_p50",
+        "redis-rs: PING round trip p50, 1 connection, at W3's pace (client and server idle between)",
+        Some(("ratio.redis_w3_p50_vs_ping", "Redis W3 p50 / this (two hand-offs and a round trip)")),
+    ),
+    ("base.redis_ping_paced_p99", "redis-rs: the same, p99", None),
     ("base.rb_ping_c1", "redis-benchmark PING, 1 client: the loopback round trip", None),
     ("base.rb_lpush_p1", "redis-benchmark LPUSH, 50 clients, no pipelining", None),
     ("base.rb_lpush_p16", "redis-benchmark LPUSH, 50 clients, -P 16", None),

@@ -340,9 +340,8 @@ impl Bench {
     }
 
     fn put_latency(&mut self, col: &str, runs: &[Vec<f64>]) {
-        let pick = |p: f64| runs.iter().filter_map(|l| percentile(l, p)).map(|us| us / 1_000.0).collect();
-        self.put(&format!("w3_p50.{col}"), Figure::of("ms", pick(50.0)));
-        self.put(&format!("w3_p99.{col}"), Figure::of("ms", pick(99.0)));
+        self.put(&format!("w3_p50.{col}"), Figure::of("ms", percentile_ms(runs, 50.0)));
+        self.put(&format!("w3_p99.{col}"), Figure::of("ms", percentile_ms(runs, 99.0)));
     }
 
     async fn w3(&mut self) -> BenchResult<()> {
@@ -613,6 +612,16 @@ impl Bench {
         self.put("base.redis_enqueue_pipe", Figure::of("jobs/s", enqueue));
         self.put("base.redis_drain_pipe", Figure::of("jobs/s", drain));
 
+        // An idle client's round trip at W3's pace: half the W3 jobs' count, per run.
+        let pings = (self.p.w3_jobs / 2).max(1);
+        let mut paced = Vec::new();
+        for run in 0..self.runs() {
+            self.progress(&format!("baseline · PING at {}/s", self.p.w3_rate), run);
+            paced.push(baseline::ping_paced(&url, pings, self.p.w3_rate).await?);
+        }
+        self.put("base.redis_ping_paced_p50", Figure::of("ms", percentile_ms(&paced, 50.0)));
+        self.put("base.redis_ping_paced_p99", Figure::of("ms", percentile_ms(&paced, 99.0)));
+
         let port = self.redis.port();
         let script = "return redis.call('LPUSH', KEYS[1], ARGV[1])";
         let sha = self.redis.command(&["SCRIPT", "LOAD", script]);
@@ -641,6 +650,11 @@ impl Bench {
         self.put("base.rb_evalsha_p16", Figure::of("ops/s", eval16));
         Ok(())
     }
+}
+
+/// The `p`th percentile of each run's µs samples, in ms.
+fn percentile_ms(runs: &[Vec<f64>], p: f64) -> Vec<f64> {
+    runs.iter().filter_map(|l| percentile(l, p)).map(|us| us / 1_000.0).collect()
 }
 
 /// Runs every workload and writes the results.
@@ -680,6 +694,7 @@ pub async fn run(opts: Options) -> BenchResult<()> {
     if bench.opts.wants("w3") {
         bench.w3().await?;
     }
+    bench.ratio("ratio.redis_w3_p50_vs_ping", "w3_p50.redis", "base.redis_ping_paced_p50");
     if bench.opts.wants("w4") {
         bench.w4().await?;
     }
