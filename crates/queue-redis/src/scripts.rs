@@ -9,7 +9,7 @@ use lane_store::redis::Script;
 /// `START_CHAT_FN`, so every script that includes either starts with it.
 const START_FIELDS_FN: &str = include_str!("lua/start_fields_fn.lua");
 /// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
-/// key; needed by `CLAIM_PLAIN_FN` and `RECORD_OUTCOME_FN`.
+/// key; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN` and `START_CHAT_FN`.
 const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
@@ -26,7 +26,10 @@ const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
 
 /// Claims chat dispatches that are still current.
 pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{START_FIELDS_FN}\n{START_CHAT_FN}\n{}", include_str!("lua/claim_chat.lua")))
+    Script::new(&format!(
+        "{BATCH_FN}\n{START_FIELDS_FN}\n{START_CHAT_FN}\n{}",
+        include_str!("lua/claim_chat.lua")
+    ))
 });
 /// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");

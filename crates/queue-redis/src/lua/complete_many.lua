@@ -11,7 +11,8 @@
 -- A non-chat job's slot claims up to `n` ready jobs of its kind (finish-and-claim-next). A chat
 -- job's final outcome moves its lane on (`finish_lane`): with `n` > 0, and no other lane's job
 -- waiting in ready:chat, the lane's next job is started here and handed to the same slot (no
--- dispatch round trip); otherwise it is dispatched to the back of ready:chat for any worker.
+-- dispatch round trip); otherwise it is dispatched to the back of ready:chat for any worker
+-- (one RPUSH and one wake-up for all of the call's dispatches).
 -- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
 -- ARGV[1] now  ARGV[2] retention (ms)  ARGV[3] lease (ms) of the claims  ARGV[4] tenant prefix
@@ -21,6 +22,8 @@
 -- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
 local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out, wants, b = {}, {}, new_batch()
+-- The length of ready:chat, read once, and the chat dispatches this call makes, pushed at once.
+local waiting, dispatches = nil, {}
 for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
@@ -50,14 +53,22 @@ for i = 5, #ARGV, 8 do
       if kind == 'chat' and outcome ~= 'retry' then
         -- Straight to this slot only while no other lane's job waits for a worker: lanes are
         -- served first come, first served, and a busy lane cannot keep a slot to itself.
-        local keep = n > 0 and redis.call('LLEN', KEYS[7]) == 0
+        if n > 0 and not waiting then
+          waiting = redis.call('LLEN', KEYS[7])
+        end
+        local keep = n > 0 and waiting + #dispatches == 0
         -- The claim was checked above (the fence): finish_lane need not read it again. The
-        -- next job's claim is made with the lease it runs under: start_chat leaves it.
+        -- next job's claim is made with the lease it runs under: start_chat leaves it. A next
+        -- job for any worker is pushed with the others at the end (finish_lane does not push).
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
-                                  KEYS[8], id, epoch, lane, now + lease, keep and '0' or '1', true)
-        if moved[1] == 'next' and keep then
-          chat_next = start_chat(prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
-                                 string.format('%d', now + lease), true)
+                                  KEYS[8], id, epoch, lane, now + lease, '0', true)
+        if moved[1] == 'next' then
+          if keep then
+            chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
+                                   string.format('%d', now + lease), true)
+          else
+            dispatches[#dispatches + 1] = moved[3] .. '|' .. moved[2] .. '|' .. lane
+          end
         end
       end
     end
@@ -68,6 +79,17 @@ for i = 5, #ARGV, 8 do
   out[#out + 1] = { answer, {}, chat_next }
 end
 flush_batch(b)
+if #dispatches > 0 then
+  redis.call('RPUSH', KEYS[7], unpack(dispatches))
+  local tokens = {}
+  for t = 1, math.min(#dispatches, 64) do
+    tokens[t] = '1'
+  end
+  -- Tokens beyond 64 would wake no one more; trim only when there are that many.
+  if redis.call('LPUSH', KEYS[8], unpack(tokens)) > 64 then
+    redis.call('LTRIM', KEYS[8], 0, 63)
+  end
+end
 local total, kinds = {}, {}
 for _, w in ipairs(wants) do
   if not total[w[2]] then

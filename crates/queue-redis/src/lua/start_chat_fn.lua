@@ -2,11 +2,13 @@
 -- the lane's current claim): the record moves to `processing` under the claim's epoch and, unless
 -- `lease_set` (the caller has just claimed the lane with this lease), the lease restarts (hash
 -- and lease index), so the reaper cannot hand out a job a worker has just started.
--- prefix: the tenant's key prefix; stats, leases: keys; ttl: the claim TTL (ms).
+-- b: the batch (batch_fn.lua) that gathers the `processing` counter and the lease index (the
+-- caller flushes it); prefix: the tenant's key prefix; stats, leases: keys; ttl: the claim TTL
+-- (ms).
 -- Returns {'run', epoch, lane, deadline, record as HGETALL gives it, after the start}, or
 -- {'finish', epoch, lane, deadline, job} for a claim whose job is already finished or gone (the
 -- lane must move on).
-local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
+local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
   local jk = prefix .. 'job:' .. job
   -- One read serves the check and the answer: the fields the start changes are patched in it.
   local h = redis.call('HGETALL', jk)
@@ -14,7 +16,7 @@ local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old
   local st = at.status and h[at.status]
   if (st == 'queued' or st == 'processing') and at.epoch and at.attempt and at.updated then
     if st == 'queued' then
-      redis.call('HINCRBY', stats, 'count:chat:processing', 1)
+      batch_incr(b, stats, 'count:chat:processing', 1)
     end
     local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
     local updated = string.format('%d', now)
@@ -23,7 +25,7 @@ local function start_chat(prefix, stats, leases, job, epoch, lane, now, ttl, old
     local deadline = now + ttl
     if not lease_set then
       redis.call('HSET', prefix .. 'lane:' .. lane .. ':active', 'deadline', deadline)
-      redis.call('ZADD', leases, deadline, lane)
+      batch_zadd(b, leases, deadline, lane)
     end
     return { 'run', tostring(epoch), lane, string.format('%d', deadline), h }
   end
