@@ -177,10 +177,24 @@ struct RunningJob {
 
 /// A non-chat job waiting in its pool's queue, with the epoch its next attempt starts under (one
 /// past the record's when it was queued), so a worker can start it without reading it first.
+///
+/// A backlog is held whole in the queues, so the id is the one allocation that the queue and
+/// `in_flight` share, rather than a `JobId` (a `String`) in each.
 #[derive(Debug)]
 struct PlainItem {
-    id: JobId,
+    id: Arc<str>,
     epoch: u64,
+}
+
+impl PlainItem {
+    fn new(id: &JobId, epoch: u64) -> Self {
+        Self { id: Arc::from(id.as_str()), epoch }
+    }
+
+    fn job_id(&self) -> JobId {
+        // Made from a `JobId`, so it is a valid one.
+        JobId::new(&*self.id).unwrap_or_else(|e| unreachable!("a queued job id is valid: {e}"))
+    }
 }
 
 /// What a worker takes from its queue.
@@ -218,8 +232,9 @@ struct Inner {
     exam: WorkQueue<PlainItem>,
     profile: WorkQueue<PlainItem>,
     chat_ready: WorkQueue<LaneClaim>,
-    /// Non-chat jobs held in a queue or by a worker: a rescan skips them.
-    in_flight: Mutex<HashSet<JobId>>,
+    /// Non-chat jobs held in a queue or by a worker: a rescan skips them. The ids are shared
+    /// with the queued items.
+    in_flight: Mutex<HashSet<Arc<str>>>,
     running: Mutex<HashMap<JobId, RunningJob>>,
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
@@ -488,7 +503,7 @@ impl InlineRuntime {
         if record.status.is_terminal() {
             return Err(QueueError::InvalidTransition { from: record.status, to: JobStatus::Queued });
         }
-        let item = PlainItem { id: record.id.clone(), epoch: record.lease_epoch + 1 };
+        let item = PlainItem::new(&record.id, record.lease_epoch + 1);
         if self.inner.push_plain(kind, item)? {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
             self.inner.config.metrics.record_enqueued(kind);
@@ -559,11 +574,11 @@ impl InlineRuntime {
         self.ensure_running()?;
         let mut n = 0;
         for record in self.inner.deps.store.scan_pending(kind).await? {
-            if lock(&self.inner.in_flight).contains(&record.id) {
+            if lock(&self.inner.in_flight).contains(record.id.as_str()) {
                 continue;
             }
             self.inner.requeue_orphan(&record).await?;
-            match self.inner.push_plain(kind, PlainItem { id: record.id, epoch: record.lease_epoch + 1 }) {
+            match self.inner.push_plain(kind, PlainItem::new(&record.id, record.lease_epoch + 1)) {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -634,12 +649,12 @@ impl Inner {
 
     /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
     fn push_plain(&self, kind: JobKind, item: PlainItem) -> QueueResult<bool> {
-        if !lock(&self.in_flight).insert(item.id.clone()) {
+        if !lock(&self.in_flight).insert(Arc::clone(&item.id)) {
             return Ok(false);
         }
         let queue = self.queue(kind);
         if let Err(item) = queue.try_push(item) {
-            lock(&self.in_flight).remove(&item.id);
+            lock(&self.in_flight).remove(&*item.id);
             return Err(QueueError::QueueFull { kind, capacity: queue.capacity() });
         }
         Ok(true)
@@ -734,18 +749,18 @@ impl Inner {
     }
 
     async fn prepare_plain(&self, item: PlainItem) -> Option<Prepared> {
-        match self.begin(&item.id, item.epoch, None).await {
+        match self.begin(&item.job_id(), item.epoch, None).await {
             Ok(Some((record, epoch))) => {
                 Some(Prepared { record, epoch, claim: None, span: tracing::Span::none() })
             }
             Ok(None) => {
                 // Gone or finished meanwhile (cancelled): nothing to run.
-                lock(&self.in_flight).remove(&item.id);
+                lock(&self.in_flight).remove(&*item.id);
                 None
             }
             Err(e) => {
                 warn!(job = %item.id, error = %e, "could not start job; it stays pending for the next scan");
-                lock(&self.in_flight).remove(&item.id);
+                lock(&self.in_flight).remove(&*item.id);
                 None
             }
         }
@@ -1003,12 +1018,12 @@ impl Inner {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(id.as_str());
                 return;
             }
             Err(e) => {
                 warn!(job = %id, error = %e, "could not record the outcome; the job stays pending");
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(id.as_str());
                 return;
             }
         }
@@ -1028,7 +1043,7 @@ impl Inner {
                     "job failed; retrying"
                 );
                 let inner = self.clone();
-                let item = PlainItem { id: id.clone(), epoch: epoch + 1 };
+                let item = PlainItem::new(id, epoch + 1);
                 self.add_timer(tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     inner.queue(kind).push_owed(item);
@@ -1037,13 +1052,13 @@ impl Inner {
             Some(JobStatus::Done) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_completed(kind, run_ms);
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(id.as_str());
                 info!(tenant = %record.tenant, lane = lane_of(record), job = %id, kind = kind.as_str(), run_ms, "job completed");
             }
             _ => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_dead_lettered(kind, run_ms);
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(id.as_str());
                 warn!(
                     tenant = %record.tenant,
                     lane = lane_of(record),
