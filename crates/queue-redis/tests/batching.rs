@@ -293,3 +293,63 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     assert_eq!(store.counts(JobKind::Exam).await.expect("counts").queued, 2);
     producer.stop().await.expect("stop producer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_lane_in_order() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "chat-batching");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+    producer.start().await.expect("start producer");
+    let (lanes, per_lane) = (100, 5);
+    for i in 0..per_lane {
+        for l in 0..lanes {
+            let job = NewJob {
+                id: JobId::new(format!("l{l}-{i}")).expect("id"),
+                kind: JobKind::Chat,
+                lane: Some(LaneId::new(format!("student:{l}:main")).expect("lane")),
+                request_id: None,
+                payload: Behavior::Ok.payload(),
+            };
+            producer.submit(store.clone(), job).await.expect("submit");
+        }
+    }
+    let jobs = lanes * per_lane;
+    let before: Vec<u64> =
+        ["evalsha", "rpush", "lpush", "hincrby"].iter().map(|c| calls(&server, c)).collect();
+    let backend = rig.backend(RedisBackendConfig { chat_concurrency: 50, ..RedisBackendConfig::default() });
+    backend.start().await.expect("start");
+    eventually("every chat job is done", Duration::from_secs(60), || async {
+        store.counts(JobKind::Chat).await.expect("counts").done == jobs as u64
+    })
+    .await;
+    let spent: Vec<u64> = ["evalsha", "rpush", "lpush", "hincrby"]
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| calls(&server, c) - b)
+        .collect();
+    let (rpush, lpush, hincrby) = (spent[0], spent[1], spent[2]);
+
+    // Each lane ran its jobs once each, in order, one at a time.
+    let events = handler.events();
+    for l in 0..lanes {
+        let lane = format!("student:{l}:main");
+        let seen: Vec<(String, bool)> = events
+            .iter()
+            .filter(|e| e.lane.as_deref() == Some(lane.as_str()))
+            .map(|e| (e.job.to_string(), e.start))
+            .collect();
+        let expected: Vec<(String, bool)> =
+            (0..per_lane).flat_map(|i| [(format!("l{l}-{i}"), true), (format!("l{l}-{i}"), false)]).collect();
+        assert_eq!(seen, expected, "{lane}: in order, one at a time, each once");
+    }
+    // With 100 lanes waiting for 50 slots, a finished job's successor goes to the back of
+    // ready:chat: one dispatch per job after each lane's first. One by one, each would take an
+    // RPUSH and a wake-up (LPUSH); they are pushed once per outcome call instead, and the
+    // running counter is written once per call too.
+    let dispatches = (jobs - lanes) as u64;
+    assert!(rpush + lpush < dispatches, "{rpush} RPUSH and {lpush} LPUSH for {dispatches} dispatches");
+    assert!(hincrby < jobs as u64, "{hincrby} HINCRBY for {jobs} jobs: one per job, not per call");
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
