@@ -9,7 +9,8 @@ use lane_store::redis::Script;
 /// `START_CHAT_FN`, so every script that includes either starts with it.
 const START_FIELDS_FN: &str = include_str!("lua/start_fields_fn.lua");
 /// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
-/// key; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN` and `START_CHAT_FN`.
+/// key, and wakes idle workers; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN`, `START_CHAT_FN`,
+/// `submit_plain.lua` and `complete_many.lua`.
 const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
@@ -37,7 +38,7 @@ const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 /// Creates one or more non-chat jobs' records and puts them on their ready lists: a submit, or
 /// a batch's non-chat jobs, in one call.
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
+    Script::new(&format!("{BATCH_FN}\n{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
 });
 /// Records the outcomes of several jobs, each fenced, and hands each caller its next job.
 pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {

@@ -1,4 +1,5 @@
--- Shared by the scripts that change many jobs in one call (claim_plain.lua, complete_many.lua):
+-- Shared by the scripts that change many jobs in one call (submit_plain.lua, claim_plain.lua,
+-- claim_chat.lua, complete_many.lua):
 -- the writes that touch one key for many jobs (a counter, a sorted set's members) are gathered
 -- and sent as one command per key by `flush_batch`, instead of one command per job. A script
 -- must not read a gathered key between gathering and the flush (it flushes first).
@@ -60,4 +61,16 @@ local function flush_batch(b)
     end
   end
   b.counters, b.counter_order, b.sets, b.set_order = {}, {}, {}, {}
+end
+
+-- Wakes up to `n` idle workers blocked on `signal` (one token each, at most 64 in the list: more
+-- would wake no one more; the trim runs only when there are that many).
+local function wake(signal, n)
+  local tokens = {}
+  for t = 1, math.min(n, 64) do
+    tokens[t] = '1'
+  end
+  if redis.call('LPUSH', signal, unpack(tokens)) > 64 then
+    redis.call('LTRIM', signal, 0, 63)
+  end
 end

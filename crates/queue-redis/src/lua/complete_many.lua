@@ -81,14 +81,7 @@ end
 flush_batch(b)
 if #dispatches > 0 then
   redis.call('RPUSH', KEYS[7], unpack(dispatches))
-  local tokens = {}
-  for t = 1, math.min(#dispatches, 64) do
-    tokens[t] = '1'
-  end
-  -- Tokens beyond 64 would wake no one more; trim only when there are that many.
-  if redis.call('LPUSH', KEYS[8], unpack(tokens)) > 64 then
-    redis.call('LTRIM', KEYS[8], 0, 63)
-  end
+  wake(KEYS[8], #dispatches)
 end
 local total, kinds = {}, {}
 for _, w in ipairs(wants) do

@@ -1,8 +1,9 @@
--- Submits one or more non-chat jobs in one call, with the effect of `create_job`
--- (job_create_fn.lua) and a ready-list push for each, in order, but with the per-job work cut to
--- two commands (EXISTS and HSET): the sequence numbers come from one INCRBY, and each kind gets
--- one ZADD to its pending index, one RPUSH to its ready list and one wake-up with as many tokens
--- as jobs of that kind (at most 64), so that as many idle workers wake as there is work for.
+-- Submits one or more non-chat jobs in one call (batch_fn.lua and job_create_fn.lua are
+-- prepended), with the effect of `create_job` and a ready-list push for each, in order, but with
+-- the per-job work cut to two commands (EXISTS and HSET): the sequence numbers come from one
+-- INCRBY, and each kind gets one ZADD to its pending index, one RPUSH to its ready list and one
+-- wake-up with as many tokens as jobs of that kind (at most 64), so that as many idle workers
+-- wake as there is work for.
 -- A job whose id is taken, by an existing record or by an earlier job of this call, gets 0 and
 -- nothing is written for it; the others get consecutive sequence numbers in their order.
 -- A call holds at most MAX_SUBMIT_BATCH (1,000) jobs, so each multi-member command's `unpack`
@@ -49,13 +50,6 @@ for _, kind in ipairs(kinds) do
   local k = by_kind[kind]
   redis.call('ZADD', prefix .. 'pending:' .. kind, unpack(k.scored))
   redis.call('RPUSH', prefix .. 'ready:' .. kind, unpack(k.ids))
-  local tokens = {}
-  for t = 1, math.min(#k.ids, 64) do
-    tokens[t] = '1'
-  end
-  -- Tokens beyond 64 would wake no one more; trim only when there are that many.
-  if redis.call('LPUSH', prefix .. 'signal:' .. kind, unpack(tokens)) > 64 then
-    redis.call('LTRIM', prefix .. 'signal:' .. kind, 0, 63)
-  end
+  wake(prefix .. 'signal:' .. kind, #k.ids)
 end
 return out
