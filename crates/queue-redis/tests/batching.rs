@@ -353,3 +353,36 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_listed_twice_in_one_claim_is_taken_once() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "duplicates");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+    producer.start().await.expect("start producer");
+    let id = JobId::new("dup").expect("id");
+    let job = NewJob {
+        id: id.clone(),
+        kind: JobKind::Upload,
+        lane: None,
+        request_id: None,
+        payload: Behavior::Ok.payload(),
+    };
+    producer.submit(store.clone(), job).await.expect("submit");
+    // Two more entries of the same job, as a reaper's re-queue can leave: one claim pops all three,
+    // and the leases it takes are written only at its end.
+    let ready = TenantKeys::new(&rig.tenant).ready(JobKind::Upload);
+    server.command(&["RPUSH", &ready, "dup", "dup"]);
+    let backend = rig.backend(RedisBackendConfig { upload_concurrency: 5, ..RedisBackendConfig::default() });
+    backend.start().await.expect("start");
+    eventually("the job is done and its entries are gone", Duration::from_secs(20), || async {
+        store.get(&id).await.expect("get").is_some_and(|r| r.status == queue_core::JobStatus::Done)
+            && server.command(&["LLEN", &ready]) == "0"
+    })
+    .await;
+    assert_eq!(handler.invocations(&id), 1, "the job ran once");
+    assert_eq!(store.get(&id).await.expect("get").expect("dup").attempt, 1, "one attempt");
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}

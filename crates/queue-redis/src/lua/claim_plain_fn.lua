@@ -19,10 +19,10 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
       local at = start_fields(h)
       local st = at.status and h[at.status]
       -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped;
-      -- `taken` covers the jobs of this call, whose leases are still in `b`.
-      local live = st == 'processing' and (taken[id] or redis.call('ZSCORE', inflight, id))
-      if at.epoch and at.attempt and at.updated
-        and (st == 'queued' or (st == 'processing' and (not live or (live ~= true and tonumber(live) <= now)))) then
+      -- so is a second entry of a job this call took (its lease is still in `b`).
+      local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
+      if not taken[id] and at.epoch and at.attempt and at.updated
+        and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
         local epoch = tostring((tonumber(h[at.epoch]) or 0) + 1)
         local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
         local updated = string.format('%d', now)

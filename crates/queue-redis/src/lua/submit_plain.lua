@@ -13,15 +13,14 @@
 --   ('' = none), request id ('' = none), payload (JSON text)
 -- Returns, per job, its new seq (>= 1), or 0 when its id is taken.
 local prefix = ARGV[3]
+-- out: the answer per job (0 until numbered); fresh: {answer position, first ARGV} of each new job.
 local out, fresh, seen = {}, {}, {}
 for i = 4, #ARGV, 5 do
   local id = ARGV[i]
-  if seen[id] or redis.call('EXISTS', prefix .. 'job:' .. id) == 1 then
-    out[#out + 1] = 0
-  else
+  out[#out + 1] = 0
+  if not seen[id] and redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
     seen[id] = true
-    out[#out + 1] = i
-    fresh[#fresh + 1] = #out
+    fresh[#fresh + 1] = { #out, i }
   end
 end
 if #fresh == 0 then
@@ -29,8 +28,8 @@ if #fresh == 0 then
 end
 local seq = redis.call('INCRBY', KEYS[1], #fresh) - #fresh
 local kinds, by_kind = {}, {}
-for _, at in ipairs(fresh) do
-  local i = out[at]
+for _, f in ipairs(fresh) do
+  local at, i = f[1], f[2]
   local id, kind = ARGV[i], ARGV[i + 1]
   seq = seq + 1
   out[at] = seq
