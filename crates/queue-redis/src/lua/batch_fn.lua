@@ -1,8 +1,9 @@
 -- Shared by the scripts that change many jobs in one call (submit_plain.lua, claim_plain.lua,
--- claim_chat.lua, complete_many.lua):
--- the writes that touch one key for many jobs (a counter, a sorted set's members) are gathered
--- and sent as one command per key by `flush_batch`, instead of one command per job. A script
--- must not read a gathered key between gathering and the flush (it flushes first).
+-- claim_chat.lua, complete_many.lua): the writes that touch one key for many jobs (a counter, a
+-- sorted set's or a list's members) are gathered and sent as one command per key by
+-- `flush_batch`, instead of one command per job. A script must not read a gathered key between
+-- gathering and the flush, unless it counts what is still gathered (complete_many counts its
+-- chat dispatches); otherwise it flushes first.
 local function new_batch()
   return { counters = {}, counter_order = {}, sets = {}, set_order = {} }
 end
@@ -19,7 +20,7 @@ local function batch_incr(b, key, field, by)
   c[3] = c[3] + by
 end
 
--- The argument list of `command` (ZADD or ZREM) on `key`, gathered for the flush.
+-- The argument list of `command` (ZADD, ZREM or RPUSH) on `key`, gathered for the flush.
 local function batch_args(b, command, key)
   local at = command .. ' ' .. key
   local s = b.sets[at]
@@ -42,6 +43,12 @@ end
 local function batch_zrem(b, key, member)
   local args = batch_args(b, 'ZREM', key)
   args[#args + 1] = member
+end
+
+-- RPUSH `value` onto `key` at the flush (values keep their order).
+local function batch_rpush(b, key, value)
+  local args = batch_args(b, 'RPUSH', key)
+  args[#args + 1] = value
 end
 
 -- Sends the gathered writes, each key's in commands of at most 1,000 arguments (`unpack` has a

@@ -22,8 +22,9 @@
 -- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
 local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out, wants, b = {}, {}, new_batch()
--- The length of ready:chat, read once, and the chat dispatches this call makes, pushed at once.
-local waiting, dispatches = nil, {}
+-- The length of ready:chat, read once, and how many chat dispatches this call pushes (with the
+-- batch, at its first flush).
+local waiting, dispatched = nil, 0
 for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
@@ -56,7 +57,7 @@ for i = 5, #ARGV, 8 do
         if n > 0 and not waiting then
           waiting = redis.call('LLEN', KEYS[7])
         end
-        local keep = n > 0 and waiting + #dispatches == 0
+        local keep = n > 0 and waiting + dispatched == 0
         -- The claim was checked above (the fence): finish_lane need not read it again. The
         -- next job's claim is made with the lease it runs under: start_chat leaves it. A next
         -- job for any worker is pushed with the others at the end (finish_lane does not push).
@@ -67,7 +68,8 @@ for i = 5, #ARGV, 8 do
             chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
                                    string.format('%d', now + lease), true)
           else
-            dispatches[#dispatches + 1] = moved[3] .. '|' .. moved[2] .. '|' .. lane
+            batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)
+            dispatched = dispatched + 1
           end
         end
       end
@@ -79,9 +81,8 @@ for i = 5, #ARGV, 8 do
   out[#out + 1] = { answer, {}, chat_next }
 end
 flush_batch(b)
-if #dispatches > 0 then
-  redis.call('RPUSH', KEYS[7], unpack(dispatches))
-  wake(KEYS[8], #dispatches)
+if dispatched > 0 then
+  wake(KEYS[8], dispatched)
 end
 local total, kinds = {}, {}
 for _, w in ipairs(wants) do

@@ -27,7 +27,8 @@ if #fresh == 0 then
   return out
 end
 local seq = redis.call('INCRBY', KEYS[1], #fresh) - #fresh
-local kinds, by_kind = {}, {}
+-- Per kind, in order of first appearance: how many new jobs (the wake-up's tokens).
+local b, kinds, count = new_batch(), {}, {}
 for _, f in ipairs(fresh) do
   local at, i = f[1], f[2]
   local id, kind = ARGV[i], ARGV[i + 1]
@@ -35,20 +36,16 @@ for _, f in ipairs(fresh) do
   out[at] = seq
   redis.call('HSET', prefix .. 'job:' .. id,
     unpack(job_fields(id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4], seq)))
-  local k = by_kind[kind]
-  if not k then
-    k = { scored = {}, ids = {} }
-    by_kind[kind] = k
+  batch_zadd(b, prefix .. 'pending:' .. kind, seq, id)
+  batch_rpush(b, prefix .. 'ready:' .. kind, id)
+  if not count[kind] then
+    count[kind] = 0
     kinds[#kinds + 1] = kind
   end
-  k.scored[#k.scored + 1] = seq
-  k.scored[#k.scored + 1] = id
-  k.ids[#k.ids + 1] = id
+  count[kind] = count[kind] + 1
 end
+flush_batch(b)
 for _, kind in ipairs(kinds) do
-  local k = by_kind[kind]
-  redis.call('ZADD', prefix .. 'pending:' .. kind, unpack(k.scored))
-  redis.call('RPUSH', prefix .. 'ready:' .. kind, unpack(k.ids))
-  wake(prefix .. 'signal:' .. kind, #k.ids)
+  wake(prefix .. 'signal:' .. kind, count[kind])
 end
 return out
