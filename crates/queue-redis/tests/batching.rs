@@ -23,6 +23,17 @@ fn calls(server: &RedisServer, command: &str) -> u64 {
         .map_or(0, |n| n.parse().expect("a count"))
 }
 
+/// A job of `kind` with the payload of `behavior`, in `lane` (chat jobs) or none.
+fn job(id: &str, kind: JobKind, lane: Option<&str>, behavior: &Behavior) -> NewJob {
+    NewJob {
+        id: JobId::new(id).expect("id"),
+        kind,
+        lane: lane.map(|l| LaneId::new(l).expect("lane")),
+        request_id: None,
+        payload: behavior.payload(),
+    }
+}
+
 /// One tenant on `server`: its job store, a recording handler, and backends built on both.
 struct Rig {
     pool: RedisPool,
@@ -84,16 +95,7 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     let ids: Vec<JobId> = (0..jobs).map(|i| JobId::new(format!("b{i}")).expect("id")).collect();
     producer.start().await.expect("start producer");
     for chunk in ids.chunks(500) {
-        let batch = chunk
-            .iter()
-            .map(|id| NewJob {
-                id: id.clone(),
-                kind: JobKind::Upload,
-                lane: None,
-                request_id: None,
-                payload: Behavior::Ok.payload(),
-            })
-            .collect();
+        let batch = chunk.iter().map(|id| job(id.as_str(), JobKind::Upload, None, &Behavior::Ok)).collect();
         for r in producer.submit_many(store.clone(), batch).await.expect("submit_many") {
             r.expect("accepted");
         }
@@ -138,13 +140,7 @@ async fn a_busy_lane_does_not_keep_its_slot_while_another_lane_waits() {
     // One chat slot: the order in which it takes jobs is the order they start.
     let backend = rig.backend(RedisBackendConfig { chat_concurrency: 1, ..RedisBackendConfig::default() });
     backend.start().await.expect("start");
-    let chat = |id: &str, lane: &str, behavior: &Behavior| NewJob {
-        id: JobId::new(id).expect("id"),
-        kind: JobKind::Chat,
-        lane: Some(LaneId::new(lane).expect("lane")),
-        request_id: None,
-        payload: behavior.payload(),
-    };
+    let chat = |id: &str, lane: &str, behavior: &Behavior| job(id, JobKind::Chat, Some(lane), behavior);
     let submit = |job: NewJob| {
         let (backend, store) = (backend.clone(), store.clone());
         async move { backend.submit(store, job).await.expect("submit") }
@@ -178,13 +174,7 @@ async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
     let store = rig.store.clone();
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
-    let upload = |id: String| NewJob {
-        id: JobId::new(id).expect("id"),
-        kind: JobKind::Upload,
-        lane: None,
-        request_id: None,
-        payload: Behavior::Ok.payload(),
-    };
+    let upload = |id: String| job(&id, JobKind::Upload, None, &Behavior::Ok);
     let producers = 50;
     let per_producer = 40;
     let scripts_before = calls(&server, "evalsha");
@@ -234,14 +224,8 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     let store = rig.store.clone();
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
-    let job = |id: &str, kind: JobKind| NewJob {
-        id: JobId::new(id).expect("id"),
-        kind,
-        lane: None,
-        request_id: None,
-        payload: Behavior::Ok.payload(),
-    };
-    producer.submit(store.clone(), job("old", JobKind::Upload)).await.expect("an earlier job");
+    let plain = |id: &str, kind: JobKind| job(id, kind, None, &Behavior::Ok);
+    producer.submit(store.clone(), plain("old", JobKind::Upload)).await.expect("an earlier job");
     // Taken ids: one by an existing record, one by an earlier job of the same batch.
     let batch = [
         ("u1", JobKind::Upload),
@@ -255,7 +239,7 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     let commands = ["exists", "hset", "incr", "incrby", "zadd", "rpush", "lpush"];
     let before: Vec<u64> = commands.iter().map(|c| calls(&server, c)).collect();
     let answers = producer
-        .submit_many(store.clone(), batch.iter().map(|(id, kind)| job(id, *kind)).collect())
+        .submit_many(store.clone(), batch.iter().map(|(id, kind)| plain(id, *kind)).collect())
         .await
         .expect("the batch");
     let spent: Vec<u64> = commands.iter().zip(&before).map(|(c, b)| calls(&server, c) - b).collect();
@@ -304,14 +288,9 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
     let (lanes, per_lane) = (100, 5);
     for i in 0..per_lane {
         for l in 0..lanes {
-            let job = NewJob {
-                id: JobId::new(format!("l{l}-{i}")).expect("id"),
-                kind: JobKind::Chat,
-                lane: Some(LaneId::new(format!("student:{l}:main")).expect("lane")),
-                request_id: None,
-                payload: Behavior::Ok.payload(),
-            };
-            producer.submit(store.clone(), job).await.expect("submit");
+            let chat =
+                job(&format!("l{l}-{i}"), JobKind::Chat, Some(&format!("student:{l}:main")), &Behavior::Ok);
+            producer.submit(store.clone(), chat).await.expect("submit");
         }
     }
     let jobs = lanes * per_lane;
@@ -362,14 +341,7 @@ async fn a_job_listed_twice_in_one_claim_is_taken_once() {
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
     let id = JobId::new("dup").expect("id");
-    let job = NewJob {
-        id: id.clone(),
-        kind: JobKind::Upload,
-        lane: None,
-        request_id: None,
-        payload: Behavior::Ok.payload(),
-    };
-    producer.submit(store.clone(), job).await.expect("submit");
+    producer.submit(store.clone(), job("dup", JobKind::Upload, None, &Behavior::Ok)).await.expect("submit");
     // Two more entries of the same job, as a reaper's re-queue can leave: one claim pops all three,
     // and the leases it takes are written only at its end.
     let ready = TenantKeys::new(&rig.tenant).ready(JobKind::Upload);
