@@ -24,11 +24,14 @@ pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
 });
 /// Starts a chat claim; shared by `claim_chat` and `complete_many`.
 const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
+/// Claims current chat dispatches from the front of `ready:chat`; shared by `claim_chat` and
+/// `complete_many` (a chat slot's finish-and-claim-next).
+const CLAIM_CHAT_FN: &str = include_str!("lua/claim_chat_fn.lua");
 
 /// Claims chat dispatches that are still current.
 pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{START_FIELDS_FN}\n{START_CHAT_FN}\n{}",
+        "{BATCH_FN}\n{START_FIELDS_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}",
         include_str!("lua/claim_chat.lua")
     ))
 });
@@ -45,7 +48,7 @@ pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the
     // same script: one Lua source for both, no copy.
     Script::new(&format!(
-        "{BATCH_FN}\n{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{}\n{}\n{}",
+        "{BATCH_FN}\n{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}\n{}\n{}",
         lane_store::LANE_COMMON_LUA,
         lane_store::FINISH_FN,
         include_str!("lua/complete_many.lua")

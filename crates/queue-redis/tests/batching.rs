@@ -307,7 +307,7 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
         .zip(&before)
         .map(|(c, b)| calls(&server, c) - b)
         .collect();
-    let (rpush, lpush, hincrby) = (spent[0], spent[1], spent[2]);
+    let (scripts, rpush, lpush, hincrby) = (spent[0], spent[1], spent[2], spent[3]);
 
     // Each lane ran its jobs once each, in order, one at a time.
     let events = handler.events();
@@ -329,6 +329,12 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
     let dispatches = (jobs - lanes) as u64;
     assert!(rpush + lpush < dispatches, "{rpush} RPUSH and {lpush} LPUSH for {dispatches} dispatches");
     assert!(hincrby < jobs as u64, "{hincrby} HINCRBY for {jobs} jobs: one per job, not per call");
+    // The slot whose job made a dispatch takes the front of ready:chat in the same call: every
+    // dispatch has a taker there, so no idle worker is woken (and no claim round trip is spent).
+    assert_eq!(
+        lpush, 0,
+        "wake-ups pushed in a drain where every finishing slot claims ({scripts} script calls)"
+    );
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }

@@ -12,7 +12,10 @@
 -- job's final outcome moves its lane on (`finish_lane`): with `n` > 0, and no other lane's job
 -- waiting in ready:chat, the lane's next job is started here and handed to the same slot (no
 -- dispatch round trip); otherwise it is dispatched to the back of ready:chat for any worker
--- (one RPUSH and one wake-up for all of the call's dispatches).
+-- (one RPUSH for all of the call's dispatches), and a slot with `n` > 0 that got no job of its
+-- own lane claims the front of ready:chat instead (claim_chat_fn.lua), as the worker's fetch
+-- loop would, but without a round trip of its own. Idle workers are woken for what is left of
+-- the dispatches.
 -- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
 -- ARGV[1] now  ARGV[2] retention (ms)  ARGV[3] lease (ms) of the claims  ARGV[4] tenant prefix
@@ -23,8 +26,9 @@
 local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out, wants, b = {}, {}, new_batch()
 -- The length of ready:chat, read once, and how many chat dispatches this call pushes (with the
--- batch, at its first flush).
-local waiting, dispatched = nil, 0
+-- batch, at its first flush). `chat_wants`: the answers of chat slots that want a next job and
+-- got none of their own lane.
+local waiting, dispatched, chat_wants = nil, 0, {}
 for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
@@ -63,13 +67,16 @@ for i = 5, #ARGV, 8 do
         -- job for any worker is pushed with the others at the end (finish_lane does not push).
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
                                   KEYS[8], id, epoch, lane, now + lease, '0', true)
-        if moved[1] == 'next' then
-          if keep then
-            chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
-                                   string.format('%d', now + lease), true)
-          else
+        if moved[1] == 'next' and keep then
+          chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
+                                 string.format('%d', now + lease), true)
+        else
+          if moved[1] == 'next' then
             batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)
             dispatched = dispatched + 1
+          end
+          if n > 0 then
+            chat_wants[#chat_wants + 1] = #out + 1
           end
         end
       end
@@ -81,6 +88,13 @@ for i = 5, #ARGV, 8 do
   out[#out + 1] = { answer, {}, chat_next }
 end
 flush_batch(b)
+if #chat_wants > 0 then
+  local started = claim_chat(b, KEYS[7], KEYS[2], KEYS[5], prefix, #chat_wants, now, lease)
+  for j, claim in ipairs(started) do
+    out[chat_wants[j]][3] = claim
+  end
+  dispatched = dispatched - #started
+end
 if dispatched > 0 then
   wake(KEYS[8], dispatched)
 end
