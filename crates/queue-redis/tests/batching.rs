@@ -8,8 +8,8 @@ use std::time::Duration;
 use lane_store::{RedisLaneStore, RedisPool, TenantKeys};
 use queue_core::conformance::{Behavior, RecordingHandler, eventually};
 use queue_core::{
-    HandlerSet, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, NewJob, QueueBackend,
-    QueueError, SharedClock, SystemClock, TenantId,
+    HandlerSet, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, ManualClock, NewJob,
+    QueueBackend, QueueError, SharedClock, SystemClock, TenantId,
 };
 use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
 use redis_harness::RedisServer;
@@ -39,14 +39,19 @@ struct Rig {
     pool: RedisPool,
     tenant: TenantId,
     clock: SharedClock,
+    lanes: LaneStoreConfig,
     store: Arc<dyn JobStore>,
     handler: RecordingHandler,
 }
 
 impl Rig {
     fn new(server: &RedisServer, tenant: &str) -> Self {
+        Self::with(server, tenant, Arc::new(SystemClock), LaneStoreConfig::default())
+    }
+
+    /// A rig on `clock`, whose lane stores use `lanes`.
+    fn with(server: &RedisServer, tenant: &str, clock: SharedClock, lanes: LaneStoreConfig) -> Self {
         let tenant = TenantId::new(tenant).expect("tenant");
-        let clock: SharedClock = Arc::new(SystemClock);
         let pool = RedisPool::from_url(&server.url()).expect("pool");
         let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::new(
             pool.clone(),
@@ -54,7 +59,7 @@ impl Rig {
             clock.clone(),
             Duration::from_secs(3600),
         ));
-        Self { pool, tenant, clock, store, handler: RecordingHandler::new() }
+        Self { pool, tenant, clock, lanes, store, handler: RecordingHandler::new() }
     }
 
     /// A stopped backend with `config`.
@@ -67,7 +72,7 @@ impl Rig {
                 tenant: tenant.clone(),
                 store: self.store.clone(),
                 lanes: Arc::new(
-                    RedisLaneStore::new(pool.clone(), tenant, LaneStoreConfig::default(), clock.clone())
+                    RedisLaneStore::new(pool.clone(), tenant, self.lanes.clone(), clock.clone())
                         .with_dispatch(true),
                 ),
                 limiter: Arc::new(RedisLimiter::new(
@@ -294,20 +299,16 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
         }
     }
     let jobs = lanes * per_lane;
-    let before: Vec<u64> =
-        ["evalsha", "rpush", "lpush", "hincrby"].iter().map(|c| calls(&server, c)).collect();
+    let counted = ["evalsha", "rpush", "lpush", "hincrby", "zadd"];
+    let before: Vec<u64> = counted.iter().map(|c| calls(&server, c)).collect();
     let backend = rig.backend(RedisBackendConfig { chat_concurrency: 50, ..RedisBackendConfig::default() });
     backend.start().await.expect("start");
     eventually("every chat job is done", Duration::from_secs(60), || async {
         store.counts(JobKind::Chat).await.expect("counts").done == jobs as u64
     })
     .await;
-    let spent: Vec<u64> = ["evalsha", "rpush", "lpush", "hincrby"]
-        .iter()
-        .zip(&before)
-        .map(|(c, b)| calls(&server, c) - b)
-        .collect();
-    let (scripts, rpush, lpush, hincrby) = (spent[0], spent[1], spent[2], spent[3]);
+    let spent: Vec<u64> = counted.iter().zip(&before).map(|(c, b)| calls(&server, c) - b).collect();
+    let (scripts, rpush, lpush, hincrby, zadd) = (spent[0], spent[1], spent[2], spent[3], spent[4]);
 
     // Each lane ran its jobs once each, in order, one at a time.
     let events = handler.events();
@@ -329,6 +330,9 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
     let dispatches = (jobs - lanes) as u64;
     assert!(rpush + lpush < dispatches, "{rpush} RPUSH and {lpush} LPUSH for {dispatches} dispatches");
     assert!(hincrby < jobs as u64, "{hincrby} HINCRBY for {jobs} jobs: one per job, not per call");
+    // The lease index too: a lane's next claim and a dispatch's start add their entries with the
+    // call's other writes (one ZADD per job before), and a start leaves a fresh lease alone.
+    assert!(zadd < dispatches / 2, "{zadd} ZADD for {dispatches} dispatches: one per job, not per call");
     // The slot whose job made a dispatch takes the front of ready:chat in the same call: every
     // dispatch has a taker there, so no idle worker is woken (and no claim round trip is spent).
     assert_eq!(
@@ -361,6 +365,58 @@ async fn a_job_listed_twice_in_one_claim_is_taken_once() {
     .await;
     assert_eq!(handler.invocations(&id), 1, "the job ran once");
     assert_eq!(store.get(&id).await.expect("get").expect("dup").attempt, 1, "one attempt");
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alone() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    // The lane store claims for 10 s, the worker's lease is 10.5 s: a restart shows in the
+    // deadline.
+    let lanes = LaneStoreConfig { claim_ttl_ms: 10_000, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "lease-restart", Arc::new(clock.clone()), lanes);
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+    producer.start().await.expect("start producer");
+    let chat = |id: &str, lane: &str| job(id, JobKind::Chat, Some(lane), &Behavior::GateFirst(id.to_owned()));
+    // Lane a is claimed at t0 and waits 5 s, half its claim, for a worker; lane b is claimed
+    // just before the worker starts.
+    producer.submit(store.clone(), chat("a1", "student:a:main")).await.expect("submit a1");
+    clock.advance(5_000);
+    producer.submit(store.clone(), chat("b1", "student:b:main")).await.expect("submit b1");
+    let started_at = 1_005_000;
+    let backend = rig.backend(RedisBackendConfig {
+        chat_concurrency: 2,
+        lease: Duration::from_millis(10_500),
+        ..RedisBackendConfig::default()
+    });
+    backend.start().await.expect("start");
+    let (a1, b1) = (JobId::new("a1").expect("id"), JobId::new("b1").expect("id"));
+    eventually("both chat jobs started", Duration::from_secs(20), || async {
+        handler.invocations(&a1) == 1 && handler.invocations(&b1) == 1
+    })
+    .await;
+    let keys = TenantKeys::new(&rig.tenant);
+    let lease_of = |lane: &str| {
+        let lane = LaneId::new(lane).expect("lane");
+        let active = server.command(&["HGET", &keys.lane_active(&lane), "deadline"]);
+        let index = server.command(&["ZSCORE", &keys.leases(), lane.as_str()]);
+        (active, index)
+    };
+    // Half of a's claim was gone: its start gave it a whole lease from the start.
+    let restarted = (started_at + 10_500).to_string();
+    assert_eq!(lease_of("student:a:main"), (restarted.clone(), restarted));
+    // b's claim was whole (more than nine tenths of a lease left): left as it was, no write.
+    let claimed = (started_at + 10_000).to_string();
+    assert_eq!(lease_of("student:b:main"), (claimed.clone(), claimed));
+    handler.open("a1");
+    handler.open("b1");
+    eventually("both chat jobs done", Duration::from_secs(20), || async {
+        store.counts(JobKind::Chat).await.expect("counts").done == 2
+    })
+    .await;
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }

@@ -4,10 +4,16 @@
 -- millisecond deadline ever goes through a float-to-string conversion inside Redis.
 
 -- Claims `job` for `lane` under the next store-wide epoch, until `deadline`; returns the epoch.
-local function claim(active_key, leases_key, epoch_key, job, lane, deadline)
+-- `add_lease`, when given, writes the lease-index entry instead of a ZADD of its own (the Redis
+-- backend's complete_many gathers them into one command per call).
+local function claim(active_key, leases_key, epoch_key, job, lane, deadline, add_lease)
   local epoch = string.format('%d', redis.call('INCR', epoch_key))
   redis.call('HSET', active_key, 'job', job, 'epoch', epoch, 'deadline', deadline)
-  redis.call('ZADD', leases_key, deadline, lane)
+  if add_lease then
+    add_lease(leases_key, deadline, lane)
+  else
+    redis.call('ZADD', leases_key, deadline, lane)
+  end
   return epoch
 end
 

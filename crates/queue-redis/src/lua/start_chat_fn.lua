@@ -1,7 +1,10 @@
 -- Shared by claim_chat.lua and complete_many.lua: starts a chat claim (`job` under `epoch`,
--- the lane's current claim): the record moves to `processing` under the claim's epoch and, unless
--- `lease_set` (the caller has just claimed the lane with this lease), the lease restarts (hash
--- and lease index), so the reaper cannot hand out a job a worker has just started.
+-- the lane's current claim): the record moves to `processing` under the claim's epoch and the
+-- lease restarts (hash and lease index), so the reaper cannot hand out a job a worker has just
+-- started. It is left as it is when `lease_set` (the caller has just claimed the lane with this
+-- lease), or when at least nine tenths of `ttl` are still left of it (`old_deadline`): a
+-- dispatch that waited a moment starts with almost a whole lease, and the worker's heartbeat
+-- (a fraction of the lease) renews it long before it ends.
 -- b: the batch (batch_fn.lua) that gathers the `processing` counter and the lease index (the
 -- caller flushes it); prefix: the tenant's key prefix; stats, leases: keys; ttl: the claim TTL
 -- (ms).
@@ -23,7 +26,10 @@ local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, 
     redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', updated, 'attempt', attempt)
     h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', tostring(epoch), attempt, updated
     local deadline = now + ttl
-    if not lease_set then
+    local left = tonumber(old_deadline)
+    if lease_set or (left and (left - now) * 10 >= ttl * 9) then
+      deadline = left or deadline
+    else
       redis.call('HSET', prefix .. 'lane:' .. lane .. ':active', 'deadline', deadline)
       batch_zadd(b, leases, deadline, lane)
     end
