@@ -4,30 +4,40 @@
 -- `flush_batch`, instead of one command per job. A script must not read a gathered key between
 -- gathering and the flush, unless it counts what is still gathered (complete_many counts its
 -- chat dispatches); otherwise it flushes first.
+-- Entries are found by key (and field, or command) in nested tables, not by a concatenated
+-- name: no string is built per job.
 local function new_batch()
   return { counters = {}, counter_order = {}, sets = {}, set_order = {} }
 end
 
 -- Adds `by` to hash field `field` of `key` at the flush.
 local function batch_incr(b, key, field, by)
-  local at = key .. '\n' .. field
-  local c = b.counters[at]
+  local fields = b.counters[key]
+  if not fields then
+    fields = {}
+    b.counters[key] = fields
+  end
+  local c = fields[field]
   if not c then
     c = { key, field, 0 }
-    b.counters[at] = c
-    b.counter_order[#b.counter_order + 1] = at
+    fields[field] = c
+    b.counter_order[#b.counter_order + 1] = c
   end
   c[3] = c[3] + by
 end
 
 -- The argument list of `command` (ZADD, ZREM or RPUSH) on `key`, gathered for the flush.
 local function batch_args(b, command, key)
-  local at = command .. ' ' .. key
-  local s = b.sets[at]
+  local by_key = b.sets[command]
+  if not by_key then
+    by_key = {}
+    b.sets[command] = by_key
+  end
+  local s = by_key[key]
   if not s then
     s = { command, key, {} }
-    b.sets[at] = s
-    b.set_order[#b.set_order + 1] = at
+    by_key[key] = s
+    b.set_order[#b.set_order + 1] = s
   end
   return s[3]
 end
@@ -54,14 +64,12 @@ end
 -- Sends the gathered writes, each key's in commands of at most 1,000 arguments (`unpack` has a
 -- stack limit of about 8,000), and empties the batch.
 local function flush_batch(b)
-  for _, at in ipairs(b.counter_order) do
-    local c = b.counters[at]
+  for _, c in ipairs(b.counter_order) do
     if c[3] ~= 0 then
       redis.call('HINCRBY', c[1], c[2], c[3])
     end
   end
-  for _, at in ipairs(b.set_order) do
-    local s = b.sets[at]
+  for _, s in ipairs(b.set_order) do
     local args, step = s[3], 1000
     for from = 1, #args, step do
       redis.call(s[1], s[2], unpack(args, from, math.min(from + step - 1, #args)))

@@ -8,6 +8,7 @@
 local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kind)
   local out, taken, started = {}, {}, 0
   local deadline = now + lease
+  local updated = string.format('%d', now)
   while #out < n do
     local ids = redis.call('LPOP', ready, n - #out)
     if not ids then break end
@@ -25,7 +26,6 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
         and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
         local epoch = tostring((tonumber(h[at.epoch]) or 0) + 1)
         local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
-        local updated = string.format('%d', now)
         redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
         if st == 'queued' then
           started = started + 1

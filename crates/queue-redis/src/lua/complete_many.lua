@@ -40,7 +40,7 @@ for i = 5, #ARGV, 8 do
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
   local jk = prefix .. 'job:' .. id
   local f = redis.call('HMGET', jk, 'status', 'epoch')
-  local ak = prefix .. 'lane:' .. lane .. ':active'
+  local ak = kind == 'chat' and prefix .. 'lane:' .. lane .. ':active'
   local answer, current = nil, f[2] or '0'
   local fenced = f[1] ~= 'processing' or f[2] ~= epoch
   if kind == 'chat' then
