@@ -69,28 +69,7 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// # Errors
     /// As [`JobStore::create`] (`AlreadyExists` for a taken id) and the kind's `enqueue_*`.
     async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
-        let record = store.create(job).await?;
-        let id = record.id.clone();
-        let lane = match record.kind {
-            JobKind::Upload => self.enqueue_upload_job(id.clone()).await.map(|()| None),
-            JobKind::Exam => self.enqueue_exam_job(id.clone()).await.map(|()| None),
-            JobKind::ProfileUpdate => {
-                let student_id =
-                    record.payload.get("student_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                self.enqueue_profile_update(ProfileUpdate { job_id: id.clone(), student_id })
-                    .await
-                    .map(|()| None)
-            }
-            JobKind::Chat => self.enqueue_chat_job(id.clone(), record.lane.clone()).await.map(Some),
-        };
-        match lane {
-            Ok(lane) => Ok(Submitted { record, lane }),
-            Err(e) => {
-                // Best effort: the error the caller needs is the enqueue's.
-                let _ = store.delete(&id).await;
-                Err(e)
-            }
-        }
+        create_then_enqueue(self, store, job).await
     }
 
     /// Submits several jobs in one call: each is accepted or refused on its own, and the
@@ -127,6 +106,42 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// Stops taking work, lets running jobs finish within the deadline, hands back the rest.
     /// Idempotent.
     async fn stop(&self) -> QueueResult<()>;
+}
+
+/// Creates `job`'s record through `store`, enqueues it by kind through `backend`, and deletes
+/// the record again if the enqueue is refused: the default [`QueueBackend::submit`], and the
+/// fallback of a backend that overrides it only for some cases.
+///
+/// # Errors
+/// As [`QueueBackend::submit`].
+pub async fn create_then_enqueue<B: QueueBackend + ?Sized>(
+    backend: &B,
+    store: Arc<dyn JobStore>,
+    job: NewJob,
+) -> QueueResult<Submitted> {
+    let record = store.create(job).await?;
+    let id = record.id.clone();
+    let lane = match record.kind {
+        JobKind::Upload => backend.enqueue_upload_job(id.clone()).await.map(|()| None),
+        JobKind::Exam => backend.enqueue_exam_job(id.clone()).await.map(|()| None),
+        JobKind::ProfileUpdate => {
+            let student_id =
+                record.payload.get("student_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            backend
+                .enqueue_profile_update(ProfileUpdate { job_id: id.clone(), student_id })
+                .await
+                .map(|()| None)
+        }
+        JobKind::Chat => backend.enqueue_chat_job(id.clone(), record.lane.clone()).await.map(Some),
+    };
+    match lane {
+        Ok(lane) => Ok(Submitted { record, lane }),
+        Err(e) => {
+            // Best effort: the error the caller needs is the enqueue's.
+            let _ = store.delete(&id).await;
+            Err(e)
+        }
+    }
 }
 
 /// Submits `jobs` one after the other through `backend.submit`, answering per job in order: the

@@ -5,8 +5,9 @@
 //! separator into a key or a file name.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why an id was refused: the field it was meant for and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,9 +85,11 @@ fn check_tenant(field: &'static str, value: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $check:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// The text is shared, not copied, between clones: a job id is held by its record, the
+        /// indexes and the queues of a backlog at once.
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The field name used in errors about this id.
@@ -108,7 +111,7 @@ macro_rules! id_type {
             pub fn for_field(field: &'static str, value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
                 $check(field, &value)?;
-                Ok(Self(value))
+                Ok(Self(value.into()))
             }
 
             /// The id as a string slice.
@@ -120,7 +123,7 @@ macro_rules! id_type {
             /// The id as an owned string.
             #[must_use]
             pub fn into_string(self) -> String {
-                self.0
+                self.0.as_ref().to_owned()
             }
         }
 
@@ -146,6 +149,12 @@ macro_rules! id_type {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
                 Self::new(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
             }
         }
 
@@ -179,7 +188,7 @@ impl TenantId {
     /// The tenant used when none is named.
     #[must_use]
     pub fn default_tenant() -> Self {
-        Self("default".to_owned())
+        Self(Arc::from("default"))
     }
 }
 
@@ -196,7 +205,7 @@ impl JobId {
         let mix = (u64::from(now.subsec_nanos()) ^ (u64::from(std::process::id()) << 32))
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(n.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-        Self(format!("j-{:011x}-{:016x}", now.as_millis(), mix ^ (mix >> 29)))
+        Self(format!("j-{:011x}-{:016x}", now.as_millis(), mix ^ (mix >> 29)).into())
     }
 }
 
@@ -248,6 +257,14 @@ mod tests {
         let ok: JobId = serde_json::from_str("\"j-1\"").unwrap();
         assert_eq!(ok.as_str(), "j-1");
         assert!(serde_json::from_str::<JobId>("\"j 1\"").is_err());
+    }
+
+    #[test]
+    fn clones_of_an_id_share_its_text() {
+        let a = JobId::generate();
+        let b = a.clone();
+        assert!(std::ptr::eq(a.as_str(), b.as_str()));
+        assert_eq!(serde_json::to_string(&b).unwrap(), format!("\"{a}\""));
     }
 
     #[test]

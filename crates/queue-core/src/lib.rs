@@ -20,7 +20,9 @@ mod store;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 
-pub use backend::{MAX_SUBMIT_BATCH, ProfileUpdate, QueueBackend, Submitted, check_batch, submit_each};
+pub use backend::{
+    MAX_SUBMIT_BATCH, ProfileUpdate, QueueBackend, Submitted, check_batch, create_then_enqueue, submit_each,
+};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{QueueError, QueueResult};
 pub use handler::{HandlerError, HandlerSet, JobHandler, lost_too_often};

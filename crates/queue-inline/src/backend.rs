@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use queue_core::{
     ChatEnqueueReceipt, JobId, JobKind, JobStore, LaneId, NewJob, ProfileUpdate, QueueBackend, QueueError,
-    QueueResult, Submitted, check_batch, submit_each,
+    QueueResult, Submitted, check_batch, create_then_enqueue, submit_each,
 };
 
 use crate::runtime::InlineRuntime;
@@ -152,6 +152,26 @@ impl QueueBackend for InlineQueueBackend {
         lane_id: Option<LaneId>,
     ) -> QueueResult<ChatEnqueueReceipt> {
         (self.fns.enqueue_chat_job)(job_id, lane_id).await
+    }
+
+    /// Over a runtime, with `store` the runtime's own job store: creates the job, then queues it
+    /// straight from the record it got back, as `submit_many` does, where the default would read
+    /// the record back from the store to queue it by id. A refused enqueue deletes the record
+    /// again, as in the default. Otherwise, the default ([`create_then_enqueue`]).
+    async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
+        let runtime = self.runtime.as_ref().filter(|rt| same_store(&store, &rt.deps().store));
+        let Some(runtime) = runtime else {
+            return create_then_enqueue(self, store, job).await;
+        };
+        let record = store.create(job).await?;
+        match runtime.enqueue_created(&record).await {
+            Ok(lane) => Ok(Submitted { record, lane }),
+            Err(e) => {
+                // Best effort: the error the caller needs is the enqueue's.
+                let _ = store.delete(&record.id).await;
+                Err(e)
+            }
+        }
     }
 
     /// Over a runtime, with `store` the runtime's own job store: creates the whole batch with one

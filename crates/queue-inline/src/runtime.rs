@@ -178,22 +178,17 @@ struct RunningJob {
 /// A non-chat job waiting in its pool's queue, with the epoch its next attempt starts under (one
 /// past the record's when it was queued), so a worker can start it without reading it first.
 ///
-/// A backlog is held whole in the queues, so the id is the one allocation that the queue and
-/// `in_flight` share, rather than a `JobId` (a `String`) in each.
+/// A backlog is held whole in the queues; the id's text is the one the store and `in_flight`
+/// hold too (a `JobId` shares it between clones).
 #[derive(Debug)]
 struct PlainItem {
-    id: Arc<str>,
+    id: JobId,
     epoch: u64,
 }
 
 impl PlainItem {
     fn new(id: &JobId, epoch: u64) -> Self {
-        Self { id: Arc::from(id.as_str()), epoch }
-    }
-
-    fn job_id(&self) -> JobId {
-        // Made from a `JobId`, so it is a valid one.
-        JobId::new(&*self.id).unwrap_or_else(|e| unreachable!("a queued job id is valid: {e}"))
+        Self { id: id.clone(), epoch }
     }
 }
 
@@ -232,9 +227,8 @@ struct Inner {
     exam: WorkQueue<PlainItem>,
     profile: WorkQueue<PlainItem>,
     chat_ready: WorkQueue<LaneClaim>,
-    /// Non-chat jobs held in a queue or by a worker: a rescan skips them. The ids are shared
-    /// with the queued items.
-    in_flight: Mutex<HashSet<Arc<str>>>,
+    /// Non-chat jobs held in a queue or by a worker: a rescan skips them.
+    in_flight: Mutex<HashSet<JobId>>,
     running: Mutex<HashMap<JobId, RunningJob>>,
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
@@ -574,7 +568,7 @@ impl InlineRuntime {
         self.ensure_running()?;
         let mut n = 0;
         for record in self.inner.deps.store.scan_pending(kind).await? {
-            if lock(&self.inner.in_flight).contains(record.id.as_str()) {
+            if lock(&self.inner.in_flight).contains(&record.id) {
                 continue;
             }
             self.inner.requeue_orphan(&record).await?;
@@ -649,12 +643,12 @@ impl Inner {
 
     /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
     fn push_plain(&self, kind: JobKind, item: PlainItem) -> QueueResult<bool> {
-        if !lock(&self.in_flight).insert(Arc::clone(&item.id)) {
+        if !lock(&self.in_flight).insert(item.id.clone()) {
             return Ok(false);
         }
         let queue = self.queue(kind);
         if let Err(item) = queue.try_push(item) {
-            lock(&self.in_flight).remove(&*item.id);
+            lock(&self.in_flight).remove(&item.id);
             return Err(QueueError::QueueFull { kind, capacity: queue.capacity() });
         }
         Ok(true)
@@ -749,18 +743,18 @@ impl Inner {
     }
 
     async fn prepare_plain(&self, item: PlainItem) -> Option<Prepared> {
-        match self.begin(&item.job_id(), item.epoch, None).await {
+        match self.begin(&item.id, item.epoch, None).await {
             Ok(Some((record, epoch))) => {
                 Some(Prepared { record, epoch, claim: None, span: tracing::Span::none() })
             }
             Ok(None) => {
                 // Gone or finished meanwhile (cancelled): nothing to run.
-                lock(&self.in_flight).remove(&*item.id);
+                lock(&self.in_flight).remove(&item.id);
                 None
             }
             Err(e) => {
                 warn!(job = %item.id, error = %e, "could not start job; it stays pending for the next scan");
-                lock(&self.in_flight).remove(&*item.id);
+                lock(&self.in_flight).remove(&item.id);
                 None
             }
         }
@@ -1018,12 +1012,12 @@ impl Inner {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
-                lock(&self.in_flight).remove(id.as_str());
+                lock(&self.in_flight).remove(id);
                 return;
             }
             Err(e) => {
                 warn!(job = %id, error = %e, "could not record the outcome; the job stays pending");
-                lock(&self.in_flight).remove(id.as_str());
+                lock(&self.in_flight).remove(id);
                 return;
             }
         }
@@ -1052,13 +1046,13 @@ impl Inner {
             Some(JobStatus::Done) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_completed(kind, run_ms);
-                lock(&self.in_flight).remove(id.as_str());
+                lock(&self.in_flight).remove(id);
                 info!(tenant = %record.tenant, lane = lane_of(record), job = %id, kind = kind.as_str(), run_ms, "job completed");
             }
             _ => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_dead_lettered(kind, run_ms);
-                lock(&self.in_flight).remove(id.as_str());
+                lock(&self.in_flight).remove(id);
                 warn!(
                     tenant = %record.tenant,
                     lane = lane_of(record),

@@ -1,16 +1,23 @@
 //! An ephemeral [`JobStore`] held in memory, for tests and benchmarks: fast, and gone with the
 //! process. Indexes keep `scan_pending`, `counts` and `purge_finished` from walking finished jobs.
 //!
-//! Records are kept compact, since a backlog is held whole: the tenant is stored once per store,
-//! ids are shared between the map and the indexes, JSON is held as [`Compact`] values rather
-//! than `serde_json::Value`s (a one-key object takes about 80 bytes instead of about 700), and the
-//! fields most records leave empty (lane, request id, error) are boxed apart.
+//! Records are kept compact, since a backlog is held whole:
+//! - records sit in a vector, found by id through a hash table of their positions (4 bytes a
+//!   slot, where a map would hold the whole record in each of its slots, a quarter of them empty);
+//! - the id's text is the one the caller's `JobId` holds, shared with the runtime's queues;
+//! - the tenant is stored once per store;
+//! - a record's JSON (its payload, then its result) is one byte string ([`Json`]), inline in the
+//!   record when it is small, rather than `serde_json::Value`s (a one-key object takes about 700
+//!   bytes as a `Value`, and none beside the record here);
+//! - the fields most records leave empty (lane, request id, error) are boxed apart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 use queue_core::{
     JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId, NewJob, QueueError, QueueResult,
     RequestId, SharedClock, StatusCounts, TenantId,
@@ -19,77 +26,266 @@ use serde_json::{Map, Number, Value};
 
 use super::{kind_index, status_index};
 
-/// A JSON value in as little memory as it takes: objects and arrays are boxed slices, with no
-/// spare capacity and no tree nodes. It converts back to exactly the value it was made from
-/// (numbers are kept as `serde_json::Number`s, object entries in their order).
-#[derive(Debug, Clone, PartialEq)]
-enum Compact {
-    Null,
-    Bool(bool),
-    Number(Number),
-    String(Box<str>),
-    Array(Box<[Self]>),
-    Object(Box<[(Box<str>, Self)]>),
+/// The tags of [`Json`]'s encoding. Numbers keep their `serde_json` variant (`u64`, negative
+/// `i64`, `f64`), so a value decodes to exactly the value it was encoded from.
+mod tag {
+    pub(super) const NULL: u8 = 0;
+    pub(super) const FALSE: u8 = 1;
+    pub(super) const TRUE: u8 = 2;
+    /// A `u64`, as a varint.
+    pub(super) const POS: u8 = 3;
+    /// A negative `i64` `n`, as the varint of `!n`.
+    pub(super) const NEG: u8 = 4;
+    /// An `f64`, as 8 little-endian bytes.
+    pub(super) const FLOAT: u8 = 5;
+    /// A length (varint), then UTF-8.
+    pub(super) const STRING: u8 = 6;
+    /// A count (varint), then the items.
+    pub(super) const ARRAY: u8 = 7;
+    /// A count (varint), then per entry the key (length, UTF-8) and the value.
+    pub(super) const OBJECT: u8 = 8;
 }
 
-impl From<Value> for Compact {
-    fn from(value: Value) -> Self {
-        match value {
-            Value::Null => Self::Null,
-            Value::Bool(b) => Self::Bool(b),
-            Value::Number(n) => Self::Number(n),
-            Value::String(s) => Self::String(s.into_boxed_str()),
-            Value::Array(items) => Self::Array(items.into_iter().map(Self::from).collect()),
-            Value::Object(map) => {
-                Self::Object(map.into_iter().map(|(k, v)| (k.into_boxed_str(), Self::from(v))).collect())
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends the encoding of `value` to `out`.
+fn encode(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.push(tag::NULL),
+        Value::Bool(false) => out.push(tag::FALSE),
+        Value::Bool(true) => out.push(tag::TRUE),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.push(tag::POS);
+                put_varint(out, u);
+            } else if let Some(i) = n.as_i64() {
+                // Negative here (a non-negative one is a `u64`), so `!i` is not.
+                out.push(tag::NEG);
+                put_varint(out, !i as u64);
+            } else {
+                out.push(tag::FLOAT);
+                out.extend_from_slice(&n.as_f64().unwrap_or_default().to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            out.push(tag::STRING);
+            put_str(out, s);
+        }
+        Value::Array(items) => {
+            out.push(tag::ARRAY);
+            put_varint(out, items.len() as u64);
+            for item in items {
+                encode(item, out);
+            }
+        }
+        Value::Object(map) => {
+            out.push(tag::OBJECT);
+            put_varint(out, map.len() as u64);
+            for (k, v) in map {
+                put_str(out, k);
+                encode(v, out);
             }
         }
     }
 }
 
-impl From<&Value> for Compact {
-    fn from(value: &Value) -> Self {
-        match value {
-            Value::Null => Self::Null,
-            Value::Bool(b) => Self::Bool(*b),
-            Value::Number(n) => Self::Number(n.clone()),
-            Value::String(s) => Self::String(s.as_str().into()),
-            Value::Array(items) => Self::Array(items.iter().map(Self::from).collect()),
-            Value::Object(map) => {
-                Self::Object(map.iter().map(|(k, v)| (k.as_str().into(), Self::from(v))).collect())
-            }
-        }
-    }
+/// The encoding of `value`, on its own.
+fn encoded(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    encode(value, &mut out);
+    out
 }
 
-impl Compact {
-    fn to_value(&self) -> Value {
-        match self {
-            Self::Null => Value::Null,
-            Self::Bool(b) => Value::Bool(*b),
-            Self::Number(n) => Value::Number(n.clone()),
-            Self::String(s) => Value::String(s.to_string()),
-            Self::Array(items) => Value::Array(items.iter().map(Self::to_value).collect()),
-            Self::Object(entries) => {
+/// Reads values back from bytes that [`encode`] wrote (and nothing else): anything else is a
+/// bug of this module, hence the panics.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> u8 {
+        let (&b, rest) = self.bytes.split_first().unwrap_or_else(|| unreachable!("truncated JSON encoding"));
+        self.bytes = rest;
+        b
+    }
+
+    fn varint(&mut self) -> u64 {
+        let mut n = 0;
+        let mut shift = 0;
+        loop {
+            let b = self.byte();
+            n |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+
+    fn len(&mut self) -> usize {
+        usize::try_from(self.varint()).unwrap_or_else(|e| unreachable!("a stored length fits: {e}"))
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        taken
+    }
+
+    fn str(&mut self) -> &'a str {
+        let n = self.len();
+        std::str::from_utf8(self.take(n)).unwrap_or_else(|e| unreachable!("stored from a str: {e}"))
+    }
+
+    fn value(&mut self) -> Value {
+        match self.byte() {
+            tag::NULL => Value::Null,
+            tag::FALSE => Value::Bool(false),
+            tag::TRUE => Value::Bool(true),
+            tag::POS => Value::Number(self.varint().into()),
+            tag::NEG => Value::Number((!self.varint() as i64).into()),
+            tag::FLOAT => {
+                let bytes: [u8; 8] = self.take(8).try_into().unwrap_or_else(|_| unreachable!("8 bytes"));
+                // Stored from a `Number`, so finite.
+                Number::from_f64(f64::from_le_bytes(bytes)).map_or(Value::Null, Value::Number)
+            }
+            tag::STRING => Value::String(self.str().to_owned()),
+            tag::ARRAY => {
+                let n = self.len();
+                Value::Array((0..n).map(|_| self.value()).collect())
+            }
+            tag::OBJECT => {
                 // Inserting one by one allocates only the map's nodes; collecting would first
                 // gather the entries in a vector and sort it.
                 let mut map = Map::new();
-                for (k, v) in entries {
-                    map.insert(k.to_string(), v.to_value());
+                for _ in 0..self.len() {
+                    let k = self.str().to_owned();
+                    map.insert(k, self.value());
                 }
                 Value::Object(map)
             }
+            other => unreachable!("unknown JSON tag {other}"),
+        }
+    }
+
+    /// Moves past one value without building it.
+    fn skip(&mut self) {
+        match self.byte() {
+            tag::POS | tag::NEG => {
+                self.varint();
+            }
+            tag::FLOAT => {
+                self.take(8);
+            }
+            tag::STRING => {
+                let n = self.len();
+                self.take(n);
+            }
+            tag::ARRAY => {
+                for _ in 0..self.len() {
+                    self.skip();
+                }
+            }
+            tag::OBJECT => {
+                for _ in 0..self.len() {
+                    let n = self.len();
+                    self.take(n);
+                    self.skip();
+                }
+            }
+            _ => {}
         }
     }
 }
 
-/// A record without its id (the map's key) and tenant (the store's).
+/// How many bytes [`Bytes`] holds inline: what fits beside its tag and length in the 24 bytes
+/// that a boxed slice and its tag take anyway.
+const INLINE: usize = 22;
+
+/// A byte string, inline when it is short, so a small payload costs no allocation of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bytes {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+impl Bytes {
+    fn new(from: &[u8]) -> Self {
+        if from.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..from.len()].copy_from_slice(from);
+            Self::Inline { len: from.len() as u8, bytes }
+        } else {
+            Self::Boxed(from.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Boxed(bytes) => bytes,
+        }
+    }
+}
+
+/// A record's JSON in as little memory as it takes: its payload, then its result when it has
+/// one, encoded one after the other in one [`Bytes`]. It decodes to exactly the values it was
+/// made from (numbers keep their kind, object entries their order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Json(Bytes);
+
+impl Json {
+    fn new(payload: &Value) -> Self {
+        Self(Bytes::new(&encoded(payload)))
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        Reader { bytes: self.0.as_slice() }
+    }
+
+    fn payload(&self) -> Value {
+        self.reader().value()
+    }
+
+    fn payload_and_result(&self) -> (Value, Option<Value>) {
+        let mut reader = self.reader();
+        let payload = reader.value();
+        let result = (!reader.bytes.is_empty()).then(|| reader.value());
+        (payload, result)
+    }
+
+    /// The same payload with `result` (as [`encoded`] returns it) in place of any result.
+    fn with_result(&self, result: &[u8]) -> Self {
+        let mut reader = self.reader();
+        reader.skip();
+        let all = self.0.as_slice();
+        let payload = &all[..all.len() - reader.bytes.len()];
+        let mut bytes = Vec::with_capacity(payload.len() + result.len());
+        bytes.extend_from_slice(payload);
+        bytes.extend_from_slice(result);
+        Self(Bytes::new(&bytes))
+    }
+}
+
+/// A record without its tenant (the store's).
 ///
-/// It sits inline in the map's table, which has room for up to twice as many records as it
-/// holds, so every byte here counts about 1.3 to 2 times per job: the fields most records leave
-/// empty live in a box of their own ([`Rare`]).
+/// The vector of records has room for up to twice as many as it holds (though the untouched
+/// part of a large vector takes no memory), so every byte here counts about once or twice per
+/// job: the fields most records leave empty live in a box of their own ([`Rare`]).
 #[derive(Debug)]
 struct Stored {
+    id: JobId,
     kind: JobKind,
     status: JobStatus,
     attempt: u32,
@@ -97,8 +293,7 @@ struct Stored {
     seq: u64,
     created_at_ms: u64,
     updated_at_ms: u64,
-    payload: Compact,
-    result: Option<Compact>,
+    json: Json,
     /// `None` when the record has no lane, request id nor error (most upload jobs).
     rare: Option<Box<Rare>>,
 }
@@ -121,10 +316,10 @@ impl Rare {
 
 impl Stored {
     /// The record, with `null` as payload and no result: what a transition checks and changes.
-    fn head(&self, id: JobId, tenant: &TenantId) -> JobRecord {
+    fn head(&self, tenant: &TenantId) -> JobRecord {
         let rare = self.rare.as_deref();
         JobRecord {
-            id,
+            id: self.id.clone(),
             kind: self.kind,
             tenant: tenant.clone(),
             lane: rare.and_then(|r| r.lane.clone()),
@@ -141,10 +336,9 @@ impl Stored {
         }
     }
 
-    fn record(&self, id: JobId, tenant: &TenantId) -> JobRecord {
-        let mut record = self.head(id, tenant);
-        record.payload = self.payload.to_value();
-        record.result = self.result.as_ref().map(Compact::to_value);
+    fn record(&self, tenant: &TenantId) -> JobRecord {
+        let mut record = self.head(tenant);
+        (record.payload, record.result) = self.json.payload_and_result();
         record
     }
 
@@ -155,7 +349,77 @@ impl Stored {
     }
 }
 
-/// One tenant's job records in a `HashMap` behind a mutex.
+/// A position in [`Inner::records`].
+type Slot = u32;
+
+/// The pending jobs of one kind by `seq`, as record slots: what `scan_pending` walks.
+///
+/// Jobs are created with ever larger sequence numbers, so entries are appended and a sorted deque
+/// does what a tree would in a third of the memory. A removed entry is blanked where it is (so
+/// while none has been dropped from the middle, the entry of `seq` sits `seq − first` from the
+/// front, found without a search); blanks are dropped at the ends, and all at once when they
+/// outnumber the live entries.
+#[derive(Debug, Default)]
+struct PendingIndex {
+    /// `(seq, slot)`, by `seq`; a blank has the slot [`PendingIndex::BLANK`].
+    entries: VecDeque<(u64, Slot)>,
+    live: usize,
+}
+
+impl PendingIndex {
+    const BLANK: Slot = Slot::MAX;
+
+    fn insert(&mut self, seq: u64, slot: Slot) {
+        let at = if self.entries.back().is_none_or(|&(last, _)| last < seq) {
+            self.entries.len()
+        } else {
+            self.entries.partition_point(|&(s, _)| s < seq)
+        };
+        self.entries.insert(at, (seq, slot));
+        self.live += 1;
+    }
+
+    fn position(&self, seq: u64) -> Option<usize> {
+        let &(first, _) = self.entries.front()?;
+        if let Some(guess) = seq.checked_sub(first).and_then(|d| usize::try_from(d).ok())
+            && self.entries.get(guess).is_some_and(|&(s, _)| s == seq)
+        {
+            return Some(guess);
+        }
+        self.entries.binary_search_by_key(&seq, |&(s, _)| s).ok()
+    }
+
+    /// Removes the entry of `seq`, returning its slot.
+    fn remove(&mut self, seq: u64) -> Option<Slot> {
+        let at = self.position(seq)?;
+        let slot = std::mem::replace(&mut self.entries[at].1, Self::BLANK);
+        if slot == Self::BLANK {
+            return None;
+        }
+        self.live -= 1;
+        while self.entries.front().is_some_and(|&(_, s)| s == Self::BLANK) {
+            self.entries.pop_front();
+        }
+        while self.entries.back().is_some_and(|&(_, s)| s == Self::BLANK) {
+            self.entries.pop_back();
+        }
+        if self.entries.len() > 2 * self.live + 64 {
+            self.entries.retain(|&(_, s)| s != Self::BLANK);
+        }
+        // A drained backlog gives its memory back.
+        if self.entries.capacity() > 4 * self.entries.len() + 1024 {
+            self.entries.shrink_to(2 * self.entries.len());
+        }
+        Some(slot)
+    }
+
+    /// The slots of the pending jobs, by `seq`.
+    fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.entries.iter().map(|&(_, slot)| slot).filter(|&slot| slot != Self::BLANK)
+    }
+}
+
+/// One tenant's job records behind a mutex.
 ///
 /// Every operation is a short critical section with no `.await` inside, so a std mutex is the
 /// cheapest correct lock here.
@@ -168,27 +432,32 @@ pub struct MemoryJobStore {
 struct Inner {
     /// The next sequence number to hand out; only ever grows.
     next_seq: u64,
-    /// Keyed by id; the indexes share the key's allocation.
-    jobs: HashMap<Arc<str>, Stored>,
-    /// Queued and processing jobs per kind, by `seq`: what `scan_pending` returns.
-    pending: [BTreeMap<u64, Arc<str>>; JobKind::ALL.len()],
+    /// The records; a removed one leaves `None`, whose slot is in `free`.
+    records: Vec<Option<Stored>>,
+    /// Slots of `records` that hold nothing, reused first.
+    free: Vec<Slot>,
+    /// The slot of every record, hashed by the record's id.
+    by_id: HashTable<Slot>,
+    hasher: RandomState,
+    /// Queued and processing jobs per kind, by `seq`.
+    pending: [PendingIndex; JobKind::ALL.len()],
     /// Jobs per kind and state, kept up to date so `counts` is O(1).
     counts: [[u64; JobStatus::ALL.len()]; JobKind::ALL.len()],
     /// Terminal jobs by the time they finished (then `seq`): what `purge_finished` removes from
     /// the front. A terminal record never changes again, so its key never goes stale.
-    finished: BTreeMap<(u64, u64), Arc<str>>,
+    finished: BTreeMap<(u64, u64), Slot>,
 }
 
 /// Where a record sits in the indexes: everything that decides its index entries.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Slot {
+struct Place {
     kind: JobKind,
     status: JobStatus,
     seq: u64,
     updated_at_ms: u64,
 }
 
-impl Slot {
+impl Place {
     const fn of(record: &Stored) -> Self {
         Self {
             kind: record.kind,
@@ -200,42 +469,86 @@ impl Slot {
 }
 
 impl Inner {
-    fn recount(&mut self, before: Option<Slot>, after: Option<Slot>) {
-        if let Some(slot) = before {
-            let count = &mut self.counts[kind_index(slot.kind)][status_index(slot.status)];
+    fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The slot of the record `id`.
+    fn find(&self, id: &str) -> Option<Slot> {
+        let records = &self.records;
+        self.by_id
+            .find(self.hash(id), |&slot| records[slot as usize].as_ref().is_some_and(|r| r.id.as_str() == id))
+            .copied()
+    }
+
+    /// The record in `slot`, which an index or the id table named.
+    fn stored(&self, slot: Slot) -> &Stored {
+        self.records[slot as usize].as_ref().unwrap_or_else(|| unreachable!("an indexed slot holds a record"))
+    }
+
+    /// Takes the record out of `slot` and out of the id table (not out of the other indexes).
+    fn take(&mut self, slot: Slot) -> Option<Stored> {
+        let stored = self.records[slot as usize].take()?;
+        let hash = self.hash(stored.id.as_str());
+        if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
+        Some(stored)
+    }
+
+    fn recount(&mut self, before: Option<Place>, after: Option<Place>) {
+        if let Some(place) = before {
+            let count = &mut self.counts[kind_index(place.kind)][status_index(place.status)];
             *count = count.saturating_sub(1);
         }
-        if let Some(slot) = after {
-            self.counts[kind_index(slot.kind)][status_index(slot.status)] += 1;
+        if let Some(place) = after {
+            self.counts[kind_index(place.kind)][status_index(place.status)] += 1;
         }
     }
 
-    /// Removes the index entry of `slot`, returning its id.
-    fn unindex(&mut self, slot: Slot) -> Option<Arc<str>> {
-        if slot.status.is_pending() {
-            self.pending[kind_index(slot.kind)].remove(&slot.seq)
+    /// Removes the index entry of `place`, returning its slot.
+    fn unindex(&mut self, place: Place) -> Option<Slot> {
+        if place.status.is_pending() {
+            self.pending[kind_index(place.kind)].remove(place.seq)
         } else {
-            self.finished.remove(&(slot.updated_at_ms, slot.seq))
+            self.finished.remove(&(place.updated_at_ms, place.seq))
         }
     }
 
-    fn index(&mut self, slot: Slot, id: Arc<str>) {
-        if slot.status.is_pending() {
-            self.pending[kind_index(slot.kind)].insert(slot.seq, id);
+    fn index(&mut self, place: Place, slot: Slot) {
+        if place.status.is_pending() {
+            self.pending[kind_index(place.kind)].insert(place.seq, slot);
         } else {
-            self.finished.insert((slot.updated_at_ms, slot.seq), id);
+            self.finished.insert((place.updated_at_ms, place.seq), slot);
         }
     }
 
     /// Stores `job` as a new queued record created at `now`; returns its sequence number.
-    fn insert(&mut self, job: &NewJob, payload: Compact, now: u64) -> QueueResult<u64> {
-        let key: Arc<str> = Arc::from(job.id.as_str());
-        if self.jobs.contains_key(&key) {
+    fn insert(&mut self, job: &NewJob, json: Json, now: u64) -> QueueResult<u64> {
+        let hash = self.hash(job.id.as_str());
+        let records = &self.records;
+        let hasher = &self.hasher;
+        let entry = self.by_id.entry(
+            hash,
+            |&slot| records[slot as usize].as_ref().is_some_and(|r| r.id == job.id),
+            |&slot| records[slot as usize].as_ref().map_or(0, |r| hasher.hash_one(r.id.as_str())),
+        );
+        let hashbrown::hash_table::Entry::Vacant(vacant) = entry else {
             return Err(QueueError::AlreadyExists { job: job.id.clone() });
-        }
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => Slot::try_from(self.records.len())
+                .ok()
+                .filter(|&slot| slot != PendingIndex::BLANK)
+                .ok_or_else(|| QueueError::storage("the memory job store is full"))?,
+        };
+        vacant.insert(slot);
         let seq = self.next_seq;
         self.next_seq += 1;
         let stored = Stored {
+            id: job.id.clone(),
             kind: job.kind,
             status: JobStatus::Queued,
             attempt: 0,
@@ -243,37 +556,35 @@ impl Inner {
             seq,
             created_at_ms: now,
             updated_at_ms: now,
-            payload,
-            result: None,
+            json,
             rare: Rare::boxed(Rare {
                 lane: job.lane.clone(),
                 request_id: job.request_id.clone(),
                 error: None,
             }),
         };
-        let slot = Slot::of(&stored);
-        self.recount(None, Some(slot));
-        self.index(slot, Arc::clone(&key));
-        self.jobs.insert(key, stored);
+        let place = Place::of(&stored);
+        if let Some(free) = self.records.get_mut(slot as usize) {
+            *free = Some(stored);
+        } else {
+            self.records.push(Some(stored));
+        }
+        self.recount(None, Some(place));
+        self.index(place, slot);
         Ok(seq)
     }
 
-    /// Moves a record's index entry after a transition; its id comes from the old entry.
-    fn move_index(&mut self, before: Slot, after: Slot) {
+    /// Moves a record's index entry after a transition; its slot comes from the old entry.
+    fn move_index(&mut self, before: Place, after: Place) {
         self.recount(Some(before), Some(after));
         // A job that stays pending keeps its entry: its seq does not change.
         if before.status.is_pending() && after.status.is_pending() {
             return;
         }
-        if let Some(id) = self.unindex(before) {
-            self.index(after, id);
+        if let Some(slot) = self.unindex(before) {
+            self.index(after, slot);
         }
     }
-}
-
-/// The id of a stored record: it was a valid `JobId` when it was stored.
-fn job_id(key: &str) -> JobId {
-    JobId::new(key).unwrap_or_else(|e| unreachable!("a stored job id is valid: {e}"))
 }
 
 impl MemoryJobStore {
@@ -285,7 +596,10 @@ impl MemoryJobStore {
             clock,
             inner: Mutex::new(Inner {
                 next_seq: 1,
-                jobs: HashMap::new(),
+                records: Vec::new(),
+                free: Vec::new(),
+                by_id: HashTable::new(),
+                hasher: RandomState::new(),
                 pending: Default::default(),
                 counts: Default::default(),
                 finished: BTreeMap::new(),
@@ -296,7 +610,7 @@ impl MemoryJobStore {
     /// How many records the store holds, in every state.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().jobs.len()
+        self.lock().by_id.len()
     }
 
     /// Whether the store holds no record at all.
@@ -314,7 +628,7 @@ impl MemoryJobStore {
 
 impl fmt::Debug for MemoryJobStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let jobs = self.inner.try_lock().map(|inner| inner.jobs.len()).ok();
+        let jobs = self.inner.try_lock().map(|inner| inner.by_id.len()).ok();
         f.debug_struct("MemoryJobStore").field("tenant", &self.tenant).field("jobs", &jobs).finish()
     }
 }
@@ -323,20 +637,20 @@ impl fmt::Debug for MemoryJobStore {
 impl JobStore for MemoryJobStore {
     async fn create(&self, job: NewJob) -> QueueResult<JobRecord> {
         let now = self.clock.now_ms();
-        // Built outside the lock: the caller gets its payload back as given, the store keeps a
-        // compact copy.
-        let payload = Compact::from(&job.payload);
-        let seq = self.lock().insert(&job, payload, now)?;
+        // Encoded outside the lock: the caller gets its payload back as given, the store keeps
+        // the encoding.
+        let json = Json::new(&job.payload);
+        let seq = self.lock().insert(&job, json, now)?;
         Ok(JobRecord::from_new(self.tenant.clone(), job, seq, now))
     }
 
     /// The whole batch under one lock: its jobs get consecutive sequence numbers.
     async fn create_many(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<QueueResult<JobRecord>>> {
         let now = self.clock.now_ms();
-        let payloads: Vec<Compact> = jobs.iter().map(|job| Compact::from(&job.payload)).collect();
+        let jsons: Vec<Json> = jobs.iter().map(|job| Json::new(&job.payload)).collect();
         let seqs: Vec<QueueResult<u64>> = {
             let mut inner = self.lock();
-            jobs.iter().zip(payloads).map(|(job, payload)| inner.insert(job, payload, now)).collect()
+            jobs.iter().zip(jsons).map(|(job, json)| inner.insert(job, json, now)).collect()
         };
         Ok(jobs
             .into_iter()
@@ -346,21 +660,25 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn get(&self, id: &JobId) -> QueueResult<Option<JobRecord>> {
-        Ok(self.lock().jobs.get(id.as_str()).map(|stored| stored.record(id.clone(), &self.tenant)))
+        let inner = self.lock();
+        Ok(inner.find(id.as_str()).map(|slot| inner.stored(slot).record(&self.tenant)))
     }
 
     async fn transition(&self, id: &JobId, mut update: JobUpdate) -> QueueResult<JobRecord> {
         let now = self.clock.now_ms();
-        // The new result is kept aside: the record returned gets it by move, the store a compact
-        // copy, and `apply` has nothing to clone.
+        // The new result is kept aside: the record returned gets it by move, the store its
+        // encoding (made here, outside the lock), and `apply` has nothing to clone.
         let result = update.result.take();
-        let compact_result = result.as_ref().map(Compact::from);
+        let encoded_result = result.as_ref().map(encoded);
         let mut inner = self.lock();
-        let Some(stored) = inner.jobs.get_mut(id.as_str()) else {
+        let Some(slot) = inner.find(id.as_str()) else {
             return Err(QueueError::NotFound { job: id.clone() });
         };
-        let before = Slot::of(stored);
-        let mut record = stored.head(id.clone(), &self.tenant);
+        let Some(stored) = inner.records[slot as usize].as_mut() else {
+            unreachable!("the id table names a slot that holds a record");
+        };
+        let before = Place::of(stored);
+        let mut record = stored.head(&self.tenant);
         // `apply` leaves the record untouched on error, so there is nothing to undo.
         record.apply(&update, now)?;
         stored.status = record.status;
@@ -370,35 +688,35 @@ impl JobStore for MemoryJobStore {
         if update.error.is_some() {
             stored.set_error(record.error.as_deref());
         }
-        if compact_result.is_some() {
-            stored.result = compact_result;
+        match (result, encoded_result) {
+            (Some(result), Some(encoded)) => {
+                stored.json = stored.json.with_result(&encoded);
+                record.payload = stored.json.payload();
+                record.result = Some(result);
+            }
+            _ => (record.payload, record.result) = stored.json.payload_and_result(),
         }
-        record.payload = stored.payload.to_value();
-        record.result = match result {
-            Some(result) => Some(result),
-            None => stored.result.as_ref().map(Compact::to_value),
-        };
-        let after = Slot::of(stored);
+        let after = Place::of(stored);
         inner.move_index(before, after);
         Ok(record)
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
         let mut inner = self.lock();
-        let Some(stored) = inner.jobs.remove(id.as_str()) else {
+        let Some(stored) = inner.find(id.as_str()).and_then(|slot| inner.take(slot)) else {
             return Ok(false);
         };
-        let slot = Slot::of(&stored);
-        inner.recount(Some(slot), None);
-        inner.unindex(slot);
+        let place = Place::of(&stored);
+        inner.recount(Some(place), None);
+        inner.unindex(place);
         Ok(true)
     }
 
     async fn scan_pending(&self, kind: JobKind) -> QueueResult<Vec<JobRecord>> {
         let inner = self.lock();
         Ok(inner.pending[kind_index(kind)]
-            .values()
-            .filter_map(|id| inner.jobs.get(id).map(|stored| stored.record(job_id(id), &self.tenant)))
+            .slots()
+            .map(|slot| inner.stored(slot).record(&self.tenant))
             .collect())
     }
 
@@ -409,28 +727,25 @@ impl JobStore for MemoryJobStore {
         limit: usize,
     ) -> QueueResult<Vec<JobRecord>> {
         let inner = self.lock();
-        let mut found: Vec<(&Arc<str>, &Stored)> = if status.is_pending() {
+        let mut found: Vec<&Stored> = if status.is_pending() {
             // Pending jobs are indexed; walk only those.
             let kinds: Vec<JobKind> = kind.map_or_else(|| JobKind::ALL.to_vec(), |k| vec![k]);
             kinds
                 .into_iter()
-                .flat_map(|k| inner.pending[kind_index(k)].values())
-                .filter_map(|id| inner.jobs.get_key_value(id))
-                .filter(|(_, r)| r.status == status)
+                .flat_map(|k| inner.pending[kind_index(k)].slots())
+                .map(|slot| inner.stored(slot))
+                .filter(|r| r.status == status)
                 .collect()
         } else {
             inner
-                .jobs
+                .records
                 .iter()
-                .filter(|(_, r)| r.status == status && kind.is_none_or(|k| r.kind == k))
+                .flatten()
+                .filter(|r| r.status == status && kind.is_none_or(|k| r.kind == k))
                 .collect()
         };
-        found.sort_unstable_by_key(|(_, r)| std::cmp::Reverse(r.seq));
-        Ok(found
-            .into_iter()
-            .take(limit)
-            .map(|(id, stored)| stored.record(job_id(id), &self.tenant))
-            .collect())
+        found.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+        Ok(found.into_iter().take(limit).map(|stored| stored.record(&self.tenant)).collect())
     }
 
     async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
@@ -449,8 +764,8 @@ impl JobStore for MemoryJobStore {
         while let Some(((updated, _), _)) = inner.finished.first_key_value()
             && *updated < before_ms
         {
-            let Some((_, id)) = inner.finished.pop_first() else { break };
-            if let Some(record) = inner.jobs.remove(&id) {
+            let Some((_, slot)) = inner.finished.pop_first() else { break };
+            if let Some(record) = inner.take(slot) {
                 let count = &mut inner.counts[kind_index(record.kind)][status_index(record.status)];
                 *count = count.saturating_sub(1);
                 purged += 1;
@@ -466,29 +781,79 @@ mod tests {
 
     use super::*;
 
-    // The map's table holds records inline: a field added here costs every queued job.
+    // Every record takes this much in the vector, whatever its JSON: a field added here costs
+    // every queued job.
     #[cfg(target_pointer_width = "64")]
     #[test]
-    fn a_stored_record_takes_at_most_96_bytes() {
-        assert!(std::mem::size_of::<Stored>() <= 96, "{} bytes", std::mem::size_of::<Stored>());
+    fn a_stored_record_with_its_id_takes_at_most_88_bytes() {
+        let size = std::mem::size_of::<Option<Stored>>();
+        assert!(size <= 88, "{size} bytes");
     }
 
     #[test]
-    fn compact_json_converts_back_to_the_same_value() {
+    fn json_converts_back_to_the_same_payload_and_result() {
         let values = [
             json!(null),
             json!(true),
+            json!(false),
             json!(0.1),
+            json!(1.0),
             json!(-7),
+            json!(i64::MIN),
             json!(u64::MAX),
             json!(1e300),
             json!("text with \"quotes\" and ünïcode"),
             json!([1, [2, {}], []]),
             json!({ "z": 1, "a": { "nested": [null, false] }, "": "" }),
+            json!({ "long": "x".repeat(300) }),
         ];
-        for value in values {
-            assert_eq!(Compact::from(&value).to_value(), value);
-            assert_eq!(Compact::from(value.clone()).to_value(), value);
+        for payload in &values {
+            let json = Json::new(payload);
+            assert_eq!(json.payload(), *payload);
+            assert_eq!(json.payload_and_result(), (payload.clone(), None));
+            for result in &values {
+                let with = json.with_result(&encoded(result));
+                assert_eq!(with.payload_and_result(), (payload.clone(), Some(result.clone())));
+                // A second result replaces the first.
+                let again = with.with_result(&encoded(&json!("again")));
+                assert_eq!(again.payload_and_result(), (payload.clone(), Some(json!("again"))));
+            }
         }
+    }
+
+    #[test]
+    fn a_small_payload_and_its_result_stay_inline() {
+        let json = Json::new(&json!({ "i": 49_999 })).with_result(&encoded(&json!(null)));
+        assert!(matches!(json.0, Bytes::Inline { .. }), "{json:?}");
+        let big = Json::new(&json!({ "text": "x".repeat(INLINE) }));
+        assert!(matches!(big.0, Bytes::Boxed(_)), "{big:?}");
+    }
+
+    #[test]
+    fn the_pending_index_keeps_seq_order_whatever_the_removal_order() {
+        let mut index = PendingIndex::default();
+        for seq in 1..=1000 {
+            index.insert(seq * 2, Slot::try_from(seq).unwrap());
+        }
+        // Removing every other entry from the middle, then the ends.
+        for seq in (200..800).step_by(2) {
+            assert_eq!(index.remove(seq * 2), Some(Slot::try_from(seq).unwrap()));
+        }
+        assert_eq!(index.remove(400), None, "already removed");
+        assert_eq!(index.remove(3), None, "never there");
+        for seq in (1..10).chain(990..=1000) {
+            assert_eq!(index.remove(seq * 2), Some(Slot::try_from(seq).unwrap()));
+        }
+        // An entry older than the last goes in its place.
+        index.insert(501, 7);
+        let expected: Vec<Slot> = (10..200)
+            .chain((201..800).step_by(2))
+            .chain(800..990)
+            .map(|seq| Slot::try_from(seq).unwrap())
+            .flat_map(|slot| if slot == 251 { vec![7, 251] } else { vec![slot] })
+            .collect();
+        assert_eq!(index.slots().collect::<Vec<_>>(), expected);
+        assert_eq!(index.live, expected.len());
+        assert!(index.entries.len() <= 2 * index.live + 64, "blanks are dropped");
     }
 }
