@@ -10,36 +10,32 @@ local function new_batch()
   return { counters = {}, counter_order = {}, sets = {}, set_order = {} }
 end
 
+-- The entry of `index[outer][inner]`, made as `{ a, b, c }` (`c` nil: an empty list) and added
+-- to `order` (the flush's order) the first time it is asked for.
+local function batch_entry(index, order, outer, inner, a, b, c)
+  local level = index[outer]
+  if not level then
+    level = {}
+    index[outer] = level
+  end
+  local e = level[inner]
+  if not e then
+    e = { a, b, c or {} }
+    level[inner] = e
+    order[#order + 1] = e
+  end
+  return e
+end
+
 -- Adds `by` to hash field `field` of `key` at the flush.
 local function batch_incr(b, key, field, by)
-  local fields = b.counters[key]
-  if not fields then
-    fields = {}
-    b.counters[key] = fields
-  end
-  local c = fields[field]
-  if not c then
-    c = { key, field, 0 }
-    fields[field] = c
-    b.counter_order[#b.counter_order + 1] = c
-  end
+  local c = batch_entry(b.counters, b.counter_order, key, field, key, field, 0)
   c[3] = c[3] + by
 end
 
 -- The argument list of `command` (ZADD, ZREM or RPUSH) on `key`, gathered for the flush.
 local function batch_args(b, command, key)
-  local by_key = b.sets[command]
-  if not by_key then
-    by_key = {}
-    b.sets[command] = by_key
-  end
-  local s = by_key[key]
-  if not s then
-    s = { command, key, {} }
-    by_key[key] = s
-    b.set_order[#b.set_order + 1] = s
-  end
-  return s[3]
+  return batch_entry(b.sets, b.set_order, command, key, command, key)[3]
 end
 
 -- ZADD `member` with `score` to `key` at the flush.
