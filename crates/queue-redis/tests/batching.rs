@@ -72,8 +72,7 @@ impl Rig {
                 tenant: tenant.clone(),
                 store: self.store.clone(),
                 lanes: Arc::new(
-                    RedisLaneStore::new(pool.clone(), tenant, self.lanes, clock.clone())
-                        .with_dispatch(true),
+                    RedisLaneStore::new(pool.clone(), tenant, self.lanes, clock.clone()).with_dispatch(true),
                 ),
                 limiter: Arc::new(RedisLimiter::new(
                     pool.clone(),
