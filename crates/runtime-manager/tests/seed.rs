@@ -518,9 +518,11 @@ async fn reset_runtime_state_empties_the_queues_and_hands_out_fresh_caches_witho
         before.enqueue_upload_job(id.clone()).await.expect("enqueue");
         jobs.push(id);
     }
+    // `running` counts a job from the moment a worker takes it, a little before the handler is
+    // entered: wait for both.
     wait_until("the first upload runs and the other three wait in the queue", async || {
         let depths = runtime.depths();
-        depths.running == 1 && depths.upload == 3
+        depths.running == 1 && depths.upload == 3 && !handler.in_flight().is_empty()
     })
     .await;
     assert_eq!(
