@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lane_store::MemoryLaneStore;
-use queue_core::conformance::{Behavior, RecordingHandler, eventually};
+use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
     HandlerSet, JobId, JobKind, JobStatus, JobStore, LaneId, LaneStoreConfig, LimitCaps, ManualClock, NewJob,
     QueueError, SharedClock, TenantId,
@@ -244,16 +244,6 @@ mod submit_many {
         }
     }
 
-    fn job(id: &str, kind: JobKind, lane: Option<&str>, behavior: &Behavior) -> NewJob {
-        NewJob {
-            id: JobId::new(id).expect("id"),
-            kind,
-            lane: lane.map(|l| LaneId::new(l).expect("lane")),
-            request_id: None,
-            payload: behavior.payload(),
-        }
-    }
-
     fn accepted(results: &[QueueResult<Submitted>]) -> Vec<String> {
         results.iter().filter_map(|r| r.as_ref().ok()).map(|s| s.record.id.to_string()).collect()
     }
@@ -282,8 +272,8 @@ mod submit_many {
         backend.start().await.expect("start");
         let lane = "student:batch:main";
         let mut batch: Vec<NewJob> =
-            (0..30).map(|i| job(&format!("u{i}"), JobKind::Upload, None, &Behavior::Ok)).collect();
-        batch.extend((0..3).map(|i| job(&format!("c{i}"), JobKind::Chat, Some(lane), &Behavior::Ok)));
+            (0..30).map(|i| new_job(&format!("u{i}"), JobKind::Upload, None, &Behavior::Ok)).collect();
+        batch.extend((0..3).map(|i| new_job(&format!("c{i}"), JobKind::Chat, Some(lane), &Behavior::Ok)));
         let expected: Vec<String> = batch.iter().map(|j| j.id.to_string()).collect();
 
         let results = backend.submit_many(store.clone(), batch).await.expect("submit_many");
@@ -310,7 +300,7 @@ mod submit_many {
         let backend = InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, s.runtime.clone());
         backend.start().await.expect("start");
         let lane = "student:full:main";
-        let head = job("c0", JobKind::Chat, Some(lane), &Behavior::GateFirst("c0".into()));
+        let head = new_job("c0", JobKind::Chat, Some(lane), &Behavior::GateFirst("c0".into()));
         backend.submit(s.store.clone(), head).await.expect("submit");
         eventually("c0 runs", PATIENCE, || async {
             s.handler.invocations(&JobId::new("c0").expect("id")) == 1
@@ -318,8 +308,8 @@ mod submit_many {
         .await;
         // The setup's lanes hold 100 waiting jobs: c101 is one too many.
         let mut batch: Vec<NewJob> =
-            (1..=101).map(|i| job(&format!("c{i}"), JobKind::Chat, Some(lane), &Behavior::Ok)).collect();
-        batch.push(job("u1", JobKind::Upload, None, &Behavior::Ok));
+            (1..=101).map(|i| new_job(&format!("c{i}"), JobKind::Chat, Some(lane), &Behavior::Ok)).collect();
+        batch.push(new_job("u1", JobKind::Upload, None, &Behavior::Ok));
 
         let results = backend.submit_many(s.store.clone(), batch).await.expect("submit_many");
 
@@ -339,7 +329,7 @@ mod submit_many {
     async fn a_stopped_runtime_refuses_the_whole_batch_and_creates_nothing() {
         let s = setup(InlineRuntimeConfig::default());
         let backend = InlineQueueBackend::over_runtime(InlineQueueBackend::TEST_NAME, s.runtime.clone());
-        let batch = vec![job("u1", JobKind::Upload, None, &Behavior::Ok)];
+        let batch = vec![new_job("u1", JobKind::Upload, None, &Behavior::Ok)];
 
         let err = backend.submit_many(s.store.clone(), batch).await.expect_err("not running");
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lane_store::{RedisLaneStore, RedisPool, TenantKeys};
-use queue_core::conformance::{Behavior, RecordingHandler, eventually};
+use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
     HandlerSet, JobId, JobKind, JobStore, LaneId, LaneStoreConfig, LimitCaps, ManualClock, NewJob,
     QueueBackend, QueueError, SharedClock, SystemClock, TenantId,
@@ -21,17 +21,6 @@ fn calls(server: &RedisServer, command: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().expect("a count"))
-}
-
-/// A job of `kind` with the payload of `behavior`, in `lane` (chat jobs) or none.
-fn job(id: &str, kind: JobKind, lane: Option<&str>, behavior: &Behavior) -> NewJob {
-    NewJob {
-        id: JobId::new(id).expect("id"),
-        kind,
-        lane: lane.map(|l| LaneId::new(l).expect("lane")),
-        request_id: None,
-        payload: behavior.payload(),
-    }
 }
 
 /// One tenant on `server`: its job store, a recording handler, and backends built on both.
@@ -99,7 +88,8 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     let ids: Vec<JobId> = (0..jobs).map(|i| JobId::new(format!("b{i}")).expect("id")).collect();
     producer.start().await.expect("start producer");
     for chunk in ids.chunks(500) {
-        let batch = chunk.iter().map(|id| job(id.as_str(), JobKind::Upload, None, &Behavior::Ok)).collect();
+        let batch =
+            chunk.iter().map(|id| new_job(id.as_str(), JobKind::Upload, None, &Behavior::Ok)).collect();
         for r in producer.submit_many(store.clone(), batch).await.expect("submit_many") {
             r.expect("accepted");
         }
@@ -144,7 +134,7 @@ async fn a_busy_lane_does_not_keep_its_slot_while_another_lane_waits() {
     // One chat slot: the order in which it takes jobs is the order they start.
     let backend = rig.backend(RedisBackendConfig { chat_concurrency: 1, ..RedisBackendConfig::default() });
     backend.start().await.expect("start");
-    let chat = |id: &str, lane: &str, behavior: &Behavior| job(id, JobKind::Chat, Some(lane), behavior);
+    let chat = |id: &str, lane: &str, behavior: &Behavior| new_job(id, JobKind::Chat, Some(lane), behavior);
     let submit = |job: NewJob| {
         let (backend, store) = (backend.clone(), store.clone());
         async move { backend.submit(store, job).await.expect("submit") }
@@ -178,7 +168,7 @@ async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
     let store = rig.store.clone();
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
-    let upload = |id: String| job(&id, JobKind::Upload, None, &Behavior::Ok);
+    let upload = |id: String| new_job(&id, JobKind::Upload, None, &Behavior::Ok);
     let producers = 50;
     let per_producer = 40;
     let scripts_before = calls(&server, "evalsha");
@@ -228,7 +218,7 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     let store = rig.store.clone();
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
-    let plain = |id: &str, kind: JobKind| job(id, kind, None, &Behavior::Ok);
+    let plain = |id: &str, kind: JobKind| new_job(id, kind, None, &Behavior::Ok);
     producer.submit(store.clone(), plain("old", JobKind::Upload)).await.expect("an earlier job");
     // Taken ids: one by an existing record, one by an earlier job of the same batch.
     let batch = [
@@ -292,8 +282,12 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
     let (lanes, per_lane) = (100, 5);
     for i in 0..per_lane {
         for l in 0..lanes {
-            let chat =
-                job(&format!("l{l}-{i}"), JobKind::Chat, Some(&format!("student:{l}:main")), &Behavior::Ok);
+            let chat = new_job(
+                &format!("l{l}-{i}"),
+                JobKind::Chat,
+                Some(&format!("student:{l}:main")),
+                &Behavior::Ok,
+            );
             producer.submit(store.clone(), chat).await.expect("submit");
         }
     }
@@ -352,7 +346,10 @@ async fn a_job_listed_twice_in_one_claim_is_taken_once() {
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
     let id = JobId::new("dup").expect("id");
-    producer.submit(store.clone(), job("dup", JobKind::Upload, None, &Behavior::Ok)).await.expect("submit");
+    producer
+        .submit(store.clone(), new_job("dup", JobKind::Upload, None, &Behavior::Ok))
+        .await
+        .expect("submit");
     // Two more entries of the same job, as a reaper's re-queue can leave: one claim pops all three,
     // and the leases it takes are written only at its end.
     let ready = TenantKeys::new(&rig.tenant).ready(JobKind::Upload);
@@ -381,7 +378,8 @@ async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alon
     let (store, handler) = (rig.store.clone(), &rig.handler);
     let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
     producer.start().await.expect("start producer");
-    let chat = |id: &str, lane: &str| job(id, JobKind::Chat, Some(lane), &Behavior::GateFirst(id.to_owned()));
+    let chat =
+        |id: &str, lane: &str| new_job(id, JobKind::Chat, Some(lane), &Behavior::GateFirst(id.to_owned()));
     // Lane a is claimed at t0 and waits 5 s, half its claim, for a worker; lane b is claimed
     // just before the worker starts.
     producer.submit(store.clone(), chat("a1", "student:a:main")).await.expect("submit a1");

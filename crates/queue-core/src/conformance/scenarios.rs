@@ -56,7 +56,10 @@ fn lane(name: &str) -> LaneId {
     LaneId::new(name).expect("valid lane id")
 }
 
-fn new_job(id: &str, kind: JobKind, lane_name: Option<&str>, behavior: &Behavior) -> NewJob {
+/// A job `id` of `kind`, in `lane_name` (chat jobs) or none, whose payload asks the
+/// [`RecordingHandler`] for `behavior`.
+#[must_use]
+pub fn new_job(id: &str, kind: JobKind, lane_name: Option<&str>, behavior: &Behavior) -> NewJob {
     NewJob { id: job(id), kind, lane: lane_name.map(lane), request_id: None, payload: behavior.payload() }
 }
 
