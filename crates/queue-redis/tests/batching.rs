@@ -51,6 +51,14 @@ impl Rig {
         Self { pool, tenant, clock, lanes, store, handler: RecordingHandler::new() }
     }
 
+    /// A started backend that runs no workers: it only submits.
+    async fn producer(&self) -> RedisQueueBackend {
+        let producer =
+            self.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+        producer.start().await.expect("start producer");
+        producer
+    }
+
     /// A stopped backend with `config`.
     fn backend(&self, config: RedisBackendConfig) -> RedisQueueBackend {
         let (pool, tenant, clock) = (&self.pool, &self.tenant, &self.clock);
@@ -83,10 +91,9 @@ async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
     let (store, handler) = (rig.store.clone(), &rig.handler);
     let backend = rig.backend(RedisBackendConfig { upload_concurrency: 50, ..RedisBackendConfig::default() });
     // A producer that runs no workers queues the backlog: the worker then drains it at full speed.
-    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
+    let producer = rig.producer().await;
     let jobs = 3_000;
     let ids: Vec<JobId> = (0..jobs).map(|i| JobId::new(format!("b{i}")).expect("id")).collect();
-    producer.start().await.expect("start producer");
     for chunk in ids.chunks(500) {
         let batch =
             chunk.iter().map(|id| new_job(id.as_str(), JobKind::Upload, None, &Behavior::Ok)).collect();
@@ -166,8 +173,7 @@ async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "submits");
     let store = rig.store.clone();
-    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
-    producer.start().await.expect("start producer");
+    let producer = rig.producer().await;
     let upload = |id: String| new_job(&id, JobKind::Upload, None, &Behavior::Ok);
     let producers = 50;
     let per_producer = 40;
@@ -216,8 +222,7 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "batch");
     let store = rig.store.clone();
-    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
-    producer.start().await.expect("start producer");
+    let producer = rig.producer().await;
     let plain = |id: &str, kind: JobKind| new_job(id, kind, None, &Behavior::Ok);
     producer.submit(store.clone(), plain("old", JobKind::Upload)).await.expect("an earlier job");
     // Taken ids: one by an existing record, one by an earlier job of the same batch.
@@ -277,8 +282,7 @@ async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_
     let server = RedisServer::start();
     let rig = Rig::new(&server, "chat-batching");
     let (store, handler) = (rig.store.clone(), &rig.handler);
-    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
-    producer.start().await.expect("start producer");
+    let producer = rig.producer().await;
     let (lanes, per_lane) = (100, 5);
     for i in 0..per_lane {
         for l in 0..lanes {
@@ -343,8 +347,7 @@ async fn a_job_listed_twice_in_one_claim_is_taken_once() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "duplicates");
     let (store, handler) = (rig.store.clone(), &rig.handler);
-    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
-    producer.start().await.expect("start producer");
+    let producer = rig.producer().await;
     let id = JobId::new("dup").expect("id");
     producer
         .submit(store.clone(), new_job("dup", JobKind::Upload, None, &Behavior::Ok))
@@ -376,8 +379,7 @@ async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alon
     let lanes = LaneStoreConfig { claim_ttl_ms: 10_000, ..LaneStoreConfig::default() };
     let rig = Rig::with(&server, "lease-restart", Arc::new(clock.clone()), lanes);
     let (store, handler) = (rig.store.clone(), &rig.handler);
-    let producer = rig.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
-    producer.start().await.expect("start producer");
+    let producer = rig.producer().await;
     let chat =
         |id: &str, lane: &str| new_job(id, JobKind::Chat, Some(lane), &Behavior::GateFirst(id.to_owned()));
     // Lane a is claimed at t0 and waits 5 s, half its claim, for a worker; lane b is claimed
