@@ -134,11 +134,25 @@ pub async fn create_then_enqueue<B: QueueBackend + ?Sized>(
         }
         JobKind::Chat => backend.enqueue_chat_job(id.clone(), record.lane.clone()).await.map(Some),
     };
-    match lane {
+    submitted_or_deleted(&*store, record, lane).await
+}
+
+/// The answer of a submit whose record `create` made, once `queued` says how its enqueue went:
+/// the record with its lane receipt (chat jobs), or, when the enqueue was refused, the enqueue's
+/// error after the record is deleted again (best effort: the error the caller needs is the
+/// enqueue's).
+///
+/// # Errors
+/// The enqueue's error.
+pub async fn submitted_or_deleted(
+    store: &dyn JobStore,
+    record: JobRecord,
+    queued: QueueResult<Option<ChatEnqueueReceipt>>,
+) -> QueueResult<Submitted> {
+    match queued {
         Ok(lane) => Ok(Submitted { record, lane }),
         Err(e) => {
-            // Best effort: the error the caller needs is the enqueue's.
-            let _ = store.delete(&id).await;
+            let _ = store.delete(&record.id).await;
             Err(e)
         }
     }

@@ -22,6 +22,7 @@ pub mod conformance;
 
 pub use backend::{
     MAX_SUBMIT_BATCH, ProfileUpdate, QueueBackend, Submitted, check_batch, create_then_enqueue, submit_each,
+    submitted_or_deleted,
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{QueueError, QueueResult};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use queue_core::{
     ChatEnqueueReceipt, JobId, JobKind, JobStore, LaneId, NewJob, ProfileUpdate, QueueBackend, QueueError,
-    QueueResult, Submitted, check_batch, create_then_enqueue, submit_each,
+    QueueResult, Submitted, check_batch, create_then_enqueue, submit_each, submitted_or_deleted,
 };
 
 use crate::runtime::InlineRuntime;
@@ -164,14 +164,8 @@ impl QueueBackend for InlineQueueBackend {
             return create_then_enqueue(self, store, job).await;
         };
         let record = store.create(job).await?;
-        match runtime.enqueue_created(&record).await {
-            Ok(lane) => Ok(Submitted { record, lane }),
-            Err(e) => {
-                // Best effort: the error the caller needs is the enqueue's.
-                let _ = store.delete(&record.id).await;
-                Err(e)
-            }
-        }
+        let queued = runtime.enqueue_created(&record).await;
+        submitted_or_deleted(&*store, record, queued).await
     }
 
     /// Over a runtime, with `store` the runtime's own job store: creates the whole batch with one
@@ -200,14 +194,10 @@ impl QueueBackend for InlineQueueBackend {
         let mut out = Vec::with_capacity(jobs.len());
         for created in store.create_many(jobs).await? {
             let submitted = match created {
-                Ok(record) => match runtime.enqueue_created(&record).await {
-                    Ok(lane) => Ok(Submitted { record, lane }),
-                    Err(e) => {
-                        // Best effort, as in `submit`: the error the caller needs is the enqueue's.
-                        let _ = store.delete(&record.id).await;
-                        Err(e)
-                    }
-                },
+                Ok(record) => {
+                    let queued = runtime.enqueue_created(&record).await;
+                    submitted_or_deleted(&*store, record, queued).await
+                }
                 Err(e) => Err(e),
             };
             out.push(submitted);

@@ -26,6 +26,7 @@ use queue_core::{
     ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobMetrics, JobRecord,
     JobStatus, JobStore, LaneClaim, LaneId, LimitClass, Limiter, NewJob, PermitSet, ProfileUpdate,
     QueueBackend, QueueError, QueueResult, SharedClock, Submitted, TenantId, acquisition_order, check_batch,
+    submitted_or_deleted,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -412,14 +413,8 @@ impl RedisQueueBackend {
             return Err(QueueError::invalid("lane", "required for a chat job"));
         };
         let record = store.create(job).await?;
-        match self.enqueue_in_lane(&record.id, &lane).await {
-            Ok(receipt) => Ok(Submitted { record, lane: Some(receipt) }),
-            Err(e) => {
-                // Best effort: the error the caller needs is the lane's.
-                let _ = store.delete(&record.id).await;
-                Err(e)
-            }
-        }
+        let queued = self.enqueue_in_lane(&record.id, &lane).await.map(Some);
+        submitted_or_deleted(&*store, record, queued).await
     }
 
     /// Puts back on its ready list every pending job of `kind` that no list or lease holds.
