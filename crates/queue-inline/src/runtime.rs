@@ -474,7 +474,7 @@ impl InlineRuntime {
     }
 
     /// Queues `record`, a job the caller has just created, without reading it back from the
-    /// store: `InlineQueueBackend::submit_many` holds every record of its batch already. A chat
+    /// store: `InlineQueueBackend::submit` and `submit_many` hold the records they created. A chat
     /// job goes to the lane on its record and comes back with its receipt.
     ///
     /// # Errors
