@@ -277,6 +277,56 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     producer.stop().await.expect("stop producer");
 }
 
+/// The record's hash as `HGETALL` gives it, sorted by field, without the fields that differ
+/// between two jobs of one test (id, seq, times).
+fn record_fields(server: &RedisServer, key: &str) -> Vec<(String, String)> {
+    let reply = server.command(&["HGETALL", key]);
+    let lines: Vec<&str> = reply.lines().collect();
+    let mut fields: Vec<(String, String)> = lines
+        .chunks(2)
+        .map(|pair| (pair[0].to_owned(), pair.get(1).copied().unwrap_or_default().to_owned()))
+        .filter(|(f, _)| !["id", "seq", "created", "updated"].contains(&f.as_str()))
+        .collect();
+    fields.sort();
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_submit_writes_what_a_batch_writes_with_one_command_each() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "lone");
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let plain = |id: &str| new_job(id, JobKind::Upload, None, &Behavior::Ok);
+    let commands = ["exists", "incr", "incrby", "hset", "zadd", "rpush", "lpush"];
+    let before: Vec<u64> = commands.iter().map(|c| calls(&server, c)).collect();
+    let lone = producer.submit(store.clone(), plain("lone")).await.expect("a lone submit");
+    let spent: Vec<u64> = commands.iter().zip(&before).map(|(c, b)| calls(&server, c) - b).collect();
+    // A job alone takes the one-job path: INCR, not a batch's INCRBY, and one of each write.
+    assert_eq!(spent, vec![1, 1, 0, 1, 1, 1, 1], "calls of {commands:?}");
+    let batch = producer.submit_many(store.clone(), vec![plain("b1"), plain("b2")]).await.expect("a batch");
+    let b1 = batch[0].as_ref().expect("b1");
+    assert_eq!(b1.record.seq, lone.record.seq + 1, "both paths number from one counter");
+    let err = producer.submit(store.clone(), plain("lone")).await.expect_err("a taken id");
+    assert!(matches!(err, QueueError::AlreadyExists { .. }), "{err}");
+
+    let keys = TenantKeys::new(&rig.tenant);
+    let (lone_key, b1_key) = (keys.job(&lone.record.id), keys.job(&b1.record.id));
+    let fields = record_fields(&server, &lone_key);
+    assert!(
+        fields.contains(&("attempt".into(), "0".into())) && fields.contains(&("epoch".into(), "0".into()))
+    );
+    assert_eq!(fields, record_fields(&server, &b1_key), "the same record either way");
+    for (key, id, seq) in [(&lone_key, "lone", lone.record.seq), (&b1_key, "b1", b1.record.seq)] {
+        // Numbers are stored as integer text, in the record and as the pending index's score.
+        assert_eq!(server.command(&["HGET", key, "seq"]), seq.to_string());
+        assert_eq!(server.command(&["ZSCORE", &keys.pending(JobKind::Upload), id]), seq.to_string());
+    }
+    assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Upload), "0", "-1"]), "lone\nb1\nb2");
+    assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Upload)]), "3", "a wake-up token per job");
+    producer.stop().await.expect("stop producer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_lane_in_order() {
     let server = RedisServer::start();

@@ -6,6 +6,20 @@
 -- chat dispatches); otherwise it flushes first.
 -- Entries are found by key (and field, or command) in nested tables, not by a concatenated
 -- name: no string is built per job.
+-- The decimal text of integer `n`, remembered for the rest of the call (the script's body runs
+-- afresh each call, so does this table). Redis turns a Lua number given to `redis.call` into
+-- text with a float format, which costs more than the command's own work on a small hash; the
+-- jobs of one call mostly share their times, epochs and attempts, so each is formatted once.
+local decimals = {}
+local function decimal(n)
+  local s = decimals[n]
+  if not s then
+    s = string.format('%d', n)
+    decimals[n] = s
+  end
+  return s
+end
+
 local function new_batch()
   return { counters = {}, counter_order = {}, sets = {}, set_order = {} }
 end

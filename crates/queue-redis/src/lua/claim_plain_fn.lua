@@ -7,8 +7,7 @@
 -- (batch_fn.lua): the caller flushes it, before any read of `inflight`.
 local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kind)
   local out, taken, started = {}, {}, 0
-  local deadline = now + lease
-  local updated = string.format('%d', now)
+  local deadline, updated = decimal(now + lease), decimal(now)
   while #out < n do
     local ids = redis.call('LPOP', ready, n - #out)
     if not ids then break end
@@ -24,8 +23,8 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
       local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
       if not taken[id] and at.epoch and at.attempt and at.updated
         and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
-        local epoch = tostring((tonumber(h[at.epoch]) or 0) + 1)
-        local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
+        local epoch = decimal((tonumber(h[at.epoch]) or 0) + 1)
+        local attempt = decimal((tonumber(h[at.attempt]) or 0) + 1)
         redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
         if st == 'queued' then
           started = started + 1

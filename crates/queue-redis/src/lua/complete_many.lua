@@ -24,6 +24,8 @@
 -- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
 -- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
 local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- The lease deadline of the lanes' next claims, as text (see `decimal`).
+local next_deadline = decimal(now + lease)
 local out, wants, b = {}, {}, new_batch()
 -- The lanes' next claims add their lease-index entries through the batch too. A lane moves on
 -- at most once per call (only its current job's outcome is accepted), so no later ZREM of the
@@ -72,10 +74,10 @@ for i = 5, #ARGV, 8 do
         -- next job's claim is made with the lease it runs under: start_chat leaves it. A next
         -- job for any worker is pushed with the others at the end (finish_lane does not push).
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
-                                  KEYS[8], id, epoch, lane, now + lease, '0', true, add_lease)
+                                  KEYS[8], id, epoch, lane, next_deadline, '0', true, add_lease)
         if moved[1] == 'next' and keep then
           chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
-                                 string.format('%d', now + lease), true)
+                                 next_deadline, true)
         else
           if moved[1] == 'next' then
             batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)

@@ -1,8 +1,9 @@
--- job_fields(...): the hash fields of a new job record, in HSET's field-value order.
+-- job_fields(...): the hash fields of a new job record, in HSET's field-value order. Numbers go
+-- in as text (`seq` too): Redis would format a Lua number with a float format, at a cost.
 -- Shared by `create_job` below and the batched `submit_plain.lua`.
 local function job_fields(id, kind, tenant, lane, request_id, now, payload, seq)
-  local fields = {'id', id, 'tenant', tenant, 'kind', kind, 'status', 'queued', 'attempt', 0,
-    'epoch', 0, 'seq', seq, 'created', now, 'updated', now, 'payload', payload}
+  local fields = {'id', id, 'tenant', tenant, 'kind', kind, 'status', 'queued', 'attempt', '0',
+    'epoch', '0', 'seq', seq, 'created', now, 'updated', now, 'payload', payload}
   if lane ~= '' then
     fields[#fields + 1] = 'lane'
     fields[#fields + 1] = lane
@@ -26,7 +27,8 @@ local function create_job(K, A)
     return 0
   end
   local seq = redis.call('INCR', K[2])
-  redis.call('HSET', K[1], unpack(job_fields(A[1], A[2], A[3], A[4], A[5], A[6], A[7], seq)))
-  redis.call('ZADD', K[3], seq, A[1])
+  local text = string.format('%d', seq)
+  redis.call('HSET', K[1], unpack(job_fields(A[1], A[2], A[3], A[4], A[5], A[6], A[7], text)))
+  redis.call('ZADD', K[3], text, A[1])
   return seq
 end

@@ -21,19 +21,18 @@ local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, 
     if st == 'queued' then
       batch_incr(b, stats, 'count:chat:processing', 1)
     end
-    local attempt = tostring((tonumber(h[at.attempt]) or 0) + 1)
-    local updated = string.format('%d', now)
+    local attempt = decimal((tonumber(h[at.attempt]) or 0) + 1)
+    local updated = decimal(now)
     redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', updated, 'attempt', attempt)
-    h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', tostring(epoch), attempt, updated
-    local deadline = now + ttl
+    h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', epoch, attempt, updated
     local left = tonumber(old_deadline)
-    if lease_set or (left and (left - now) * 10 >= ttl * 9) then
-      deadline = left or deadline
-    else
+    local keep = left and (lease_set or (left - now) * 10 >= ttl * 9)
+    local deadline = keep and old_deadline or decimal(now + ttl)
+    if not (keep or lease_set) then
       redis.call('HSET', prefix .. 'lane:' .. lane .. ':active', 'deadline', deadline)
       batch_zadd(b, leases, deadline, lane)
     end
-    return { 'run', tostring(epoch), lane, string.format('%d', deadline), h }
+    return { 'run', epoch, lane, deadline, h }
   end
-  return { 'finish', tostring(epoch), lane, old_deadline, job }
+  return { 'finish', epoch, lane, old_deadline, job }
 end
