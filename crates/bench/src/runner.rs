@@ -71,6 +71,12 @@ fn params(quick: bool) -> Params {
 }
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
+/// For profiling Redis phase by phase: a command the runner calls as `<hook> begin <pid>` when a
+/// phase of the Redis table starts, `<hook> end <pid>` when it ends, and `<hook> phase <pid>
+/// <id>` when that phase is recorded as `id` (pid: the runner's `redis-server`). Unset, nothing
+/// runs. `crates/bench/scripts/redis-instructions.sh` sets it to count the instructions
+/// `redis-server` runs per job, with callgrind.
+const PHASE_HOOK: &str = "LANEWAY_BENCH_PHASE_HOOK";
 
 /// The inline columns: id and store.
 const INLINE: [(&str, StoreKind); 2] = [("mem", StoreKind::Memory), ("sqlite", StoreKind::Sqlite)];
@@ -132,6 +138,18 @@ impl Bench {
     }
 
     fn begin(&self) -> Phase {
+        self.hook(&["begin"]);
+        self.counters()
+    }
+
+    /// The counters at the end of a phase.
+    fn end(&self) -> Phase {
+        let phase = self.counters();
+        self.hook(&["end"]);
+        phase
+    }
+
+    fn counters(&self) -> Phase {
         Phase {
             counters: Counters::read(&self.redis),
             redis_cpu: cpu_seconds(Some(self.redis.pid())),
@@ -139,9 +157,18 @@ impl Bench {
         }
     }
 
-    /// The counters at the end of a phase.
-    fn end(&self) -> Phase {
-        self.begin()
+    /// Runs the [`PHASE_HOOK`] command, if set, as `<hook> <event> <redis-server pid> [args]`.
+    /// It runs outside the timed windows (before a phase's clock starts, after it stops).
+    fn hook(&self, event: &[&str]) {
+        let Some(hook) = std::env::var_os(PHASE_HOOK) else { return };
+        let status = std::process::Command::new(&hook)
+            .arg(event[0])
+            .arg(self.redis.pid().to_string())
+            .args(&event[1..])
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            self.say(&format!("{PHASE_HOOK} {event:?} failed: {status:?}"));
+        }
     }
 
     /// Records Redis calls and CPU per job between `before` and `after`; `child_cpu_s` is what
@@ -155,6 +182,7 @@ impl Bench {
         jobs: u64,
         child_cpu_s: f64,
     ) {
+        self.hook(&["phase", phase]);
         let mut t = before.counters.per_job(&after.counters, phase, label, jobs);
         #[allow(clippy::cast_precision_loss)]
         let per_job_us = |s: f64| if jobs == 0 { 0.0 } else { s * 1e6 / jobs as f64 };
