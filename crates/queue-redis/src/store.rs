@@ -159,7 +159,7 @@ impl RedisJobStore {
 ///
 /// # Errors
 /// `QueueError::Storage` when the payload cannot be written as JSON.
-fn create_args(
+pub(crate) fn create_args(
     call: &mut ScriptInvocation<'_>,
     keys: &TenantKeys,
     tenant: &TenantId,
