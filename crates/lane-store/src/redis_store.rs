@@ -35,6 +35,11 @@ pub const LANE_COMMON_LUA: &str = COMMON;
 /// Lua of `finish_lane` (needs [`LANE_COMMON_LUA`]): the Redis backend's `complete_many` script
 /// calls it to advance a chat lane in the same round trip as the job's outcome.
 pub const FINISH_FN: &str = include_str!("lua/finish_fn.lua");
+/// Lua of `lane_admit` and `lane_append`, the two halves of `enqueue` (needs
+/// [`LANE_COMMON_LUA`]): the Redis backend's `submit_chat` script creates a chat job's record
+/// between them, so that a chat submit is one atomic script (see
+/// [`RedisLaneStore::enqueue_terms`] and [`RedisLaneStore::enqueue_answered`]).
+pub const ENQUEUE_FN: &str = include_str!("lua/enqueue_fn.lua");
 
 fn claim_script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
@@ -42,7 +47,8 @@ fn claim_script(body: &str) -> Script {
 
 // Each script is hashed once per process; the server loads it on first use (EVALSHA, falling back
 // to SCRIPT LOAD on NOSCRIPT, which on a Cluster goes to every node), and again after a restart.
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/enqueue.lua")));
+static ENQUEUE: LazyLock<Script> =
+    LazyLock::new(|| claim_script(&format!("{ENQUEUE_FN}\n{}", include_str!("lua/enqueue.lua"))));
 static RENEW: LazyLock<Script> = LazyLock::new(|| claim_script(include_str!("lua/renew.lua")));
 static FINISH: LazyLock<Script> =
     LazyLock::new(|| claim_script(&format!("{FINISH_FN}\n{}", include_str!("lua/finish.lua"))));
@@ -79,6 +85,20 @@ pub fn parse_dispatch(s: &str) -> Option<LaneClaim> {
     let job_id = JobId::new(parts.next()?).ok()?;
     let lane_id = LaneId::new(parts.next()?).ok()?;
     Some(LaneClaim { job_id, lane_id, epoch, lease_deadline_ms: 0 })
+}
+
+/// What an enqueue made now passes to the Lua of [`ENQUEUE_FN`], from the store's configuration
+/// and clock ([`RedisLaneStore::enqueue_terms`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnqueueTerms {
+    /// The lease deadline (ms) of the claim an idle lane makes: now plus the claim TTL
+    /// ([`LaneStoreConfig::claim_ttl_ms`], at least 1 ms).
+    pub lease_deadline_ms: u64,
+    /// Most jobs that may wait in the lane ([`LaneStoreConfig::max_queue`]).
+    pub max_queue: usize,
+    /// `"1"` when the store hands its claims to the chat workers
+    /// ([`with_dispatch`](RedisLaneStore::with_dispatch)), else `"0"`.
+    pub dispatch: &'static str,
 }
 
 /// One tenant's chat lanes in Redis. See the module and crate docs for the semantics.
@@ -168,10 +188,45 @@ impl RedisLaneStore {
         })
     }
 
+    /// The terms of an enqueue made now; `capped` is false for `restore`, which puts back jobs
+    /// already accepted: no cap applies to them.
+    fn terms(&self, capped: bool) -> EnqueueTerms {
+        EnqueueTerms {
+            lease_deadline_ms: self.lease_deadline(self.clock.now_ms()),
+            max_queue: if capped { self.config.max_queue } else { usize::MAX / 2 },
+            dispatch: self.dispatch_arg(),
+        }
+    }
+
+    /// The terms of an enqueue (capped, as [`ChatLaneStore::enqueue`]) made now, from this
+    /// store's configuration and clock: what a script that runs [`ENQUEUE_FN`] passes to
+    /// `lane_admit` (`max_queue`) and `lane_append` (the lease deadline and the dispatch flag).
+    #[must_use]
+    pub fn enqueue_terms(&self) -> EnqueueTerms {
+        self.terms(true)
+    }
+
+    /// Reads, as [`ChatLaneStore::enqueue`] does (and logs it as that does), the answer that
+    /// [`ENQUEUE_FN`] gave a script for `job` in `lane` under `terms`: `lane_admit`'s answer
+    /// when it gave one, else `lane_append`'s.
+    ///
+    /// # Errors
+    /// `QueueError::LaneFull` for a `full` answer (nothing was changed);
+    /// `QueueError::Storage` for an answer the enqueue never gives.
+    pub fn enqueue_answered(
+        &self,
+        out: &[String],
+        job: &JobId,
+        lane: &LaneId,
+        terms: &EnqueueTerms,
+    ) -> QueueResult<LaneEnqueue> {
+        let outcome = self.read_enqueue(out, job, lane, terms.lease_deadline_ms);
+        self.log_enqueue(job, lane, &outcome);
+        outcome
+    }
+
     async fn enqueue_now(&self, job: &JobId, lane: &LaneId, capped: bool) -> QueueResult<LaneEnqueue> {
-        // Recovery (`restore`) puts back jobs already accepted: no cap applies to them.
-        let max_queue = if capped { self.config.max_queue } else { usize::MAX / 2 };
-        let deadline = self.lease_deadline(self.clock.now_ms());
+        let terms = self.terms(capped);
         let out: Vec<String> = self
             .run(
                 ENQUEUE
@@ -185,17 +240,29 @@ impl RedisLaneStore {
                     .key(self.keys.job(job))
                     .arg(job.as_str())
                     .arg(lane.as_str())
-                    .arg(deadline)
-                    .arg(max_queue)
-                    .arg(self.dispatch_arg()),
+                    .arg(terms.lease_deadline_ms)
+                    .arg(terms.max_queue)
+                    .arg(terms.dispatch),
             )
             .await?;
-        let outcome = field(&out, 0);
+        self.read_enqueue(&out, job, lane, terms.lease_deadline_ms)
+    }
+
+    /// The outcome of an enqueue whose script answered `out`; a claim it made runs until
+    /// `deadline`.
+    fn read_enqueue(
+        &self,
+        out: &[String],
+        job: &JobId,
+        lane: &LaneId,
+        deadline: u64,
+    ) -> QueueResult<LaneEnqueue> {
+        let outcome = field(out, 0);
         if outcome == Some("full") {
             return Err(QueueError::LaneFull { lane: lane.clone(), max: self.config.max_queue });
         }
-        let position = number("position", field(&out, 1))?;
-        let size = number("lane size", field(&out, 2))?;
+        let position = number("position", field(out, 1))?;
+        let size = number("lane size", field(out, 2))?;
         let receipt = |dispatched| ChatEnqueueReceipt {
             job_id: job.clone(),
             lane_id: lane.clone(),
@@ -213,12 +280,30 @@ impl RedisLaneStore {
                 let claim = LaneClaim {
                     job_id: job.clone(),
                     lane_id: lane.clone(),
-                    epoch: number("epoch", field(&out, 3))?,
+                    epoch: number("epoch", field(out, 3))?,
                     lease_deadline_ms: deadline,
                 };
                 Ok(LaneEnqueue { receipt: receipt(true), dispatch: Some(claim), added: true })
             }
-            _ => Err(unexpected("enqueue", &out)),
+            _ => Err(unexpected("enqueue", out)),
+        }
+    }
+
+    fn log_enqueue(&self, job: &JobId, lane: &LaneId, outcome: &QueueResult<LaneEnqueue>) {
+        match outcome {
+            Ok(out) => tracing::debug!(
+                tenant = %self.tenant,
+                lane = %lane,
+                job = %job,
+                added = out.added,
+                position = out.receipt.lane_queue_position,
+                epoch = out.dispatch.as_ref().map(|c| c.epoch),
+                "chat job enqueued in lane",
+            ),
+            Err(err) => tracing::warn!(
+                tenant = %self.tenant, lane = %lane, job = %job, error = %err,
+                "chat job refused by lane",
+            ),
         }
     }
 
@@ -530,21 +615,7 @@ impl ChatLaneStore for RedisLaneStore {
 
     async fn enqueue(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
         let outcome = self.enqueue_now(job, lane, true).await;
-        match &outcome {
-            Ok(out) => tracing::debug!(
-                tenant = %self.tenant,
-                lane = %lane,
-                job = %job,
-                added = out.added,
-                position = out.receipt.lane_queue_position,
-                epoch = out.dispatch.as_ref().map(|c| c.epoch),
-                "chat job enqueued in lane",
-            ),
-            Err(err) => tracing::warn!(
-                tenant = %self.tenant, lane = %lane, job = %job, error = %err,
-                "chat job refused by lane",
-            ),
-        }
+        self.log_enqueue(job, lane, &outcome);
         outcome
     }
 

@@ -11,6 +11,7 @@
 //! removed at stop; entries whose heartbeat is older than three heartbeat intervals are stale,
 //! and the reaper of any live process prunes them.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -21,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lane_store::redis::{self, Value};
-use lane_store::{RedisConn, RedisPool, TenantKeys, redis_error};
+use lane_store::{RedisConn, RedisLaneStore, RedisPool, TenantKeys, redis_error};
 use queue_core::{
     ChatEnqueueReceipt, ChatLaneStore, HandlerError, HandlerSet, JobId, JobKind, JobMetrics, JobRecord,
-    JobStatus, JobStore, LaneClaim, LaneId, LimitClass, Limiter, NewJob, PermitSet, ProfileUpdate,
-    QueueBackend, QueueError, QueueResult, SharedClock, Submitted, TenantId, acquisition_order, check_batch,
-    submitted_or_deleted,
+    JobStatus, JobStore, LaneClaim, LaneEnqueue, LaneId, LimitClass, Limiter, NewJob, PermitSet,
+    ProfileUpdate, QueueBackend, QueueError, QueueResult, SharedClock, Submitted, TenantId,
+    acquisition_order, check_batch,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -35,7 +36,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::combine::{Combiner, Lead, Waiter, answer_each};
 use crate::scripts;
-use crate::store::parse_record;
+use crate::store::{create_args, parse_record};
 
 /// How the Redis backend behaves.
 #[derive(Debug, Clone)]
@@ -116,7 +117,8 @@ pub struct RedisBackendDeps {
     pub tenant: TenantId,
     /// Job records (a `RedisJobStore` on the same Redis).
     pub store: Arc<dyn JobStore>,
-    /// Chat lanes (a `RedisLaneStore` with dispatch on, on the same Redis).
+    /// Chat lanes (a `RedisLaneStore` with dispatch on, on the same Redis: a chat submit runs its
+    /// enqueue Lua inside the backend's own script, under its configuration).
     pub lanes: Arc<dyn ChatLaneStore>,
     /// Capacity caps (a `RedisLimiter`, so they hold across processes).
     pub limiter: Arc<dyn Limiter>,
@@ -391,6 +393,12 @@ impl RedisQueueBackend {
     /// pushes the dispatch in one step).
     async fn enqueue_in_lane(&self, job_id: &JobId, lane: &LaneId) -> QueueResult<ChatEnqueueReceipt> {
         let outcome = self.inner.deps.lanes.enqueue(job_id, lane).await?;
+        self.enqueued_in_lane(job_id, lane, &outcome);
+        Ok(outcome.receipt)
+    }
+
+    /// Counts and logs a chat job that `outcome` says was added to `lane`.
+    fn enqueued_in_lane(&self, job_id: &JobId, lane: &LaneId, outcome: &LaneEnqueue) {
         if outcome.added {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
             self.inner.config.metrics.record_enqueued(JobKind::Chat);
@@ -403,18 +411,60 @@ impl RedisQueueBackend {
                 "job enqueued"
             );
         }
-        Ok(outcome.receipt)
     }
 
-    /// Creates a chat job's record, then puts it in its lane; takes the record back when the lane
-    /// refuses it.
-    async fn submit_chat(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
+    /// The lane store as the Redis store it must be for a chat submit to run its enqueue.
+    fn redis_lanes(&self) -> QueueResult<&RedisLaneStore> {
+        let lanes: &dyn Any = &*self.inner.deps.lanes;
+        lanes.downcast_ref::<RedisLaneStore>().ok_or_else(|| {
+            QueueError::Config(format!(
+                "the redis backend needs a redis lane store, got a {} one",
+                self.inner.deps.lanes.kind()
+            ))
+        })
+    }
+
+    /// Creates a chat job's record and puts it in its lane in one `submit_chat` call, all or
+    /// nothing: a taken id or a full lane writes nothing. The record is written in this
+    /// backend's tenant keyspace, where its own job store reads.
+    async fn submit_chat(&self, job: NewJob) -> QueueResult<Submitted> {
         let Some(lane) = job.lane.clone() else {
             return Err(QueueError::invalid("lane", "required for a chat job"));
         };
-        let record = store.create(job).await?;
-        let queued = self.enqueue_in_lane(&record.id, &lane).await.map(Some);
-        submitted_or_deleted(&*store, record, queued).await
+        let lanes = self.redis_lanes()?;
+        let (keys, tenant) = (&self.inner.keys, &self.inner.deps.tenant);
+        let now = self.inner.deps.clock.now_ms();
+        let terms = lanes.enqueue_terms();
+        let mut call = scripts::SUBMIT_CHAT.prepare_invoke();
+        create_args(&mut call, keys, tenant, &job, now)?;
+        call.key(keys.lanes())
+            .key(keys.leases())
+            .key(keys.epoch())
+            .key(keys.lane_active(&lane))
+            .key(keys.lane_waiting(&lane))
+            .key(keys.chat_ready())
+            .key(keys.signal(JobKind::Chat))
+            .arg(terms.lease_deadline_ms)
+            .arg(terms.max_queue)
+            .arg(terms.dispatch);
+        let mut conn = self.inner.deps.pool.get().await?;
+        let out: Vec<String> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        let Some((seq, answer)) = out.split_first() else {
+            return Err(QueueError::Storage("the chat submit script answered nothing".into()));
+        };
+        if answer.is_empty() {
+            return Err(QueueError::AlreadyExists { job: job.id });
+        }
+        // A full lane: the lane store's own error (and log line), as its `enqueue` gives it.
+        let outcome = lanes.enqueue_answered(answer, &job.id, &lane, &terms)?;
+        let seq: u64 = seq.parse().map_err(|_| {
+            QueueError::Storage(format!("the chat submit script answered {seq:?} as the seq"))
+        })?;
+        self.enqueued_in_lane(&job.id, &lane, &outcome);
+        Ok(Submitted {
+            record: JobRecord::from_new(tenant.clone(), job, seq, now),
+            lane: Some(outcome.receipt),
+        })
     }
 
     /// Puts back on its ready list every pending job of `kind` that no list or lease holds.
@@ -580,22 +630,25 @@ impl QueueBackend for RedisQueueBackend {
         self.enqueue_in_lane(&job_id, &lane).await
     }
 
-    /// A non-chat job goes through the submit combiner: one `submit_plain` call carries the
-    /// submits that arrive together (from concurrent producers), one round trip when alone.
-    async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
+    /// A chat job is one `submit_chat` call (record and lane, all or nothing). A non-chat job
+    /// goes through the submit combiner: one `submit_plain` call carries the submits that arrive
+    /// together (from concurrent producers), one round trip when alone. Either script writes the
+    /// record where this backend's own job store reads: `store` is not used.
+    async fn submit(&self, _store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
         self.ensure_running()?;
         if job.kind == JobKind::Chat {
-            return self.submit_chat(store, job).await;
+            return self.submit_chat(job).await;
         }
         self.inner.submit_combined(job).await
     }
 
     /// Non-chat jobs: one `submit_plain` call for all of them (records, ready lists, one
-    /// wake-up per kind): one round trip for the batch. Chat jobs: the record, then the lane
-    /// script, one job after the other so that a lane takes them in the batch's order.
+    /// wake-up per kind): one round trip for the batch. Chat jobs: one `submit_chat` call each,
+    /// one job after the other so that a lane takes them in the batch's order. As in `submit`,
+    /// `store` is not used.
     async fn submit_many(
         &self,
-        store: Arc<dyn JobStore>,
+        _store: Arc<dyn JobStore>,
         jobs: Vec<NewJob>,
     ) -> QueueResult<Vec<QueueResult<Submitted>>> {
         check_batch(jobs.len())?;
@@ -612,7 +665,7 @@ impl QueueBackend for RedisQueueBackend {
             }
         }
         for (at, job) in chat {
-            results[at] = Some(self.submit_chat(store.clone(), job).await);
+            results[at] = Some(self.submit_chat(job).await);
         }
         Ok(results
             .into_iter()
@@ -677,9 +730,10 @@ impl QueueBackend for RedisQueueBackend {
         let run_workers = c.run_workers;
         drop(life);
         if run_workers {
-            // A producer that died between creating a record and enqueueing it leaves a pending
-            // job in no list and under no lease; a worker process picks such orphans up when it
-            // starts (and the retention loop sweeps again periodically). Idempotent.
+            // A caller of the two-step API (`JobStore::create`, then `enqueue_*`) that died
+            // between the two leaves a pending job in no list and under no lease; a worker
+            // process picks such orphans up when it starts (and the retention loop sweeps again
+            // periodically). Idempotent.
             if let Err(e) = self.sweep_orphans().await {
                 warn!(error = %e, "orphan sweep at start failed; the periodic sweep retries");
             }

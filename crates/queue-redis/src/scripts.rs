@@ -43,6 +43,17 @@ const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!("{BATCH_FN}\n{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
 });
+/// Creates one chat job's record and puts it in its lane, all or nothing, in one call: the lane
+/// store's own `lane_admit` and `lane_append` (and the helpers they need) around `create_job`.
+pub(crate) static SUBMIT_CHAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{}\n{}\n{}",
+        crate::store::CREATE_FN,
+        lane_store::LANE_COMMON_LUA,
+        lane_store::ENQUEUE_FN,
+        include_str!("lua/submit_chat.lua")
+    ))
+});
 /// Records the outcomes of several jobs, each fenced, and hands each caller its next job.
 pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the

@@ -32,8 +32,8 @@ use queue_core::{
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 
-/// `job_fields` and `create_job`: `job_create.lua` runs `create_job`; the backend's batched
-/// `submit_plain.lua` writes records with `job_fields`.
+/// `job_fields` and `create_job`: `job_create.lua` and the backend's `submit_chat.lua` run
+/// `create_job`; the backend's batched `submit_plain.lua` writes records with `job_fields`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));
@@ -155,11 +155,12 @@ impl RedisJobStore {
     }
 }
 
-/// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`.
+/// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`: the
+/// first three keys and seven arguments of `job_create` and of the backend's `submit_chat`.
 ///
 /// # Errors
 /// `QueueError::Storage` when the payload cannot be written as JSON.
-fn create_args(
+pub(crate) fn create_args(
     call: &mut ScriptInvocation<'_>,
     keys: &TenantKeys,
     tenant: &TenantId,

@@ -471,3 +471,197 @@ async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alon
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
+
+/// A chat job of `lane` for the chat-submit tests.
+fn chat(id: &str, lane: &str) -> NewJob {
+    new_job(id, JobKind::Chat, Some(lane), &Behavior::Ok)
+}
+
+/// What a chat submit may write, read straight from the server: the tenant's seq counter, its
+/// pending chat index, the lane set, the lease index, the chat ready list, and `lane`'s active
+/// claim and waiting jobs.
+fn chat_state(server: &RedisServer, keys: &TenantKeys, lane: &str) -> Vec<String> {
+    let lane = LaneId::new(lane).expect("lane");
+    [
+        vec!["GET", &keys.seq()],
+        vec!["ZRANGE", &keys.pending(JobKind::Chat), "0", "-1", "WITHSCORES"],
+        vec!["ZRANGE", &keys.lanes(), "0", "-1", "WITHSCORES"],
+        vec!["ZRANGE", &keys.leases(), "0", "-1", "WITHSCORES"],
+        vec!["LRANGE", &keys.chat_ready(), "0", "-1"],
+        vec!["HGETALL", &keys.lane_active(&lane)],
+        vec!["LRANGE", &keys.lane_waiting(&lane), "0", "-1"],
+    ]
+    .iter()
+    .map(|args| server.command(args))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_submit_is_one_script_call_that_writes_the_record_create_writes() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "chat-one-call");
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let lane = "student:s1:main";
+    // The first submit loads the script (EVALSHA, NOSCRIPT, SCRIPT LOAD): count the second.
+    producer.submit(store.clone(), chat("c1", lane)).await.expect("submit c1");
+    let commands = ["evalsha", "eval", "hgetall", "del", "exists", "incr", "hset", "zadd", "rpush"];
+    let before: Vec<u64> = commands.iter().map(|c| calls(&server, c)).collect();
+    let c2 = producer.submit(store.clone(), chat("c2", lane)).await.expect("submit c2");
+    let spent: Vec<u64> = commands.iter().zip(&before).map(|(c, b)| calls(&server, c) - b).collect();
+    // One script, nothing read back or taken back; inside it one EXISTS, the seq, the record,
+    // its pending-index entry and its place among the lane's waiting jobs.
+    assert_eq!(spent, vec![1, 0, 0, 0, 1, 1, 1, 1, 1], "calls of {commands:?}");
+    assert_eq!(c2.record.seq, 2);
+    let receipt = c2.lane.expect("a lane receipt");
+    assert_eq!((receipt.lane_queue_position, receipt.lane_queue_size), (1, 2));
+    assert!(receipt.lane_active && !receipt.dispatched);
+    assert_eq!(producer.stats().enqueued, 2, "each submit counts as enqueued");
+    // The record is the one the job store's own create writes (id, seq and times aside).
+    let keys = TenantKeys::new(&rig.tenant);
+    let created = store.create(chat("made", lane)).await.expect("create");
+    assert_eq!(
+        record_fields(&server, &keys.job(&c2.record.id)),
+        record_fields(&server, &keys.job(&created.id)),
+        "the same record either way"
+    );
+    assert_eq!(store.get(&c2.record.id).await.expect("get").expect("c2"), c2.record, "the answer is stored");
+    assert_eq!(server.command(&["ZSCORE", &keys.pending(JobKind::Chat), "c2"]), "2");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_submit_into_a_full_lane_is_refused_and_writes_nothing() {
+    let server = RedisServer::start();
+    let lanes = LaneStoreConfig { max_queue: 1, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "chat-full", Arc::new(SystemClock), lanes);
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let lane = "student:s1:main";
+    // c1 runs (claimed), c2 waits: the lane holds max_queue waiting jobs.
+    producer.submit(store.clone(), chat("c1", lane)).await.expect("submit c1");
+    producer.submit(store.clone(), chat("c2", lane)).await.expect("submit c2");
+    let keys = TenantKeys::new(&rig.tenant);
+    let state = chat_state(&server, &keys, lane);
+    let scripts = calls(&server, "evalsha");
+    let err = producer.submit(store.clone(), chat("c3", lane)).await.expect_err("a full lane");
+    let lane_id = LaneId::new(lane).expect("lane");
+    assert_eq!(err, QueueError::LaneFull { lane: lane_id.clone(), max: 1 }, "the lane store's error");
+    assert_eq!(calls(&server, "evalsha") - scripts, 1, "one script call");
+    // No record, no pending-index entry, no seq taken, nothing in the lane.
+    assert_eq!(store.get(&JobId::new("c3").expect("id")).await.expect("get"), None);
+    assert_eq!(server.command(&["EXISTS", &keys.job(&JobId::new("c3").expect("id"))]), "0");
+    assert_eq!(chat_state(&server, &keys, lane), state, "nothing written");
+    // The same through a batch, whose other jobs are still accepted.
+    let batch = vec![chat("c4", lane), new_job("u1", JobKind::Upload, None, &Behavior::Ok)];
+    let answers = producer.submit_many(store.clone(), batch).await.expect("the batch");
+    assert_eq!(
+        answers[0].as_ref().expect_err("a full lane"),
+        &QueueError::LaneFull { lane: lane_id, max: 1 }
+    );
+    assert!(answers[1].is_ok(), "the upload is accepted");
+    assert_eq!(store.get(&JobId::new("c4").expect("id")).await.expect("get"), None);
+    assert_eq!(producer.stats().enqueued, 3, "c1, c2 and the upload");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_submit_with_a_taken_id_is_refused_and_leaves_every_lane_alone() {
+    let server = RedisServer::start();
+    let lanes = LaneStoreConfig { max_queue: 1, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "chat-taken", Arc::new(SystemClock), lanes);
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let keys = TenantKeys::new(&rig.tenant);
+    let (busy, idle) = ("student:s1:main", "student:s2:main");
+    producer.submit(store.clone(), chat("c1", busy)).await.expect("submit c1");
+    producer.submit(store.clone(), chat("c2", busy)).await.expect("submit c2");
+    let upload = new_job("u0", JobKind::Upload, None, &Behavior::Ok);
+    producer.submit(store.clone(), upload).await.expect("submit u0");
+    let (busy_state, idle_state) = (chat_state(&server, &keys, busy), chat_state(&server, &keys, idle));
+    let c1 = store.get(&JobId::new("c1").expect("id")).await.expect("get").expect("c1");
+    // A taken id is refused as taken, wherever it is sent: into an idle lane (which would claim
+    // it), into the lane where it runs or waits, or into a full lane (the id is judged first,
+    // here one an upload took): nothing written anywhere.
+    for (id, lane) in [("c1", idle), ("c1", busy), ("c2", busy), ("u0", busy)] {
+        let err = producer.submit(store.clone(), chat(id, lane)).await.expect_err("a taken id");
+        assert_eq!(err, QueueError::AlreadyExists { job: JobId::new(id).expect("id") }, "{id} into {lane}");
+    }
+    assert_eq!(chat_state(&server, &keys, busy), busy_state, "the busy lane, seq and indexes as they were");
+    assert_eq!(chat_state(&server, &keys, idle), idle_state, "the idle lane still has no key");
+    assert_eq!(store.get(&c1.id).await.expect("get").expect("c1"), c1, "the record is untouched");
+    // In a batch, a taken id is refused on its own and the next job still takes the idle lane.
+    let answers = producer
+        .submit_many(store.clone(), vec![chat("c2", idle), chat("c3", idle)])
+        .await
+        .expect("the batch");
+    assert_eq!(
+        answers[0].as_ref().expect_err("a taken id"),
+        &QueueError::AlreadyExists { job: JobId::new("c2").expect("id") }
+    );
+    let c3 = answers[1].as_ref().expect("c3 is accepted");
+    assert_eq!(c3.record.seq, c1.seq + 3, "c1, c2, u0, then c3: the refusals took no seq");
+    let idle_lane = LaneId::new(idle).expect("lane");
+    assert_eq!(server.command(&["HGET", &keys.lane_active(&idle_lane), "job"]), "c3", "c3 claimed it");
+    assert_eq!(server.command(&["LLEN", &keys.lane_waiting(&idle_lane)]), "0", "c2 is not behind it");
+    assert_eq!(chat_state(&server, &keys, busy)[5..], busy_state[5..], "the busy lane as it was");
+    assert_eq!(server.command(&["ZRANGE", &keys.pending(JobKind::Chat), "0", "-1"]), "c1\nc2\nc3");
+    assert_eq!(producer.stats().enqueued, 4, "c1, c2, u0 and c3");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_submits_keep_their_lane_order_and_an_idle_lane_claims_its_first() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let lanes = LaneStoreConfig { claim_ttl_ms: 10_000, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "chat-order", Arc::new(clock.clone()), lanes);
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let keys = TenantKeys::new(&rig.tenant);
+    let lane = "student:s1:main";
+    let lane_id = LaneId::new(lane).expect("lane");
+    // Load the scripts first, so that each submit below counts one call.
+    producer.submit(store.clone(), chat("warm", "student:warm:main")).await.expect("warm up");
+    let upload = new_job("u0", JobKind::Upload, None, &Behavior::Ok);
+    producer.submit(store.clone(), upload).await.expect("warm up");
+    let scripts = calls(&server, "evalsha");
+    let first = producer.submit(store.clone(), chat("c1", lane)).await.expect("submit c1");
+    let second = producer.submit(store.clone(), chat("c2", lane)).await.expect("submit c2");
+    let batch = vec![chat("c3", lane), new_job("u1", JobKind::Upload, None, &Behavior::Ok), chat("c4", lane)];
+    let answers = producer.submit_many(store.clone(), batch).await.expect("the batch");
+    // Four chat submits, four calls; the batch's upload one more.
+    assert_eq!(calls(&server, "evalsha") - scripts, 5, "one script call per chat job");
+    let receipts: Vec<_> = [Ok(first), Ok(second), answers[0].clone(), answers[2].clone()]
+        .into_iter()
+        .map(|s| {
+            let r = s.expect("accepted").lane.expect("a lane receipt");
+            (r.job_id.to_string(), r.lane_queue_position, r.lane_queue_size, r.dispatched)
+        })
+        .collect();
+    assert_eq!(
+        receipts,
+        vec![
+            ("c1".to_owned(), 0, 1, true),
+            ("c2".to_owned(), 1, 2, false),
+            ("c3".to_owned(), 2, 3, false),
+            ("c4".to_owned(), 3, 4, false),
+        ]
+    );
+    // c1 claimed the idle lane under the lane store's claim TTL, and was handed to the chat
+    // workers; the others wait behind it in submission order.
+    let epoch = server.command(&["HGET", &keys.lane_active(&lane_id), "epoch"]);
+    assert_eq!(server.command(&["HGET", &keys.lane_active(&lane_id), "job"]), "c1");
+    assert_eq!(server.command(&["HGET", &keys.lane_active(&lane_id), "deadline"]), "1010000");
+    assert_eq!(server.command(&["ZSCORE", &keys.leases(), lane]), "1010000");
+    assert_eq!(server.command(&["ZSCORE", &keys.lanes(), lane]), "0");
+    assert_eq!(server.command(&["LRANGE", &keys.lane_waiting(&lane_id), "0", "-1"]), "c2\nc3\nc4");
+    let ready = server.command(&["LRANGE", &keys.chat_ready(), "0", "-1"]);
+    assert_eq!(ready.lines().last(), Some(format!("{epoch}|c1|{lane}").as_str()), "dispatched");
+    assert_eq!(ready.lines().count(), 2, "one dispatch per claimed lane (warm, then c1)");
+    assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Chat)]), "2", "a wake-up per dispatch");
+    // Sequence numbers follow submission order.
+    assert_eq!(server.command(&["ZRANGE", &keys.pending(JobKind::Chat), "0", "-1"]), "warm\nc1\nc2\nc3\nc4");
+    assert_eq!(producer.stats().enqueued, 7, "warm, u0, c1 to c4 and u1");
+    producer.stop().await.expect("stop producer");
+}

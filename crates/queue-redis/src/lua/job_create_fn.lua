@@ -15,7 +15,8 @@ local function job_fields(id, kind, tenant, lane, request_id, now, payload, seq)
   return fields
 end
 
--- create_job(K, A): creates one job record: refuses an existing id, assigns the next sequence
+-- create_job(K, A) (job_create.lua, and submit_chat.lua between its lane checks and its append):
+-- creates one job record: refuses an existing id, assigns the next sequence
 -- number and indexes the job as pending. No counter: a kind's queued count is derived (its
 -- pending index less its `processing` counter).
 -- K[1] job hash, K[2] seq counter, K[3] pending zset of the job's kind
