@@ -24,7 +24,7 @@ local function push_dispatch(on, ready_key, signal_key, epoch, job, lane)
     redis.call('RPUSH', ready_key, epoch .. '|' .. job .. '|' .. lane)
     -- Tokens beyond 64 would wake no one more; trim only when there are that many.
     if redis.call('LPUSH', signal_key, '1') > 64 then
-      redis.call('LTRIM', signal_key, 0, 63)
+      redis.call('LTRIM', signal_key, '0', '63')
     end
   end
 end

@@ -40,7 +40,7 @@ local function lane_append(lanes_key, leases_key, epoch_key, active_key, waiting
   end
   -- No active claim means an idle lane: every script keeps "waiting jobs imply an active claim".
   local epoch = claim(active_key, leases_key, epoch_key, job, lane, deadline)
-  redis.call('ZADD', lanes_key, 0, lane)
+  redis.call('ZADD', lanes_key, '0', lane)
   push_dispatch(dispatch, ready_key, signal_key, epoch, job, lane)
   return {'claimed', 0, waiting + 1, epoch}
 end

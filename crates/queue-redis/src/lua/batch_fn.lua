@@ -96,6 +96,6 @@ local function wake(signal, n)
     tokens[t] = '1'
   end
   if redis.call('LPUSH', signal, unpack(tokens)) > 64 then
-    redis.call('LTRIM', signal, 0, 63)
+    redis.call('LTRIM', signal, '0', '63')
   end
 end
