@@ -1,6 +1,7 @@
 -- job_fields(...): the hash fields of a new job record, in HSET's field-value order. Numbers go
 -- in as text (`seq` too): Redis would format a Lua number with a float format, at a cost.
--- Shared by `create_job` below and the batched `submit_plain.lua`.
+-- Shared by `create_job` below and the batched `submit_plain.lua` (which runs `create_job` for a
+-- call of one job).
 local function job_fields(id, kind, tenant, lane, request_id, now, payload, seq)
   local fields = {'id', id, 'tenant', tenant, 'kind', kind, 'status', 'queued', 'attempt', '0',
     'epoch', '0', 'seq', seq, 'created', now, 'updated', now, 'payload', payload}

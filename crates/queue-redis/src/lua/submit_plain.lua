@@ -13,20 +13,17 @@
 --   ('' = none), request id ('' = none), payload (JSON text)
 -- Returns, per job, its new seq (>= 1), or 0 when its id is taken.
 local prefix = ARGV[3]
--- One job (a lone producer's submit, the common case): the same writes, without the tables
--- that gather a batch's, which cost a single job more than its commands do.
+-- One job (a lone producer's submit, the common case): `create_job` itself, then the ready list
+-- and a wake-up, without the tables that gather a batch's writes, which cost a single job more
+-- than its commands do.
 if #ARGV == 8 then
   local id, kind = ARGV[4], ARGV[5]
-  local key = prefix .. 'job:' .. id
-  if redis.call('EXISTS', key) == 1 then
-    return { 0 }
+  local seq = create_job({ prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind },
+    { id, kind, ARGV[1], ARGV[6], ARGV[7], ARGV[2], ARGV[8] })
+  if seq > 0 then
+    redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
+    wake(prefix .. 'signal:' .. kind, 1)
   end
-  local seq = redis.call('INCR', KEYS[1])
-  local text = string.format('%d', seq)
-  redis.call('HSET', key, unpack(job_fields(id, kind, ARGV[1], ARGV[6], ARGV[7], ARGV[2], ARGV[8], text)))
-  redis.call('ZADD', prefix .. 'pending:' .. kind, text, id)
-  redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
-  wake(prefix .. 'signal:' .. kind, 1)
   return { seq }
 end
 -- out: the answer per job (0 until numbered); fresh: {answer position, first ARGV} of each new job.
