@@ -214,13 +214,13 @@ fn build_redis_tenant_runtime(
         .ok_or_else(|| QueueError::Config("REDIS_URL: required when JOB_QUEUE_BACKEND=redis".into()))?;
     let pool = RedisPool::from_url(url)?;
     let retention = Duration::from_secs(settings.job_retention_hours.saturating_mul(3600));
-    let lanes = state.lane_stores.get_chat_lane_store(
+    let redis_lanes = state.lane_stores.get_redis_lane_store(
         Some(tenant),
-        Mode::Redis,
         url,
         settings.lane_store_config(),
         clock.clone(),
     )?;
+    let lanes: Arc<dyn ChatLaneStore> = redis_lanes.clone();
     let store: Arc<dyn JobStore> =
         Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), retention));
     let idempotency: Arc<dyn IdempotencyStore> = Arc::new(RedisIdempotencyStore::new(
@@ -242,7 +242,7 @@ fn build_redis_tenant_runtime(
             pool,
             tenant: tenant.clone(),
             store: store.clone(),
-            lanes: lanes.clone(),
+            lanes: redis_lanes,
             limiter: limiter.clone(),
             handlers,
             clock,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use queue_core::{ChatLaneStore, LaneStoreConfig, Mode, QueueResult, SharedClock, TenantId};
+use queue_core::{ChatLaneStore, LaneStoreConfig, Mode, QueueError, QueueResult, SharedClock, TenantId};
 
 use crate::memory::MemoryLaneStore;
 use crate::redis_conn::RedisPool;
@@ -13,11 +13,27 @@ use crate::redis_store::RedisLaneStore;
 /// The cache key of a request that names no tenant (the seed's `default`).
 const DEFAULT_TENANT_KEY: &str = "default";
 
+/// A cached store, kept as its concrete type so the Redis backend can get its `RedisLaneStore`.
+#[derive(Debug, Clone)]
+enum Cached {
+    Memory(Arc<MemoryLaneStore>),
+    Redis(Arc<RedisLaneStore>),
+}
+
+impl Cached {
+    fn shared(&self) -> Arc<dyn ChatLaneStore> {
+        match self {
+            Self::Memory(store) => store.clone(),
+            Self::Redis(store) => store.clone(),
+        }
+    }
+}
+
 /// One chat lane store per tenant, created on first use and kept until
 /// [`reset_chat_lane_stores`](Self::reset_chat_lane_stores).
 #[derive(Debug, Default)]
 pub struct ChatLaneStoreFactory {
-    stores: Mutex<HashMap<String, Arc<dyn ChatLaneStore>>>,
+    stores: Mutex<HashMap<String, Cached>>,
     /// One pool per Redis URL, shared by the tenants' Redis stores and kept across resets (a
     /// reset drops stores, not connections).
     redis_pools: Mutex<HashMap<String, RedisPool>>,
@@ -32,7 +48,7 @@ impl ChatLaneStoreFactory {
 
     /// The map holds only `Arc`s and is never left half-updated, so a poisoned lock is safe to
     /// reuse.
-    fn stores(&self) -> MutexGuard<'_, HashMap<String, Arc<dyn ChatLaneStore>>> {
+    fn stores(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -66,23 +82,59 @@ impl ChatLaneStoreFactory {
         config: LaneStoreConfig,
         clock: SharedClock,
     ) -> QueueResult<Arc<dyn ChatLaneStore>> {
+        self.cached(tenant_id, mode, redis_url, config, clock).map(|store| store.shared())
+    }
+
+    /// The Redis lane store of `tenant_id`, as [`get_chat_lane_store`](Self::get_chat_lane_store)
+    /// with `Mode::Redis` hands it out (the same cached store), typed: the Redis backend runs its
+    /// enqueue Lua inside its own submit script.
+    ///
+    /// # Errors
+    /// `QueueError::Config` naming `REDIS_URL` for a URL it cannot use, or when the tenant's
+    /// cached store is a memory one (it was first asked for in another mode).
+    pub fn get_redis_lane_store(
+        &self,
+        tenant_id: Option<&TenantId>,
+        redis_url: &str,
+        config: LaneStoreConfig,
+        clock: SharedClock,
+    ) -> QueueResult<Arc<RedisLaneStore>> {
+        match self.cached(tenant_id, Mode::Redis, redis_url, config, clock)? {
+            Cached::Redis(store) => Ok(store),
+            Cached::Memory(_) => Err(QueueError::Config(format!(
+                "tenant {}: its chat lane store was created in memory, not on Redis; \
+                 reset the lane stores before switching the tenant to JOB_QUEUE_BACKEND=redis",
+                tenant_id.map_or(DEFAULT_TENANT_KEY, TenantId::as_str)
+            ))),
+        }
+    }
+
+    /// The cached store of `tenant_id`, created for `mode` on the first call.
+    fn cached(
+        &self,
+        tenant_id: Option<&TenantId>,
+        mode: Mode,
+        redis_url: &str,
+        config: LaneStoreConfig,
+        clock: SharedClock,
+    ) -> QueueResult<Cached> {
         let tenant_key = tenant_id.map_or(DEFAULT_TENANT_KEY, TenantId::as_str);
         let mut stores = self.stores();
         if let Some(store) = stores.get(tenant_key) {
-            return Ok(Arc::clone(store));
+            return Ok(store.clone());
         }
-        let store: Arc<dyn ChatLaneStore> = match mode {
-            Mode::Test | Mode::Inline => Arc::new(MemoryLaneStore::new(config, clock)),
+        let store = match mode {
+            Mode::Test | Mode::Inline => Cached::Memory(Arc::new(MemoryLaneStore::new(config, clock))),
             Mode::Redis => {
                 let tenant = tenant_id.cloned().unwrap_or_else(TenantId::default_tenant);
-                Arc::new(
+                Cached::Redis(Arc::new(
                     RedisLaneStore::new(self.redis_pool(redis_url)?, &tenant, config, clock)
                         .with_dispatch(true),
-                )
+                ))
             }
         };
-        tracing::debug!(tenant = tenant_key, mode = %mode, kind = store.kind(), "chat lane store created");
-        stores.insert(tenant_key.to_owned(), Arc::clone(&store));
+        tracing::debug!(tenant = tenant_key, mode = %mode, kind = store.shared().kind(), "chat lane store created");
+        stores.insert(tenant_key.to_owned(), store.clone());
         Ok(store)
     }
 

@@ -141,3 +141,24 @@ fn an_unusable_redis_url_is_a_config_error_naming_redis_url() {
     assert!(err.to_string().contains("REDIS_URL"), "{err}");
     assert!(factory.is_empty(), "a refused store is not cached");
 }
+
+#[tokio::test]
+async fn the_typed_redis_store_is_the_cached_one_and_a_memory_one_is_refused() {
+    // Stores connect lazily (on the runtime), so no server is needed to build them.
+    let url = "redis://127.0.0.1:1/0";
+    let factory = ChatLaneStoreFactory::new();
+    let t1 = tenant("t1");
+
+    let typed = factory.get_redis_lane_store(Some(&t1), url, config(10, 5_000), clock()).unwrap();
+    let shared =
+        factory.get_chat_lane_store(Some(&t1), Mode::Redis, url, config(10, 5_000), clock()).unwrap();
+    let typed_as_shared: Arc<dyn queue_core::ChatLaneStore> = typed.clone();
+    assert!(Arc::ptr_eq(&typed_as_shared, &shared), "one cached store, handed out twice");
+    assert_eq!(factory.len(), 1);
+
+    let t2 = tenant("t2");
+    factory.get_chat_lane_store(Some(&t2), Mode::Inline, url, config(10, 5_000), clock()).unwrap();
+    let err = factory.get_redis_lane_store(Some(&t2), url, config(10, 5_000), clock()).unwrap_err();
+    assert!(matches!(err, QueueError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("t2") && err.to_string().contains("memory"), "{err}");
+}

@@ -4,7 +4,6 @@
 //! waiting jobs. The store hands out [`LaneClaim`]s; whoever holds the current claim may renew,
 //! finish or fail it, and nobody else may (fencing).
 
-use std::any::Any;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -95,13 +94,9 @@ pub struct LaneSnapshot {
 
 /// Per-tenant chat lanes. Implementations: `MemoryLaneStore`, `RedisLaneStore` (crate
 /// `lane-store`). Every method is atomic with respect to the others.
-///
-/// `Any` lets a backend that shares a store's database find the concrete store behind an
-/// `Arc<dyn ChatLaneStore>` (the Redis backend runs a `RedisLaneStore`'s enqueue inside its own
-/// submit script).
 #[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]
-pub trait ChatLaneStore: Any + Send + Sync + fmt::Debug {
+pub trait ChatLaneStore: Send + Sync + fmt::Debug {
     /// `memory` or `redis`.
     fn kind(&self) -> &'static str;
 

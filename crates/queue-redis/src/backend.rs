@@ -11,7 +11,6 @@
 //! removed at stop; entries whose heartbeat is older than three heartbeat intervals are stale,
 //! and the reaper of any live process prunes them.
 
-use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -117,9 +116,9 @@ pub struct RedisBackendDeps {
     pub tenant: TenantId,
     /// Job records (a `RedisJobStore` on the same Redis).
     pub store: Arc<dyn JobStore>,
-    /// Chat lanes (a `RedisLaneStore` with dispatch on, on the same Redis: a chat submit runs its
-    /// enqueue Lua inside the backend's own script, under its configuration).
-    pub lanes: Arc<dyn ChatLaneStore>,
+    /// Chat lanes, on the same Redis, with dispatch on: a chat submit runs the store's enqueue Lua
+    /// inside the backend's own script, under the store's configuration (hence the concrete type).
+    pub lanes: Arc<RedisLaneStore>,
     /// Capacity caps (a `RedisLimiter`, so they hold across processes).
     pub limiter: Arc<dyn Limiter>,
     /// What runs each kind.
@@ -413,17 +412,6 @@ impl RedisQueueBackend {
         }
     }
 
-    /// The lane store as the Redis store it must be for a chat submit to run its enqueue.
-    fn redis_lanes(&self) -> QueueResult<&RedisLaneStore> {
-        let lanes: &dyn Any = &*self.inner.deps.lanes;
-        lanes.downcast_ref::<RedisLaneStore>().ok_or_else(|| {
-            QueueError::Config(format!(
-                "the redis backend needs a redis lane store, got a {} one",
-                self.inner.deps.lanes.kind()
-            ))
-        })
-    }
-
     /// Creates a chat job's record and puts it in its lane in one `submit_chat` call, all or
     /// nothing: a taken id or a full lane writes nothing. The record is written in this
     /// backend's tenant keyspace, where its own job store reads.
@@ -431,7 +419,7 @@ impl RedisQueueBackend {
         let Some(lane) = job.lane.clone() else {
             return Err(QueueError::invalid("lane", "required for a chat job"));
         };
-        let lanes = self.redis_lanes()?;
+        let lanes = &self.inner.deps.lanes;
         let (keys, tenant) = (&self.inner.keys, &self.inner.deps.tenant);
         let now = self.inner.deps.clock.now_ms();
         let terms = lanes.enqueue_terms();
