@@ -719,3 +719,35 @@ async fn a_record_a_worker_finished_has_no_ttl_and_the_retention_loop_deletes_it
     backend.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_index_stays_a_skiplist_with_few_jobs_running_and_its_keeper_never_expires() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "keeper");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let producer = rig.producer().await;
+    producer
+        .submit(store.clone(), new_job("held", JobKind::Upload, None, &Behavior::GateFirst("held".into())))
+        .await
+        .expect("submit");
+    let backend = rig.backend(RedisBackendConfig { upload_concurrency: 2, ..RedisBackendConfig::default() });
+    backend.start().await.expect("start");
+    let held = JobId::new("held").expect("id");
+    eventually("the job runs", Duration::from_secs(20), || async { handler.invocations(&held) == 1 }).await;
+    let inflight = TenantKeys::new(&rig.tenant).inflight();
+    // One lease: a listpack, were it not for the keeper (a member longer than 64 bytes).
+    assert_eq!(server.command(&["OBJECT", "ENCODING", &inflight]), "skiplist");
+    let members = server.command(&["ZRANGE", &inflight, "0", "-1", "WITHSCORES"]);
+    let members: Vec<&str> = members.lines().collect();
+    assert_eq!(members.len(), 4, "the lease and the keeper: {members:?}");
+    assert_eq!(members[0], "held");
+    assert!(members[2].len() > 64 && members[3] == "inf", "the keeper never expires: {members:?}");
+    handler.open("held");
+    eventually("the job is done", Duration::from_secs(20), || async {
+        store.counts(JobKind::Upload).await.expect("counts").done == 1
+    })
+    .await;
+    assert_eq!(server.command(&["ZCOUNT", &inflight, "-inf", "(+inf"]), "0", "no lease is left");
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
