@@ -70,9 +70,11 @@ pub struct RedisBackendConfig {
     pub block: Duration,
     /// How long `stop` lets running jobs finish before handing them back.
     pub stop_deadline: Duration,
-    /// How long finished records are kept.
+    /// How long finished records are kept. A record its workers finish gets no TTL: the
+    /// retention loop deletes it, so it is gone within `retention + purge_interval`.
     pub retention: Duration,
-    /// How often retention runs.
+    /// How often retention runs (`purge_finished(now - retention)`, in every process that runs
+    /// workers).
     pub purge_interval: Duration,
     /// The host name this process registers its workers under; `None` reads the machine's
     /// ([`local_host_name`]).
@@ -1220,7 +1222,6 @@ impl Inner {
             .key(keys.chat_ready())
             .key(keys.signal(JobKind::Chat))
             .arg(self.deps.clock.now_ms())
-            .arg(ms(self.config.retention).max(1))
             .arg(ms(self.config.lease))
             .arg(keys.prefix());
         // A stopping process claims nothing more.

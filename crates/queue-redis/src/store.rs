@@ -11,7 +11,8 @@
 //!
 //! - `job:<id>` HASH: `id`, `tenant`, `kind`, `lane`, `request_id`, `status`, `attempt`, `epoch`, `seq`,
 //!   `created`, `updated`, `payload` (JSON), `result` (JSON), `error`; optional fields are absent
-//!   when unset. A finished record gets a TTL of the retention period.
+//!   when unset. A record finished by `transition` gets a TTL of the retention period; one
+//!   finished by the backend's `complete_many` gets none (its retention loop purges it).
 //! - `seq` STRING: the last sequence number handed out.
 //! - `pending:<kind>` ZSET id -> seq: queued and processing jobs.
 //! - `finished:<kind>:<status>` ZSET id -> finish time (ms): the jobs of `kind` that ended in
@@ -52,8 +53,9 @@ const LIST_SCAN_BUDGET: usize = 10_000;
 
 /// One tenant's job records in Redis, on one node or a Cluster.
 ///
-/// Finished records expire `retention` after they finish (a zero retention sets no TTL: they stay
-/// until [`JobStore::purge_finished`] removes them). Their index entries and counters are settled
+/// Records finished by [`JobStore::transition`] expire `retention` after they finish (a zero
+/// retention sets no TTL: they stay until [`JobStore::purge_finished`] removes them); records the
+/// Redis backend's workers finish have no TTL, and only `purge_finished` removes them. Their index entries and counters are settled
 /// by `purge_finished`, so call it periodically with a cut-off of `now - retention`; until then
 /// [`JobStore::counts`] still counts finished records whose hash has expired.
 pub struct RedisJobStore {

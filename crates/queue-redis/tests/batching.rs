@@ -665,3 +665,89 @@ async fn chat_submits_keep_their_lane_order_and_an_idle_lane_claims_its_first() 
     assert_eq!(producer.stats().enqueued, 7, "warm, u0, c1 to c4 and u1");
     producer.stop().await.expect("stop producer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_a_worker_finished_has_no_ttl_and_the_retention_loop_deletes_it_after_the_retention_period()
+{
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "retention", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let (store, keys) = (rig.store.clone(), TenantKeys::new(&rig.tenant));
+    let producer = rig.producer().await;
+    let jobs = [
+        new_job("up", JobKind::Upload, None, &Behavior::Ok),
+        new_job("bad", JobKind::Exam, None, &Behavior::FailAlways),
+        chat("talk", "student:a:main"),
+    ];
+    for job in jobs {
+        producer.submit(store.clone(), job).await.expect("submit");
+    }
+    let retention = Duration::from_secs(3600);
+    let backend = rig.backend(RedisBackendConfig {
+        max_attempts: 1,
+        retention,
+        purge_interval: Duration::from_millis(20),
+        ..RedisBackendConfig::default()
+    });
+    backend.start().await.expect("start");
+    let finished = || async {
+        let (up, exam, chat) = (
+            store.counts(JobKind::Upload).await.expect("counts"),
+            store.counts(JobKind::Exam).await.expect("counts"),
+            store.counts(JobKind::Chat).await.expect("counts"),
+        );
+        (up.done, exam.failed, chat.done)
+    };
+    eventually("every job finished", Duration::from_secs(20), || async { finished().await == (1, 1, 1) })
+        .await;
+    // No TTL: the records stay, whatever Redis's own clock says, until the purge of a later tick
+    // finds them older than the retention period by the backend's clock.
+    for id in ["up", "bad", "talk"] {
+        let pttl = server.command(&["PTTL", &keys.job(&JobId::new(id).expect("id"))]);
+        assert_eq!(pttl, "-1", "PTTL of the finished record {id}");
+    }
+    clock.advance(u64::try_from(retention.as_millis()).expect("ms") + 1);
+    eventually(
+        "the retention loop deleted the records and their index entries",
+        Duration::from_secs(20),
+        || async { finished().await == (0, 0, 0) },
+    )
+    .await;
+    for id in ["up", "bad", "talk"] {
+        assert!(store.get(&JobId::new(id).expect("id")).await.expect("get").is_none(), "{id} is gone");
+    }
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_index_stays_a_skiplist_with_few_jobs_running_and_its_keeper_never_expires() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "keeper");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let producer = rig.producer().await;
+    producer
+        .submit(store.clone(), new_job("held", JobKind::Upload, None, &Behavior::GateFirst("held".into())))
+        .await
+        .expect("submit");
+    let backend = rig.backend(RedisBackendConfig { upload_concurrency: 2, ..RedisBackendConfig::default() });
+    backend.start().await.expect("start");
+    let held = JobId::new("held").expect("id");
+    eventually("the job runs", Duration::from_secs(20), || async { handler.invocations(&held) == 1 }).await;
+    let inflight = TenantKeys::new(&rig.tenant).inflight();
+    // One lease: a listpack, were it not for the keeper (a member longer than 64 bytes).
+    assert_eq!(server.command(&["OBJECT", "ENCODING", &inflight]), "skiplist");
+    let members = server.command(&["ZRANGE", &inflight, "0", "-1", "WITHSCORES"]);
+    let members: Vec<&str> = members.lines().collect();
+    assert_eq!(members.len(), 4, "the lease and the keeper: {members:?}");
+    assert_eq!(members[0], "held");
+    assert!(members[2].len() > 64 && members[3] == "inf", "the keeper never expires: {members:?}");
+    handler.open("held");
+    eventually("the job is done", Duration::from_secs(20), || async {
+        store.counts(JobKind::Upload).await.expect("counts").done == 1
+    })
+    .await;
+    assert_eq!(server.command(&["ZCOUNT", &inflight, "-inf", "(+inf"]), "0", "no lease is left");
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}

@@ -141,3 +141,38 @@ async fn the_sweep_pages_through_many_orphans_and_runs_each_once() {
     assert_eq!(backend.sweep_orphans().await.expect("sweep"), 0, "nothing is left to sweep");
     backend.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_an_orphan_after_the_lease_index_got_its_keeper() {
+    let server = shared_server();
+    let tenant = TenantId::new(format!("kept{}", std::process::id())).expect("tenant");
+    let clock: SharedClock = Arc::new(ManualClock::default());
+    let pool = RedisPool::from_url(&server.url()).expect("pool");
+    let store =
+        Arc::new(RedisJobStore::new(pool.clone(), tenant.clone(), clock.clone(), Duration::from_secs(3600)));
+    let job = |id: &str| NewJob {
+        id: JobId::new(id).expect("id"),
+        kind: JobKind::Upload,
+        lane: None,
+        request_id: None,
+        payload: Behavior::Ok.payload(),
+    };
+    let handler = RecordingHandler::new();
+    let backend = backend(&pool, &tenant, store.clone(), clock, &handler);
+    backend.start().await.expect("start");
+    // A job claimed and run: the lease index now holds its keeper member, which is no lease.
+    backend.submit(store.clone() as Arc<dyn JobStore>, job("run-1")).await.expect("submit");
+    eventually("run-1 is done", Duration::from_secs(20), || async {
+        store.counts(JobKind::Upload).await.expect("counts").done == 1
+    })
+    .await;
+    // A producer died between the record and the enqueue.
+    store.create(job("orphan-1")).await.expect("create");
+    assert_eq!(backend.sweep_orphans().await.expect("sweep"), 1, "the keeper hid the orphan");
+    let orphan = JobId::new("orphan-1").expect("id");
+    eventually("the orphan is done", Duration::from_secs(20), || async {
+        store.get(&orphan).await.expect("get").is_some_and(|r| r.status == JobStatus::Done)
+    })
+    .await;
+    backend.stop().await.expect("stop");
+}

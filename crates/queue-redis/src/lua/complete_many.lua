@@ -18,12 +18,12 @@
 -- the dispatches.
 -- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
--- ARGV[1] now  ARGV[2] retention (ms)  ARGV[3] lease (ms) of the claims  ARGV[4] tenant prefix
+-- ARGV[1] now  ARGV[2] lease (ms) of the claims  ARGV[3] tenant prefix
 -- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
 -- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
 -- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
-local now, retention, lease, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local now, lease, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 -- The lease deadline of the lanes' next claims, as text (see `decimal`).
 local next_deadline = decimal(now + lease)
 local out, wants, b = {}, {}, new_batch()
@@ -37,7 +37,7 @@ end
 -- batch, at its first flush). `chat_wants`: the answers of chat slots that want a next job and
 -- got none of their own lane.
 local waiting, dispatched, chat_wants = nil, 0, {}
-for i = 5, #ARGV, 8 do
+for i = 4, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
   local jk = prefix .. 'job:' .. id
@@ -61,7 +61,7 @@ for i = 5, #ARGV, 8 do
       answer = 'stale:' .. current
     else
       record_outcome(b, jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], prefix, id, outcome,
-                     value, ARGV[1], retention, due, kind)
+                     value, ARGV[1], due, kind)
       answer = 'ok'
       if kind == 'chat' and outcome ~= 'retry' then
         -- Straight to this slot only while no other lane's job waits for a worker: lanes are

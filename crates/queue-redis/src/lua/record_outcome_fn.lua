@@ -1,13 +1,16 @@
 -- Used by complete_many.lua: records an accepted (already fenced) outcome.
 -- b the batch (batch_fn.lua) that gathers the writes to set-wide keys, jk job hash, inflight,
 -- pending (pending:<kind>), stats, delayed, prefix (the tenant's key prefix), id, outcome (done |
--- failed | retry), value (result JSON or error), now, retention (ms), due (ms, a non-chat
--- retry), kind.
+-- failed | retry), value (result JSON or error), now, due (ms, a non-chat retry), kind.
 -- A finished job leaves its pending index for `finished:<kind>:<outcome>`, whose size is the
 -- count of that state: no counter to keep. A chat job is in no `inflight` index (its lane's claim
 -- holds the lease).
+-- The finished record gets no TTL: the backend's retention loop (`purge_finished`, every
+-- `purge_interval` in every process that runs workers) deletes it with its index entry once it
+-- is older than the retention period, as it must for the entry anyway. A TTL would cost every
+-- job a PEXPIRE (and an entry in Redis's expires table) to do what the purge does.
 local function record_outcome(b, jk, inflight, pending, stats, delayed, prefix, id, outcome, value,
-                              now, retention, due, kind)
+                              now, due, kind)
   if kind ~= 'chat' then
     batch_zrem(b, inflight, id)
   end
@@ -26,5 +29,4 @@ local function record_outcome(b, jk, inflight, pending, stats, delayed, prefix, 
   end
   batch_zrem(b, pending, id)
   batch_zadd(b, prefix .. 'finished:' .. kind .. ':' .. outcome, now, id)
-  redis.call('PEXPIRE', jk, retention)
 end
