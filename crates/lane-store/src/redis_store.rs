@@ -163,7 +163,15 @@ impl RedisLaneStore {
     /// The deadline of a lease taken at `now_ms`. As in `MemoryLaneStore`, a zero TTL still yields
     /// a deadline in the future, so a claim just made by the reaper is not expired at once.
     fn lease_deadline(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_add(self.config.claim_ttl_ms.max(1))
+        now_ms.saturating_add(self.claim_ttl_ms())
+    }
+
+    /// How long a lane's claim lasts unless renewed ([`LaneStoreConfig::claim_ttl_ms`], at
+    /// least 1 ms): the lease of the claims the Redis backend's own scripts make for this store's
+    /// lanes too.
+    #[must_use]
+    pub const fn claim_ttl_ms(&self) -> u64 {
+        if self.config.claim_ttl_ms > 1 { self.config.claim_ttl_ms } else { 1 }
     }
 
     const fn dispatch_arg(&self) -> &'static str {

@@ -60,7 +60,8 @@ pub struct RedisBackendConfig {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
-    /// Lease of a non-chat job held by a worker (chat leases are the lane store's claim TTL).
+    /// Lease of a non-chat job held by a worker (a chat job's lease is its lane's claim, under the
+    /// lane store's claim TTL, [`RedisLaneStore::claim_ttl_ms`]).
     pub lease: Duration,
     /// How often running jobs renew their leases.
     pub heartbeat_interval: Duration,
@@ -73,8 +74,9 @@ pub struct RedisBackendConfig {
     /// How long finished records are kept. A record its workers finish gets no TTL: the
     /// retention loop deletes it, so it is gone within `retention + purge_interval`.
     pub retention: Duration,
-    /// How often retention runs (`purge_finished(now - retention)`, in every process that runs
-    /// workers).
+    /// How often retention runs (`purge_finished(now - retention)`, in every process: at start
+    /// and then at this interval where workers run, from one interval after start where they
+    /// do not; the orphan sweep rides along in worker processes only).
     pub purge_interval: Duration,
     /// The host name this process registers its workers under; `None` reads the machine's
     /// ([`local_host_name`]).
@@ -706,7 +708,6 @@ impl QueueBackend for RedisQueueBackend {
             let span = info_span!("reaper", tenant = %self.inner.deps.tenant);
             life.background
                 .push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone()).instrument(span)));
-            life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
             self.inner.started_ms.store(self.inner.deps.clock.now_ms(), Ordering::SeqCst);
             self.inner.registered.store(true, Ordering::SeqCst);
             if let Err(e) = self.inner.registry.register(&self.inner.worker_id, &self.inner.entry()).await {
@@ -714,6 +715,10 @@ impl QueueBackend for RedisQueueBackend {
                 warn!(error = %e, "could not register this worker; the next heartbeat retries");
             }
         }
+        // Retention runs in every process, with workers or without: the records the workers
+        // finish have no TTL, so a tenant served by producer-only processes while its workers are
+        // down still sees them deleted on time.
+        life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
         life.shutdown = Some(tx);
         self.inner.accepting.store(true, Ordering::SeqCst);
         info!(tenant = %self.inner.deps.tenant, workers = c.run_workers, "redis backend started");
@@ -875,7 +880,7 @@ impl Inner {
                 .arg(n)
                 .arg(now)
                 .arg(keys.prefix())
-                .arg(ms(self.config.lease).max(1))
+                .arg(self.deps.lanes.claim_ttl_ms())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
@@ -1223,7 +1228,8 @@ impl Inner {
             .key(keys.signal(JobKind::Chat))
             .arg(self.deps.clock.now_ms())
             .arg(ms(self.config.lease))
-            .arg(keys.prefix());
+            .arg(keys.prefix())
+            .arg(self.deps.lanes.claim_ttl_ms());
         // A stopping process claims nothing more.
         let accepting = self.accepting.load(Ordering::SeqCst);
         for (c, _) in &batch {
@@ -1559,6 +1565,11 @@ impl Inner {
 
     async fn purge_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.purge_interval);
+        if !self.config.run_workers {
+            // A producer-only process does not purge at start: a worker process does that when
+            // it starts, and a service restarting its producers need not sweep each time.
+            tick.tick().await;
+        }
         let mut swept_once = false;
         loop {
             tokio::select! {
@@ -1570,7 +1581,7 @@ impl Inner {
             if let Err(e) = self.deps.store.purge_finished(before).await {
                 warn!(error = %e, "retention purge failed");
             }
-            if swept_once {
+            if swept_once && self.config.run_workers {
                 let backend = RedisQueueBackend { inner: self.clone() };
                 match backend.sweep_orphans().await {
                     Ok(0) => {}

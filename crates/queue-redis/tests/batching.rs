@@ -169,6 +169,44 @@ async fn a_busy_lane_does_not_keep_its_slot_while_another_lane_waits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_jobs_lease_is_the_lane_stores_claim_ttl_not_the_non_chat_lease() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let ttl = 5_000;
+    let lanes = LaneStoreConfig { claim_ttl_ms: ttl, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "chat-lease", Arc::new(clock.clone()), lanes);
+    let (store, handler, keys) = (rig.store.clone(), &rig.handler, TenantKeys::new(&rig.tenant));
+    // The non-chat lease is twelve times the claim TTL: a chat claim made under it would show.
+    let backend = rig.backend(RedisBackendConfig {
+        chat_concurrency: 1,
+        lease: Duration::from_millis(12 * ttl),
+        ..RedisBackendConfig::default()
+    });
+    backend.start().await.expect("start");
+    let held = |id: &str| new_job(id, JobKind::Chat, Some("student:a:main"), &Behavior::GateFirst(id.into()));
+    let lease_of_lane = || server.command(&["ZSCORE", &keys.leases(), "student:a:main"]);
+    backend.submit(store.clone(), held("first")).await.expect("submit first");
+    backend.submit(store.clone(), held("second")).await.expect("submit second");
+    let started = |id: &'static str| {
+        let id = JobId::new(id).expect("id");
+        move || {
+            let id = id.clone();
+            async move { handler.invocations(&id) == 1 }
+        }
+    };
+    // `first` was claimed by the submit (the lane was idle) and started by `claim_chat`.
+    eventually("first started", Duration::from_secs(20), started("first")).await;
+    assert_eq!(lease_of_lane(), (1_000_000 + ttl).to_string(), "first's claim, as claim_chat left it");
+    clock.advance(1_000);
+    handler.open("first");
+    // `second` is claimed by `complete_many` when `first` ends, under a lease from now.
+    eventually("second started", Duration::from_secs(20), started("second")).await;
+    assert_eq!(lease_of_lane(), (1_001_000 + ttl).to_string(), "second's claim, made by complete_many");
+    handler.open("second");
+    backend.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "submits");
@@ -424,23 +462,24 @@ async fn a_job_listed_twice_in_one_claim_is_taken_once() {
 async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alone() {
     let server = RedisServer::start();
     let clock = ManualClock::new(1_000_000);
-    // The lane store claims for 10 s, the worker's lease is 10.5 s: a restart shows in the
-    // deadline.
+    // The lane store claims for 10 s (the non-chat lease of the worker, 20 s, plays no part).
     let lanes = LaneStoreConfig { claim_ttl_ms: 10_000, ..LaneStoreConfig::default() };
     let rig = Rig::with(&server, "lease-restart", Arc::new(clock.clone()), lanes);
     let (store, handler) = (rig.store.clone(), &rig.handler);
     let producer = rig.producer().await;
     let chat =
         |id: &str, lane: &str| new_job(id, JobKind::Chat, Some(lane), &Behavior::GateFirst(id.to_owned()));
-    // Lane a is claimed at t0 and waits 5 s, half its claim, for a worker; lane b is claimed
-    // just before the worker starts.
+    // Lane a is claimed at t0 and waits 5.5 s, more than half its claim, for a worker; lane b is
+    // claimed 0.5 s before the worker starts.
     producer.submit(store.clone(), chat("a1", "student:a:main")).await.expect("submit a1");
     clock.advance(5_000);
     producer.submit(store.clone(), chat("b1", "student:b:main")).await.expect("submit b1");
-    let started_at = 1_005_000;
+    let b_claimed_at = 1_005_000;
+    clock.advance(500);
+    let started_at = 1_005_500;
     let backend = rig.backend(RedisBackendConfig {
         chat_concurrency: 2,
-        lease: Duration::from_millis(10_500),
+        lease: Duration::from_millis(20_000),
         ..RedisBackendConfig::default()
     });
     backend.start().await.expect("start");
@@ -456,11 +495,11 @@ async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alon
         let index = server.command(&["ZSCORE", &keys.leases(), lane.as_str()]);
         (active, index)
     };
-    // Half of a's claim was gone: its start gave it a whole lease from the start.
-    let restarted = (started_at + 10_500).to_string();
+    // More than half of a's claim was gone: its start gave it a whole claim TTL from the start.
+    let restarted = (started_at + 10_000).to_string();
     assert_eq!(lease_of("student:a:main"), (restarted.clone(), restarted));
-    // b's claim was whole (more than nine tenths of a lease left): left as it was, no write.
-    let claimed = (started_at + 10_000).to_string();
+    // b's claim was whole (nine tenths of the TTL or more left): left as it was, no write.
+    let claimed = (b_claimed_at + 10_000).to_string();
     assert_eq!(lease_of("student:b:main"), (claimed.clone(), claimed));
     handler.open("a1");
     handler.open("b1");
@@ -717,6 +756,39 @@ async fn a_record_a_worker_finished_has_no_ttl_and_the_retention_loop_deletes_it
         assert!(store.get(&JobId::new(id).expect("id")).await.expect("get").is_none(), "{id} is gone");
     }
     backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_only_process_purges_what_the_workers_finished_once_they_are_gone() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "retention-producers", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let store = rig.store.clone();
+    let retention = Duration::from_secs(3600);
+    let config = |run_workers| RedisBackendConfig {
+        run_workers,
+        retention,
+        purge_interval: Duration::from_millis(20),
+        ..RedisBackendConfig::default()
+    };
+    let workers = rig.backend(config(true));
+    workers.start().await.expect("start workers");
+    workers.submit(store.clone(), new_job("up", JobKind::Upload, None, &Behavior::Ok)).await.expect("submit");
+    eventually("the job finished", Duration::from_secs(20), || async {
+        store.counts(JobKind::Upload).await.expect("counts").done == 1
+    })
+    .await;
+    workers.stop().await.expect("stop workers");
+    // Only a producer-only process of the tenant runs from now on.
+    let producer = rig.backend(config(false));
+    producer.start().await.expect("start producer");
+    clock.advance(u64::try_from(retention.as_millis()).expect("ms") + 1);
+    eventually("the producer-only process purged the record", Duration::from_secs(20), || async {
+        store.counts(JobKind::Upload).await.expect("counts").done == 0
+    })
+    .await;
+    assert!(store.get(&JobId::new("up").expect("id")).await.expect("get").is_none());
     producer.stop().await.expect("stop producer");
 }
 

@@ -18,14 +18,15 @@
 -- the dispatches.
 -- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
--- ARGV[1] now  ARGV[2] lease (ms) of the claims  ARGV[3] tenant prefix
+-- ARGV[1] now  ARGV[2] lease (ms) of the non-chat claims  ARGV[3] tenant prefix
+-- ARGV[4] claim TTL (ms) of the chat claims (the lane store's)
 -- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
 -- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
 -- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
-local now, lease, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local now, lease, prefix, chat_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- The lease deadline of the lanes' next claims, as text (see `decimal`).
-local next_deadline = decimal(now + lease)
+local next_deadline = decimal(now + chat_ttl)
 local out, wants, b = {}, {}, new_batch()
 -- The lanes' next claims add their lease-index entries through the batch too. A lane moves on
 -- at most once per call (only its current job's outcome is accepted), so no later ZREM of the
@@ -37,7 +38,7 @@ end
 -- batch, at its first flush). `chat_wants`: the answers of chat slots that want a next job and
 -- got none of their own lane.
 local waiting, dispatched, chat_wants = nil, 0, {}
-for i = 4, #ARGV, 8 do
+for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
   local jk = prefix .. 'job:' .. id
@@ -76,7 +77,7 @@ for i = 4, #ARGV, 8 do
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
                                   KEYS[8], id, epoch, lane, next_deadline, '0', true, add_lease)
         if moved[1] == 'next' and keep then
-          chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, lease,
+          chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, chat_ttl,
                                  next_deadline, true)
         else
           if moved[1] == 'next' then
@@ -97,7 +98,7 @@ for i = 4, #ARGV, 8 do
 end
 flush_batch(b)
 if #chat_wants > 0 then
-  local started = claim_chat(b, KEYS[7], KEYS[2], KEYS[5], prefix, #chat_wants, now, lease)
+  local started = claim_chat(b, KEYS[7], KEYS[2], KEYS[5], prefix, #chat_wants, now, chat_ttl)
   for j, claim in ipairs(started) do
     out[chat_wants[j]][3] = claim
   end
