@@ -6,7 +6,7 @@
 //! index over it that `start` rebuilds from the store's pending jobs, so a crash loses nothing
 //! that the store accepted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::held::HeldSeqs;
 use crate::work_queue::WorkQueue;
 
 /// How the runtime behaves. Real-time intervals (heartbeat, reaper) are wall-clock `Duration`s;
@@ -233,12 +234,8 @@ struct Inner {
     profile: WorkQueue<PlainItem>,
     chat_ready: WorkQueue<LaneClaim>,
     /// The `seq` of every non-chat job held in a queue or by a worker: a rescan skips them.
-    ///
-    /// Keyed by `seq`, not by id: jobs are queued and taken about in `seq` order, so inserts and
-    /// removals stay at the two ends of the tree, whose nodes stay in the CPU caches however
-    /// long the backlog. A hash set of ids is touched at a random place per job, which with a
-    /// million jobs queued is a cache miss or two per enqueue and per claim (W5).
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// Keyed by `seq`, not by id, so that it is touched near its ends ([`HeldSeqs`]).
+    in_flight: Mutex<HeldSeqs>,
     running: Mutex<HashMap<JobId, RunningJob>>,
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
@@ -291,7 +288,7 @@ impl InlineRuntime {
             config,
             deps,
             stats: Stats::default(),
-            in_flight: Mutex::new(BTreeSet::new()),
+            in_flight: Mutex::new(HeldSeqs::default()),
             running: Mutex::new(HashMap::new()),
             timers: Mutex::new(Vec::new()),
             accepting: AtomicBool::new(false),
@@ -584,7 +581,7 @@ impl InlineRuntime {
         self.ensure_running()?;
         let mut n = 0;
         for record in self.inner.deps.store.scan_pending(kind).await? {
-            if lock(&self.inner.in_flight).contains(&record.seq) {
+            if lock(&self.inner.in_flight).contains(record.seq) {
                 continue;
             }
             self.inner.requeue_orphan(&record).await?;
@@ -664,7 +661,7 @@ impl Inner {
         }
         let queue = self.queue(kind);
         if let Err(item) = queue.try_push(item) {
-            lock(&self.in_flight).remove(&item.seq);
+            lock(&self.in_flight).remove(item.seq);
             return Err(QueueError::QueueFull { kind, capacity: queue.capacity() });
         }
         Ok(true)
@@ -765,12 +762,12 @@ impl Inner {
             }
             Ok(None) => {
                 // Gone or finished meanwhile (cancelled): nothing to run.
-                lock(&self.in_flight).remove(&item.seq);
+                lock(&self.in_flight).remove(item.seq);
                 None
             }
             Err(e) => {
                 warn!(job = %item.id, error = %e, "could not start job; it stays pending for the next scan");
-                lock(&self.in_flight).remove(&item.seq);
+                lock(&self.in_flight).remove(item.seq);
                 None
             }
         }
@@ -1036,12 +1033,12 @@ impl Inner {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
-                lock(&self.in_flight).remove(&held);
+                lock(&self.in_flight).remove(held);
                 return;
             }
             Err(e) => {
                 warn!(job = %id, error = %e, "could not record the outcome; the job stays pending");
-                lock(&self.in_flight).remove(&held);
+                lock(&self.in_flight).remove(held);
                 return;
             }
         }
@@ -1070,13 +1067,13 @@ impl Inner {
             Some(JobStatus::Done) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_completed(kind, run_ms);
-                lock(&self.in_flight).remove(&held);
+                lock(&self.in_flight).remove(held);
                 info!(tenant = %record.tenant, lane = lane_of(record), job = %id, kind = kind.as_str(), run_ms, "job completed");
             }
             _ => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_dead_lettered(kind, run_ms);
-                lock(&self.in_flight).remove(&held);
+                lock(&self.in_flight).remove(held);
                 warn!(
                     tenant = %record.tenant,
                     lane = lane_of(record),
