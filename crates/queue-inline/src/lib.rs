@@ -5,6 +5,7 @@
 //! handlers, clock) and wrap it in [`InlineQueueBackend::over_runtime`].
 
 mod backend;
+mod held;
 mod idempotency;
 mod limiter;
 mod runtime;

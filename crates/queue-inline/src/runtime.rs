@@ -6,7 +6,7 @@
 //! index over it that `start` rebuilds from the store's pending jobs, so a crash loses nothing
 //! that the store accepted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::held::HeldSeqs;
 use crate::work_queue::WorkQueue;
 
 /// How the runtime behaves. Real-time intervals (heartbeat, reaper) are wall-clock `Duration`s;
@@ -178,17 +179,20 @@ struct RunningJob {
 /// A non-chat job waiting in its pool's queue, with the epoch its next attempt starts under (one
 /// past the record's when it was queued), so a worker can start it without reading it first.
 ///
-/// A backlog is held whole in the queues; the id's text is the one the store and `in_flight`
-/// hold too (a `JobId` shares it between clones).
+/// A backlog is held whole in the queues; the id's text is the one the store holds too (a
+/// `JobId` shares it between clones).
 #[derive(Debug)]
 struct PlainItem {
     id: JobId,
     epoch: u64,
+    /// The `seq` of the record it was queued for: its key in `in_flight`.
+    seq: u64,
 }
 
 impl PlainItem {
-    fn new(id: &JobId, epoch: u64) -> Self {
-        Self { id: id.clone(), epoch }
+    /// The next attempt of `record`, under the epoch after the record's.
+    fn next(record: &JobRecord) -> Self {
+        Self { id: record.id.clone(), epoch: record.lease_epoch + 1, seq: record.seq }
     }
 }
 
@@ -204,6 +208,8 @@ struct Prepared {
     epoch: u64,
     /// Set for a chat job: the lane claim it runs under.
     claim: Option<LaneClaim>,
+    /// For a plain job, its queue item's key in `in_flight`, let go when the job is settled.
+    held: u64,
     span: tracing::Span,
 }
 
@@ -227,8 +233,9 @@ struct Inner {
     exam: WorkQueue<PlainItem>,
     profile: WorkQueue<PlainItem>,
     chat_ready: WorkQueue<LaneClaim>,
-    /// Non-chat jobs held in a queue or by a worker: a rescan skips them.
-    in_flight: Mutex<HashSet<JobId>>,
+    /// The `seq` of every non-chat job held in a queue or by a worker: a rescan skips them.
+    /// Keyed by `seq`, not by id, so that it is touched near its ends ([`HeldSeqs`]).
+    in_flight: Mutex<HeldSeqs>,
     running: Mutex<HashMap<JobId, RunningJob>>,
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
@@ -256,6 +263,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A job a worker started, with the epoch it runs under.
 type Started = (JobRecord, u64);
 
+/// A plain job's attempt: the epoch it runs under and its queue item's key in `in_flight`.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    epoch: u64,
+    held: u64,
+}
+
 /// The in-process runtime. Cheap to clone; clones share one runtime.
 #[derive(Debug, Clone)]
 pub struct InlineRuntime {
@@ -274,7 +288,7 @@ impl InlineRuntime {
             config,
             deps,
             stats: Stats::default(),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HeldSeqs::default()),
             running: Mutex::new(HashMap::new()),
             timers: Mutex::new(Vec::new()),
             accepting: AtomicBool::new(false),
@@ -497,8 +511,7 @@ impl InlineRuntime {
         if record.status.is_terminal() {
             return Err(QueueError::InvalidTransition { from: record.status, to: JobStatus::Queued });
         }
-        let item = PlainItem::new(&record.id, record.lease_epoch + 1);
-        if self.inner.push_plain(kind, item)? {
+        if self.inner.push_plain(kind, PlainItem::next(record))? {
             self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
             self.inner.config.metrics.record_enqueued(kind);
             info!(tenant = %record.tenant, lane = lane_of(record), job = %record.id, kind = kind.as_str(), "job enqueued");
@@ -568,11 +581,11 @@ impl InlineRuntime {
         self.ensure_running()?;
         let mut n = 0;
         for record in self.inner.deps.store.scan_pending(kind).await? {
-            if lock(&self.inner.in_flight).contains(&record.id) {
+            if lock(&self.inner.in_flight).contains(record.seq) {
                 continue;
             }
             self.inner.requeue_orphan(&record).await?;
-            match self.inner.push_plain(kind, PlainItem::new(&record.id, record.lease_epoch + 1)) {
+            match self.inner.push_plain(kind, PlainItem::next(&record)) {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -643,12 +656,12 @@ impl Inner {
 
     /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
     fn push_plain(&self, kind: JobKind, item: PlainItem) -> QueueResult<bool> {
-        if !lock(&self.in_flight).insert(item.id.clone()) {
+        if !lock(&self.in_flight).insert(item.seq) {
             return Ok(false);
         }
         let queue = self.queue(kind);
         if let Err(item) = queue.try_push(item) {
-            lock(&self.in_flight).remove(&item.id);
+            lock(&self.in_flight).remove(item.seq);
             return Err(QueueError::QueueFull { kind, capacity: queue.capacity() });
         }
         Ok(true)
@@ -745,16 +758,16 @@ impl Inner {
     async fn prepare_plain(&self, item: PlainItem) -> Option<Prepared> {
         match self.begin(&item.id, item.epoch, None).await {
             Ok(Some((record, epoch))) => {
-                Some(Prepared { record, epoch, claim: None, span: tracing::Span::none() })
+                Some(Prepared { record, epoch, claim: None, held: item.seq, span: tracing::Span::none() })
             }
             Ok(None) => {
                 // Gone or finished meanwhile (cancelled): nothing to run.
-                lock(&self.in_flight).remove(&item.id);
+                lock(&self.in_flight).remove(item.seq);
                 None
             }
             Err(e) => {
                 warn!(job = %item.id, error = %e, "could not start job; it stays pending for the next scan");
-                lock(&self.in_flight).remove(&item.id);
+                lock(&self.in_flight).remove(item.seq);
                 None
             }
         }
@@ -783,7 +796,10 @@ impl Inner {
             }
         }
         match self.begin(&claim.job_id, claim.epoch, Some(&claim.lane_id)).await {
-            Ok(Some((record, epoch))) => Some(Prepared { record, epoch, claim: Some(claim), span }),
+            Ok(Some((record, epoch))) => {
+                let held = record.seq;
+                Some(Prepared { record, epoch, claim: Some(claim), held, span })
+            }
             Ok(None) => {
                 // Cancelled or already finished (a late re-delivery): move the lane on.
                 self.advance_lane(&claim).await;
@@ -836,12 +852,12 @@ impl Inner {
 
     /// Records a job's outcome; a chat job's lane moves on.
     async fn settle(self: &Arc<Self>, job: Prepared, result: Result<Value, HandlerError>) {
-        let Prepared { record, epoch, claim, span } = job;
+        let Prepared { record, epoch, claim, held, span } = job;
         if let Some(claim) = claim {
             let run_ms = self.end(&claim.job_id, claim.epoch);
             self.settle_chat(&claim, &record, result, run_ms).instrument(span).await;
         } else {
-            self.settle_plain(record.kind, &record, epoch, result).await;
+            self.settle_plain(record.kind, &record, Attempt { epoch, held }, result).await;
         }
     }
 
@@ -942,21 +958,21 @@ impl Inner {
         let mut records = Vec::with_capacity(batch.len());
         for item in batch {
             if let Some(job) = self.prepare_plain(item).await {
-                records.push((job.record, job.epoch));
+                records.push((job.record, Attempt { epoch: job.epoch, held: job.held }));
             }
         }
         // Jobs lost with their worker on every attempt are dead-lettered, not run once more.
         let max = self.config.max_attempts;
-        let (lost, records): (Vec<Started>, Vec<Started>) =
+        let (lost, records): (Vec<_>, Vec<_>) =
             records.into_iter().partition(|(r, _)| queue_core::lost_too_often(r, max).is_some());
-        for (r, epoch) in &lost {
+        for (r, attempt) in &lost {
             let gave_up = queue_core::lost_too_often(r, max).map_or_else(|| Ok(Value::Null), Err);
-            self.settle_plain(kind, r, *epoch, gave_up).await;
+            self.settle_plain(kind, r, *attempt, gave_up).await;
         }
         if records.is_empty() {
             return;
         }
-        let (jobs, epochs): (Vec<JobRecord>, Vec<u64>) = records.into_iter().unzip();
+        let (jobs, attempts): (Vec<JobRecord>, Vec<Attempt>) = records.into_iter().unzip();
         let handler = self.deps.handlers.get(kind).clone();
         let mut classes = Vec::new();
         for r in &jobs {
@@ -965,16 +981,21 @@ impl Inner {
         let permits = match self.acquire(&acquisition_order(&classes)).await {
             Ok(p) => p,
             Err(e) => {
-                for (r, epoch) in jobs.iter().zip(&epochs) {
-                    self.settle_plain(kind, r, *epoch, Err(HandlerError::retryable(format!("limiter: {e}"))))
-                        .await;
+                for (r, attempt) in jobs.iter().zip(&attempts) {
+                    self.settle_plain(
+                        kind,
+                        r,
+                        *attempt,
+                        Err(HandlerError::retryable(format!("limiter: {e}"))),
+                    )
+                    .await;
                 }
                 return;
             }
         };
         if permits.is_some() {
-            for (r, epoch) in jobs.iter().zip(&epochs) {
-                self.note_permits(&r.id, *epoch, permits.as_ref());
+            for (r, attempt) in jobs.iter().zip(&attempts) {
+                self.note_permits(&r.id, attempt.epoch, permits.as_ref());
             }
         }
         let results = if jobs.len() == 1 {
@@ -984,10 +1005,10 @@ impl Inner {
         };
         self.release(permits).await;
         let mut results = results.into_iter();
-        for (r, epoch) in jobs.iter().zip(&epochs) {
+        for (r, attempt) in jobs.iter().zip(&attempts) {
             let result =
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
-            self.settle_plain(kind, r, *epoch, result).await;
+            self.settle_plain(kind, r, *attempt, result).await;
         }
     }
 
@@ -995,7 +1016,7 @@ impl Inner {
         self: &Arc<Self>,
         kind: JobKind,
         record: &JobRecord,
-        epoch: u64,
+        Attempt { epoch, held }: Attempt,
         result: Result<Value, HandlerError>,
     ) {
         let id = &record.id;
@@ -1012,12 +1033,12 @@ impl Inner {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(held);
                 return;
             }
             Err(e) => {
                 warn!(job = %id, error = %e, "could not record the outcome; the job stays pending");
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(held);
                 return;
             }
         }
@@ -1037,7 +1058,7 @@ impl Inner {
                     "job failed; retrying"
                 );
                 let inner = self.clone();
-                let item = PlainItem::new(id, epoch + 1);
+                let item = PlainItem { id: id.clone(), epoch: epoch + 1, seq: held };
                 self.add_timer(tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     inner.queue(kind).push_owed(item);
@@ -1046,13 +1067,13 @@ impl Inner {
             Some(JobStatus::Done) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_completed(kind, run_ms);
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(held);
                 info!(tenant = %record.tenant, lane = lane_of(record), job = %id, kind = kind.as_str(), run_ms, "job completed");
             }
             _ => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.config.metrics.record_dead_lettered(kind, run_ms);
-                lock(&self.in_flight).remove(id);
+                lock(&self.in_flight).remove(held);
                 warn!(
                     tenant = %record.tenant,
                     lane = lane_of(record),

@@ -2,8 +2,8 @@
 //! process. Indexes keep `scan_pending`, `counts` and `purge_finished` from walking finished jobs.
 //!
 //! Records are kept compact, since a backlog is held whole:
-//! - records sit in a vector, found by id through a hash table of their positions (4 bytes a
-//!   slot, where a map would hold the whole record in each of its slots, a quarter of them empty);
+//! - records sit in a vector, found by id through a hash table of their positions ([`IdTable`]:
+//!   8 bytes a bucket, where a map would hold the whole record in each of its buckets);
 //! - the id's text is the one the caller's `JobId` holds, shared with the runtime's queues;
 //! - the tenant is stored once per store;
 //! - a record's JSON (its payload, then its result) is one byte string ([`Json`]), inline in the
@@ -17,13 +17,13 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use hashbrown::HashTable;
 use queue_core::{
     JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId, NewJob, QueueError, QueueResult,
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 use serde_json::{Map, Number, Value};
 
+use super::id_table::{IdTable, Probe, Slot};
 use super::{kind_index, status_index};
 
 /// The tags of [`Json`]'s encoding. Numbers keep their `serde_json` variant (`u64`, negative
@@ -349,9 +349,6 @@ impl Stored {
     }
 }
 
-/// A position in [`Inner::records`].
-type Slot = u32;
-
 /// The pending jobs of one kind by `seq`, as record slots: what `scan_pending` walks.
 ///
 /// Jobs are created with ever larger sequence numbers, so entries are appended and a sorted deque
@@ -437,7 +434,7 @@ struct Inner {
     /// Slots of `records` that hold nothing, reused first.
     free: Vec<Slot>,
     /// The slot of every record, hashed by the record's id.
-    by_id: HashTable<Slot>,
+    by_id: IdTable,
     hasher: RandomState,
     /// Queued and processing jobs per kind, by `seq`.
     pending: [PendingIndex; JobKind::ALL.len()],
@@ -477,8 +474,7 @@ impl Inner {
     fn find(&self, id: &str) -> Option<Slot> {
         let records = &self.records;
         self.by_id
-            .find(self.hash(id), |&slot| records[slot as usize].as_ref().is_some_and(|r| r.id.as_str() == id))
-            .copied()
+            .find(self.hash(id), |slot| records[slot as usize].as_ref().is_some_and(|r| r.id.as_str() == id))
     }
 
     /// The record in `slot`, which an index or the id table named.
@@ -490,9 +486,7 @@ impl Inner {
     fn take(&mut self, slot: Slot) -> Option<Stored> {
         let stored = self.records[slot as usize].take()?;
         let hash = self.hash(stored.id.as_str());
-        if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == slot) {
-            entry.remove();
-        }
+        self.by_id.remove(hash, slot);
         self.free.push(slot);
         Some(stored)
     }
@@ -528,13 +522,9 @@ impl Inner {
     fn insert(&mut self, job: &NewJob, json: Json, now: u64) -> QueueResult<u64> {
         let hash = self.hash(job.id.as_str());
         let records = &self.records;
-        let hasher = &self.hasher;
-        let entry = self.by_id.entry(
-            hash,
-            |&slot| records[slot as usize].as_ref().is_some_and(|r| r.id == job.id),
-            |&slot| records[slot as usize].as_ref().map_or(0, |r| hasher.hash_one(r.id.as_str())),
-        );
-        let hashbrown::hash_table::Entry::Vacant(vacant) = entry else {
+        let Probe::Vacant { bucket } =
+            self.by_id.probe(hash, |slot| records[slot as usize].as_ref().is_some_and(|r| r.id == job.id))
+        else {
             return Err(QueueError::AlreadyExists { job: job.id.clone() });
         };
         let slot = match self.free.pop() {
@@ -544,7 +534,7 @@ impl Inner {
                 .filter(|&slot| slot != PendingIndex::BLANK)
                 .ok_or_else(|| QueueError::storage("the memory job store is full"))?,
         };
-        vacant.insert(slot);
+        self.by_id.insert_at(bucket, hash, slot);
         let seq = self.next_seq;
         self.next_seq += 1;
         let stored = Stored {
@@ -598,7 +588,7 @@ impl MemoryJobStore {
                 next_seq: 1,
                 records: Vec::new(),
                 free: Vec::new(),
-                by_id: HashTable::new(),
+                by_id: IdTable::default(),
                 hasher: RandomState::new(),
                 pending: Default::default(),
                 counts: Default::default(),

@@ -1,6 +1,7 @@
 //! Job stores of the in-process backend: [`SqliteJobStore`], the durable embedded store with
 //! group commit, and [`MemoryJobStore`], the ephemeral one for tests and benchmarks.
 
+mod id_table;
 mod memory;
 mod sqlite;
 
