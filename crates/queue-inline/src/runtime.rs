@@ -905,6 +905,14 @@ impl Inner {
             Err(QueueError::NotFound { .. }) => return Ok(None),
             Err(QueueError::InvalidTransition { from, .. }) if from.is_terminal() => return Ok(None),
             Err(QueueError::InvalidTransition { from: JobStatus::Processing, .. }) => {
+                // A non-chat job this process runs now is no orphan: a second queue item for its
+                // id (`in_flight` is keyed by seq, so an id submitted again after its cancelled
+                // record was purged, while the old item still waited, has two) must not start it
+                // twice. A chat job comes here under a new claim of its lane (its old attempt was
+                // fenced off), which does restart it.
+                if lane.is_none() && lock(&self.running).contains_key(id) {
+                    return Ok(None);
+                }
                 let Some(record) = self.deps.store.get(id).await? else { return Ok(None) };
                 if !record.status.is_pending() {
                     return Ok(None);

@@ -7,8 +7,8 @@ use std::time::Duration;
 use lane_store::MemoryLaneStore;
 use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
-    HandlerSet, JobId, JobKind, JobStatus, JobStore, LaneId, LaneStoreConfig, LimitCaps, ManualClock, NewJob,
-    QueueError, SharedClock, TenantId,
+    Clock, HandlerSet, JobId, JobKind, JobStatus, JobStore, JobUpdate, LaneId, LaneStoreConfig, LimitCaps,
+    ManualClock, NewJob, QueueError, SharedClock, TenantId,
 };
 use queue_inline::{InlineDeps, InlineRuntime, InlineRuntimeConfig, LocalLimiter, MemoryJobStore};
 
@@ -150,6 +150,41 @@ async fn a_second_rescan_re_enqueues_nothing() {
         .await;
         assert_eq!(s.handler.invocations(&id), 1, "{id} ran twice");
     }
+    s.runtime.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_submitted_again_while_its_cancelled_jobs_item_still_waits_runs_once() {
+    let s = setup(InlineRuntimeConfig { upload_workers: 2, ..InlineRuntimeConfig::default() });
+    s.runtime.start().await.expect("start");
+    // Both upload workers busy: what is enqueued now waits in the queue.
+    for id in ["busy-0", "busy-1"] {
+        let id = create(&s.store, id, JobKind::Upload, None, &Behavior::GateFirst("busy".into())).await;
+        s.runtime.enqueue(JobKind::Upload, id).await.expect("enqueue");
+    }
+    eventually("both workers busy", PATIENCE, || async { s.runtime.depths().running == 2 }).await;
+    let x = create(&s.store, "x", JobKind::Upload, None, &Behavior::GateFirst("x".into())).await;
+    s.runtime.enqueue(JobKind::Upload, x.clone()).await.expect("enqueue");
+    // Cancelled and purged while its item waits; then the same id is submitted again.
+    s.store
+        .transition(&x, JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() })
+        .await
+        .expect("cancel");
+    s.clock.advance(1);
+    assert_eq!(s.store.purge_finished(s.clock.now_ms()).await.expect("purge"), 1);
+    create(&s.store, "x", JobKind::Upload, None, &Behavior::GateFirst("x".into())).await;
+    s.runtime.enqueue(JobKind::Upload, x.clone()).await.expect("enqueue again");
+    assert_eq!(s.runtime.depths().upload, 2, "the old item and the new one");
+    s.handler.open("busy");
+    // One worker starts x from the first item and waits at x's gate; the other takes the second.
+    eventually("both items taken", PATIENCE, || async { s.runtime.depths().upload == 0 }).await;
+    eventually("x started", PATIENCE, || async { s.handler.invocations(&x) >= 1 }).await;
+    s.handler.open("x");
+    eventually("x done and every worker idle", PATIENCE, || async {
+        status(&s.store, &x).await == JobStatus::Done && s.runtime.depths().running == 0
+    })
+    .await;
+    assert_eq!(s.handler.invocations(&x), 1, "x ran twice");
     s.runtime.stop().await.expect("stop");
 }
 
