@@ -64,8 +64,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     result        TEXT,
     error         TEXT
 );
--- scan_pending, counts and list by kind are range scans of this index.
-CREATE INDEX IF NOT EXISTS jobs_by_kind_status_seq ON jobs (kind, status, seq);
+-- Two partial indexes split the jobs by state, so that the claim path (a start and an end per
+-- job) seeks in keys that begin with an integer, which SQLite compares on its fast path.
+-- They replace jobs_by_kind_status_seq (kind, status, seq), which held every job: its keys all
+-- began with the same kind, so every comparison in its B-tree took SQLite's slow path through
+-- kind and status, four seeks per job, and a million queued jobs added about a third to the
+-- claim's instructions (BENCHMARKS.md, W5). A file that has the old index loses it at its next
+-- open, which builds these two (a one-off pass over the table).
+-- The pending jobs in submission order: scan_pending, and list and counts of pending states.
+-- Starting a job rewrites its entry in place (same seq).
+CREATE INDEX IF NOT EXISTS jobs_pending_by_seq ON jobs (seq, kind, status)
+    WHERE status IN ('queued', 'processing');
+-- The finished jobs by kind: list and counts of final states. A job enters it once, at its end.
+CREATE INDEX IF NOT EXISTS jobs_finished_by_kind ON jobs (kind, status, seq)
+    WHERE status NOT IN ('queued', 'processing');
+DROP INDEX IF EXISTS jobs_by_kind_status_seq;
 -- purge_finished is a range scan of this one. Only finished jobs are in it, so starting a job
 -- (which changes its updated_at_ms) does not touch it. It replaces jobs_by_status_updated, which
 -- held every job; a file that has the old index loses it at its next open.
@@ -106,17 +119,44 @@ const INSERT_SQL: &str = concat!(
     columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 );
-const LIST_BY_KIND_SQL: &str =
-    concat!("SELECT ", columns!(), " FROM jobs WHERE kind = ?1 AND status = ?2 ORDER BY seq DESC LIMIT ?3");
-const LIST_SQL: &str =
-    concat!("SELECT ", columns!(), " FROM jobs WHERE status = ?1 ORDER BY seq DESC LIMIT ?2");
-/// The pending jobs of one kind in submission order: two range scans of
-/// `jobs_by_kind_status_seq` (one per state) merged by a sort of the pending rows only.
+// Each query on a state names the condition of the partial index it needs, word for word: SQLite
+// uses a partial index only for a query whose WHERE clause contains that condition, and a bound
+// `status = ?` does not imply it.
+/// The newest jobs of one kind in one pending state: a backward scan of `jobs_pending_by_seq`.
+const LIST_PENDING_BY_KIND_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE status IN ('queued', 'processing') AND kind = ?1 AND status = ?2 ORDER BY seq DESC LIMIT ?3"
+);
+/// The newest jobs of one kind in one final state: a range of `jobs_finished_by_kind`.
+const LIST_FINISHED_BY_KIND_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE status NOT IN ('queued', 'processing') AND kind = ?1 AND status = ?2 \
+     ORDER BY seq DESC LIMIT ?3"
+);
+const LIST_PENDING_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE status IN ('queued', 'processing') AND status = ?1 ORDER BY seq DESC LIMIT ?2"
+);
+const LIST_FINISHED_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE status NOT IN ('queued', 'processing') AND status = ?1 ORDER BY seq DESC LIMIT ?2"
+);
+/// The pending jobs of one kind in submission order: a scan of `jobs_pending_by_seq`, whose
+/// entries carry the kind, so rows of other kinds are skipped without being read.
 const SCAN_PENDING_SQL: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM jobs WHERE kind = ?1 AND status IN ('queued', 'processing') ORDER BY seq"
+    " FROM jobs WHERE status IN ('queued', 'processing') AND kind = ?1 ORDER BY seq"
 );
+/// A kind's jobs per state, from the two partial indexes alone (no row is read).
+const COUNTS_SQL: &str = "SELECT status, COUNT(*) FROM jobs \
+     WHERE status IN ('queued', 'processing') AND kind = ?1 GROUP BY status \
+     UNION ALL SELECT status, COUNT(*) FROM jobs \
+     WHERE status NOT IN ('queued', 'processing') AND kind = ?1 GROUP BY status";
 
 /// How long a connection waits for a lock held by another connection (a checkpoint, or a second
 /// process opening the same file) before giving up with an error.
@@ -417,12 +457,15 @@ impl JobStore for SqliteJobStore {
     ) -> QueueResult<Vec<JobRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read("list", move |conn, tenant| {
+            let pending = status.is_pending();
             let raws = if let Some(kind) = kind {
-                let mut stmt = conn.prepare_cached(LIST_BY_KIND_SQL)?;
+                let sql = if pending { LIST_PENDING_BY_KIND_SQL } else { LIST_FINISHED_BY_KIND_SQL };
+                let mut stmt = conn.prepare_cached(sql)?;
                 stmt.query_map(params![kind.as_str(), status.as_str(), limit], RawJob::from_row)?
                     .collect::<Result<Vec<_>, _>>()?
             } else {
-                let mut stmt = conn.prepare_cached(LIST_SQL)?;
+                let mut stmt =
+                    conn.prepare_cached(if pending { LIST_PENDING_SQL } else { LIST_FINISHED_SQL })?;
                 stmt.query_map(params![status.as_str(), limit], RawJob::from_row)?
                     .collect::<Result<Vec<_>, _>>()?
             };
@@ -433,8 +476,7 @@ impl JobStore for SqliteJobStore {
 
     async fn counts(&self, kind: JobKind) -> QueueResult<StatusCounts> {
         self.read("counts", move |conn, _| {
-            let mut stmt =
-                conn.prepare_cached("SELECT status, COUNT(*) FROM jobs WHERE kind = ?1 GROUP BY status")?;
+            let mut stmt = conn.prepare_cached(COUNTS_SQL)?;
             let rows = stmt
                 .query_map([kind.as_str()], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -997,39 +1039,94 @@ mod tests {
         WriteOp::Create { job, payload }
     }
 
-    fn query_plan(store: &SqliteJobStore, sql: &str, param: &str) -> Vec<String> {
+    fn query_plan(store: &SqliteJobStore, sql: &str, params: &[&str]) -> Vec<String> {
         let conn = store.reader.lock().unwrap();
         conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map([param], |r| r.get::<_, String>(3))
+            .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
+    }
+
+    /// No step reads the whole table or sorts it, and every step uses one of `indexes`.
+    fn assert_indexed(plan: &[String], indexes: &[&str]) {
+        assert!(!plan.iter().any(|step| step == "SCAN jobs"), "{plan:?}");
+        for index in indexes {
+            assert!(plan.iter().any(|step| step.contains(&format!("INDEX {index}"))), "{index}: {plan:?}");
+        }
     }
 
     #[test]
     fn purge_is_a_range_scan_of_the_finished_jobs_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        let plan = query_plan(&store, PURGE_SQL, "0");
+        let plan = query_plan(&store, PURGE_SQL, &["0"]);
         assert!(plan.iter().any(|step| step.contains("USING INDEX jobs_finished_by_updated")), "{plan:?}");
         assert!(!plan.iter().any(|step| step.starts_with("SCAN jobs")), "{plan:?}");
     }
 
     #[test]
-    fn scan_pending_is_an_indexed_query() {
+    fn scan_pending_reads_the_pending_jobs_index_in_submission_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        let conn = store.reader.lock().unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {SCAN_PENDING_SQL}"))
+        let plan = query_plan(&store, SCAN_PENDING_SQL, &["upload"]);
+        assert_indexed(&plan, &["jobs_pending_by_seq"]);
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    #[test]
+    fn counts_read_the_two_partial_indexes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let plan = query_plan(&store, COUNTS_SQL, &["upload"]);
+        assert_indexed(&plan, &["jobs_pending_by_seq", "jobs_finished_by_kind"]);
+        assert!(plan.iter().filter(|step| step.contains("USING COVERING INDEX")).count() == 2, "{plan:?}");
+    }
+
+    #[test]
+    fn lists_by_kind_read_the_index_of_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let plan = query_plan(&store, LIST_PENDING_BY_KIND_SQL, &["upload", "queued", "10"]);
+        assert_indexed(&plan, &["jobs_pending_by_seq"]);
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+        let plan = query_plan(&store, LIST_FINISHED_BY_KIND_SQL, &["upload", "done", "10"]);
+        assert_indexed(&plan, &["jobs_finished_by_kind"]);
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// A job's start and end must not maintain an index whose keys all begin with the same kind
+    /// (W5: its comparisons grew a third of the claim's cost with a million jobs queued).
+    #[test]
+    fn a_file_with_the_index_of_every_job_by_kind_loses_it_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store(&dir));
+        let path = dir.path().join("jobs.sqlite");
+        Connection::open(&path)
             .unwrap()
-            .query_map(["upload"], |r| r.get::<_, String>(3))
+            .execute_batch("CREATE INDEX jobs_by_kind_status_seq ON jobs (kind, status, seq)")
+            .unwrap();
+        drop(store(&dir));
+        let conn = Connection::open(&path).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert!(plan.iter().any(|step| step.contains("USING INDEX jobs_by_kind_status_seq")), "{plan:?}");
-        assert!(!plan.iter().any(|step| step.starts_with("SCAN jobs")), "{plan:?}");
+        assert_eq!(
+            indexes,
+            [
+                "jobs_finished_by_kind",
+                "jobs_finished_by_updated",
+                "jobs_pending_by_seq",
+                "sqlite_autoindex_jobs_1"
+            ]
+        );
     }
 
     /// Builds one batch by hand so the refused operations are certain to share a transaction
