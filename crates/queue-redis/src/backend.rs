@@ -1160,6 +1160,13 @@ impl Inner {
     async fn complete_batched(&self, completion: Completion) -> QueueResult<CompleteAnswer> {
         let (answer, lead) = self.completions.push(completion);
         if let Some(lead) = lead {
+            // One turn for the other slots: the answer of a call wakes all the slots it served at
+            // once, and a leader that sent at once would send its own outcome nearly alone, then
+            // the rest in the next call, while Redis sat idle in between. Yielding first lets the
+            // slots that are ready push theirs, so the call carries them all (W2: 0.060 calls per
+            // job instead of 0.066, Redis idle less often, +8 % jobs/s in six alternated pairs; a
+            // second yield made it slower). An idle worker loses one turn of its own runtime.
+            tokio::task::yield_now().await;
             self.lead_flush(
                 |inner| &inner.completions,
                 |inner, batch| Box::pin(inner.send_completions(batch)),
