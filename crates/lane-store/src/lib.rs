@@ -18,3 +18,25 @@ pub use redis_store::{ENQUEUE_FN, EnqueueTerms, FINISH_FN, LANE_COMMON_LUA, Redi
 
 /// The redis-rs crate as this crate uses it, so layers above share one version.
 pub use redis;
+
+use queue_core::{JobId, LaneEnqueue, LaneId, QueueResult, TenantId};
+
+/// Logs what an enqueue of `job` into `lane` answered, the same way for every store: the outcome
+/// at debug level, a refusal (a full lane) at warn. `tenant` is given by the stores that know it.
+fn log_enqueue(tenant: Option<&TenantId>, job: &JobId, lane: &LaneId, outcome: &QueueResult<LaneEnqueue>) {
+    let tenant = tenant.map(tracing::field::display);
+    match outcome {
+        Ok(out) => tracing::debug!(
+            tenant,
+            lane = %lane,
+            job = %job,
+            added = out.added,
+            position = out.receipt.lane_queue_position,
+            epoch = out.dispatch.as_ref().map(|c| c.epoch),
+            "chat job enqueued in lane",
+        ),
+        Err(err) => {
+            tracing::warn!(tenant, lane = %lane, job = %job, error = %err, "chat job refused by lane")
+        }
+    }
+}

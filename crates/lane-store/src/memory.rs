@@ -342,17 +342,7 @@ impl ChatLaneStore for MemoryLaneStore {
 
     async fn enqueue(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
         let outcome = self.enqueue_now(job, lane, true);
-        match &outcome {
-            Ok(out) => tracing::debug!(
-                lane = %lane,
-                job = %job,
-                added = out.added,
-                position = out.receipt.lane_queue_position,
-                epoch = out.dispatch.as_ref().map(|c| c.epoch),
-                "chat job enqueued in lane",
-            ),
-            Err(err) => tracing::warn!(lane = %lane, job = %job, error = %err, "chat job refused by lane"),
-        }
+        crate::log_enqueue(None, job, lane, &outcome);
         outcome
     }
 

@@ -229,7 +229,7 @@ impl RedisLaneStore {
         terms: &EnqueueTerms,
     ) -> QueueResult<LaneEnqueue> {
         let outcome = self.read_enqueue(out, job, lane, terms.lease_deadline_ms);
-        self.log_enqueue(job, lane, &outcome);
+        crate::log_enqueue(Some(&self.tenant), job, lane, &outcome);
         outcome
     }
 
@@ -294,24 +294,6 @@ impl RedisLaneStore {
                 Ok(LaneEnqueue { receipt: receipt(true), dispatch: Some(claim), added: true })
             }
             _ => Err(unexpected("enqueue", out)),
-        }
-    }
-
-    fn log_enqueue(&self, job: &JobId, lane: &LaneId, outcome: &QueueResult<LaneEnqueue>) {
-        match outcome {
-            Ok(out) => tracing::debug!(
-                tenant = %self.tenant,
-                lane = %lane,
-                job = %job,
-                added = out.added,
-                position = out.receipt.lane_queue_position,
-                epoch = out.dispatch.as_ref().map(|c| c.epoch),
-                "chat job enqueued in lane",
-            ),
-            Err(err) => tracing::warn!(
-                tenant = %self.tenant, lane = %lane, job = %job, error = %err,
-                "chat job refused by lane",
-            ),
         }
     }
 
@@ -623,7 +605,7 @@ impl ChatLaneStore for RedisLaneStore {
 
     async fn enqueue(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
         let outcome = self.enqueue_now(job, lane, true).await;
-        self.log_enqueue(job, lane, &outcome);
+        crate::log_enqueue(Some(&self.tenant), job, lane, &outcome);
         outcome
     }
 
