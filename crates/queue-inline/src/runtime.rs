@@ -162,7 +162,8 @@ pub struct QueueDepths {
     pub profile_update: usize,
     /// Lanes whose head job waits for a chat worker.
     pub chat_ready: usize,
-    /// Jobs running now.
+    /// Jobs this process has started: their records are `processing`, whether their handler
+    /// runs yet or they still wait for permits (`llm`, `ocr`) before it does.
     pub running: usize,
 }
 
