@@ -55,8 +55,9 @@ const LIST_SCAN_BUDGET: usize = 10_000;
 ///
 /// Records finished by [`JobStore::transition`] expire `retention` after they finish (a zero
 /// retention sets no TTL: they stay until [`JobStore::purge_finished`] removes them); records the
-/// Redis backend's workers finish have no TTL, and only `purge_finished` removes them. Their index entries and counters are settled
-/// by `purge_finished`, so call it periodically with a cut-off of `now - retention`; until then
+/// Redis backend's workers finish have no TTL, and only `purge_finished` removes them. Their
+/// index entries and counters are settled by `purge_finished`, so call it periodically with a
+/// cut-off of `now - retention` (the Redis backend does, in every process); until then
 /// [`JobStore::counts`] still counts finished records whose hash has expired.
 pub struct RedisJobStore {
     pool: RedisPool,

@@ -6,7 +6,7 @@
 -- count of that state: no counter to keep. A chat job is in no `inflight` index (its lane's claim
 -- holds the lease).
 -- The finished record gets no TTL: the backend's retention loop (`purge_finished`, every
--- `purge_interval` in every process that runs workers) deletes it with its index entry once it
+-- `purge_interval` in every process of the tenant) deletes it with its index entry once it
 -- is older than the retention period, as it must for the entry anyway. A TTL would cost every
 -- job a PEXPIRE (and an entry in Redis's expires table) to do what the purge does.
 local function record_outcome(b, jk, inflight, pending, stats, delayed, prefix, id, outcome, value,
