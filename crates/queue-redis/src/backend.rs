@@ -35,7 +35,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::combine::{Combiner, Lead, Waiter, answer_each};
 use crate::scripts;
-use crate::store::{create_args, parse_record};
+use crate::store::{create_args, parse_claimed};
 
 /// How the Redis backend behaves.
 #[derive(Debug, Clone)]
@@ -221,8 +221,9 @@ struct Completion {
 }
 
 /// A completion's answer as the script gives it: `ok`, `notfound` or `stale:<epoch>`, the
-/// records of the non-chat jobs claimed next, and the chat job started next (or an empty array).
-type CompleteAnswer = (String, Vec<HashMap<String, String>>, Value);
+/// records of the non-chat jobs claimed next (each the values of `CLAIM_FIELDS`, see
+/// [`parse_claimed`]), and the chat job started next (or an empty array).
+type CompleteAnswer = (String, Vec<Vec<Option<String>>>, Value);
 
 /// An outcome waiting to be sent, and where its answer goes.
 type Waiting = Waiter<Completion, QueueResult<CompleteAnswer>>;
@@ -884,9 +885,9 @@ impl Inner {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
-            raw.into_iter().map(parse_chat_claim).collect()
+            raw.into_iter().map(|c| parse_chat_claim(c, &self.deps.tenant)).collect()
         } else {
-            let raw: Vec<HashMap<String, String>> = scripts::CLAIM_PLAIN
+            let raw: Vec<Vec<Option<String>>> = scripts::CLAIM_PLAIN
                 .key(keys.ready(kind))
                 .key(keys.inflight())
                 .key(keys.stats())
@@ -898,7 +899,7 @@ impl Inner {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
-            raw.into_iter().map(|h| parse_record(h).map(Claimed::Plain)).collect()
+            raw.into_iter().map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain)).collect()
         }
     }
 
@@ -1125,10 +1126,10 @@ impl Inner {
             .await?;
         let mut claimed = claimed
             .into_iter()
-            .map(|h| parse_record(h).map(Claimed::Plain))
+            .map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain))
             .collect::<QueueResult<Vec<_>>>()?;
         if matches!(&chat_next, Value::Array(parts) if !parts.is_empty()) {
-            claimed.push(parse_chat_claim(chat_next)?);
+            claimed.push(parse_chat_claim(chat_next, &self.deps.tenant)?);
         }
         match answer.as_str() {
             "ok" => Ok((true, claimed)),
@@ -1652,7 +1653,9 @@ fn value_str(v: &Value) -> Option<String> {
     }
 }
 
-fn parse_chat_claim(v: Value) -> QueueResult<Claimed> {
+/// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`: `{run, epoch, lane, deadline,
+/// claimed record}` or `{finish, epoch, lane, deadline, job}`.
+fn parse_chat_claim(v: Value, tenant: &TenantId) -> QueueResult<Claimed> {
     let bad = || QueueError::Storage("unexpected chat claim reply".into());
     let Value::Array(parts) = v else { return Err(bad()) };
     if parts.len() != 5 {
@@ -1664,9 +1667,9 @@ fn parse_chat_claim(v: Value) -> QueueResult<Claimed> {
     let deadline: u64 = value_str(&parts[3]).and_then(|s| s.parse().ok()).unwrap_or(0);
     match verb.as_str() {
         "run" => {
-            let fields: HashMap<String, String> = redis::from_redis_value(parts[4].clone())
+            let values: Vec<Option<String>> = redis::from_redis_value(parts[4].clone())
                 .map_err(|e| QueueError::Storage(format!("chat claim reply: {e}")))?;
-            let record = parse_record(fields)?;
+            let record = parse_claimed(values, tenant, JobKind::Chat)?;
             let claim =
                 LaneClaim { job_id: record.id.clone(), lane_id: lane, epoch, lease_deadline_ms: deadline };
             Ok(Claimed::Chat(claim, record))

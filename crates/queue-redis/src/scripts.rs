@@ -5,9 +5,36 @@ use std::sync::LazyLock;
 
 use lane_store::redis::Script;
 
-/// Where a start's fields sit in an `HGETALL` reply; needed by `CLAIM_PLAIN_FN` and
-/// `START_CHAT_FN`, so every script that includes either starts with it.
-const START_FIELDS_FN: &str = include_str!("lua/start_fields_fn.lua");
+use crate::store::{CLAIM_FIELDS, claim_field};
+
+/// `read_claim(jk)` and the positions of the fields a start checks and changes, generated from
+/// [`CLAIM_FIELDS`]: the one list of what a claim reads and answers, so that the scripts' `HMGET`
+/// and the client's positional parse (`store::parse_claimed`) cannot drift apart. Needed by
+/// `CLAIM_PLAIN_FN` and `START_CHAT_FN`, so every script that includes either starts with it.
+static CLAIM_FIELDS_FN: LazyLock<String> = LazyLock::new(claim_fields_fn);
+
+fn claim_fields_fn() -> String {
+    /// Lua's 1-based position of a claimed field.
+    const fn at(name: &str) -> usize {
+        claim_field(name) + 1
+    }
+    const STATUS: usize = at("status");
+    const EPOCH: usize = at("epoch");
+    const ATTEMPT: usize = at("attempt");
+    const UPDATED: usize = at("updated");
+    let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    format!(
+        "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs); shared by claim_plain_fn.lua and
+-- start_chat_fn.lua (prepended before them). read_claim(jk): a job record's claimed fields, values
+-- only, in CLAIM_FIELDS's order (false for a field the hash lacks): one read serves a start's
+-- checks and the claim's answer, patched after the start at the positions below.
+local CLAIM_STATUS, CLAIM_EPOCH, CLAIM_ATTEMPT, CLAIM_UPDATED = {STATUS}, {EPOCH}, {ATTEMPT}, {UPDATED}
+local function read_claim(jk)
+  return redis.call('HMGET', jk, {})
+end",
+        names.join(", ")
+    )
+}
 /// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
 /// key, and wakes idle workers; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN`, `START_CHAT_FN`,
 /// `submit_plain.lua` and `complete_many.lua`.
@@ -18,7 +45,8 @@ const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 /// Claims ready non-chat jobs with their state change and lease.
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{}",
+        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{}",
+        *CLAIM_FIELDS_FN,
         include_str!("lua/claim_plain.lua")
     ))
 });
@@ -31,7 +59,8 @@ const CLAIM_CHAT_FN: &str = include_str!("lua/claim_chat_fn.lua");
 /// Claims chat dispatches that are still current.
 pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{START_FIELDS_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}",
+        "{BATCH_FN}\n{}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}",
+        *CLAIM_FIELDS_FN,
         include_str!("lua/claim_chat.lua")
     ))
 });
@@ -59,7 +88,8 @@ pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the
     // same script: one Lua source for both, no copy.
     Script::new(&format!(
-        "{BATCH_FN}\n{START_FIELDS_FN}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}\n{}\n{}",
+        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}\n{}\n{}",
+        *CLAIM_FIELDS_FN,
         lane_store::LANE_COMMON_LUA,
         lane_store::FINISH_FN,
         include_str!("lua/complete_many.lua")

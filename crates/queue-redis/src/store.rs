@@ -378,13 +378,94 @@ fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
     QueueError::Storage(format!("redis: job record {job}: {what}"))
 }
 
+/// The fields of a job record a claim reads (`HMGET`, in this order) and answers with, values
+/// only: what the worker's [`JobRecord`] holds, less what the caller already knows (the tenant,
+/// the backend's own; the kind, the one it claimed). `status`, `epoch`, `attempt` and `updated`
+/// are also what the claim checks and changes. The one list both sides use: the scripts' `HMGET`
+/// is generated from it (`scripts.rs`, [`claim_field`] gives the positions), and
+/// [`parse_claimed`] reads an answer by it.
+pub(crate) const CLAIM_FIELDS: [&str; 12] = [
+    "id",
+    "status",
+    "epoch",
+    "attempt",
+    "updated",
+    "lane",
+    "request_id",
+    "seq",
+    "created",
+    "payload",
+    "result",
+    "error",
+];
+
+/// Where `name` sits in [`CLAIM_FIELDS`] (0-based). In a `const`, a name that is not there fails
+/// the build.
+pub(crate) const fn claim_field(name: &str) -> usize {
+    let mut i = 0;
+    while i < CLAIM_FIELDS.len() {
+        if same(CLAIM_FIELDS[i].as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("not a field of CLAIM_FIELDS");
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Builds a record from the fields of its job HASH, as `HGETALL` returns them.
 ///
 /// # Errors
 /// [`QueueError::Storage`] naming the job and the field when a field is missing or malformed.
 pub fn parse_record(mut fields: HashMap<String, String>) -> QueueResult<JobRecord> {
-    let shown = fields.get("id").cloned().unwrap_or_else(|| "<no id>".to_owned());
-    let mut take = |name: &str| fields.remove(name);
+    build_record(|name| fields.remove(name), None)
+}
+
+/// Builds a claimed record from a claim's answer: the values of [`CLAIM_FIELDS`] in that order
+/// (`None` for a field the hash lacks), of a job of `tenant` and `kind`.
+///
+/// # Errors
+/// [`QueueError::Storage`] naming the job and the field when a field is missing or malformed, or
+/// when the answer does not hold one value per field.
+pub(crate) fn parse_claimed(
+    mut values: Vec<Option<String>>,
+    tenant: &TenantId,
+    kind: JobKind,
+) -> QueueResult<JobRecord> {
+    if values.len() != CLAIM_FIELDS.len() {
+        return Err(QueueError::Storage(format!(
+            "redis: a claimed record came as {} values, not one per claimed field ({})",
+            values.len(),
+            CLAIM_FIELDS.len()
+        )));
+    }
+    build_record(
+        |name| CLAIM_FIELDS.iter().position(|f| *f == name).and_then(|i| values[i].take()),
+        Some((tenant, kind)),
+    )
+}
+
+/// Builds a record from its fields, each handed over by name once by `take` (`None`: absent);
+/// `known`, the tenant and kind when the caller knows them, is used instead of those fields.
+fn build_record(
+    mut take: impl FnMut(&str) -> Option<String>,
+    known: Option<(&TenantId, JobKind)>,
+) -> QueueResult<JobRecord> {
+    let id = take("id");
+    let shown = id.clone().unwrap_or_else(|| "<no id>".to_owned());
     let required = |value: Option<String>, name: &str| {
         value.ok_or_else(|| corrupt(&shown, &format_args!("the field {name} is missing")))
     };
@@ -399,9 +480,14 @@ pub fn parse_record(mut fields: HashMap<String, String>) -> QueueResult<JobRecor
             .map_err(|e| corrupt(&shown, &format_args!("the field {name} is not JSON: {e}")))
     };
 
-    let id = JobId::new(required(take("id"), "id")?).map_err(|e| corrupt(&shown, &e))?;
-    let tenant = TenantId::new(required(take("tenant"), "tenant")?).map_err(|e| corrupt(&shown, &e))?;
-    let kind = JobKind::parse(&required(take("kind"), "kind")?).map_err(|e| corrupt(&shown, &e))?;
+    let id = JobId::new(required(id, "id")?).map_err(|e| corrupt(&shown, &e))?;
+    let (tenant, kind) = match known {
+        Some((tenant, kind)) => (tenant.clone(), kind),
+        None => (
+            TenantId::new(required(take("tenant"), "tenant")?).map_err(|e| corrupt(&shown, &e))?,
+            JobKind::parse(&required(take("kind"), "kind")?).map_err(|e| corrupt(&shown, &e))?,
+        ),
+    };
     let status = JobStatus::parse(&required(take("status"), "status")?).map_err(|e| corrupt(&shown, &e))?;
     let lane = take("lane").map(LaneId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
     let request_id = take("request_id").map(RequestId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
@@ -430,4 +516,111 @@ pub fn parse_record(mut fields: HashMap<String, String>) -> QueueResult<JobRecor
         result,
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claim's answer for a queued upload `u1` just started: every field a new record has, and
+    /// none of the optional ones.
+    fn answer() -> Vec<Option<String>> {
+        CLAIM_FIELDS
+            .iter()
+            .map(|f| match *f {
+                "id" => Some("u1".to_owned()),
+                "status" => Some("processing".to_owned()),
+                "epoch" | "attempt" => Some("1".to_owned()),
+                "seq" => Some("7".to_owned()),
+                "created" => Some("1000".to_owned()),
+                "updated" => Some("2000".to_owned()),
+                "payload" => Some(r#"{"k":1}"#.to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn set(values: &mut [Option<String>], name: &str, value: &str) {
+        values[CLAIM_FIELDS.iter().position(|f| *f == name).expect("a claimed field")] =
+            Some(value.to_owned());
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::new("acme").expect("tenant")
+    }
+
+    #[test]
+    fn a_claimed_record_is_read_by_position_with_its_absent_optional_fields_none() {
+        let record = parse_claimed(answer(), &tenant(), JobKind::Upload).expect("parses");
+        assert_eq!(
+            record,
+            JobRecord {
+                id: JobId::new("u1").expect("id"),
+                kind: JobKind::Upload,
+                tenant: tenant(),
+                lane: None,
+                request_id: None,
+                status: JobStatus::Processing,
+                attempt: 1,
+                lease_epoch: 1,
+                seq: 7,
+                created_at_ms: 1000,
+                updated_at_ms: 2000,
+                payload: serde_json::json!({"k": 1}),
+                result: None,
+                error: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_claimed_record_reads_its_optional_fields_when_present() {
+        let mut values = answer();
+        set(&mut values, "lane", "l1");
+        set(&mut values, "request_id", "req-1");
+        set(&mut values, "error", "planned failure 1");
+        set(&mut values, "result", "[1]");
+        let record = parse_claimed(values, &tenant(), JobKind::Chat).expect("parses");
+        assert_eq!(record.kind, JobKind::Chat);
+        assert_eq!(record.lane, Some(LaneId::new("l1").expect("lane")));
+        assert_eq!(record.request_id, Some(RequestId::new("req-1").expect("request id")));
+        assert_eq!(record.error.as_deref(), Some("planned failure 1"));
+        assert_eq!(record.result, Some(serde_json::json!([1])));
+    }
+
+    #[test]
+    fn a_corrupt_claimed_field_is_named_with_its_job() {
+        let mut values = answer();
+        set(&mut values, "attempt", "two");
+        let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("attempt is not a number");
+        assert!(
+            matches!(&err, QueueError::Storage(m) if m == r#"redis: job record u1: the field attempt is not a number: "two""#),
+            "{err:?}"
+        );
+        let mut values = answer();
+        values[claim_field("payload")] = None;
+        let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("no payload");
+        assert!(err.to_string().contains("job record u1: the field payload is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_claim_answer_of_the_wrong_length_is_refused() {
+        let mut values = answer();
+        values.pop();
+        let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("one value short");
+        assert!(err.to_string().contains("11 values"), "{err}");
+    }
+
+    #[test]
+    fn parse_record_still_reads_an_hgetall_reply_and_names_a_bad_field() {
+        let mut fields: HashMap<String, String> =
+            CLAIM_FIELDS.iter().zip(answer()).filter_map(|(f, v)| Some(((*f).to_owned(), v?))).collect();
+        fields.insert("tenant".into(), "acme".into());
+        fields.insert("kind".into(), "upload".into());
+        let claimed = parse_claimed(answer(), &tenant(), JobKind::Upload).expect("parses");
+        assert_eq!(parse_record(fields.clone()).expect("parses"), claimed);
+        fields.insert("seq".into(), "-1".into());
+        let err = parse_record(fields).expect_err("seq is not a number");
+        assert!(err.to_string().contains(r#"job record u1: the field seq is not a number: "-1""#), "{err}");
+    }
 }

@@ -7,7 +7,7 @@
 -- TTL (ms).
 -- A dispatch may have waited in the ready list for most of its lease; running it restarts the
 -- lease, so the reaper cannot hand out a job a worker has just started.
--- Returns an array of `start_chat` answers: {'run', epoch, lane, deadline, HGETALL} or
+-- Returns an array of `start_chat` answers: {'run', epoch, lane, deadline, claimed record} or
 -- {'finish', epoch, lane, deadline, job}.
 local function claim_chat(b, ready, stats, leases, prefix, n, now, ttl)
   local out = {}

@@ -1,8 +1,9 @@
 -- Shared by claim_plain.lua and complete_many.lua: claims up to n ready jobs of one non-chat kind,
 -- atomically with their state change and lease, so a job is never held by nobody: it is in the
 -- ready list, or in `inflight` under a lease. Job hashes are built from the tenant prefix: they
--- share the tenant's hash tag, hence the slot. Returns an array of records as HGETALL replies
--- (field, value, ...), as they stand after the claim.
+-- share the tenant's hash tag, hence the slot. Returns an array of records as `read_claim` gives
+-- them (the values of CLAIM_FIELDS, store.rs, in its order: no field names), as they stand after
+-- the claim.
 -- The leases (`inflight`) and the `processing` counter are written through the batch `b`
 -- (batch_fn.lua): the caller flushes it, before any read of `inflight`.
 -- `inflight` also holds one member that is no job (`INFLIGHT_KEEPER`, score +inf: never expired,
@@ -23,17 +24,16 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
     for _, id in ipairs(ids) do
       local jk = prefix .. 'job:' .. id
       -- One read serves the checks and the answer: the fields the claim changes are patched in
-      -- the reply (positions of status, epoch, attempt, updated).
-      local h = redis.call('HGETALL', jk)
-      local at = start_fields(h)
-      local st = at.status and h[at.status]
+      -- the reply (read_claim and the CLAIM_ positions are generated from CLAIM_FIELDS).
+      local h = read_claim(jk)
+      local st = h[CLAIM_STATUS]
       -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped;
       -- so is a second entry of a job this call took (its lease is still in `b`).
       local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
-      if not taken[id] and at.epoch and at.attempt and at.updated
+      if not taken[id] and h[CLAIM_EPOCH] and h[CLAIM_ATTEMPT] and h[CLAIM_UPDATED]
         and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
-        local epoch = decimal((tonumber(h[at.epoch]) or 0) + 1)
-        local attempt = decimal((tonumber(h[at.attempt]) or 0) + 1)
+        local epoch = decimal((tonumber(h[CLAIM_EPOCH]) or 0) + 1)
+        local attempt = decimal((tonumber(h[CLAIM_ATTEMPT]) or 0) + 1)
         redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
         if st == 'queued' then
           started = started + 1
@@ -43,7 +43,7 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
         end
         batch_zadd(b, inflight, deadline, id)
         taken[id] = true
-        h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', epoch, attempt, updated
+        h[CLAIM_STATUS], h[CLAIM_EPOCH], h[CLAIM_ATTEMPT], h[CLAIM_UPDATED] = 'processing', epoch, attempt, updated
         out[#out + 1] = h
       end
     end

@@ -1,6 +1,7 @@
 -- Records the outcomes of several jobs, each fenced on its own, and hands each caller its next
--- job in the same call (batch_fn.lua, claim_plain_fn.lua, record_outcome_fn.lua, start_chat_fn.lua
--- and the lane store's common.lua and finish_fn.lua are prepended). One call for what many job
+-- job in the same call (batch_fn.lua, the generated read_claim, claim_plain_fn.lua,
+-- record_outcome_fn.lua, start_chat_fn.lua, claim_chat_fn.lua and the lane store's common.lua and
+-- finish_fn.lua are prepended). One call for what many job
 -- slots finished at about the same time.
 -- The outcomes go first, their writes to set-wide keys gathered (one command per key, not per
 -- job); then the non-chat claims, one per kind for all the callers of that kind, shared out in
@@ -23,7 +24,8 @@
 -- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
 -- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
--- (HGETALL each), the chat job started next (a `start_chat` answer) or {}}.
+-- (each the values of CLAIM_FIELDS, store.rs, in its order), the chat job started next (a
+-- `start_chat` answer) or {}}.
 local now, lease, prefix, chat_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- The lease deadline of the lanes' next claims, as text (see `decimal`).
 local next_deadline = decimal(now + chat_ttl)

@@ -8,23 +8,23 @@
 -- b: the batch (batch_fn.lua) that gathers the `processing` counter and the lease index (the
 -- caller flushes it); prefix: the tenant's key prefix; stats, leases: keys; ttl: the claim TTL
 -- (ms).
--- Returns {'run', epoch, lane, deadline, record as HGETALL gives it, after the start}, or
+-- Returns {'run', epoch, lane, deadline, record as `read_claim` gives it (the values of
+-- CLAIM_FIELDS, store.rs, in its order), after the start}, or
 -- {'finish', epoch, lane, deadline, job} for a claim whose job is already finished or gone (the
 -- lane must move on).
 local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
   local jk = prefix .. 'job:' .. job
   -- One read serves the check and the answer: the fields the start changes are patched in it.
-  local h = redis.call('HGETALL', jk)
-  local at = start_fields(h)
-  local st = at.status and h[at.status]
-  if (st == 'queued' or st == 'processing') and at.epoch and at.attempt and at.updated then
+  local h = read_claim(jk)
+  local st = h[CLAIM_STATUS]
+  if (st == 'queued' or st == 'processing') and h[CLAIM_EPOCH] and h[CLAIM_ATTEMPT] and h[CLAIM_UPDATED] then
     if st == 'queued' then
       batch_incr(b, stats, 'count:chat:processing', 1)
     end
-    local attempt = decimal((tonumber(h[at.attempt]) or 0) + 1)
+    local attempt = decimal((tonumber(h[CLAIM_ATTEMPT]) or 0) + 1)
     local updated = decimal(now)
     redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', updated, 'attempt', attempt)
-    h[at.status], h[at.epoch], h[at.attempt], h[at.updated] = 'processing', epoch, attempt, updated
+    h[CLAIM_STATUS], h[CLAIM_EPOCH], h[CLAIM_ATTEMPT], h[CLAIM_UPDATED] = 'processing', epoch, attempt, updated
     local left = tonumber(old_deadline)
     local keep = left and (lease_set or (left - now) * 10 >= ttl * 9)
     local deadline = keep and old_deadline or decimal(now + ttl)
