@@ -11,7 +11,7 @@
 //! removed at stop; entries whose heartbeat is older than three heartbeat intervals are stale,
 //! and the reaper of any live process prunes them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +54,15 @@ pub struct RedisBackendConfig {
     pub profile_batch_max: usize,
     /// Most jobs claimed in one round trip.
     pub claim_batch_max: usize,
+    /// A non-chat slot whose handler ran for less than this does not wait for its outcome's
+    /// call (which claims the slot's next job) before it runs a next job: its calls claim up to
+    /// two jobs ahead, so it has one to run while a call is on its way, and it keeps up to two
+    /// calls in flight. For handlers that run no longer than a round trip, waiting for each call
+    /// would take most of a slot's time. Jobs claimed ahead are leased to this process (renewed,
+    /// handed back at stop, re-queued by the reaper if it dies) but not running: with quick
+    /// handlers a process holds up to three jobs per slot. A slower handler's slot waits for each
+    /// call and claims only its next job. `Duration::ZERO` turns claiming ahead off.
+    pub claim_ahead_below: Duration,
     /// Attempts before a failing job is dead-lettered.
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt.
@@ -95,6 +104,7 @@ impl Default for RedisBackendConfig {
             profile_concurrency: 1,
             profile_batch_max: 64,
             claim_batch_max: 32,
+            claim_ahead_below: Duration::from_millis(1),
             max_attempts: 3,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -262,6 +272,27 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The `lane` field of a job's log lines: empty for kinds without lanes.
+/// How many jobs a non-chat slot's outcome call claims for the slot: none once the process
+/// stops taking work; otherwise enough that the slot has two jobs ahead of the one that just
+/// finished when its handler is `quick`, one when it is not, counting the jobs it has ahead
+/// already (`ahead`: claimed and not run, or coming with calls on their way).
+fn slot_claims(accepting: bool, quick: bool, ahead: usize) -> usize {
+    if !accepting {
+        return 0;
+    }
+    let hold = if quick { 2 } else { 1 };
+    hold - ahead.min(hold)
+}
+
+/// The jobs an outcome call claimed, from its task; none when the task failed (their leases
+/// run out and the reaper queues them again).
+fn claims_of(call: Result<Vec<JobRecord>, tokio::task::JoinError>) -> Vec<JobRecord> {
+    call.unwrap_or_else(|e| {
+        warn!(error = %e, "an outcome call's task failed; the jobs it claimed wait for their leases to run out");
+        Vec::new()
+    })
+}
+
 fn lane_of(record: &JobRecord) -> &str {
     record.lane.as_ref().map_or("", LaneId::as_str)
 }
@@ -1270,21 +1301,115 @@ impl Inner {
         }
     }
 
-    async fn run_plain(self: &Arc<Self>, kind: JobKind, mut records: Vec<JobRecord>) {
-        // A single job's slot stays busy: each completion claims the next job in the same call,
-        // until the queue is empty or the process is stopping.
-        while !records.is_empty() {
-            let single = records.len() == 1 && kind != JobKind::ProfileUpdate;
-            records = self.run_plain_once(kind, records, single).await;
+    async fn run_plain(self: &Arc<Self>, kind: JobKind, records: Vec<JobRecord>) {
+        match <[JobRecord; 1]>::try_from(records) {
+            Ok([record]) if kind != JobKind::ProfileUpdate => self.run_chain(kind, record).await,
+            Ok(one) => self.run_batch(kind, one.into()).await,
+            Err(records) => self.run_batch(kind, records).await,
         }
     }
 
-    async fn run_plain_once(
-        self: &Arc<Self>,
+    /// Runs one slot's non-chat jobs, one after another, until none is ready or the process
+    /// stops taking work. Each outcome's call claims the slot's next job (finish-and-claim-next).
+    /// While the handler runs for less than [`RedisBackendConfig::claim_ahead_below`], the slot
+    /// does not wait for that call: its calls claim two jobs ahead, so it runs the next one and
+    /// sends that one's outcome while the previous call is still on its way (its calls run as
+    /// tasks of their own). A quick slot thus keeps up to two outcome calls in flight and holds
+    /// up to two jobs besides the one it runs; a slow one waits for each call and holds one.
+    async fn run_chain(self: &Arc<Self>, kind: JobKind, first: JobRecord) {
+        let mut ready = VecDeque::from([first]);
+        self.hold(kind, ready.iter());
+        // Outcome calls on their way, oldest first, each with how many jobs it claims.
+        let mut settling: VecDeque<(JoinHandle<Vec<JobRecord>>, usize)> = VecDeque::new();
+        loop {
+            // What the calls that are back claimed, in order, without waiting for the others.
+            while settling.front().is_some_and(|(call, _)| call.is_finished()) {
+                if let Some((call, _)) = settling.pop_front() {
+                    ready.extend(claims_of(call.await));
+                }
+            }
+            let Some(record) = ready.pop_front() else {
+                let Some((call, _)) = settling.pop_front() else { break };
+                ready.extend(claims_of(call.await));
+                continue;
+            };
+            let (result, ran) = self.run_one(kind, &record).await;
+            let quick = ran.is_some_and(|ran| ran < self.config.claim_ahead_below);
+            let accepting = self.accepting.load(Ordering::SeqCst);
+            let coming: usize = settling.iter().map(|(_, want)| want).sum();
+            let want = slot_claims(accepting, quick, ready.len() + coming);
+            let run_ms = ran.map_or(0, ms);
+            if quick && accepting {
+                let me = self.clone();
+                let call =
+                    tokio::spawn(async move { me.settle_plain(kind, &record, result, want, run_ms).await });
+                settling.push_back((call, want));
+            } else {
+                ready.extend(self.settle_plain(kind, &record, result, want, run_ms).await);
+            }
+        }
+    }
+
+    /// Records a non-chat job's outcome, claiming `want` next jobs in the same call, and lets the
+    /// job go. Returns the jobs claimed, held by this process from now on.
+    async fn settle_plain(
+        &self,
         kind: JobKind,
-        records: Vec<JobRecord>,
-        chain: bool,
+        record: &JobRecord,
+        result: Result<serde_json::Value, HandlerError>,
+        want: usize,
+        run_ms: u64,
     ) -> Vec<JobRecord> {
+        let (_, claimed) = self.settle(kind, record, None, result, want, run_ms).await;
+        let claimed: Vec<JobRecord> = claimed
+            .into_iter()
+            .filter_map(|c| match c {
+                Claimed::Plain(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        self.hold(kind, claimed.iter());
+        lock(&self.held).remove(&record.id);
+        claimed
+    }
+
+    /// Registers claimed jobs as held by this process: their leases are renewed from now on,
+    /// and a stop hands back those still held.
+    fn hold<'a>(&self, kind: JobKind, records: impl Iterator<Item = &'a JobRecord>) {
+        let mut held = lock(&self.held);
+        for r in records {
+            held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
+        }
+    }
+
+    /// Runs one non-chat job under its permits. Returns its result and how long it took (`None`
+    /// when the handler did not run: a job whose worker was lost on every attempt is
+    /// dead-lettered instead of being run once more).
+    async fn run_one(
+        &self,
+        kind: JobKind,
+        record: &JobRecord,
+    ) -> (Result<serde_json::Value, HandlerError>, Option<Duration>) {
+        if let Some(gave_up) = queue_core::lost_too_often(record, self.config.max_attempts) {
+            return (Err(gave_up), None);
+        }
+        self.started(record);
+        let since = Instant::now();
+        let handler = self.deps.handlers.get(kind);
+        let result = match self.acquire(&acquisition_order(&handler.permits(record))).await {
+            Ok(permits) => {
+                self.note_permits(std::slice::from_ref(&record.id), permits.as_ref());
+                let result = handler.handle(record).await;
+                self.release(permits).await;
+                result
+            }
+            Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
+        };
+        (result, Some(since.elapsed()))
+    }
+
+    /// Runs claimed jobs as one handler call (a profile-update batch), then records each outcome.
+    async fn run_batch(self: &Arc<Self>, kind: JobKind, records: Vec<JobRecord>) {
         // A job whose worker was lost on every attempt (its lease expired each time) is
         // dead-lettered instead of being run once more.
         let max = self.config.max_attempts;
@@ -1295,15 +1420,10 @@ impl Inner {
             let _ = self.settle(kind, r, None, gave_up, 0, 0).await;
         }
         if records.is_empty() {
-            return Vec::new();
+            return;
         }
         let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
-        {
-            let mut held = lock(&self.held);
-            for r in &records {
-                held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
-            }
-        }
+        self.hold(kind, records.iter());
         for r in &records {
             self.started(r);
         }
@@ -1327,20 +1447,12 @@ impl Inner {
             Err(e) => records.iter().map(|_| Err(HandlerError::retryable(format!("limiter: {e}")))).collect(),
         };
         let mut results = results.into_iter();
-        let mut next = Vec::new();
-        let last = records.len().saturating_sub(1);
-        for (i, r) in records.iter().enumerate() {
+        for r in &records {
             let result =
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
-            let claim_next = usize::from(chain && i == last && self.accepting.load(Ordering::SeqCst));
-            let (_, claimed) = self.settle(kind, r, None, result, claim_next, ms(since.elapsed())).await;
-            next.extend(claimed.into_iter().filter_map(|c| match c {
-                Claimed::Plain(r) => Some(r),
-                _ => None,
-            }));
+            self.settle(kind, r, None, result, 0, ms(since.elapsed())).await;
             lock(&self.held).remove(&r.id);
         }
-        next
     }
 
     /// Records the outcome of one attempt. Returns whether the lane (chat) should move on.
@@ -1878,5 +1990,20 @@ impl RedisWorkerRegistry {
             .collect();
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quick_slot_keeps_two_jobs_ahead_a_slow_one_one_and_a_stopping_one_takes_none() {
+        assert_eq!(slot_claims(true, true, 0), 2, "its next job and one more");
+        assert_eq!(slot_claims(true, true, 1), 1, "one is ahead already");
+        assert_eq!(slot_claims(true, true, 2), 0);
+        assert_eq!(slot_claims(true, false, 0), 1, "a slow handler's slot claims its next only");
+        assert_eq!(slot_claims(true, false, 1), 0, "and none while one is ahead");
+        assert_eq!(slot_claims(false, true, 0), 0, "a stopping process takes no new job");
     }
 }

@@ -943,3 +943,105 @@ async fn a_claimed_record_reaches_the_handler_as_the_store_holds_it_on_every_cla
         handler.seen("u1").into_iter().map(|r| (r.attempt, r.lease_epoch, r.error)).collect();
     assert_eq!(u1, [(1, 1, None), (2, 2, Some("planned failure 1".to_owned()))]);
 }
+
+/// Queues `jobs` (id, behaviour) as uploads through a producer of `rig`'s, in order.
+async fn queue_uploads(rig: &Rig, jobs: &[(&str, Behavior)]) -> RedisQueueBackend {
+    let producer = rig.producer().await;
+    for (id, behavior) in jobs {
+        producer
+            .submit(rig.store.clone(), new_job(id, JobKind::Upload, None, behavior))
+            .await
+            .expect("submit");
+    }
+    producer
+}
+
+async fn status(store: &Arc<dyn JobStore>, id: &str) -> queue_core::JobStatus {
+    store.get(&JobId::new(id).expect("id")).await.expect("get").expect("record").status
+}
+
+/// A slot whose handler is quick claims its next job and one more with each outcome (it holds
+/// the one after next while it runs the next); with claiming ahead off, it claims its next only.
+/// Either way each job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_slot_claims_one_job_ahead_and_runs_each_job_once() {
+    for (ahead_below, ahead) in [(Duration::from_secs(3600), true), (Duration::ZERO, false)] {
+        let server = RedisServer::start();
+        let rig = Rig::new(&server, "ahead");
+        let (store, handler) = (rig.store.clone(), &rig.handler);
+        let gate = Behavior::GateFirst("g".into());
+        let producer = queue_uploads(
+            &rig,
+            &[("j1", Behavior::Ok), ("j2", gate), ("j3", Behavior::Ok), ("j4", Behavior::Ok)],
+        )
+        .await;
+        let backend = rig.backend(RedisBackendConfig {
+            upload_concurrency: 1,
+            claim_ahead_below: ahead_below,
+            ..RedisBackendConfig::default()
+        });
+        backend.start().await.expect("start");
+        // j1 ran alone (the first claim of an idle slot takes one job); its outcome's call
+        // brought j2, which now waits at its gate, and, when claiming ahead, j3 with it.
+        eventually("j2 runs", Duration::from_secs(20), || async {
+            handler.in_flight() == [JobId::new("j2").expect("id")]
+        })
+        .await;
+        assert_eq!(status(&store, "j1").await, queue_core::JobStatus::Done);
+        let j3 = if ahead { queue_core::JobStatus::Processing } else { queue_core::JobStatus::Queued };
+        assert_eq!(status(&store, "j3").await, j3, "j3 claimed ahead: {ahead}");
+        assert_eq!(handler.invocations(&JobId::new("j3").expect("id")), 0, "j3 has not started");
+        assert_eq!(status(&store, "j4").await, queue_core::JobStatus::Queued, "one job ahead, not two");
+        assert_eq!(backend.held(), if ahead { 2 } else { 1 }, "the jobs the slot holds");
+        handler.open("g");
+        eventually("every job is done", Duration::from_secs(20), || async {
+            store.counts(JobKind::Upload).await.expect("counts").done == 4
+        })
+        .await;
+        for id in ["j1", "j2", "j3", "j4"] {
+            assert_eq!(handler.invocations(&JobId::new(id).expect("id")), 1, "{id} ran once");
+        }
+        backend.stop().await.expect("stop");
+        producer.stop().await.expect("stop producer");
+    }
+}
+
+/// A job claimed ahead by a worker that dies before running it is not lost: its lease runs out
+/// and another worker runs it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "ahead-crash");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let never = Behavior::GateFirst("never".into());
+    let producer = queue_uploads(&rig, &[("j1", Behavior::Ok), ("j2", never), ("j3", Behavior::Ok)]).await;
+    let short = RedisBackendConfig {
+        upload_concurrency: 1,
+        claim_ahead_below: Duration::from_secs(3600),
+        // Long enough that a loaded machine's late heartbeat does not let it run out while the
+        // worker lives; short enough that the rescuer need not wait long for it.
+        lease: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(200),
+        reaper_interval: Duration::from_millis(100),
+        ..RedisBackendConfig::default()
+    };
+    let doomed = rig.backend(short.clone());
+    doomed.start().await.expect("start");
+    eventually("j2 runs with j3 claimed ahead", Duration::from_secs(20), || async {
+        handler.in_flight() == [JobId::new("j2").expect("id")]
+            && status(&store, "j3").await == queue_core::JobStatus::Processing
+    })
+    .await;
+    doomed.kill().await;
+    let rescuer = rig.backend(short);
+    rescuer.start().await.expect("start");
+    eventually("j2 and j3 are done", Duration::from_secs(20), || async {
+        status(&store, "j2").await == queue_core::JobStatus::Done
+            && status(&store, "j3").await == queue_core::JobStatus::Done
+    })
+    .await;
+    assert_eq!(handler.invocations(&JobId::new("j3").expect("id")), 1, "j3 ran once, by the rescuer");
+    assert_eq!(handler.invocations(&JobId::new("j2").expect("id")), 2, "j2 ran again after its worker died");
+    rescuer.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
