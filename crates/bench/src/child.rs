@@ -84,6 +84,8 @@ pub enum ChildTask {
         record: RecordKind,
         /// For `Lanes`: the lanes and jobs per lane to check.
         lanes: Option<(u64, u64)>,
+        /// Whether quick slots claim ahead (the backend's default) or wait for each outcome call.
+        claim_ahead: bool,
         /// How long to wait at most.
         timeout_s: u64,
     },
@@ -171,8 +173,8 @@ pub async fn run_child(task: ChildTask) -> BenchResult<()> {
             inline_drain(store, shape, concurrency, producers, &tmp).await?
         }
         ChildTask::TokioDrain { jobs, concurrency } => tokio_drain(jobs, concurrency).await?,
-        ChildTask::RedisWorker { url, concurrency, expect, record, lanes, timeout_s } => {
-            redis_worker(&url, concurrency, expect, record.into(), lanes, timeout_s).await?
+        ChildTask::RedisWorker { url, concurrency, expect, record, lanes, claim_ahead, timeout_s } => {
+            redis_worker(&url, concurrency, claim_ahead, expect, record.into(), lanes, timeout_s).await?
         }
         ChildTask::InlineScale { store, small, big, probe, runs, concurrency, producers, tmp } => {
             inline_scale(store, [small, big], probe, runs, concurrency, producers, &tmp).await?
@@ -270,13 +272,14 @@ async fn tokio_drain(jobs: u64, concurrency: usize) -> BenchResult<ChildReport> 
 async fn redis_worker(
     url: &str,
     concurrency: usize,
+    claim_ahead: bool,
     expect: u64,
     record: Record,
     lanes: Option<(u64, u64)>,
     timeout_s: u64,
 ) -> BenchResult<ChildReport> {
     let probe = Probe::new(record, None);
-    let target = Arc::new(Target::redis(url, true, concurrency, probe.handler())?);
+    let target = Arc::new(Target::redis(url, true, concurrency, claim_ahead, probe.handler())?);
     let cpu = cpu_seconds(None);
     // Watch for the last completion from before the start: jobs queued beforehand (W2, W4) are
     // claimed as soon as the fetch loops run, while `start` is still busy.

@@ -207,7 +207,7 @@ impl Bench {
 
     async fn producer(&self) -> BenchResult<Arc<Target>> {
         let noop = Probe::new(Record::Counts, None);
-        let target = Target::redis(&self.url(), false, self.p.concurrency, noop.handler())?;
+        let target = Target::redis(&self.url(), false, self.p.concurrency, true, noop.handler())?;
         target.start().await?;
         Ok(Arc::new(target))
     }
@@ -317,32 +317,51 @@ impl Bench {
             }
             self.put_drain("w2", col, &reports);
         }
-        let mut reports = Vec::new();
-        for run in 0..self.runs() {
-            self.progress(&format!("W2 drain · redis ({jobs} jobs)"), run);
-            self.flush();
-            let producer = self.producer().await?;
-            targets::enqueue_concurrent(&producer, jobs, self.p.producers, None).await?;
-            producer.kill().await;
-            let before = self.begin();
-            let mut worker = self.redis_worker(jobs, RecordKind::Counts, None)?;
-            worker.expect("done", CHILD_TIMEOUT).await?;
-            let after = self.end();
-            let report = worker.result(CHILD_TIMEOUT).await?;
-            if run == 0 {
-                self.track(&before, &after, "w2.redis", "W2 drain", jobs, report.cpu_s);
+        // The backend's default (quick slots claim ahead), then slots that wait for each outcome
+        // call, as they all did before claiming ahead (`claim_ahead_below: 0`).
+        for ahead in [true, false] {
+            let mut reports = Vec::new();
+            for run in 0..self.runs() {
+                let shape = if ahead { "" } else { ", claiming ahead off" };
+                self.progress(&format!("W2 drain · redis ({jobs} jobs{shape})"), run);
+                self.flush();
+                let producer = self.producer().await?;
+                targets::enqueue_concurrent(&producer, jobs, self.p.producers, None).await?;
+                producer.kill().await;
+                let before = self.begin();
+                let mut worker = self.redis_worker(jobs, RecordKind::Counts, None, ahead)?;
+                worker.expect("done", CHILD_TIMEOUT).await?;
+                let after = self.end();
+                let report = worker.result(CHILD_TIMEOUT).await?;
+                if run == 0 && ahead {
+                    self.track(&before, &after, "w2.redis", "W2 drain", jobs, report.cpu_s);
+                }
+                reports.push(report);
             }
-            reports.push(report);
+            if ahead {
+                self.put_drain("w2", "redis", &reports);
+            } else {
+                self.put_rate("w2_wait.redis", &reports);
+            }
         }
-        self.put_drain("w2", "redis", &reports);
         Ok(())
     }
 
+    /// Jobs/s of each drain in `reports`.
+    fn put_rate(&mut self, id: &str, reports: &[ChildReport]) {
+        #[allow(clippy::cast_precision_loss)]
+        let rates = reports.iter().map(|r| r.completed as f64 / r.elapsed_s).collect();
+        self.put(id, Figure::of("jobs/s", rates));
+    }
+
+    /// A Redis worker process; `claim_ahead` false runs the slots of the
+    /// `claim_ahead_below: 0` rows, which wait for each outcome call.
     fn redis_worker(
         &self,
         expect: u64,
         record: RecordKind,
         lanes: Option<(u64, u64)>,
+        claim_ahead: bool,
     ) -> BenchResult<ChildProcess> {
         let task = ChildTask::RedisWorker {
             url: self.url(),
@@ -350,6 +369,7 @@ impl Bench {
             expect,
             record,
             lanes,
+            claim_ahead,
             timeout_s: CHILD_TIMEOUT.as_secs(),
         };
         ChildProcess::spawn(&task, "Redis worker")
@@ -393,7 +413,7 @@ impl Bench {
         for run in 0..self.runs() {
             self.progress(&format!("W3 latency · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
             self.flush();
-            let mut worker = self.redis_worker(jobs, RecordKind::Latency, None)?;
+            let mut worker = self.redis_worker(jobs, RecordKind::Latency, None, true)?;
             worker.expect("ready", Duration::from_secs(30)).await?;
             let producer = self.producer().await?;
             let before = self.begin();
@@ -465,7 +485,7 @@ impl Bench {
             }
             producer.kill().await;
             let before = self.begin();
-            let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)))?;
+            let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), true)?;
             worker.expect("done", CHILD_TIMEOUT).await?;
             let after = self.end();
             let report = worker.result(CHILD_TIMEOUT).await?;
@@ -477,6 +497,21 @@ impl Bench {
         }
         self.put_drain("w4", "redis", &reports);
         self.say(&format!("  every one of {lanes} lanes ran in order without overlap, in every run (redis)"));
+        // The same with slots that wait for each outcome call (`claim_ahead_below: 0`).
+        let mut reports = Vec::new();
+        for run in 0..self.runs() {
+            self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane}, claiming ahead off)"), run);
+            self.flush();
+            let producer = self.producer().await?;
+            targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
+            producer.kill().await;
+            let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), false)?;
+            worker.expect("done", CHILD_TIMEOUT).await?;
+            let report = worker.result(CHILD_TIMEOUT).await?;
+            fail("redis", &report.lane_problems)?;
+            reports.push(report);
+        }
+        self.put_rate("w4_wait.redis", &reports);
         for col in ["mem", "sqlite", "redis"] {
             self.ratio(&format!("w4_ratio.{col}"), &format!("w4.{col}"), &format!("w2.{col}"));
         }
@@ -546,7 +581,7 @@ impl Bench {
             let bytes_per_job = memory_after.saturating_sub(memory_before) as f64 / queued as f64;
             let gate = Arc::new(Semaphore::new(0));
             let probe = Probe::new(Record::Counts, Some(gate.clone()));
-            let worker = Target::redis(&self.url(), true, self.p.concurrency, probe.handler())?;
+            let worker = Target::redis(&self.url(), true, self.p.concurrency, true, probe.handler())?;
             let starting = Instant::now();
             worker.start().await?;
             starts.push((queued, starting.elapsed().as_secs_f64()));

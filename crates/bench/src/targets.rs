@@ -109,6 +109,7 @@ impl Target {
         url: &str,
         run_workers: bool,
         concurrency: usize,
+        claim_ahead: bool,
         handler: Arc<dyn JobHandler>,
     ) -> BenchResult<Self> {
         let clock: SharedClock = Arc::new(SystemClock);
@@ -129,6 +130,11 @@ impl Target {
             lease: ttl,
             heartbeat_interval: InlineRuntimeConfig::heartbeat_for_ttl(ttl),
             retention: week,
+            claim_ahead_below: if claim_ahead {
+                RedisBackendConfig::default().claim_ahead_below
+            } else {
+                Duration::ZERO
+            },
             ..RedisBackendConfig::default()
         };
         let backend = RedisQueueBackend::new(

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -232,8 +233,8 @@ struct Completion {
 
 /// A completion's answer as the script gives it: `ok`, `notfound` or `stale:<epoch>`, the
 /// records of the non-chat jobs claimed next (each the values of `CLAIM_FIELDS`, see
-/// [`parse_claimed`]), and the chat job started next (or an empty array).
-type CompleteAnswer = (String, Vec<Vec<Option<String>>>, Value);
+/// [`parse_claimed`]), and the chat jobs started next for the slot (`start_chat` answers).
+type CompleteAnswer = (String, Vec<Vec<Option<String>>>, Vec<Value>);
 
 /// An outcome waiting to be sent, and where its answer goes.
 type Waiting = Waiter<Completion, QueueResult<CompleteAnswer>>;
@@ -286,7 +287,7 @@ fn slot_claims(accepting: bool, quick: bool, ahead: usize) -> usize {
 
 /// The jobs an outcome call claimed, from its task; none when the task failed (their leases
 /// run out and the reaper queues them again).
-fn claims_of(call: Result<Vec<JobRecord>, tokio::task::JoinError>) -> Vec<JobRecord> {
+fn claims_of(call: Result<Vec<Claimed>, tokio::task::JoinError>) -> Vec<Claimed> {
     call.unwrap_or_else(|e| {
         warn!(error = %e, "an outcome call's task failed; the jobs it claimed wait for their leases to run out");
         Vec::new()
@@ -997,7 +998,7 @@ impl Inner {
                     .collect();
                 let inner = self.clone();
                 tasks.spawn(async move {
-                    inner.run_plain(kind, records).await;
+                    inner.run_batch(kind, records).await;
                     drop(first);
                 });
                 if drained && self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
@@ -1021,9 +1022,8 @@ impl Inner {
                 let inner = self.clone();
                 tasks.spawn(async move {
                     match c {
-                        Claimed::Plain(r) => inner.run_plain(kind, vec![r]).await,
-                        Claimed::Chat(claim, r) => inner.run_chat(claim, r).await,
                         Claimed::FinishLane(claim) => inner.advance_lane(&claim).await,
+                        job => inner.run_slot(kind, job).await,
                     }
                     drop(slot);
                 });
@@ -1138,11 +1138,7 @@ impl Inner {
         due_ms: u64,
         claim_next: usize,
     ) -> QueueResult<(bool, Vec<Claimed>)> {
-        let claim_next = if kind == JobKind::Chat {
-            claim_next.min(1)
-        } else {
-            claim_next.min(self.config.claim_batch_max)
-        };
+        let claim_next = claim_next.min(self.config.claim_batch_max);
         let (answer, claimed, chat_next) = self
             .complete_batched(Completion {
                 job: job.clone(),
@@ -1159,8 +1155,8 @@ impl Inner {
             .into_iter()
             .map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain))
             .collect::<QueueResult<Vec<_>>>()?;
-        if matches!(&chat_next, Value::Array(parts) if !parts.is_empty()) {
-            claimed.push(parse_chat_claim(chat_next, &self.deps.tenant)?);
+        for start in chat_next {
+            claimed.push(parse_chat_claim(start, &self.deps.tenant)?);
         }
         match answer.as_str() {
             "ok" => Ok((true, claimed)),
@@ -1301,39 +1297,60 @@ impl Inner {
         }
     }
 
-    async fn run_plain(self: &Arc<Self>, kind: JobKind, records: Vec<JobRecord>) {
-        match <[JobRecord; 1]>::try_from(records) {
-            Ok([record]) if kind != JobKind::ProfileUpdate => self.run_chain(kind, record).await,
-            Ok(one) => self.run_batch(kind, one.into()).await,
-            Err(records) => self.run_batch(kind, records).await,
-        }
-    }
-
-    /// Runs one slot's non-chat jobs, one after another, until none is ready or the process
-    /// stops taking work. Each outcome's call claims the slot's next job (finish-and-claim-next).
-    /// While the handler runs for less than [`RedisBackendConfig::claim_ahead_below`], the slot
-    /// does not wait for that call: its calls claim two jobs ahead, so it runs the next one and
-    /// sends that one's outcome while the previous call is still on its way (its calls run as
-    /// tasks of their own). A quick slot thus keeps up to two outcome calls in flight and holds
-    /// up to two jobs besides the one it runs; a slow one waits for each call and holds one.
-    async fn run_chain(self: &Arc<Self>, kind: JobKind, first: JobRecord) {
+    /// Runs one slot's jobs (of one non-chat kind, or chat jobs of any lane), one after another,
+    /// until none is ready or the process stops taking work. Each outcome's call claims the
+    /// slot's next job (finish-and-claim-next; for a chat job, its lane's next or another lane's
+    /// from `ready:chat`). While the handler runs for less than
+    /// [`RedisBackendConfig::claim_ahead_below`], the slot does not wait for that call: its calls
+    /// claim two jobs ahead, so it runs the next one and sends that one's outcome while the
+    /// previous call is still on its way (its calls run as tasks of their own). A quick slot thus
+    /// keeps up to two outcome calls in flight and holds up to two jobs besides the one it runs;
+    /// a slow one waits for each call and holds one.
+    async fn run_slot(self: &Arc<Self>, kind: JobKind, first: Claimed) {
+        self.hold(kind, std::slice::from_ref(&first));
         let mut ready = VecDeque::from([first]);
-        self.hold(kind, ready.iter());
         // Outcome calls on their way, oldest first, each with how many jobs it claims.
-        let mut settling: VecDeque<(JoinHandle<Vec<JobRecord>>, usize)> = VecDeque::new();
+        let mut settling: VecDeque<(JoinHandle<Vec<Claimed>>, usize)> = VecDeque::new();
         loop {
-            // What the calls that are back claimed, in order, without waiting for the others.
-            while settling.front().is_some_and(|(call, _)| call.is_finished()) {
-                if let Some((call, _)) = settling.pop_front() {
+            // What the calls that are back claimed, without waiting for the others.
+            while let Some(at) = settling.iter().position(|(call, _)| call.is_finished()) {
+                if let Some((call, _)) = settling.remove(at) {
                     ready.extend(claims_of(call.await));
                 }
             }
-            let Some(record) = ready.pop_front() else {
-                let Some((call, _)) = settling.pop_front() else { break };
-                ready.extend(claims_of(call.await));
+            let Some(job) = ready.pop_front() else {
+                if settling.is_empty() {
+                    break;
+                }
+                // Whichever call comes back first (a chat retry's waits out its backoff).
+                let (at, claimed) = std::future::poll_fn(|cx| {
+                    for (at, (call, _)) in settling.iter_mut().enumerate() {
+                        if let Poll::Ready(claimed) = Pin::new(call).poll(cx) {
+                            return Poll::Ready((at, claimed));
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await;
+                settling.remove(at);
+                ready.extend(claims_of(claimed));
                 continue;
             };
-            let (result, ran) = self.run_one(kind, &record).await;
+            let (claim, record) = match job {
+                Claimed::Plain(record) => (None, record),
+                Claimed::Chat(claim, record) => (Some(claim), record),
+                Claimed::FinishLane(claim) => {
+                    self.advance_lane(&claim).await;
+                    continue;
+                }
+            };
+            let (result, ran) = match &claim {
+                Some(c) => {
+                    let span = info_span!("chat_job", job = %c.job_id, lane = %c.lane_id, epoch = c.epoch);
+                    self.run_one(&record).instrument(span).await
+                }
+                None => self.run_one(&record).await,
+            };
             let quick = ran.is_some_and(|ran| ran < self.config.claim_ahead_below);
             let accepting = self.accepting.load(Ordering::SeqCst);
             let coming: usize = settling.iter().map(|(_, want)| want).sum();
@@ -1342,52 +1359,70 @@ impl Inner {
             if quick && accepting {
                 let me = self.clone();
                 let call =
-                    tokio::spawn(async move { me.settle_plain(kind, &record, result, want, run_ms).await });
+                    tokio::spawn(
+                        async move { me.settle_slot(kind, claim, &record, result, want, run_ms).await },
+                    );
                 settling.push_back((call, want));
             } else {
-                ready.extend(self.settle_plain(kind, &record, result, want, run_ms).await);
+                ready.extend(self.settle_slot(kind, claim, &record, result, want, run_ms).await);
             }
         }
     }
 
-    /// Records a non-chat job's outcome, claiming `want` next jobs in the same call, and lets the
-    /// job go. Returns the jobs claimed, held by this process from now on.
-    async fn settle_plain(
+    /// Records the outcome of a slot's job (`claim`: its lane's claim, for a chat job), claiming
+    /// `want` next jobs in the same call, and lets the job go. A chat job to be retried keeps the
+    /// head of its lane: after the backoff the same head is claimed again under a new epoch
+    /// (should this process die meanwhile, the lease lapses and the reaper does it). Returns the
+    /// jobs claimed, held by this process from now on.
+    async fn settle_slot(
         &self,
         kind: JobKind,
+        claim: Option<LaneClaim>,
         record: &JobRecord,
         result: Result<serde_json::Value, HandlerError>,
         want: usize,
         run_ms: u64,
-    ) -> Vec<JobRecord> {
-        let (_, claimed) = self.settle(kind, record, None, result, want, run_ms).await;
-        let claimed: Vec<JobRecord> = claimed
-            .into_iter()
-            .filter_map(|c| match c {
-                Claimed::Plain(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        self.hold(kind, claimed.iter());
+    ) -> Vec<Claimed> {
+        let lane = claim.as_ref().map(|c| &c.lane_id);
+        let (settled, claimed) = self.settle(kind, record, lane, result, want, run_ms).await;
+        self.hold(kind, &claimed);
+        if let (Settled::Retry, Some(claim)) = (settled, &claim) {
+            tokio::time::sleep(self.backoff(record.attempt)).await;
+            if let Err(e) = self.deps.lanes.reclaim(claim).await {
+                debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
+            }
+        }
         lock(&self.held).remove(&record.id);
         claimed
     }
 
-    /// Registers claimed jobs as held by this process: their leases are renewed from now on,
-    /// and a stop hands back those still held.
-    fn hold<'a>(&self, kind: JobKind, records: impl Iterator<Item = &'a JobRecord>) {
+    /// Registers claimed jobs as held by this process: their leases (a chat job's: its lane's
+    /// claim) are renewed from now on, and a stop hands back those still held.
+    fn hold(&self, kind: JobKind, claimed: &[Claimed]) {
         let mut held = lock(&self.held);
-        for r in records {
-            held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
+        for c in claimed {
+            let (id, entry) = match c {
+                Claimed::Plain(r) => (&r.id, Held { kind, epoch: r.lease_epoch, claim: None, permits: None }),
+                Claimed::Chat(claim, _) => (
+                    &claim.job_id,
+                    Held {
+                        kind: JobKind::Chat,
+                        epoch: claim.epoch,
+                        claim: Some(claim.clone()),
+                        permits: None,
+                    },
+                ),
+                Claimed::FinishLane(_) => continue,
+            };
+            held.insert(id.clone(), entry);
         }
     }
 
-    /// Runs one non-chat job under its permits. Returns its result and how long it took (`None`
-    /// when the handler did not run: a job whose worker was lost on every attempt is
-    /// dead-lettered instead of being run once more).
+    /// Runs one job under its permits. Returns its result and how long it took (`None` when the
+    /// handler did not run: a job whose worker was lost on every attempt is dead-lettered
+    /// instead of being run once more).
     async fn run_one(
         &self,
-        kind: JobKind,
         record: &JobRecord,
     ) -> (Result<serde_json::Value, HandlerError>, Option<Duration>) {
         if let Some(gave_up) = queue_core::lost_too_often(record, self.config.max_attempts) {
@@ -1395,7 +1430,7 @@ impl Inner {
         }
         self.started(record);
         let since = Instant::now();
-        let handler = self.deps.handlers.get(kind);
+        let handler = self.deps.handlers.get(record.kind);
         let result = match self.acquire(&acquisition_order(&handler.permits(record))).await {
             Ok(permits) => {
                 self.note_permits(std::slice::from_ref(&record.id), permits.as_ref());
@@ -1423,7 +1458,12 @@ impl Inner {
             return;
         }
         let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
-        self.hold(kind, records.iter());
+        {
+            let mut held = lock(&self.held);
+            for r in &records {
+                held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
+            }
+        }
         for r in &records {
             self.started(r);
         }
@@ -1560,66 +1600,6 @@ impl Inner {
             }
             self.beat_registry().await;
         }
-    }
-
-    /// Runs a chat job; when its outcome is final and the process is still taking work, the
-    /// same call that records it starts the lane's next job for this slot, which runs next.
-    async fn run_chat(self: &Arc<Self>, claim: LaneClaim, record: JobRecord) {
-        let mut current = Some((claim, record));
-        while let Some((claim, record)) = current.take() {
-            let span =
-                info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
-            match self.run_chat_once(claim, record).instrument(span).await {
-                Some(Claimed::Chat(claim, record)) => current = Some((claim, record)),
-                Some(Claimed::FinishLane(claim)) => self.advance_lane(&claim).await,
-                Some(Claimed::Plain(_)) | None => {}
-            }
-        }
-    }
-
-    async fn run_chat_once(self: &Arc<Self>, claim: LaneClaim, record: JobRecord) -> Option<Claimed> {
-        lock(&self.held).insert(
-            claim.job_id.clone(),
-            Held { kind: JobKind::Chat, epoch: claim.epoch, claim: Some(claim.clone()), permits: None },
-        );
-        self.started(&record);
-        let since = Instant::now();
-        let handler = self.deps.handlers.chat.clone();
-        let classes = acquisition_order(&handler.permits(&record));
-        let result = if let Some(gave_up) = queue_core::lost_too_often(&record, self.config.max_attempts) {
-            Err(gave_up)
-        } else {
-            match self.acquire(&classes).await {
-                Ok(permits) => {
-                    self.note_permits(std::slice::from_ref(&claim.job_id), permits.as_ref());
-                    let result = handler.handle(&record).await;
-                    self.release(permits).await;
-                    result
-                }
-                Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
-            }
-        };
-        let run_ms = ms(since.elapsed());
-        let claim_next = usize::from(self.accepting.load(Ordering::SeqCst));
-        let (settled, mut next) =
-            self.settle(JobKind::Chat, &record, Some(&claim.lane_id), result, claim_next, run_ms).await;
-        match settled {
-            // The complete script moved the lane on already (and may have started its next job
-            // for this slot).
-            Settled::Finished => {}
-            Settled::Retry => {
-                // The job keeps the head of its lane: after the backoff the same head is claimed
-                // again under a new epoch. Should this process die meanwhile, the lease lapses
-                // and the reaper does it.
-                tokio::time::sleep(self.backoff(record.attempt)).await;
-                if let Err(e) = self.deps.lanes.reclaim(&claim).await {
-                    debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
-                }
-            }
-            Settled::Fenced => {}
-        }
-        lock(&self.held).remove(&claim.job_id);
-        next.pop()
     }
 
     async fn advance_lane(&self, claim: &LaneClaim) {

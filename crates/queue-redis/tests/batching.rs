@@ -1045,3 +1045,58 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
     rescuer.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
+
+/// A chat slot claims ahead too: with its lane idle, a quick job's outcome call brings the next
+/// two lanes' jobs from `ready:chat`; the slot runs one while it holds the other (its lane's
+/// claim renewed like a running job's). With claiming ahead off it takes one. Each job runs
+/// once, each lane's in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_chat_slot_claims_another_lanes_job_ahead() {
+    for (ahead_below, ahead) in [(Duration::from_secs(3600), true), (Duration::ZERO, false)] {
+        let server = RedisServer::start();
+        let rig = Rig::new(&server, "chat-ahead");
+        let (store, handler) = (rig.store.clone(), &rig.handler);
+        let producer = rig.producer().await;
+        let jobs = [
+            new_job("a1", JobKind::Chat, Some("student:a:main"), &Behavior::Ok),
+            new_job("b1", JobKind::Chat, Some("student:b:main"), &Behavior::GateFirst("g".into())),
+            new_job("c1", JobKind::Chat, Some("student:c:main"), &Behavior::Ok),
+            new_job("c2", JobKind::Chat, Some("student:c:main"), &Behavior::Ok),
+        ];
+        for job in jobs {
+            producer.submit(store.clone(), job).await.expect("submit");
+        }
+        let backend = rig.backend(RedisBackendConfig {
+            chat_concurrency: 1,
+            claim_ahead_below: ahead_below,
+            ..RedisBackendConfig::default()
+        });
+        backend.start().await.expect("start");
+        eventually("b1 runs", Duration::from_secs(20), || async {
+            handler.in_flight() == [JobId::new("b1").expect("id")]
+        })
+        .await;
+        assert_eq!(status(&store, "a1").await, queue_core::JobStatus::Done);
+        let c1 = if ahead { queue_core::JobStatus::Processing } else { queue_core::JobStatus::Queued };
+        assert_eq!(status(&store, "c1").await, c1, "c1 claimed ahead: {ahead}");
+        assert_eq!(handler.invocations(&JobId::new("c1").expect("id")), 0, "c1 has not started");
+        assert_eq!(backend.held(), if ahead { 2 } else { 1 }, "the jobs the slot holds");
+        handler.open("g");
+        eventually("every chat job is done", Duration::from_secs(20), || async {
+            store.counts(JobKind::Chat).await.expect("counts").done == 4
+        })
+        .await;
+        for id in ["a1", "b1", "c1", "c2"] {
+            assert_eq!(handler.invocations(&JobId::new(id).expect("id")), 1, "{id} ran once");
+        }
+        let starts: Vec<String> = handler
+            .events()
+            .into_iter()
+            .filter(|e| e.start && e.job.as_str().starts_with('c'))
+            .map(|e| e.job.as_str().to_owned())
+            .collect();
+        assert_eq!(starts, ["c1", "c2"], "lane c in its order");
+        backend.stop().await.expect("stop");
+        producer.stop().await.expect("stop producer");
+    }
+}

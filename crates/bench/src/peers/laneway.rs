@@ -21,7 +21,7 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
 /// A started producer-only backend (no workers), as `laneway-bench run` uses for W1.
 async fn producer(url: &str, concurrency: usize) -> BenchResult<Arc<Target>> {
     let noop = Probe::new(Record::Counts, None);
-    let target = Target::redis(url, false, concurrency, noop.handler())?;
+    let target = Target::redis(url, false, concurrency, true, noop.handler())?;
     target.start().await?;
     Ok(Arc::new(target))
 }
@@ -65,6 +65,7 @@ fn worker(url: &str, expect: u64, record: RecordKind, concurrency: usize) -> Ben
         expect,
         record,
         lanes: None,
+        claim_ahead: true,
         timeout_s: CHILD_TIMEOUT.as_secs(),
     };
     ChildProcess::spawn(&task, "Laneway worker")

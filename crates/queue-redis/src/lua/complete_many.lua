@@ -13,10 +13,10 @@
 -- job's final outcome moves its lane on (`finish_lane`): with `n` > 0, and no other lane's job
 -- waiting in ready:chat, the lane's next job is started here and handed to the same slot (no
 -- dispatch round trip); otherwise it is dispatched to the back of ready:chat for any worker
--- (one RPUSH for all of the call's dispatches), and a slot with `n` > 0 that got no job of its
--- own lane claims the front of ready:chat instead (claim_chat_fn.lua), as the worker's fetch
--- loop would, but without a round trip of its own. Idle workers are woken for what is left of
--- the dispatches.
+-- (one RPUSH for all of the call's dispatches). A chat slot with `n` > 0 then claims from the
+-- front of ready:chat (claim_chat_fn.lua) what its own lane did not give it, up to `n` jobs in
+-- all (a slot claiming ahead asks for two), as the worker's fetch loop would, but without a
+-- round trip of its own. Idle workers are woken for what is left of the dispatches.
 -- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
 -- ARGV[1] now  ARGV[2] lease (ms) of the non-chat claims  ARGV[3] tenant prefix
@@ -24,8 +24,8 @@
 -- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
 -- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
--- (each the values of CLAIM_FIELDS, store.rs, in its order), the chat job started next (a
--- `start_chat` answer) or {}}.
+-- (each the values of CLAIM_FIELDS, store.rs, in its order), the chat jobs started next for its
+-- slot (`start_chat` answers, its own lane's first; none: {})}.
 local now, lease, prefix, chat_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- The lease deadline of the lanes' next claims, as text (see `decimal`).
 local next_deadline = decimal(now + chat_ttl)
@@ -37,8 +37,8 @@ local function add_lease(key, deadline, lane)
   batch_zadd(b, key, deadline, lane)
 end
 -- The length of ready:chat, read once, and how many chat dispatches this call pushes (with the
--- batch, at its first flush). `chat_wants`: the answers of chat slots that want a next job and
--- got none of their own lane.
+-- batch, at its first flush). `chat_wants`: {answer position, how many} of the chat slots that
+-- want jobs from ready:chat (what their own lane did not give them).
 local waiting, dispatched, chat_wants = nil, 0, {}
 for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
@@ -79,16 +79,14 @@ for i = 5, #ARGV, 8 do
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
                                   KEYS[8], id, epoch, lane, next_deadline, '0', true, add_lease)
         if moved[1] == 'next' and keep then
-          chat_next = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, chat_ttl,
-                                 next_deadline, true)
-        else
-          if moved[1] == 'next' then
-            batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)
-            dispatched = dispatched + 1
-          end
-          if n > 0 then
-            chat_wants[#chat_wants + 1] = #out + 1
-          end
+          chat_next[1] = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, chat_ttl,
+                                    next_deadline, true)
+        elseif moved[1] == 'next' then
+          batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)
+          dispatched = dispatched + 1
+        end
+        if n > #chat_next then
+          chat_wants[#chat_wants + 1] = { #out + 1, n - #chat_next }
         end
       end
     end
@@ -100,9 +98,19 @@ for i = 5, #ARGV, 8 do
 end
 flush_batch(b)
 if #chat_wants > 0 then
-  local started = claim_chat(b, KEYS[7], KEYS[2], KEYS[5], prefix, #chat_wants, now, chat_ttl)
-  for j, claim in ipairs(started) do
-    out[chat_wants[j]][3] = claim
+  local asked = 0
+  for _, w in ipairs(chat_wants) do
+    asked = asked + w[2]
+  end
+  -- Shared out in the slots' order, each its count, as for the non-chat claims below.
+  local started, at = claim_chat(b, KEYS[7], KEYS[2], KEYS[5], prefix, asked, now, chat_ttl), 1
+  for _, w in ipairs(chat_wants) do
+    local mine = out[w[1]][3]
+    for _ = 1, w[2] do
+      if at > #started then break end
+      mine[#mine + 1] = started[at]
+      at = at + 1
+    end
   end
   dispatched = dispatched - #started
 end
