@@ -1100,3 +1100,39 @@ async fn a_quick_chat_slot_claims_another_lanes_job_ahead() {
         producer.stop().await.expect("stop producer");
     }
 }
+
+/// A stop that runs out of time hands back the job claimed ahead with the one running: another
+/// worker runs both at once, not after their leases (ten minutes here) run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_hands_back_a_job_claimed_ahead_with_the_running_one() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "ahead-stop");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let stuck = Behavior::GateFirst("never".into());
+    let producer = queue_uploads(&rig, &[("j1", Behavior::Ok), ("j2", stuck), ("j3", Behavior::Ok)]).await;
+    let config = RedisBackendConfig {
+        upload_concurrency: 1,
+        claim_ahead_below: Duration::from_secs(3600),
+        stop_deadline: Duration::from_millis(100),
+        ..RedisBackendConfig::default()
+    };
+    let stopping = rig.backend(config.clone());
+    stopping.start().await.expect("start");
+    eventually("j2 runs with j3 claimed ahead", Duration::from_secs(20), || async {
+        handler.in_flight() == [JobId::new("j2").expect("id")]
+            && status(&store, "j3").await == queue_core::JobStatus::Processing
+    })
+    .await;
+    stopping.stop().await.expect("stop");
+    assert_eq!(status(&store, "j3").await, queue_core::JobStatus::Queued, "j3 handed back at the stop");
+    let next = rig.backend(config);
+    next.start().await.expect("start");
+    eventually("j2 and j3 are done", Duration::from_secs(20), || async {
+        status(&store, "j2").await == queue_core::JobStatus::Done
+            && status(&store, "j3").await == queue_core::JobStatus::Done
+    })
+    .await;
+    assert_eq!(handler.invocations(&JobId::new("j3").expect("id")), 1, "j3 ran once");
+    next.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
