@@ -55,14 +55,15 @@ pub struct RedisBackendConfig {
     pub profile_batch_max: usize,
     /// Most jobs claimed in one round trip.
     pub claim_batch_max: usize,
-    /// A non-chat slot whose handler ran for less than this does not wait for its outcome's
-    /// call (which claims the slot's next job) before it runs a next job: its calls claim up to
-    /// two jobs ahead, so it has one to run while a call is on its way, and it keeps up to two
-    /// calls in flight. For handlers that run no longer than a round trip, waiting for each call
-    /// would take most of a slot's time. Jobs claimed ahead are leased to this process (renewed,
-    /// handed back at stop, re-queued by the reaper if it dies) but not running: with quick
-    /// handlers a process holds up to three jobs per slot. A slower handler's slot waits for each
-    /// call and claims only its next job. `Duration::ZERO` turns claiming ahead off.
+    /// A slot (chat or not; profile-update batches excepted) whose handler ran for less than this
+    /// does not wait for its outcome's call (which claims the slot's next job) before it runs a
+    /// next job: its calls claim up to two jobs ahead, so it has one to run while a call is on its
+    /// way, and it keeps up to two calls in flight. For handlers that run no longer than a round
+    /// trip, waiting for each call would take most of a slot's time. Jobs claimed ahead are
+    /// leased to this process (renewed, handed back at stop, re-queued by the reaper if it dies)
+    /// but not running: with quick handlers a process holds up to three jobs per slot. A slower
+    /// handler's slot waits for each call and claims only its next job. `Duration::ZERO` turns
+    /// claiming ahead off.
     pub claim_ahead_below: Duration,
     /// Attempts before a failing job is dead-lettered.
     pub max_attempts: u32,
@@ -272,8 +273,7 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The `lane` field of a job's log lines: empty for kinds without lanes.
-/// How many jobs a non-chat slot's outcome call claims for the slot: none once the process
+/// How many jobs a slot's outcome call claims for the slot: none once the process
 /// stops taking work; otherwise enough that the slot has two jobs ahead of the one that just
 /// finished when its handler is `quick`, one when it is not, counting the jobs it has ahead
 /// already (`ahead`: claimed and not run, or coming with calls on their way).
@@ -294,6 +294,7 @@ fn claims_of(call: Result<Vec<Claimed>, tokio::task::JoinError>) -> Vec<Claimed>
     })
 }
 
+/// The `lane` field of a job's log lines: empty for kinds without lanes.
 fn lane_of(record: &JobRecord) -> &str {
     record.lane.as_ref().map_or("", LaneId::as_str)
 }
