@@ -1851,7 +1851,7 @@ pub struct WorkerRecord {
     pub last_heartbeat_ms: u64,
     /// Its heartbeat interval (ms): three of them without a beat make it stale.
     pub heartbeat_ms: u64,
-    /// Jobs it held at its last heartbeat.
+    /// Jobs it held at its last heartbeat: running, or claimed ahead by a quick slot.
     pub in_flight: usize,
 }
 
