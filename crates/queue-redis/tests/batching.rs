@@ -1006,18 +1006,46 @@ async fn a_quick_slot_claims_one_job_ahead_and_runs_each_job_once() {
     }
 }
 
+/// The three uploads of the tests below queued, and a started worker of `config` (one slot
+/// claiming ahead) running j2, which never ends its first attempt, with j3 claimed ahead.
+async fn j2_stuck_with_j3_claimed_ahead(
+    rig: &Rig,
+    config: RedisBackendConfig,
+) -> (RedisQueueBackend, RedisQueueBackend) {
+    let never = Behavior::GateFirst("never".into());
+    let producer = queue_uploads(rig, &[("j1", Behavior::Ok), ("j2", never), ("j3", Behavior::Ok)]).await;
+    let config =
+        RedisBackendConfig { upload_concurrency: 1, claim_ahead_below: Duration::from_secs(3600), ..config };
+    let worker = rig.backend(config);
+    worker.start().await.expect("start");
+    eventually("j2 runs with j3 claimed ahead", Duration::from_secs(20), || async {
+        rig.handler.in_flight() == [JobId::new("j2").expect("id")]
+            && status(&rig.store, "j3").await == queue_core::JobStatus::Processing
+    })
+    .await;
+    (producer, worker)
+}
+
+/// Starts a worker of `config` and waits until j2 and j3 are done; j3 ran once in all.
+async fn j2_and_j3_finish_elsewhere(rig: &Rig, config: RedisBackendConfig) -> RedisQueueBackend {
+    let worker = rig.backend(config);
+    worker.start().await.expect("start");
+    eventually("j2 and j3 are done", Duration::from_secs(20), || async {
+        status(&rig.store, "j2").await == queue_core::JobStatus::Done
+            && status(&rig.store, "j3").await == queue_core::JobStatus::Done
+    })
+    .await;
+    assert_eq!(rig.handler.invocations(&JobId::new("j3").expect("id")), 1, "j3 ran once");
+    worker
+}
+
 /// A job claimed ahead by a worker that dies before running it is not lost: its lease runs out
 /// and another worker runs it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "ahead-crash");
-    let (store, handler) = (rig.store.clone(), &rig.handler);
-    let never = Behavior::GateFirst("never".into());
-    let producer = queue_uploads(&rig, &[("j1", Behavior::Ok), ("j2", never), ("j3", Behavior::Ok)]).await;
     let short = RedisBackendConfig {
-        upload_concurrency: 1,
-        claim_ahead_below: Duration::from_secs(3600),
         // Long enough that a loaded machine's late heartbeat does not let it run out while the
         // worker lives; short enough that the rescuer need not wait long for it.
         lease: Duration::from_secs(2),
@@ -1025,23 +1053,14 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
         reaper_interval: Duration::from_millis(100),
         ..RedisBackendConfig::default()
     };
-    let doomed = rig.backend(short.clone());
-    doomed.start().await.expect("start");
-    eventually("j2 runs with j3 claimed ahead", Duration::from_secs(20), || async {
-        handler.in_flight() == [JobId::new("j2").expect("id")]
-            && status(&store, "j3").await == queue_core::JobStatus::Processing
-    })
-    .await;
+    let (producer, doomed) = j2_stuck_with_j3_claimed_ahead(&rig, short.clone()).await;
     doomed.kill().await;
-    let rescuer = rig.backend(short);
-    rescuer.start().await.expect("start");
-    eventually("j2 and j3 are done", Duration::from_secs(20), || async {
-        status(&store, "j2").await == queue_core::JobStatus::Done
-            && status(&store, "j3").await == queue_core::JobStatus::Done
-    })
-    .await;
-    assert_eq!(handler.invocations(&JobId::new("j3").expect("id")), 1, "j3 ran once, by the rescuer");
-    assert_eq!(handler.invocations(&JobId::new("j2").expect("id")), 2, "j2 ran again after its worker died");
+    let rescuer = j2_and_j3_finish_elsewhere(&rig, short).await;
+    assert_eq!(
+        rig.handler.invocations(&JobId::new("j2").expect("id")),
+        2,
+        "j2 ran again after its worker died"
+    );
     rescuer.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
@@ -1107,32 +1126,12 @@ async fn a_quick_chat_slot_claims_another_lanes_job_ahead() {
 async fn a_stop_hands_back_a_job_claimed_ahead_with_the_running_one() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "ahead-stop");
-    let (store, handler) = (rig.store.clone(), &rig.handler);
-    let stuck = Behavior::GateFirst("never".into());
-    let producer = queue_uploads(&rig, &[("j1", Behavior::Ok), ("j2", stuck), ("j3", Behavior::Ok)]).await;
-    let config = RedisBackendConfig {
-        upload_concurrency: 1,
-        claim_ahead_below: Duration::from_secs(3600),
-        stop_deadline: Duration::from_millis(100),
-        ..RedisBackendConfig::default()
-    };
-    let stopping = rig.backend(config.clone());
-    stopping.start().await.expect("start");
-    eventually("j2 runs with j3 claimed ahead", Duration::from_secs(20), || async {
-        handler.in_flight() == [JobId::new("j2").expect("id")]
-            && status(&store, "j3").await == queue_core::JobStatus::Processing
-    })
-    .await;
+    let config =
+        RedisBackendConfig { stop_deadline: Duration::from_millis(100), ..RedisBackendConfig::default() };
+    let (producer, stopping) = j2_stuck_with_j3_claimed_ahead(&rig, config.clone()).await;
     stopping.stop().await.expect("stop");
-    assert_eq!(status(&store, "j3").await, queue_core::JobStatus::Queued, "j3 handed back at the stop");
-    let next = rig.backend(config);
-    next.start().await.expect("start");
-    eventually("j2 and j3 are done", Duration::from_secs(20), || async {
-        status(&store, "j2").await == queue_core::JobStatus::Done
-            && status(&store, "j3").await == queue_core::JobStatus::Done
-    })
-    .await;
-    assert_eq!(handler.invocations(&JobId::new("j3").expect("id")), 1, "j3 ran once");
+    assert_eq!(status(&rig.store, "j3").await, queue_core::JobStatus::Queued, "j3 handed back at the stop");
+    let next = j2_and_j3_finish_elsewhere(&rig, config).await;
     next.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
