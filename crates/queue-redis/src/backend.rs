@@ -201,6 +201,9 @@ struct Inner {
     stats: Stats,
     accepting: AtomicBool,
     held: Mutex<HashMap<JobId, Held>>,
+    /// Chat jobs waiting out a retry's backoff before their heads are claimed again (a stop or a
+    /// kill aborts them: the stop hands the jobs back, a crash leaves them to their leases).
+    retrying: Mutex<JoinSet<()>>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// This process's entry in the worker registry.
     worker_id: String,
@@ -329,6 +332,7 @@ impl RedisQueueBackend {
                 stats: Stats::default(),
                 accepting: AtomicBool::new(false),
                 held: Mutex::new(HashMap::new()),
+                retrying: Mutex::new(JoinSet::new()),
                 lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
                 worker_id,
                 worker_host,
@@ -384,6 +388,7 @@ impl RedisQueueBackend {
         for t in life.fetchers.drain(..).chain(life.background.drain(..)) {
             t.abort();
         }
+        lock(&self.inner.retrying).abort_all();
         lock(&self.inner.held).clear();
     }
 
@@ -790,6 +795,7 @@ impl QueueBackend for RedisQueueBackend {
         for b in life.background.drain(..) {
             b.abort();
         }
+        lock(&self.inner.retrying).abort_all();
         self.inner.hand_back().await;
         if was_registered && let Err(e) = self.inner.registry.remove(&self.inner.worker_id).await {
             warn!(error = %e, "could not remove this worker from the registry; it will turn stale");
@@ -1372,11 +1378,12 @@ impl Inner {
 
     /// Records the outcome of a slot's job (`claim`: its lane's claim, for a chat job), claiming
     /// `want` next jobs in the same call, and lets the job go. A chat job to be retried keeps the
-    /// head of its lane: after the backoff the same head is claimed again under a new epoch
-    /// (should this process die meanwhile, the lease lapses and the reaper does it). Returns the
-    /// jobs claimed, held by this process from now on.
+    /// head of its lane but not the slot: a task of its own waits out the backoff, holding the
+    /// job (its claim renewed), and then claims the same head again under a new epoch (should
+    /// this process die meanwhile, the lease lapses and the reaper does it). Returns the jobs
+    /// claimed, held by this process from now on.
     async fn settle_slot(
-        &self,
+        self: &Arc<Self>,
         kind: JobKind,
         claim: Option<LaneClaim>,
         record: &JobRecord,
@@ -1387,13 +1394,23 @@ impl Inner {
         let lane = claim.as_ref().map(|c| &c.lane_id);
         let (settled, claimed) = self.settle(kind, record, lane, result, want, run_ms).await;
         self.hold(kind, &claimed);
-        if let (Settled::Retry, Some(claim)) = (settled, &claim) {
-            tokio::time::sleep(self.backoff(record.attempt)).await;
-            if let Err(e) = self.deps.lanes.reclaim(claim).await {
-                debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
+        match (settled, claim) {
+            (Settled::Retry, Some(claim)) => {
+                let (me, backoff) = (self.clone(), self.backoff(record.attempt));
+                let mut retrying = lock(&self.retrying);
+                while retrying.try_join_next().is_some() {}
+                retrying.spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    if let Err(e) = me.deps.lanes.reclaim(&claim).await {
+                        debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
+                    }
+                    lock(&me.held).remove(&claim.job_id);
+                });
+            }
+            _ => {
+                lock(&self.held).remove(&record.id);
             }
         }
-        lock(&self.held).remove(&record.id);
         claimed
     }
 

@@ -1135,3 +1135,39 @@ async fn a_stop_hands_back_a_job_claimed_ahead_with_the_running_one() {
     next.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
+
+/// A chat job that failed and waits out its backoff keeps its lane's head, not its slot: another
+/// lane's job runs on the only slot meanwhile, quick handler or slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_retry_waits_out_its_backoff_without_holding_its_slot() {
+    for ahead_below in [Duration::from_secs(3600), Duration::ZERO] {
+        let server = RedisServer::start();
+        let rig = Rig::new(&server, "retry-slot");
+        let (store, handler) = (rig.store.clone(), &rig.handler);
+        let producer = rig.producer().await;
+        for job in [
+            new_job("a1", JobKind::Chat, Some("student:a:main"), &Behavior::FailTimes(1)),
+            new_job("b1", JobKind::Chat, Some("student:b:main"), &Behavior::Ok),
+        ] {
+            producer.submit(store.clone(), job).await.expect("submit");
+        }
+        let backend = rig.backend(RedisBackendConfig {
+            chat_concurrency: 1,
+            claim_ahead_below: ahead_below,
+            // Longer than the test waits: a slot that slept through it would never run b1.
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            stop_deadline: Duration::from_millis(100),
+            ..RedisBackendConfig::default()
+        });
+        backend.start().await.expect("start");
+        eventually("b1 runs while a1 waits out its backoff", Duration::from_secs(20), || async {
+            status(&store, "b1").await == queue_core::JobStatus::Done
+        })
+        .await;
+        assert_eq!(handler.invocations(&JobId::new("a1").expect("id")), 1, "a1 has not run again");
+        assert_eq!(status(&store, "a1").await, queue_core::JobStatus::Queued, "a1 waits for its retry");
+        backend.stop().await.expect("stop");
+        producer.stop().await.expect("stop producer");
+    }
+}
