@@ -1040,22 +1040,19 @@ async fn j2_and_j3_finish_elsewhere(rig: &Rig, config: RedisBackendConfig) -> Re
 }
 
 /// A job claimed ahead by a worker that dies before running it is not lost: its lease runs out
-/// and another worker runs it, once.
+/// and another worker runs it, once. (The clock is a manual one: leases run out when the test
+/// moves it, not while a loaded machine delays a heartbeat.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
     let server = RedisServer::start();
-    let rig = Rig::new(&server, "ahead-crash");
-    let short = RedisBackendConfig {
-        // Long enough that a loaded machine's late heartbeat does not let it run out while the
-        // worker lives; short enough that the rescuer need not wait long for it.
-        lease: Duration::from_secs(2),
-        heartbeat_interval: Duration::from_millis(200),
-        reaper_interval: Duration::from_millis(100),
-        ..RedisBackendConfig::default()
-    };
-    let (producer, doomed) = j2_stuck_with_j3_claimed_ahead(&rig, short.clone()).await;
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "ahead-crash", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let config =
+        RedisBackendConfig { reaper_interval: Duration::from_millis(100), ..RedisBackendConfig::default() };
+    let (producer, doomed) = j2_stuck_with_j3_claimed_ahead(&rig, config.clone()).await;
     doomed.kill().await;
-    let rescuer = j2_and_j3_finish_elsewhere(&rig, short).await;
+    clock.advance(u64::try_from(config.lease.as_millis()).expect("lease") + 1_000);
+    let rescuer = j2_and_j3_finish_elsewhere(&rig, config).await;
     assert_eq!(
         rig.handler.invocations(&JobId::new("j2").expect("id")),
         2,
