@@ -288,12 +288,10 @@ impl Bench {
             ));
         }
         #[allow(clippy::cast_precision_loss)]
-        let rates = reports.iter().map(|r| r.completed as f64 / r.elapsed_s).collect();
-        #[allow(clippy::cast_precision_loss)]
         let rss = reports.iter().map(|r| r.vm_hwm_kib as f64 / 1024.0).collect();
         #[allow(clippy::cast_precision_loss)]
         let cpu = reports.iter().map(|r| r.cpu_s * 1e6 / r.completed.max(1) as f64).collect();
-        self.put(&format!("{row}.{col}"), Figure::of("jobs/s", rates));
+        self.put_rate(&format!("{row}.{col}"), reports);
         if row == "w2" {
             self.put(&format!("w2_rss.{col}"), Figure::of("MiB", rss));
         }
@@ -465,53 +463,56 @@ impl Bench {
                 "  every one of {lanes} lanes ran in order without overlap, in every run ({col})"
             ));
         }
-        let mut reports = Vec::new();
-        for run in 0..self.runs() {
-            self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane})"), run);
-            self.flush();
-            let producer = self.producer().await?;
-            let before = self.begin();
-            targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
-            if run == 0 {
+        // As for W2: the backend's default, then slots that wait for each outcome call.
+        for ahead in [true, false] {
+            let shape = if ahead { "" } else { ", claiming ahead off" };
+            let mut reports = Vec::new();
+            for run in 0..self.runs() {
+                self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane}{shape})"), run);
+                self.flush();
+                let producer = self.producer().await?;
+                let before = self.begin();
+                targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
+                if run == 0 && ahead {
+                    let after = self.end();
+                    self.track(
+                        &before,
+                        &after,
+                        "w4_enqueue.redis",
+                        "W4 enqueue of chat jobs, 50 producers",
+                        jobs,
+                        0.0,
+                    );
+                }
+                producer.kill().await;
+                let before = self.begin();
+                let mut worker =
+                    self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), ahead)?;
+                worker.expect("done", CHILD_TIMEOUT).await?;
                 let after = self.end();
-                self.track(
-                    &before,
-                    &after,
-                    "w4_enqueue.redis",
-                    "W4 enqueue of chat jobs, 50 producers",
-                    jobs,
-                    0.0,
-                );
+                let report = worker.result(CHILD_TIMEOUT).await?;
+                if run == 0 && ahead {
+                    self.track(
+                        &before,
+                        &after,
+                        "w4.redis",
+                        "W4 drain of chat jobs in lanes",
+                        jobs,
+                        report.cpu_s,
+                    );
+                }
+                fail("redis", &report.lane_problems)?;
+                reports.push(report);
             }
-            producer.kill().await;
-            let before = self.begin();
-            let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), true)?;
-            worker.expect("done", CHILD_TIMEOUT).await?;
-            let after = self.end();
-            let report = worker.result(CHILD_TIMEOUT).await?;
-            if run == 0 {
-                self.track(&before, &after, "w4.redis", "W4 drain of chat jobs in lanes", jobs, report.cpu_s);
+            if ahead {
+                self.put_drain("w4", "redis", &reports);
+            } else {
+                self.put_rate("w4_wait.redis", &reports);
             }
-            fail("redis", &report.lane_problems)?;
-            reports.push(report);
+            self.say(&format!(
+                "  every one of {lanes} lanes ran in order without overlap, in every run (redis{shape})"
+            ));
         }
-        self.put_drain("w4", "redis", &reports);
-        self.say(&format!("  every one of {lanes} lanes ran in order without overlap, in every run (redis)"));
-        // The same with slots that wait for each outcome call (`claim_ahead_below: 0`).
-        let mut reports = Vec::new();
-        for run in 0..self.runs() {
-            self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane}, claiming ahead off)"), run);
-            self.flush();
-            let producer = self.producer().await?;
-            targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
-            producer.kill().await;
-            let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), false)?;
-            worker.expect("done", CHILD_TIMEOUT).await?;
-            let report = worker.result(CHILD_TIMEOUT).await?;
-            fail("redis", &report.lane_problems)?;
-            reports.push(report);
-        }
-        self.put_rate("w4_wait.redis", &reports);
         for col in ["mem", "sqlite", "redis"] {
             self.ratio(&format!("w4_ratio.{col}"), &format!("w4.{col}"), &format!("w2.{col}"));
         }

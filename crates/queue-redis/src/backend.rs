@@ -187,6 +187,13 @@ struct Held {
     permits: Option<PermitSet>,
 }
 
+impl Held {
+    /// A non-chat job of `kind` claimed under the epoch `record` carries (its lease in `inflight`).
+    const fn plain(kind: JobKind, record: &JobRecord) -> Self {
+        Self { kind, epoch: record.lease_epoch, claim: None, permits: None }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Lifecycle {
     shutdown: Option<watch::Sender<bool>>,
@@ -1420,7 +1427,7 @@ impl Inner {
         let mut held = lock(&self.held);
         for c in claimed {
             let (id, entry) = match c {
-                Claimed::Plain(r) => (&r.id, Held { kind, epoch: r.lease_epoch, claim: None, permits: None }),
+                Claimed::Plain(r) => (&r.id, Held::plain(kind, r)),
                 Claimed::Chat(claim, _) => (
                     &claim.job_id,
                     Held {
@@ -1479,7 +1486,7 @@ impl Inner {
         {
             let mut held = lock(&self.held);
             for r in &records {
-                held.insert(r.id.clone(), Held { kind, epoch: r.lease_epoch, claim: None, permits: None });
+                held.insert(r.id.clone(), Held::plain(kind, r));
             }
         }
         for r in &records {
