@@ -82,6 +82,20 @@ impl TenantKeys {
         self.k(&format!("signal:{}", kind.as_str()))
     }
 
+    /// ZSET worker id -> registration deadline (ms) of idle workers of `kind` waiting for a job
+    /// handed to them directly (a registration serves one hand-off).
+    #[must_use]
+    pub fn idle(&self, kind: JobKind) -> String {
+        self.k(&format!("idle:{}", kind.as_str()))
+    }
+
+    /// LIST of jobs of `kind` claimed for worker `worker` by a submit and handed to it (each the
+    /// claimed record as JSON); the worker blocks on it while registered in [`Self::idle`].
+    #[must_use]
+    pub fn handoff(&self, kind: JobKind, worker: &str) -> String {
+        self.k(&format!("handoff:{}:{worker}", kind.as_str()))
+    }
+
     /// HASH: one job record.
     #[must_use]
     pub fn job(&self, job: &JobId) -> String {

@@ -30,13 +30,13 @@ use queue_core::{
     acquisition_order, check_batch,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::combine::{Combiner, Lead, Waiter, answer_each};
 use crate::scripts;
-use crate::store::{create_args, parse_claimed};
+use crate::store::{create_args, parse_claimed, parse_handed};
 
 /// How the Redis backend behaves.
 #[derive(Debug, Clone)]
@@ -80,6 +80,13 @@ pub struct RedisBackendConfig {
     pub reaper_interval: Duration,
     /// How long an idle worker blocks waiting for work before looking again.
     pub block: Duration,
+    /// The lease of a non-chat job a submit hands straight to an idle worker (a worker whose
+    /// last claim found too few jobs registers as idle, and the next submit claims its job for
+    /// it, so that it starts without a claim round trip of its own). The worker that gets the
+    /// job lengthens it to [`Self::lease`] after a third of it, if the job still runs then; it
+    /// bounds how long a job handed to a worker that died while idle waits for the reaper.
+    /// Set by the submitting process.
+    pub handoff_lease: Duration,
     /// How long `stop` lets running jobs finish before handing them back.
     pub stop_deadline: Duration,
     /// How long finished records are kept. A record its workers finish gets no TTL: the
@@ -114,6 +121,7 @@ impl Default for RedisBackendConfig {
             heartbeat_interval: Duration::from_secs(60),
             reaper_interval: Duration::from_secs(1),
             block: Duration::from_secs(1),
+            handoff_lease: Duration::from_secs(30),
             stop_deadline: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(600),
@@ -165,6 +173,9 @@ pub struct RedisBackendStats {
     pub lease_expiries: u64,
     /// Jobs handed back by a stop.
     pub handed_back: u64,
+    /// Jobs this process's idle workers were handed by a submit (claimed for them), rather than
+    /// claimed themselves.
+    pub handed_over: u64,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +188,7 @@ struct Stats {
     fenced: AtomicU64,
     lease_expiries: AtomicU64,
     handed_back: AtomicU64,
+    handed_over: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -208,9 +220,10 @@ struct Inner {
     stats: Stats,
     accepting: AtomicBool,
     held: Mutex<HashMap<JobId, Held>>,
-    /// Chat jobs waiting out a retry's backoff before their heads are claimed again (a stop or a
-    /// kill aborts them: the stop hands the jobs back, a crash leaves them to their leases).
-    retrying: Mutex<JoinSet<()>>,
+    /// Timers of held jobs: chat jobs waiting out a retry's backoff before their heads are
+    /// claimed again, and the lengthening of handed-over jobs' short leases (a stop or a kill
+    /// aborts them: the stop hands the jobs back, a crash leaves them to their leases).
+    timers: Mutex<JoinSet<()>>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// This process's entry in the worker registry.
     worker_id: String,
@@ -309,6 +322,16 @@ fn lane_of(record: &JobRecord) -> &str {
     record.lane.as_ref().map_or("", LaneId::as_str)
 }
 
+/// What an idle fetch loop's wait ended with.
+enum Wake {
+    /// The process stops.
+    Stop,
+    /// A wake-up token, a block that timed out or failed: claim again.
+    Look,
+    /// A job a submit claimed for this worker, and when its short lease runs out (ms).
+    Handed(JobRecord, u64),
+}
+
 /// One claimed piece of work.
 enum Claimed {
     Plain(JobRecord),
@@ -339,7 +362,7 @@ impl RedisQueueBackend {
                 stats: Stats::default(),
                 accepting: AtomicBool::new(false),
                 held: Mutex::new(HashMap::new()),
-                retrying: Mutex::new(JoinSet::new()),
+                timers: Mutex::new(JoinSet::new()),
                 lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
                 worker_id,
                 worker_host,
@@ -374,6 +397,7 @@ impl RedisQueueBackend {
             fenced: g(&s.fenced),
             lease_expiries: g(&s.lease_expiries),
             handed_back: g(&s.handed_back),
+            handed_over: g(&s.handed_over),
         }
     }
 
@@ -395,7 +419,7 @@ impl RedisQueueBackend {
         for t in life.fetchers.drain(..).chain(life.background.drain(..)) {
             t.abort();
         }
-        lock(&self.inner.retrying).abort_all();
+        lock(&self.inner.timers).abort_all();
         lock(&self.inner.held).clear();
     }
 
@@ -802,7 +826,7 @@ impl QueueBackend for RedisQueueBackend {
         for b in life.background.drain(..) {
             b.abort();
         }
-        lock(&self.inner.retrying).abort_all();
+        lock(&self.inner.timers).abort_all();
         self.inner.hand_back().await;
         if was_registered && let Err(e) = self.inner.registry.remove(&self.inner.worker_id).await {
             warn!(error = %e, "could not remove this worker from the registry; it will turn stale");
@@ -821,7 +845,11 @@ impl Inner {
         let mut conn = self.deps.pool.get().await?;
         // One script call for one job or a whole batch: one wake-up per kind, not per job.
         let mut call = scripts::SUBMIT_PLAIN.prepare_invoke();
-        call.key(keys.seq()).arg(tenant.as_str()).arg(now).arg(keys.prefix());
+        call.key(keys.seq())
+            .arg(tenant.as_str())
+            .arg(now)
+            .arg(keys.prefix())
+            .arg(ms(self.config.handoff_lease));
         for (_, job) in jobs {
             let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
             call.arg(job.id.as_str())
@@ -915,7 +943,12 @@ impl Inner {
         self.config.backoff_base.saturating_mul(1 << exp).min(self.config.backoff_max)
     }
 
-    async fn claim(&self, kind: JobKind, n: usize) -> QueueResult<Vec<Claimed>> {
+    /// Claims up to `n` jobs of `kind` for the fetch loop. A non-chat claim first withdraws this
+    /// worker's idle registration and takes the jobs handed to it since (`handoff_fn.lua`), and
+    /// with `register`, registers it again when all it gets is fewer than `n` jobs, so that the
+    /// next submit claims a job for it (until two blocks and a second from now: past that, the
+    /// worker is taken for dead or gone).
+    async fn claim(&self, kind: JobKind, n: usize, register: bool) -> QueueResult<Vec<Claimed>> {
         let keys = &self.keys;
         let now = self.deps.clock.now_ms();
         let mut conn = self.deps.pool.get().await?;
@@ -933,15 +966,21 @@ impl Inner {
                 .map_err(|e| redis_error(&e))?;
             raw.into_iter().map(|c| parse_chat_claim(c, &self.deps.tenant)).collect()
         } else {
+            let until = now.saturating_add(ms(self.config.block).saturating_mul(2)).saturating_add(1_000);
             let raw: Vec<Vec<Option<String>>> = scripts::CLAIM_PLAIN
                 .key(keys.ready(kind))
                 .key(keys.inflight())
                 .key(keys.stats())
+                .key(keys.idle(kind))
+                .key(keys.handoff(kind, &self.worker_id))
                 .arg(n)
                 .arg(now)
                 .arg(ms(self.config.lease))
                 .arg(keys.prefix())
                 .arg(kind.as_str())
+                .arg(&self.worker_id)
+                .arg(if register { "1" } else { "0" })
+                .arg(until)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
@@ -976,7 +1015,7 @@ impl Inner {
             } else {
                 (1 + slots.available_permits()).min(batch_max)
             };
-            let claimed = match self.claim(kind, n).await {
+            let claimed = match self.claim(kind, n, true).await {
                 Ok(c) => {
                     retry_delay = Duration::from_millis(50);
                     c
@@ -993,7 +1032,7 @@ impl Inner {
             };
             if claimed.is_empty() {
                 drop(first);
-                if self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
+                if self.idle(kind, &slots, &mut tasks, &mut blocking, &mut shutdown).await {
                     break;
                 }
                 continue;
@@ -1015,7 +1054,7 @@ impl Inner {
                     inner.run_batch(kind, records).await;
                     drop(first);
                 });
-                if drained && self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
+                if drained && self.idle(kind, &slots, &mut tasks, &mut blocking, &mut shutdown).await {
                     break;
                 }
                 continue;
@@ -1033,17 +1072,20 @@ impl Inner {
                         },
                     },
                 };
-                let inner = self.clone();
-                tasks.spawn(async move {
-                    match c {
-                        Claimed::FinishLane(claim) => inner.advance_lane(&claim).await,
-                        job => inner.run_slot(kind, job).await,
-                    }
-                    drop(slot);
-                });
+                self.spawn_slot(kind, c, slot, &mut tasks);
             }
-            if drained && self.wait_for_work(kind, &mut blocking, &mut shutdown).await {
+            if drained && self.idle(kind, &slots, &mut tasks, &mut blocking, &mut shutdown).await {
                 break;
+            }
+        }
+        // No more hand-offs: what was handed over and not read is held, for the stop to hand
+        // back with the rest.
+        if kind != JobKind::Chat {
+            match self.claim(kind, 0, false).await {
+                Ok(left) => self.hold(kind, &left),
+                Err(e) => {
+                    warn!(error = %e, "cannot withdraw the idle registration; jobs handed over meanwhile wait for their leases")
+                }
             }
         }
         // Stopping: let running jobs finish within the deadline, then abort them (the stop hands
@@ -1055,26 +1097,86 @@ impl Inner {
         }
     }
 
-    /// Blocks until a wake-up token arrives, the block times out, or the stop signal. Returns
-    /// true when stopping.
+    /// Runs one claimed piece of work in `slot`, as a task of the fetch loop.
+    fn spawn_slot(
+        self: &Arc<Self>,
+        kind: JobKind,
+        c: Claimed,
+        slot: OwnedSemaphorePermit,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let inner = self.clone();
+        tasks.spawn(async move {
+            match c {
+                Claimed::FinishLane(claim) => inner.advance_lane(&claim).await,
+                Claimed::Plain(record) if kind == JobKind::ProfileUpdate => {
+                    inner.run_batch(kind, vec![record]).await
+                }
+                job => inner.run_slot(kind, job).await,
+            }
+            drop(slot);
+        });
+    }
+
+    /// The fetch loop of `kind` with nothing to claim: waits for work, and starts a job handed
+    /// over meanwhile in a slot of its own (held from the moment it arrives, so that a stop
+    /// while all slots are busy hands it back). Returns true when stopping.
+    async fn idle(
+        self: &Arc<Self>,
+        kind: JobKind,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        blocking: &mut Option<RedisConn>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let (record, until) = match self.wait_for_work(kind, blocking, shutdown).await {
+            Wake::Stop => return true,
+            Wake::Look => return false,
+            Wake::Handed(record, until) => (record, until),
+        };
+        self.stats.handed_over.fetch_add(1, Ordering::Relaxed);
+        let job = Claimed::Plain(record);
+        self.hold(kind, std::slice::from_ref(&job));
+        if let Claimed::Plain(record) = &job {
+            self.lengthen_lease(record, until);
+        }
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => return true,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return true },
+        };
+        self.spawn_slot(kind, job, slot, tasks);
+        false
+    }
+
+    /// Blocks until a wake-up token or (for a non-chat kind) a job handed to this worker
+    /// arrives, the block times out, or the stop signal.
     async fn wait_for_work(
         &self,
         kind: JobKind,
         blocking: &mut Option<RedisConn>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Wake {
         if blocking.is_none() {
             match self.deps.pool.blocking(self.config.block).await {
                 Ok(c) => *blocking = Some(c),
                 Err(e) => {
                     warn!(error = %e, "cannot open a blocking connection; retrying");
-                    return sleep_or_stop(shutdown, Duration::from_millis(200)).await;
+                    return if sleep_or_stop(shutdown, Duration::from_millis(200)).await {
+                        Wake::Stop
+                    } else {
+                        Wake::Look
+                    };
                 }
             }
         }
-        let Some(conn) = blocking.as_mut() else { return false };
+        let Some(conn) = blocking.as_mut() else { return Wake::Look };
         let block_secs = self.config.block.as_secs_f64();
+        let handoff = (kind != JobKind::Chat).then(|| self.keys.handoff(kind, &self.worker_id));
         let mut cmd = redis::cmd("BLPOP");
+        if let Some(key) = &handoff {
+            cmd.arg(key);
+        }
         cmd.arg(self.keys.signal(kind)).arg(block_secs);
         let outcome = tokio::select! {
             biased;
@@ -1082,14 +1184,66 @@ impl Inner {
             r = cmd.query_async::<Option<(String, String)>>(conn) => Some(r),
         };
         match outcome {
-            None => true,
-            Some(Ok(_)) => false,
+            None => Wake::Stop,
+            Some(Ok(Some((key, handed)))) if handoff.as_ref() == Some(&key) => {
+                match parse_handed(&handed, &self.deps.tenant, kind) {
+                    Ok((record, until)) => Wake::Handed(record, until),
+                    Err(e) => {
+                        warn!(error = %e, "unreadable job handed over; its lease will lapse and the reaper queues it again");
+                        Wake::Look
+                    }
+                }
+            }
+            Some(Ok(_)) => Wake::Look,
             Some(Err(e)) => {
                 debug!(error = %e, "blocking wait failed; reconnecting");
                 *blocking = None;
-                sleep_or_stop(shutdown, Duration::from_millis(100)).await
+                if sleep_or_stop(shutdown, Duration::from_millis(100)).await {
+                    Wake::Stop
+                } else {
+                    Wake::Look
+                }
             }
         }
+    }
+
+    /// Lengthens the short lease of a job handed to this worker (which runs out at `until`, ms)
+    /// to a full lease, a third of the way to `until`, if this process still holds the job under
+    /// the same epoch then (a quick job has settled long before); tries again at each further
+    /// third while it can.
+    fn lengthen_lease(self: &Arc<Self>, record: &JobRecord, until: u64) {
+        let (me, id, epoch) = (self.clone(), record.id.clone(), record.lease_epoch);
+        let mut timers = lock(&self.timers);
+        while timers.try_join_next().is_some() {}
+        timers.spawn(async move {
+            loop {
+                let left = until.saturating_sub(me.deps.clock.now_ms());
+                if left == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(left.div_ceil(3))).await;
+                if lock(&me.held).get(&id).is_none_or(|h| h.epoch != epoch) {
+                    return;
+                }
+                match me.renew_plain(std::slice::from_ref(&id)).await {
+                    Ok(_) => return,
+                    Err(e) => warn!(job = %id, error = %e, "could not lengthen a handed-over job's lease; trying again"),
+                }
+            }
+        });
+    }
+
+    /// Extends the leases of non-chat jobs this process holds to a full lease from now (those
+    /// already reaped are left alone). Returns how many were extended.
+    async fn renew_plain(&self, jobs: &[JobId]) -> QueueResult<i64> {
+        let deadline = self.deps.clock.now_ms().saturating_add(ms(self.config.lease));
+        let mut conn = self.deps.pool.get().await?;
+        let mut inv = scripts::RENEW_PLAIN.key(self.keys.inflight());
+        inv.arg(deadline);
+        for id in jobs {
+            inv.arg(id.as_str());
+        }
+        inv.invoke_async::<i64>(&mut conn).await.map_err(|e| redis_error(&e))
     }
 
     async fn acquire(&self, classes: &[LimitClass]) -> QueueResult<Option<PermitSet>> {
@@ -1404,9 +1558,9 @@ impl Inner {
         match (settled, claim) {
             (Settled::Retry, Some(claim)) => {
                 let (me, backoff) = (self.clone(), self.backoff(record.attempt));
-                let mut retrying = lock(&self.retrying);
-                while retrying.try_join_next().is_some() {}
-                retrying.spawn(async move {
+                let mut timers = lock(&self.timers);
+                while timers.try_join_next().is_some() {}
+                timers.spawn(async move {
                     tokio::time::sleep(backoff).await;
                     if let Err(e) = me.deps.lanes.reclaim(&claim).await {
                         debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
@@ -1608,20 +1762,10 @@ impl Inner {
                     Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
                 }
             }
-            if !plain.is_empty() {
-                let deadline = self.deps.clock.now_ms().saturating_add(ms(self.config.lease));
-                let renewed = async {
-                    let mut conn = self.deps.pool.get().await?;
-                    let mut inv = scripts::RENEW_PLAIN.key(self.keys.inflight());
-                    inv.arg(deadline);
-                    for id in &plain {
-                        inv.arg(id.as_str());
-                    }
-                    inv.invoke_async::<i64>(&mut conn).await.map_err(|e| redis_error(&e))
-                };
-                if let Err(e) = renewed.await {
-                    warn!(error = %e, "lease renewal failed; will retry");
-                }
+            if !plain.is_empty()
+                && let Err(e) = self.renew_plain(&plain).await
+            {
+                warn!(error = %e, "lease renewal failed; will retry");
             }
             self.beat_registry().await;
         }

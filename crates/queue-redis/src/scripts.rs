@@ -18,6 +18,7 @@ fn claim_fields_fn() -> String {
     const fn at(name: &str) -> usize {
         claim_field(name) + 1
     }
+    const ID: usize = at("id");
     const STATUS: usize = at("status");
     const EPOCH: usize = at("epoch");
     const ATTEMPT: usize = at("attempt");
@@ -28,7 +29,7 @@ fn claim_fields_fn() -> String {
 -- start_chat_fn.lua (prepended before them). read_claim(jk): a job record's claimed fields, values
 -- only, in CLAIM_FIELDS's order (false for a field the hash lacks): one read serves a start's
 -- checks and the claim's answer, patched after the start at the positions below.
-local CLAIM_STATUS, CLAIM_EPOCH, CLAIM_ATTEMPT, CLAIM_UPDATED = {STATUS}, {EPOCH}, {ATTEMPT}, {UPDATED}
+local CLAIM_ID, CLAIM_STATUS, CLAIM_EPOCH, CLAIM_ATTEMPT, CLAIM_UPDATED = {ID}, {STATUS}, {EPOCH}, {ATTEMPT}, {UPDATED}
 local function read_claim(jk)
   return redis.call('HMGET', jk, {})
 end",
@@ -41,11 +42,15 @@ end",
 const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
+/// Direct hand-off of a submitted job to an idle worker, and the worker's side of it; shared by
+/// `claim_plain` and `submit_plain`. Needs `CLAIM_PLAIN_FN` before it.
+const HANDOFF_FN: &str = include_str!("lua/handoff_fn.lua");
 
-/// Claims ready non-chat jobs with their state change and lease.
+/// Claims ready non-chat jobs with their state change and lease, for a worker's fetch loop
+/// (which registers as idle when it finds too few).
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{}",
+        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}",
         *CLAIM_FIELDS_FN,
         include_str!("lua/claim_plain.lua")
     ))
@@ -67,10 +72,15 @@ pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
 /// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
-/// Creates one or more non-chat jobs' records and puts them on their ready lists: a submit, or
-/// a batch's non-chat jobs, in one call.
+/// Creates one or more non-chat jobs' records and puts them on their ready lists, or hands them
+/// to idle workers: a submit, or a batch's non-chat jobs, in one call.
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{BATCH_FN}\n{}\n{}", crate::store::CREATE_FN, include_str!("lua/submit_plain.lua")))
+    Script::new(&format!(
+        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}\n{}",
+        *CLAIM_FIELDS_FN,
+        crate::store::CREATE_FN,
+        include_str!("lua/submit_plain.lua")
+    ))
 });
 /// Creates one chat job's record and puts it in its lane, all or nothing, in one call: the lane
 /// store's own `lane_admit` and `lane_append` (and the helpers they need) around `create_job`.

@@ -434,6 +434,21 @@ pub fn parse_record(mut fields: HashMap<String, String>) -> QueueResult<JobRecor
     build_record(|name| fields.remove(name), None)
 }
 
+/// A job handed to an idle worker (`hand_off`, handoff_fn.lua): the JSON array of the claimed
+/// record's [`CLAIM_FIELDS`] values (null for a field the hash lacks), then when its short lease
+/// runs out (ms, as text). Returns the record and that time.
+pub(crate) fn parse_handed(text: &str, tenant: &TenantId, kind: JobKind) -> QueueResult<(JobRecord, u64)> {
+    let bad = |why: &str| QueueError::Storage(format!("redis: a job handed over {why}"));
+    let mut values: Vec<Option<String>> =
+        serde_json::from_str(text).map_err(|e| bad(&format!("is not an array of strings: {e}")))?;
+    let until = values
+        .pop()
+        .flatten()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| bad("ends without its lease's deadline"))?;
+    Ok((parse_claimed(values, tenant, kind)?, until))
+}
+
 /// Builds a claimed record from a claim's answer: the values of [`CLAIM_FIELDS`] in that order
 /// (`None` for a field the hash lacks), of a job of `tenant` and `kind`.
 ///
@@ -585,6 +600,25 @@ mod tests {
         assert_eq!(record.request_id, Some(RequestId::new("req-1").expect("request id")));
         assert_eq!(record.error.as_deref(), Some("planned failure 1"));
         assert_eq!(record.result, Some(serde_json::json!([1])));
+    }
+
+    #[test]
+    fn a_handed_job_is_its_claimed_values_then_its_lease_deadline() {
+        let mut values = answer();
+        values.push(Some("123456".to_owned()));
+        let text = serde_json::to_string(&values).expect("json");
+        let (record, until) = parse_handed(&text, &tenant(), JobKind::Upload).expect("parses");
+        assert_eq!(
+            (record, until),
+            (parse_claimed(answer(), &tenant(), JobKind::Upload).expect("parses"), 123_456)
+        );
+
+        let without = serde_json::to_string(&answer()).expect("json");
+        let err =
+            parse_handed(&without, &tenant(), JobKind::Upload).expect_err("the last value is no deadline");
+        assert!(err.to_string().contains("ends without its lease's deadline"), "{err}");
+        let err = parse_handed("{}", &tenant(), JobKind::Upload).expect_err("not an array");
+        assert!(err.to_string().contains("a job handed over is not an array of strings"), "{err}");
     }
 
     #[test]

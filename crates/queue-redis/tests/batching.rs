@@ -6,91 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lane_store::{RedisLaneStore, RedisPool, TenantKeys};
+use lane_store::TenantKeys;
 use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
-    HandlerError, HandlerSet, JobHandler, JobId, JobKind, JobRecord, JobStatus, JobStore, LaneId,
-    LaneStoreConfig, LimitCaps, LimitClass, ManualClock, NewJob, QueueBackend, QueueError, RequestId,
-    SharedClock, SystemClock, TenantId,
+    HandlerError, JobHandler, JobId, JobKind, JobRecord, JobStatus, LaneId, LaneStoreConfig, LimitClass,
+    ManualClock, NewJob, QueueBackend, QueueError, RequestId, SystemClock,
 };
-use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
+use queue_redis::{RedisBackendConfig, RedisQueueBackend};
 use redis_harness::RedisServer;
 use serde_json::Value;
 
-/// `calls` of `cmdstat_<command>` in `INFO commandstats`.
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let info = server.command(&["INFO", "commandstats"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("a count"))
-}
-
-/// One tenant on `server`: its job store, a recording handler, and backends built on both.
-struct Rig {
-    pool: RedisPool,
-    tenant: TenantId,
-    clock: SharedClock,
-    lanes: LaneStoreConfig,
-    store: Arc<dyn JobStore>,
-    handler: RecordingHandler,
-}
-
-impl Rig {
-    fn new(server: &RedisServer, tenant: &str) -> Self {
-        Self::with(server, tenant, Arc::new(SystemClock), LaneStoreConfig::default())
-    }
-
-    /// A rig on `clock`, whose lane stores use `lanes`.
-    fn with(server: &RedisServer, tenant: &str, clock: SharedClock, lanes: LaneStoreConfig) -> Self {
-        let tenant = TenantId::new(tenant).expect("tenant");
-        let pool = RedisPool::from_url(&server.url()).expect("pool");
-        let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::new(
-            pool.clone(),
-            tenant.clone(),
-            clock.clone(),
-            Duration::from_secs(3600),
-        ));
-        Self { pool, tenant, clock, lanes, store, handler: RecordingHandler::new() }
-    }
-
-    /// A started backend that runs no workers: it only submits.
-    async fn producer(&self) -> RedisQueueBackend {
-        let producer =
-            self.backend(RedisBackendConfig { run_workers: false, ..RedisBackendConfig::default() });
-        producer.start().await.expect("start producer");
-        producer
-    }
-
-    /// A stopped backend with `config`.
-    fn backend(&self, config: RedisBackendConfig) -> RedisQueueBackend {
-        self.backend_running(config, Arc::new(self.handler.clone()))
-    }
-
-    /// A stopped backend with `config` whose workers run `handler`.
-    fn backend_running(&self, config: RedisBackendConfig, handler: Arc<dyn JobHandler>) -> RedisQueueBackend {
-        let (pool, tenant, clock) = (&self.pool, &self.tenant, &self.clock);
-        RedisQueueBackend::new(
-            RedisBackendConfig { block: Duration::from_millis(200), ..config },
-            RedisBackendDeps {
-                pool: pool.clone(),
-                tenant: tenant.clone(),
-                store: self.store.clone(),
-                lanes: Arc::new(
-                    RedisLaneStore::new(pool.clone(), tenant, self.lanes, clock.clone()).with_dispatch(true),
-                ),
-                limiter: Arc::new(RedisLimiter::new(
-                    pool.clone(),
-                    tenant,
-                    LimitCaps::default(),
-                    Duration::from_secs(30),
-                )),
-                handlers: HandlerSet::uniform(handler),
-                clock: clock.clone(),
-            },
-        )
-    }
-}
+mod support;
+use support::{Rig, calls, queue_uploads, status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
@@ -942,22 +869,6 @@ async fn a_claimed_record_reaches_the_handler_as_the_store_holds_it_on_every_cla
     let u1: Vec<(u32, u64, Option<String>)> =
         handler.seen("u1").into_iter().map(|r| (r.attempt, r.lease_epoch, r.error)).collect();
     assert_eq!(u1, [(1, 1, None), (2, 2, Some("planned failure 1".to_owned()))]);
-}
-
-/// Queues `jobs` (id, behaviour) as uploads through a producer of `rig`'s, in order.
-async fn queue_uploads(rig: &Rig, jobs: &[(&str, Behavior)]) -> RedisQueueBackend {
-    let producer = rig.producer().await;
-    for (id, behavior) in jobs {
-        producer
-            .submit(rig.store.clone(), new_job(id, JobKind::Upload, None, behavior))
-            .await
-            .expect("submit");
-    }
-    producer
-}
-
-async fn status(store: &Arc<dyn JobStore>, id: &str) -> queue_core::JobStatus {
-    store.get(&JobId::new(id).expect("id")).await.expect("get").expect("record").status
 }
 
 /// A slot whose handler is quick claims its next job and one more with each outcome (it holds

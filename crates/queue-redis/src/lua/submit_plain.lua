@@ -1,34 +1,46 @@
--- Submits one or more non-chat jobs in one call (batch_fn.lua and job_create_fn.lua are
--- prepended), with the effect of `create_job` and a ready-list push for each, in order, but with
--- the per-job work cut to two commands (EXISTS and HSET): the sequence numbers come from one
--- INCRBY, and each kind gets one ZADD to its pending index, one RPUSH to its ready list and one
--- wake-up with as many tokens as jobs of that kind (at most 64), so that as many idle workers
--- wake as there is work for.
+-- Submits one or more non-chat jobs in one call (batch_fn.lua, the generated read_claim,
+-- claim_plain_fn.lua, handoff_fn.lua and job_create_fn.lua are prepended), with the effect of
+-- `create_job` and a ready-list push for each, in order, but with the per-job work cut to two
+-- commands (EXISTS and HSET): the sequence numbers come from one INCRBY, and each kind gets one
+-- ZADD to its pending index and one RPUSH to its ready list. Then, per kind, as many jobs as
+-- there are idle workers registered are handed to them (hand_off, handoff_fn.lua: the head of
+-- the ready list, claimed for the worker), and the rest get a wake-up with as many tokens as
+-- jobs (at most 64), so that as many other idle workers wake as there is work for.
 -- A job whose id is taken, by an existing record or by an earlier job of this call, gets 0 and
 -- nothing is written for it; the others get consecutive sequence numbers in their order.
 -- A call holds at most MAX_SUBMIT_BATCH (1,000) jobs, so each multi-member command's `unpack`
 -- stays far below Lua's stack limit.
 -- KEYS[1] seq counter
--- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] tenant prefix; then 5 per job: id, kind, lane
---   ('' = none), request id ('' = none), payload (JSON text)
+-- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] tenant prefix, ARGV[4] lease (ms) of a job handed to
+--   an idle worker; then 5 per job: id, kind, lane ('' = none), request id ('' = none), payload
+--   (JSON text)
 -- Returns, per job, its new seq (>= 1), or 0 when its id is taken.
-local prefix = ARGV[3]
+local prefix, now, handoff_lease = ARGV[3], tonumber(ARGV[2]), tonumber(ARGV[4])
+-- Hands up to `n` jobs of `kind` to idle workers, and wakes others for the rest.
+local function dispatch(kind, n)
+  while n > 0 and hand_off(prefix, kind, now, handoff_lease) do
+    n = n - 1
+  end
+  if n > 0 then
+    wake(prefix .. 'signal:' .. kind, n)
+  end
+end
 -- One job (a lone producer's submit, the common case): `create_job` itself, then the ready list
--- and a wake-up, without the tables that gather a batch's writes, which cost a single job more
+-- and a hand-off or a wake-up, without the tables that gather a batch's writes, which cost a single job more
 -- than its commands do.
-if #ARGV == 8 then
-  local id, kind = ARGV[4], ARGV[5]
+if #ARGV == 9 then
+  local id, kind = ARGV[5], ARGV[6]
   local seq = create_job({ prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind },
-    { id, kind, ARGV[1], ARGV[6], ARGV[7], ARGV[2], ARGV[8] })
+    { id, kind, ARGV[1], ARGV[7], ARGV[8], ARGV[2], ARGV[9] })
   if seq > 0 then
     redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
-    wake(prefix .. 'signal:' .. kind, 1)
+    dispatch(kind, 1)
   end
   return { seq }
 end
 -- out: the answer per job (0 until numbered); fresh: {answer position, first ARGV} of each new job.
 local out, fresh, seen = {}, {}, {}
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local id = ARGV[i]
   out[#out + 1] = 0
   if not seen[id] and redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
@@ -60,6 +72,6 @@ for _, f in ipairs(fresh) do
 end
 flush_batch(b)
 for _, kind in ipairs(kinds) do
-  wake(prefix .. 'signal:' .. kind, count[kind])
+  dispatch(kind, count[kind])
 end
 return out

@@ -1,0 +1,76 @@
+-- Direct hand-off to idle workers, shared by submit_plain.lua (a producer hands a job over) and
+-- claim_plain.lua (a worker registers as idle, and takes what was handed to it meanwhile);
+-- batch_fn.lua, the generated read_claim and claim_plain_fn.lua are prepended.
+-- A worker whose claim found fewer jobs than it asked for registers in idle:<kind> (score: the
+-- registration's deadline, past which no one hands it anything) and blocks on its hand-off list
+-- handoff:<kind>:<worker> as well as on the kind's wake-up list. A submit that finds a worker
+-- registered claims the head of the ready list for it, under a short lease, and pushes the
+-- claimed record onto that list: the blocked worker's `BLPOP` returns the job itself, and it
+-- starts it without a claim round trip of its own (one hand-off between processes instead of
+-- two). A registration serves one hand-off. The short lease bounds how long a job handed to a
+-- worker that died while registered waits for the reaper; the worker lengthens it while the job
+-- runs (`RedisBackendConfig::handoff_lease`).
+
+-- hand_off(prefix, kind, now, lease) (now and lease numbers): claims the head of ready:<kind> for the idle worker of
+-- `kind` registered longest (not past its deadline), with a lease of `lease` ms, and pushes the
+-- claimed record (a JSON array of the CLAIM_FIELDS values, null for a field the hash lacks) onto
+-- its hand-off list, followed by when that lease runs out (ms, text). The list expires with the
+-- lease should no one ever read it. Returns whether a job was handed over.
+local function hand_off(prefix, kind, now, lease)
+  local idle = prefix .. 'idle:' .. kind
+  local w = redis.call('ZRANGEBYSCORE', idle, decimal(now), '+inf', 'LIMIT', 0, 1)[1]
+  if not w then
+    return false
+  end
+  redis.call('ZREM', idle, w)
+  local b = new_batch()
+  local got = claim_plain(b, prefix .. 'ready:' .. kind, prefix .. 'inflight', prefix .. 'stats', 1, now, lease,
+    prefix, kind)[1]
+  flush_batch(b)
+  if not got then
+    return false
+  end
+  local values = {}
+  for i = 1, #got do
+    values[i] = got[i] or cjson.null
+  end
+  values[#values + 1] = decimal(now + lease)
+  local list = prefix .. 'handoff:' .. kind .. ':' .. w
+  redis.call('RPUSH', list, cjson.encode(values))
+  redis.call('PEXPIRE', list, decimal(lease))
+  return true
+end
+
+-- take_handed(b, prefix, idle, list, worker, inflight, deadline): withdraws `worker`'s
+-- registration and takes what was handed to it and not yet read from `list`: each job still
+-- `processing` under the epoch it was handed with gets the worker's full lease (`deadline`,
+-- through the batch `b`) and is returned, as claim_plain returns its claims; a job whose short
+-- lease ran out and was queued again meanwhile is dropped.
+local function take_handed(b, prefix, idle, list, worker, inflight, deadline)
+  redis.call('ZREM', idle, worker)
+  local out = {}
+  local items = redis.call('LRANGE', list, 0, -1)
+  if #items == 0 then
+    return out
+  end
+  redis.call('DEL', list)
+  for _, item in ipairs(items) do
+    local h = cjson.decode(item)
+    h[#h] = nil
+    for i = 1, #h do
+      if h[i] == cjson.null then
+        h[i] = false
+      end
+    end
+    local id = h[CLAIM_ID]
+    local now = redis.call('HMGET', prefix .. 'job:' .. id, 'status', 'epoch')
+    if now[1] == 'processing' and now[2] == h[CLAIM_EPOCH] then
+      if #out == 0 then
+        batch_zadd(b, inflight, '+inf', INFLIGHT_KEEPER)
+      end
+      batch_zadd(b, inflight, deadline, id)
+      out[#out + 1] = h
+    end
+  end
+  return out
+end

@@ -1,0 +1,235 @@
+//! Direct hand-off: a worker whose claim found too few jobs registers as idle, and a submit that
+//! finds it registered claims its job for it and pushes the claimed record onto the worker's
+//! hand-off list, which its blocked `BLPOP` returns (handoff_fn.lua). These tests check that the
+//! job runs once and that none is lost when the worker it was handed to is dead, busy or
+//! stopping. Each runs on a server of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lane_store::TenantKeys;
+use queue_core::conformance::{Behavior, eventually, new_job};
+use queue_core::{Clock, JobId, JobKind, JobStatus, LaneStoreConfig, ManualClock, QueueBackend, SystemClock};
+use queue_redis::{RedisBackendConfig, RedisQueueBackend};
+use redis_harness::RedisServer;
+
+mod support;
+use support::{Rig, status};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A started worker of `rig` with one upload slot, waiting until its first claim (which finds
+/// nothing) has registered it as idle.
+async fn idle_worker(rig: &Rig, server: &RedisServer, config: RedisBackendConfig) -> RedisQueueBackend {
+    let worker = rig.backend(RedisBackendConfig { upload_concurrency: 1, ..config });
+    worker.start().await.expect("start");
+    wait_registered(rig, server, &worker).await;
+    worker
+}
+
+async fn wait_registered(rig: &Rig, server: &RedisServer, worker: &RedisQueueBackend) {
+    let idle = TenantKeys::new(&rig.tenant).idle(JobKind::Upload);
+    eventually("the worker registers as idle", PATIENCE, || async {
+        server.command(&["ZSCORE", &idle, worker.worker_id()]) != "(nil)"
+    })
+    .await;
+}
+
+fn id(id: &str) -> JobId {
+    JobId::new(id).expect("id")
+}
+
+/// Each submit finds the worker idle, hands it its job and pushes no wake-up token; the worker
+/// runs each job once and registers again after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_hands_its_job_to_an_idle_worker_instead_of_waking_it() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "handoff");
+    let keys = TenantKeys::new(&rig.tenant);
+    let producer = rig.producer().await;
+    let worker = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
+    for (i, job) in ["h1", "h2", "h3"].into_iter().enumerate() {
+        wait_registered(&rig, &server, &worker).await;
+        producer
+            .submit(rig.store.clone(), new_job(job, JobKind::Upload, None, &Behavior::Ok))
+            .await
+            .expect("submit");
+        eventually("the job is done", PATIENCE, || async {
+            status(&rig.store, job).await == JobStatus::Done
+        })
+        .await;
+        assert_eq!(worker.stats().handed_over, i as u64 + 1, "{job} was handed over");
+        assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
+    }
+    assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Upload)]), "0", "no wake-up token was pushed");
+    assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    worker.stop().await.expect("stop");
+    assert_eq!(
+        server.command(&["ZSCORE", &keys.idle(JobKind::Upload), worker.worker_id()]),
+        "(nil)",
+        "a stop withdraws the registration"
+    );
+    producer.stop().await.expect("stop producer");
+}
+
+/// A worker that died while registered as idle is handed one job (its registration has not run
+/// out yet), under the short hand-off lease: the job runs elsewhere once that lease runs out, not
+/// a full lease later. A registration past its deadline is passed over. (A manual clock: leases
+/// run out when the test moves it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_lease_runs_out() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "handoff-dead", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let keys = TenantKeys::new(&rig.tenant);
+    let idle = keys.idle(JobKind::Upload);
+    // "gone" stopped registering before the clock's now; "dead" is registered for 10 s more.
+    server.command(&["ZADD", &idle, "999999", "gone", "1010000", "dead"]);
+    let producer = rig.producer().await;
+    producer
+        .submit(rig.store.clone(), new_job("d1", JobKind::Upload, None, &Behavior::Ok))
+        .await
+        .expect("submit");
+    let handoff_lease = RedisBackendConfig::default().handoff_lease.as_millis();
+    assert_eq!(
+        server.command(&["ZSCORE", &keys.inflight(), "d1"]),
+        (1_000_000 + handoff_lease).to_string(),
+        "claimed for the dead worker under the short lease"
+    );
+    assert_eq!(server.command(&["LLEN", &keys.handoff(JobKind::Upload, "dead")]), "1");
+    assert_eq!(server.command(&["LLEN", &keys.handoff(JobKind::Upload, "gone")]), "0");
+    assert_eq!(server.command(&["ZRANGE", &idle, "0", "-1"]), "gone", "one registration, one job");
+
+    let rescuer =
+        rig.backend(RedisBackendConfig { reaper_interval: Duration::from_millis(50), ..Default::default() });
+    rescuer.start().await.expect("start");
+    assert_eq!(status(&rig.store, "d1").await, JobStatus::Processing, "d1 waits for its lease");
+    clock.advance(u64::try_from(handoff_lease).expect("ms") + 1);
+    eventually("d1 runs elsewhere", PATIENCE, || async { status(&rig.store, "d1").await == JobStatus::Done })
+        .await;
+    assert_eq!(rig.handler.invocations(&id("d1")), 1, "d1 ran once");
+    assert_eq!(rescuer.stats().lease_expiries, 1, "the rescuer's reaper queued d1 again");
+    rescuer.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// A worker all of whose slots are busy is not registered, but a registration can outlive the
+/// moment its slots fill (this test writes one): a job handed to it then waits in its hand-off
+/// list, and the worker's next claim takes it, under a full lease, before any ready job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_lease() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "handoff-busy");
+    let keys = TenantKeys::new(&rig.tenant);
+    let producer = rig.producer().await;
+    let worker = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
+    let gate = |name: &str| Behavior::GateFirst(name.into());
+    producer
+        .submit(rig.store.clone(), new_job("b1", JobKind::Upload, None, &gate("g1")))
+        .await
+        .expect("submit");
+    eventually("b1 runs", PATIENCE, || async { rig.handler.in_flight() == [id("b1")] }).await;
+    let idle = keys.idle(JobKind::Upload);
+    assert_eq!(
+        server.command(&["ZSCORE", &idle, worker.worker_id()]),
+        "(nil)",
+        "a busy worker is not registered"
+    );
+    let far = (SystemClock.now_ms() + 60_000).to_string();
+    server.command(&["ZADD", &idle, &far, worker.worker_id()]);
+    producer
+        .submit(rig.store.clone(), new_job("b2", JobKind::Upload, None, &gate("g2")))
+        .await
+        .expect("submit");
+    assert_eq!(
+        server.command(&["LLEN", &keys.handoff(JobKind::Upload, worker.worker_id())]),
+        "1",
+        "b2 waits"
+    );
+    assert_eq!(status(&rig.store, "b2").await, JobStatus::Processing);
+
+    rig.handler.open("g1");
+    eventually("b2 runs", PATIENCE, || async { rig.handler.in_flight() == [id("b2")] }).await;
+    let lease: u64 = server.command(&["ZSCORE", &keys.inflight(), "b2"]).parse().expect("a lease");
+    let full = RedisBackendConfig::default().lease.as_millis();
+    assert!(
+        u128::from(lease) > u128::from(SystemClock.now_ms()) + full / 2,
+        "b2's lease ({lease}) is a full one"
+    );
+    assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    rig.handler.open("g2");
+    eventually("b2 is done", PATIENCE, || async { status(&rig.store, "b2").await == JobStatus::Done }).await;
+    assert_eq!((rig.handler.invocations(&id("b1")), rig.handler.invocations(&id("b2"))), (1, 1));
+    assert_eq!(worker.stats().handed_over, 1, "b1 came through the block; b2 through the claim");
+    worker.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// A job handed to a worker and not yet read when it stops is handed back with its running
+/// jobs, and another worker runs it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_hands_back_a_job_handed_over_and_not_yet_read() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "handoff-stop");
+    let keys = TenantKeys::new(&rig.tenant);
+    let producer = rig.producer().await;
+    let config = RedisBackendConfig { stop_deadline: Duration::from_millis(100), ..Default::default() };
+    let worker = idle_worker(&rig, &server, config).await;
+    let never = Behavior::GateFirst("never".into());
+    producer.submit(rig.store.clone(), new_job("s1", JobKind::Upload, None, &never)).await.expect("submit");
+    eventually("s1 runs", PATIENCE, || async { rig.handler.in_flight() == [id("s1")] }).await;
+    let far = (SystemClock.now_ms() + 60_000).to_string();
+    server.command(&["ZADD", &keys.idle(JobKind::Upload), &far, worker.worker_id()]);
+    producer
+        .submit(rig.store.clone(), new_job("s2", JobKind::Upload, None, &Behavior::Ok))
+        .await
+        .expect("submit");
+    assert_eq!(
+        server.command(&["LLEN", &keys.handoff(JobKind::Upload, worker.worker_id())]),
+        "1",
+        "s2 waits"
+    );
+
+    worker.stop().await.expect("stop");
+    assert_eq!(worker.stats().handed_back, 2, "s1 (running) and s2 (handed over)");
+    assert_eq!(status(&rig.store, "s2").await, JobStatus::Queued);
+    assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    let other = rig.backend(RedisBackendConfig::default());
+    other.start().await.expect("start");
+    eventually("s2 runs elsewhere", PATIENCE, || async { status(&rig.store, "s2").await == JobStatus::Done })
+        .await;
+    assert_eq!(rig.handler.invocations(&id("s2")), 1, "s2 ran once");
+    other.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// A handed-over job that runs longer than a third of its short lease gets a full lease while it
+/// runs, so its lease does not run out under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_handed_over_gets_a_full_lease_while_it_runs() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "handoff-long");
+    let keys = TenantKeys::new(&rig.tenant);
+    let producer = rig.backend(RedisBackendConfig {
+        run_workers: false,
+        handoff_lease: Duration::from_millis(600),
+        ..Default::default()
+    });
+    producer.start().await.expect("start producer");
+    let worker = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
+    let gate = Behavior::GateFirst("g".into());
+    producer.submit(rig.store.clone(), new_job("l1", JobKind::Upload, None, &gate)).await.expect("submit");
+    // The lease's deadline: none once the lease ran out and the reaper took the job back.
+    let lease = || server.command(&["ZSCORE", &keys.inflight(), "l1"]).parse::<u64>().ok();
+    assert!(lease().is_some_and(|l| l <= SystemClock.now_ms() + 600), "handed over under the short lease");
+    eventually("l1's lease is lengthened", PATIENCE, || async {
+        lease().is_some_and(|l| l > SystemClock.now_ms() + 60_000)
+    })
+    .await;
+    assert_eq!(rig.handler.in_flight(), [id("l1")], "still running");
+    rig.handler.open("g");
+    eventually("l1 is done", PATIENCE, || async { status(&rig.store, "l1").await == JobStatus::Done }).await;
+    assert_eq!(rig.handler.invocations(&id("l1")), 1);
+    worker.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
