@@ -186,14 +186,17 @@ pub fn build_planned_tenant_runtime(
 #[must_use]
 pub fn redis_backend_config(settings: &Settings, run_workers: bool) -> RedisBackendConfig {
     let ttl = Duration::from_secs(settings.chat_job_claim_ttl_sec);
+    let defaults = RedisBackendConfig::default();
     RedisBackendConfig {
         run_workers,
         chat_concurrency: settings.chat_worker_pool_size,
         max_attempts: settings.job_max_attempts,
         lease: ttl,
         heartbeat_interval: InlineRuntimeConfig::heartbeat_for_ttl(ttl),
+        // Never longer than the lease it stands in for.
+        handoff_lease: defaults.handoff_lease.min(ttl),
         retention: Duration::from_secs(settings.job_retention_hours.saturating_mul(3600)),
-        ..RedisBackendConfig::default()
+        ..defaults
     }
 }
 
