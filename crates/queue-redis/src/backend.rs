@@ -1135,18 +1135,23 @@ impl Inner {
             Wake::Handed(record, until) => (record, until),
         };
         self.stats.handed_over.fetch_add(1, Ordering::Relaxed);
+        let (id, epoch) = (record.id.clone(), record.lease_epoch);
         let job = Claimed::Plain(record);
         self.hold(kind, std::slice::from_ref(&job));
-        if let Claimed::Plain(record) = &job {
-            self.lengthen_lease(record, until);
-        }
         let slot = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => return true,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return true },
+            _ = shutdown.wait_for(|s| *s) => None,
+            p = slots.clone().acquire_owned() => p.ok(),
         };
-        self.spawn_slot(kind, job, slot, tasks);
-        false
+        let stopping = slot.is_none();
+        if let Some(slot) = slot {
+            self.spawn_slot(kind, job, slot, tasks);
+            // The job first: the slot's task runs up to the handler's first wait before this
+            // loop sends its next claim (which an idle worker's job would otherwise wait for).
+            tokio::task::yield_now().await;
+        }
+        self.lengthen_lease(id, epoch, until);
+        stopping
     }
 
     /// Blocks until a wake-up token or (for a non-chat kind) a job handed to this worker
@@ -1211,8 +1216,8 @@ impl Inner {
     /// to a full lease, a third of the way to `until`, if this process still holds the job under
     /// the same epoch then (a quick job has settled long before); tries again at each further
     /// third while it can.
-    fn lengthen_lease(self: &Arc<Self>, record: &JobRecord, until: u64) {
-        let (me, id, epoch) = (self.clone(), record.id.clone(), record.lease_epoch);
+    fn lengthen_lease(self: &Arc<Self>, id: JobId, epoch: u64, until: u64) {
+        let me = self.clone();
         let mut timers = lock(&self.timers);
         while timers.try_join_next().is_some() {}
         timers.spawn(async move {
