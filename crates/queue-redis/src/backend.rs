@@ -761,6 +761,9 @@ impl QueueBackend for RedisQueueBackend {
             return Ok(());
         }
         let (tx, rx) = watch::channel(false);
+        // Before the fetch loops: a slot that finds the backend not accepting claims no next job
+        // with its outcome, and the jobs claimed at once would each take a claim of their own.
+        self.inner.accepting.store(true, Ordering::SeqCst);
         let c = &self.inner.config;
         if c.run_workers {
             for (kind, n) in [
@@ -790,7 +793,6 @@ impl QueueBackend for RedisQueueBackend {
         // down still sees them deleted on time.
         life.background.push(tokio::spawn(Inner::purge_loop(self.inner.clone(), rx)));
         life.shutdown = Some(tx);
-        self.inner.accepting.store(true, Ordering::SeqCst);
         info!(tenant = %self.inner.deps.tenant, workers = c.run_workers, "redis backend started");
         let run_workers = c.run_workers;
         drop(life);
