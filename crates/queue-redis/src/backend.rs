@@ -173,7 +173,8 @@ pub struct RedisBackendStats {
     pub lease_expiries: u64,
     /// Jobs handed back by a stop.
     pub handed_back: u64,
-    /// Jobs this process's idle workers were handed by a submit (claimed for them), rather than
+    /// Jobs this process's idle workers were handed by a submit (claimed for them; read by the
+    /// worker's block, or by its next claim when the block did not read them), rather than
     /// claimed themselves.
     pub handed_over: u64,
 }
@@ -969,7 +970,7 @@ impl Inner {
             raw.into_iter().map(|c| parse_chat_claim(c, &self.deps.tenant)).collect()
         } else {
             let until = now.saturating_add(ms(self.config.block).saturating_mul(2)).saturating_add(1_000);
-            let raw: Vec<Vec<Option<String>>> = scripts::CLAIM_PLAIN
+            let (handed, raw): (u64, Vec<Vec<Option<String>>>) = scripts::CLAIM_PLAIN
                 .key(keys.ready(kind))
                 .key(keys.inflight())
                 .key(keys.stats())
@@ -986,6 +987,8 @@ impl Inner {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
+            // Jobs handed to this worker that its block did not read: handed over all the same.
+            self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
             raw.into_iter().map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain)).collect()
         }
     }

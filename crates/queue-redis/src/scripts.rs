@@ -74,11 +74,14 @@ const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
 /// Creates one or more non-chat jobs' records and puts them on their ready lists, or hands them
 /// to idle workers: a submit, or a batch's non-chat jobs, in one call.
+/// The hand-off's functions (and the claim's they need) are defined inside `handoff_fns()`,
+/// which the script calls only when it finds an idle worker: a closure made at the top would be
+/// made by every call.
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}\n{}",
-        *CLAIM_FIELDS_FN,
+        "{BATCH_FN}\n{}\nlocal function handoff_fns()\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\nreturn hand_off\nend\n{}",
         crate::store::CREATE_FN,
+        *CLAIM_FIELDS_FN,
         include_str!("lua/submit_plain.lua")
     ))
 });

@@ -72,6 +72,40 @@ async fn a_submit_hands_its_job_to_an_idle_worker_instead_of_waking_it() {
     producer.stop().await.expect("stop producer");
 }
 
+/// A batch hands one job to each idle worker registered, oldest registration first, and wakes
+/// others for the rest; every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_hands_one_job_to_each_idle_worker_and_wakes_others_for_the_rest() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "handoff-batch");
+    let keys = TenantKeys::new(&rig.tenant);
+    let producer = rig.producer().await;
+    let first = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
+    let second = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
+    wait_registered(&rig, &server, &first).await;
+    let batch = ["m1", "m2", "m3"].map(|job| new_job(job, JobKind::Upload, None, &Behavior::Ok)).to_vec();
+    for r in producer.submit_many(rig.store.clone(), batch).await.expect("submit_many") {
+        r.expect("accepted");
+    }
+    eventually("every job is done", PATIENCE, || async {
+        rig.store.counts(JobKind::Upload).await.expect("counts").done == 3
+    })
+    .await;
+    for job in ["m1", "m2", "m3"] {
+        assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
+    }
+    assert_eq!(
+        (first.stats().handed_over, second.stats().handed_over),
+        (1, 1),
+        "one job handed to each registered worker; the third woke one"
+    );
+    for worker in [&first, &second] {
+        worker.stop().await.expect("stop");
+        assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    }
+    producer.stop().await.expect("stop producer");
+}
+
 /// A worker that died while registered as idle is handed one job (its registration has not run
 /// out yet), under the short hand-off lease: the job runs elsewhere once that lease runs out, not
 /// a full lease later. A registration past its deadline is passed over. (A manual clock: leases
@@ -160,7 +194,7 @@ async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_le
     rig.handler.open("g2");
     eventually("b2 is done", PATIENCE, || async { status(&rig.store, "b2").await == JobStatus::Done }).await;
     assert_eq!((rig.handler.invocations(&id("b1")), rig.handler.invocations(&id("b2"))), (1, 1));
-    assert_eq!(worker.stats().handed_over, 1, "b1 came through the block; b2 through the claim");
+    assert_eq!(worker.stats().handed_over, 2, "b1 came through the block, b2 through the claim");
     worker.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }

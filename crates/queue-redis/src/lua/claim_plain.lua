@@ -7,11 +7,13 @@
 -- KEYS[5] handoff:<kind>:<worker>
 -- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] lease (ms)  ARGV[4] tenant prefix  ARGV[5] kind
 -- ARGV[6] worker id  ARGV[7] register ('1' or '0')  ARGV[8] registration deadline (ms)
--- Returns an array of claimed records, one per claimed job: each the values of CLAIM_FIELDS
--- (store.rs) in its order, as after the claim (`read_claim`, patched).
+-- Returns {how many of the claimed jobs were handed to the worker (take_handed; they come first),
+-- the claimed records}: one record per claimed job, each the values of CLAIM_FIELDS (store.rs) in
+-- its order, as after the claim (`read_claim`, patched).
 local n, now, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local b = new_batch()
 local out = take_handed(b, ARGV[4], KEYS[4], KEYS[5], ARGV[6], KEYS[2], decimal(now + lease))
+local handed = #out
 for _, h in ipairs(claim_plain(b, KEYS[1], KEYS[2], KEYS[3], n - #out, now, lease, ARGV[4], ARGV[5])) do
   out[#out + 1] = h
 end
@@ -21,4 +23,4 @@ if #out < n and ARGV[7] == '1' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2])
   redis.call('ZADD', KEYS[4], ARGV[8], ARGV[6])
 end
-return out
+return { handed, out }

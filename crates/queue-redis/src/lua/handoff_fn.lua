@@ -11,18 +11,14 @@
 -- worker that died while registered waits for the reaper; the worker lengthens it while the job
 -- runs (`RedisBackendConfig::handoff_lease`).
 
--- hand_off(prefix, kind, now, lease) (now and lease numbers): claims the head of ready:<kind> for the idle worker of
--- `kind` registered longest (not past its deadline), with a lease of `lease` ms, and pushes the
--- claimed record (a JSON array of the CLAIM_FIELDS values, null for a field the hash lacks) onto
--- its hand-off list, followed by when that lease runs out (ms, text). The list expires with the
--- lease should no one ever read it. Returns whether a job was handed over.
-local function hand_off(prefix, kind, now, lease)
-  local idle = prefix .. 'idle:' .. kind
-  local w = redis.call('ZRANGEBYSCORE', idle, decimal(now), '+inf', 'LIMIT', 0, 1)[1]
-  if not w then
-    return false
-  end
-  redis.call('ZREM', idle, w)
+-- hand_off(prefix, kind, now, lease, w) (now and lease numbers): withdraws the registration of
+-- worker `w` in idle:<kind> (the caller found it, not past its deadline), claims the head of
+-- ready:<kind> for it, with a lease of `lease` ms, and pushes the claimed record (a JSON array of
+-- the CLAIM_FIELDS values, null for a field the hash lacks) onto its hand-off list, followed by
+-- when that lease runs out (ms, text). The list expires with the lease should no one ever read
+-- it. Returns whether a job was handed over.
+local function hand_off(prefix, kind, now, lease, w)
+  redis.call('ZREM', prefix .. 'idle:' .. kind, w)
   local b = new_batch()
   local got = claim_plain(b, prefix .. 'ready:' .. kind, prefix .. 'inflight', prefix .. 'stats', 1, now, lease,
     prefix, kind)[1]

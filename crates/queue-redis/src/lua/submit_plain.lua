@@ -1,5 +1,5 @@
--- Submits one or more non-chat jobs in one call (batch_fn.lua, the generated read_claim,
--- claim_plain_fn.lua, handoff_fn.lua and job_create_fn.lua are prepended), with the effect of
+-- Submits one or more non-chat jobs in one call (batch_fn.lua, job_create_fn.lua and
+-- `handoff_fns`, see below, are prepended), with the effect of
 -- `create_job` and a ready-list push for each, in order, but with the per-job work cut to two
 -- commands (EXISTS and HSET): the sequence numbers come from one INCRBY, and each kind gets one
 -- ZADD to its pending index and one RPUSH to its ready list. Then, per kind, as many jobs as
@@ -16,9 +16,24 @@
 --   (JSON text)
 -- Returns, per job, its new seq (>= 1), or 0 when its id is taken.
 local prefix, now, handoff_lease = ARGV[3], tonumber(ARGV[2]), tonumber(ARGV[4])
--- Hands up to `n` jobs of `kind` to idle workers, and wakes others for the rest.
+-- The hand-off (`hand_off`, handoff_fn.lua), built on first use by `handoff_fns` (scripts.rs:
+-- the generated read_claim, claim_plain_fn.lua and handoff_fn.lua inside one function). Defined
+-- at the top, their closures would be made by every call, which costs a lone submit about a
+-- quarter more instructions in Redis; most calls find no idle worker.
+local hand_off
+-- Hands up to `n` jobs of `kind` to idle workers, each to the one registered longest whose
+-- registration has not run out, and wakes others for the rest.
 local function dispatch(kind, n)
-  while n > 0 and hand_off(prefix, kind, now, handoff_lease) do
+  local idle = prefix .. 'idle:' .. kind
+  while n > 0 do
+    local worker = redis.call('ZRANGEBYSCORE', idle, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
+    if not worker then
+      break
+    end
+    hand_off = hand_off or handoff_fns()
+    if not hand_off(prefix, kind, now, handoff_lease, worker) then
+      break
+    end
     n = n - 1
   end
   if n > 0 then
