@@ -110,7 +110,8 @@ fn setup(id: &str, p: &PeerParams) -> String {
             "this tree's `RedisQueueBackend`, assembled as `laneway-bench run` does (`src/targets.rs`); \
              producers are a producer-only backend in the runner, each submit one \
              `QueueBackend::submit` of an upload job; the worker is a process of its own with \
-             concurrency {c}, blocking on a wake-up list when idle (no polling). Batches go through \
+             concurrency {c}, blocking when idle (no polling) on its hand-off list, onto which a submit \
+             pushes the job it claimed for the idle worker, and on a wake-up list. Batches go through \
              `QueueBackend::submit_many`."
         ),
         "bullmq" => format!(
