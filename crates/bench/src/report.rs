@@ -198,7 +198,10 @@ pub const BASELINES: &[(&str, &str, Compared)] = &[
     (
         "base.redis_ping_paced_p50",
         "redis-rs: PING round trip p50, 1 connection, at W3's pace (client and server idle between)",
-        Some(("ratio.redis_w3_p50_vs_ping", "Redis W3 p50 / this (a submit handed to the blocked worker: about one round trip)")),
+        Some((
+            "ratio.redis_w3_p50_vs_ping",
+            "Redis W3 p50 / this (a submit handed to the blocked worker: about one round trip)",
+        )),
     ),
     ("base.redis_ping_paced_p99", "redis-rs: the same, p99", None),
     ("base.rb_ping_c1", "redis-benchmark PING, 1 client: the loopback round trip", None),

@@ -147,6 +147,41 @@ async fn a_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_lease_
     producer.stop().await.expect("stop producer");
 }
 
+/// Submits `running` to `worker` (idle, one slot) and waits until it runs; then, the worker being
+/// busy and so not registered, registers it as a stale registration would, and submits `waiting`,
+/// which is handed to it and waits in its hand-off list, claimed for it.
+async fn hand_to_busy_worker(
+    rig: &Rig,
+    server: &RedisServer,
+    producer: &RedisQueueBackend,
+    worker: &RedisQueueBackend,
+    running: (&str, Behavior),
+    waiting: (&str, Behavior),
+) {
+    let keys = TenantKeys::new(&rig.tenant);
+    let submit = |(job, behavior): &(&str, Behavior)| {
+        producer.submit(rig.store.clone(), new_job(job, JobKind::Upload, None, behavior))
+    };
+    let (first, second) = (running.0, waiting.0);
+    submit(&running).await.expect("submit");
+    eventually("the first job runs", PATIENCE, || async { rig.handler.in_flight() == [id(first)] }).await;
+    let idle = keys.idle(JobKind::Upload);
+    assert_eq!(
+        server.command(&["ZSCORE", &idle, worker.worker_id()]),
+        "(nil)",
+        "a busy worker is not registered"
+    );
+    let far = (SystemClock.now_ms() + 60_000).to_string();
+    server.command(&["ZADD", &idle, &far, worker.worker_id()]);
+    submit(&waiting).await.expect("submit");
+    assert_eq!(
+        server.command(&["LLEN", &keys.handoff(JobKind::Upload, worker.worker_id())]),
+        "1",
+        "{second} waits"
+    );
+    assert_eq!(status(&rig.store, second).await, JobStatus::Processing, "{second} is claimed for the worker");
+}
+
 /// A worker all of whose slots are busy is not registered, but a registration can outlive the
 /// moment its slots fill (this test writes one): a job handed to it then waits in its hand-off
 /// list, and the worker's next claim takes it, under a full lease, before any ready job.
@@ -158,29 +193,7 @@ async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_le
     let producer = rig.producer().await;
     let worker = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
     let gate = |name: &str| Behavior::GateFirst(name.into());
-    producer
-        .submit(rig.store.clone(), new_job("b1", JobKind::Upload, None, &gate("g1")))
-        .await
-        .expect("submit");
-    eventually("b1 runs", PATIENCE, || async { rig.handler.in_flight() == [id("b1")] }).await;
-    let idle = keys.idle(JobKind::Upload);
-    assert_eq!(
-        server.command(&["ZSCORE", &idle, worker.worker_id()]),
-        "(nil)",
-        "a busy worker is not registered"
-    );
-    let far = (SystemClock.now_ms() + 60_000).to_string();
-    server.command(&["ZADD", &idle, &far, worker.worker_id()]);
-    producer
-        .submit(rig.store.clone(), new_job("b2", JobKind::Upload, None, &gate("g2")))
-        .await
-        .expect("submit");
-    assert_eq!(
-        server.command(&["LLEN", &keys.handoff(JobKind::Upload, worker.worker_id())]),
-        "1",
-        "b2 waits"
-    );
-    assert_eq!(status(&rig.store, "b2").await, JobStatus::Processing);
+    hand_to_busy_worker(&rig, &server, &producer, &worker, ("b1", gate("g1")), ("b2", gate("g2"))).await;
 
     rig.handler.open("g1");
     eventually("b2 runs", PATIENCE, || async { rig.handler.in_flight() == [id("b2")] }).await;
@@ -210,19 +223,7 @@ async fn a_stop_hands_back_a_job_handed_over_and_not_yet_read() {
     let config = RedisBackendConfig { stop_deadline: Duration::from_millis(100), ..Default::default() };
     let worker = idle_worker(&rig, &server, config).await;
     let never = Behavior::GateFirst("never".into());
-    producer.submit(rig.store.clone(), new_job("s1", JobKind::Upload, None, &never)).await.expect("submit");
-    eventually("s1 runs", PATIENCE, || async { rig.handler.in_flight() == [id("s1")] }).await;
-    let far = (SystemClock.now_ms() + 60_000).to_string();
-    server.command(&["ZADD", &keys.idle(JobKind::Upload), &far, worker.worker_id()]);
-    producer
-        .submit(rig.store.clone(), new_job("s2", JobKind::Upload, None, &Behavior::Ok))
-        .await
-        .expect("submit");
-    assert_eq!(
-        server.command(&["LLEN", &keys.handoff(JobKind::Upload, worker.worker_id())]),
-        "1",
-        "s2 waits"
-    );
+    hand_to_busy_worker(&rig, &server, &producer, &worker, ("s1", never), ("s2", Behavior::Ok)).await;
 
     worker.stop().await.expect("stop");
     assert_eq!(worker.stats().handed_back, 2, "s1 (running) and s2 (handed over)");
