@@ -1219,19 +1219,18 @@ impl Inner {
 
     /// Lengthens the short lease of a job handed to this worker (which runs out at `until`, ms)
     /// to a full lease, a third of the way to `until`, if this process still holds the job under
-    /// the same epoch then (a quick job has settled long before); tries again at each further
-    /// third while it can.
+    /// the same epoch then (a quick job has settled long before); after a failed renewal, tries
+    /// again a third of what is left later (at least 100 ms) while it holds the job.
     fn lengthen_lease(self: &Arc<Self>, id: JobId, epoch: u64, until: u64) {
         let me = self.clone();
         let mut timers = lock(&self.timers);
         while timers.try_join_next().is_some() {}
         timers.spawn(async move {
             loop {
+                // `until` is the submitter's clock: past already when this one is ahead of it,
+                // and then the lease is lengthened at once (retries at least 100 ms apart).
                 let left = until.saturating_sub(me.deps.clock.now_ms());
-                if left == 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(left.div_ceil(3))).await;
+                tokio::time::sleep(Duration::from_millis(left.div_ceil(3).max(100))).await;
                 if lock(&me.held).get(&id).is_none_or(|h| h.epoch != epoch) {
                     return;
                 }
