@@ -15,18 +15,38 @@
 --   an idle worker; then 5 per job: id, kind, lane ('' = none), request id ('' = none), payload
 --   (JSON text)
 -- Returns, per job, its new seq (>= 1), or 0 when its id is taken.
-local prefix, now, handoff_lease = ARGV[3], tonumber(ARGV[2]), tonumber(ARGV[4])
--- The hand-off (`hand_off`, handoff_fn.lua), built on first use by `handoff_fns` (scripts.rs:
--- the generated read_claim, claim_plain_fn.lua and handoff_fn.lua inside one function). Defined
--- at the top, their closures would be made by every call, which costs a lone submit about a
--- quarter more instructions in Redis; most calls find no idle worker.
-local hand_off
--- Hands up to `n` jobs of `kind` to idle workers, each to the one registered longest whose
--- registration has not run out, and wakes others for the rest.
+local prefix = ARGV[3]
+-- The hand-off (`hand_off`, handoff_fn.lua) is built on first use by `handoff_fns` (scripts.rs:
+-- the generated read_claim, claim_plain_fn.lua and handoff_fn.lua inside one function): defined
+-- at the top, their closures would be made by every call, which cost a lone submit about a
+-- quarter more instructions in Redis, and most calls find no idle worker. For the same reason
+-- the one-job path below comes before the batch's `dispatch`.
+-- The idle worker of `kind` registered longest whose registration has not run out, if any.
+local function idle_worker(kind)
+  return redis.call('ZRANGEBYSCORE', prefix .. 'idle:' .. kind, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
+end
+-- One job (a lone producer's submit, the common case): `create_job` itself, then the ready list
+-- and a hand-off or a wake-up, without the tables that gather a batch's writes, which cost a single job more
+-- than its commands do.
+if #ARGV == 9 then
+  local id, kind = ARGV[5], ARGV[6]
+  local seq = create_job({ prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind },
+    { id, kind, ARGV[1], ARGV[7], ARGV[8], ARGV[2], ARGV[9] })
+  if seq > 0 then
+    redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
+    local worker = idle_worker(kind)
+    if not (worker and handoff_fns()(prefix, kind, tonumber(ARGV[2]), tonumber(ARGV[4]), worker)) then
+      wake(prefix .. 'signal:' .. kind, 1)
+    end
+  end
+  return { seq }
+end
+local now, handoff_lease, hand_off = tonumber(ARGV[2]), tonumber(ARGV[4]), nil
+-- Hands up to `n` jobs of `kind` to idle workers, each to the one registered longest, and wakes
+-- others for the rest.
 local function dispatch(kind, n)
-  local idle = prefix .. 'idle:' .. kind
   while n > 0 do
-    local worker = redis.call('ZRANGEBYSCORE', idle, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
+    local worker = idle_worker(kind)
     if not worker then
       break
     end
@@ -39,19 +59,6 @@ local function dispatch(kind, n)
   if n > 0 then
     wake(prefix .. 'signal:' .. kind, n)
   end
-end
--- One job (a lone producer's submit, the common case): `create_job` itself, then the ready list
--- and a hand-off or a wake-up, without the tables that gather a batch's writes, which cost a single job more
--- than its commands do.
-if #ARGV == 9 then
-  local id, kind = ARGV[5], ARGV[6]
-  local seq = create_job({ prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind },
-    { id, kind, ARGV[1], ARGV[7], ARGV[8], ARGV[2], ARGV[9] })
-  if seq > 0 then
-    redis.call('RPUSH', prefix .. 'ready:' .. kind, id)
-    dispatch(kind, 1)
-  end
-  return { seq }
 end
 -- out: the answer per job (0 until numbered); fresh: {answer position, first ARGV} of each new job.
 local out, fresh, seen = {}, {}, {}
