@@ -35,6 +35,11 @@ async fn wait_registered(rig: &Rig, server: &RedisServer, worker: &RedisQueueBac
     .await;
 }
 
+/// How many jobs wait in `worker`'s hand-off list (a list key exists only while it holds any).
+fn handed_to(server: &RedisServer, rig: &Rig, worker: &str) -> String {
+    server.command(&["LLEN", &TenantKeys::new(&rig.tenant).handoff(JobKind::Upload, worker)])
+}
+
 fn id(id: &str) -> JobId {
     JobId::new(id).expect("id")
 }
@@ -62,7 +67,7 @@ async fn a_submit_hands_its_job_to_an_idle_worker_instead_of_waking_it() {
         assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
     }
     assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Upload)]), "0", "no wake-up token was pushed");
-    assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
     worker.stop().await.expect("stop");
     assert_eq!(
         server.command(&["ZSCORE", &keys.idle(JobKind::Upload), worker.worker_id()]),
@@ -78,7 +83,6 @@ async fn a_submit_hands_its_job_to_an_idle_worker_instead_of_waking_it() {
 async fn a_batch_hands_one_job_to_each_idle_worker_and_wakes_others_for_the_rest() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "handoff-batch");
-    let keys = TenantKeys::new(&rig.tenant);
     let producer = rig.producer().await;
     let first = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
     let second = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
@@ -101,7 +105,7 @@ async fn a_batch_hands_one_job_to_each_idle_worker_and_wakes_others_for_the_rest
     );
     for worker in [&first, &second] {
         worker.stop().await.expect("stop");
-        assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+        assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
     }
     producer.stop().await.expect("stop producer");
 }
@@ -130,8 +134,8 @@ async fn a_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_lease_
         (1_000_000 + handoff_lease).to_string(),
         "claimed for the dead worker under the short lease"
     );
-    assert_eq!(server.command(&["LLEN", &keys.handoff(JobKind::Upload, "dead")]), "1");
-    assert_eq!(server.command(&["LLEN", &keys.handoff(JobKind::Upload, "gone")]), "0");
+    assert_eq!(handed_to(&server, &rig, "dead"), "1");
+    assert_eq!(handed_to(&server, &rig, "gone"), "0");
     assert_eq!(server.command(&["ZRANGE", &idle, "0", "-1"]), "gone", "one registration, one job");
 
     let rescuer =
@@ -174,11 +178,7 @@ async fn hand_to_busy_worker(
     let far = (SystemClock.now_ms() + 60_000).to_string();
     server.command(&["ZADD", &idle, &far, worker.worker_id()]);
     submit(&waiting).await.expect("submit");
-    assert_eq!(
-        server.command(&["LLEN", &keys.handoff(JobKind::Upload, worker.worker_id())]),
-        "1",
-        "{second} waits"
-    );
+    assert_eq!(handed_to(server, rig, worker.worker_id()), "1", "{second} waits");
     assert_eq!(status(&rig.store, second).await, JobStatus::Processing, "{second} is claimed for the worker");
 }
 
@@ -203,7 +203,7 @@ async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_le
         u128::from(lease) > u128::from(SystemClock.now_ms()) + full / 2,
         "b2's lease ({lease}) is a full one"
     );
-    assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
     rig.handler.open("g2");
     eventually("b2 is done", PATIENCE, || async { status(&rig.store, "b2").await == JobStatus::Done }).await;
     assert_eq!((rig.handler.invocations(&id("b1")), rig.handler.invocations(&id("b2"))), (1, 1));
@@ -218,7 +218,6 @@ async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_le
 async fn a_stop_hands_back_a_job_handed_over_and_not_yet_read() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "handoff-stop");
-    let keys = TenantKeys::new(&rig.tenant);
     let producer = rig.producer().await;
     let config = RedisBackendConfig { stop_deadline: Duration::from_millis(100), ..Default::default() };
     let worker = idle_worker(&rig, &server, config).await;
@@ -228,7 +227,7 @@ async fn a_stop_hands_back_a_job_handed_over_and_not_yet_read() {
     worker.stop().await.expect("stop");
     assert_eq!(worker.stats().handed_back, 2, "s1 (running) and s2 (handed over)");
     assert_eq!(status(&rig.store, "s2").await, JobStatus::Queued);
-    assert_eq!(server.command(&["EXISTS", &keys.handoff(JobKind::Upload, worker.worker_id())]), "0");
+    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
     let other = rig.backend(RedisBackendConfig::default());
     other.start().await.expect("start");
     eventually("s2 runs elsewhere", PATIENCE, || async { status(&rig.store, "s2").await == JobStatus::Done })

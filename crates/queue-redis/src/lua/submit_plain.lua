@@ -26,8 +26,8 @@ local function idle_worker(kind)
   return redis.call('ZRANGEBYSCORE', prefix .. 'idle:' .. kind, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
 end
 -- One job (a lone producer's submit, the common case): `create_job` itself, then the ready list
--- and a hand-off or a wake-up, without the tables that gather a batch's writes, which cost a single job more
--- than its commands do.
+-- and a hand-off or a wake-up, without the tables that gather a batch's writes, which cost a
+-- single job more than its commands do.
 if #ARGV == 9 then
   local id, kind = ARGV[5], ARGV[6]
   local seq = create_job({ prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind },
