@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::BenchResult;
 use crate::machine::{cpu_seconds, status_kib};
 use crate::probe::{Probe, Record, check_lanes};
-use crate::targets::{self, StoreKind, Target, wait_until};
+use crate::targets::{self, DRAIN_POLL, IDLE_POLL, StoreKind, Target, wait_until};
 
 /// The jobs of a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,8 +213,10 @@ async fn inline_drain(
     // Opening the gate: every job waiting at it, and every later one, runs at once.
     let cpu = cpu_seconds(None);
     gate.close();
-    let done = wait_until("the inline drain", Instant::now() + DRAIN_TIMEOUT, || target.completed() >= total)
-        .await?;
+    let done = wait_until("the inline drain", Instant::now() + DRAIN_TIMEOUT, DRAIN_POLL, || {
+        target.completed() >= total
+    })
+    .await?;
     let first = probe.first_start().ok_or("no job started")?;
     let lane_problems = match shape {
         Shape::Lanes { lanes, per_lane } => check_lanes(
@@ -257,7 +259,8 @@ async fn tokio_drain(jobs: u64, concurrency: usize) -> BenchResult<ChildReport> 
         }
     });
     let done =
-        wait_until("the tokio drain", Instant::now() + DRAIN_TIMEOUT, || probe.ended() >= jobs).await?;
+        wait_until("the tokio drain", Instant::now() + DRAIN_TIMEOUT, DRAIN_POLL, || probe.ended() >= jobs)
+            .await?;
     dispatcher.await?;
     let first = probe.first_start().ok_or("no task started")?;
     Ok(ChildReport {
@@ -285,8 +288,9 @@ async fn redis_worker(
     // claimed as soon as the fetch loops run, while `start` is still busy.
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
     let watched = target.clone();
+    let every = if record == Record::Latency { IDLE_POLL } else { DRAIN_POLL };
     let watcher = tokio::spawn(async move {
-        let done = wait_until("the Redis worker", deadline, || watched.completed() >= expect).await?;
+        let done = wait_until("the Redis worker", deadline, every, || watched.completed() >= expect).await?;
         // CPU at the last completion: `start` may still be busy (its orphan sweep) after it.
         let cpu_done = cpu_seconds(None);
         println!("done");
@@ -369,7 +373,8 @@ pub async fn scale_probe(
     let opened = Instant::now();
     gate.add_permits(usize::try_from(jobs)?);
     let done =
-        wait_until("a W5 claim probe", opened + DRAIN_TIMEOUT, || probe.ended() >= ended + jobs).await?;
+        wait_until("a W5 claim probe", opened + DRAIN_TIMEOUT, DRAIN_POLL, || probe.ended() >= ended + jobs)
+            .await?;
     #[allow(clippy::cast_precision_loss)] // jobs far below 2^53
     let per = |d: Duration| d.as_secs_f64() * 1e6 / jobs as f64;
     Ok((per(enqueue), per(done.saturating_duration_since(opened))))

@@ -18,7 +18,7 @@ use crate::probe::{Probe, Record, wall_ns};
 use crate::redis_stats::{Counters, used_memory};
 use crate::report::{self, Params, Results, RoundTrips};
 use crate::stats::{Figure, percentile};
-use crate::targets::{self, StoreKind, Target, wait_until};
+use crate::targets::{self, IDLE_POLL, StoreKind, Target, wait_until};
 use crate::{BenchError, BenchResult};
 
 /// What `laneway-bench run` was asked for.
@@ -401,7 +401,7 @@ impl Bench {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 self.paced(&target).await?;
                 let deadline = Instant::now() + Duration::from_secs(60);
-                wait_until("W3 starts", deadline, || probe.latency_count() as u64 >= jobs).await?;
+                wait_until("W3 starts", deadline, IDLE_POLL, || probe.latency_count() as u64 >= jobs).await?;
                 runs.push(probe.latencies_us());
                 target.kill().await;
             }

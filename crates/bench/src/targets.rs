@@ -339,11 +339,26 @@ async fn join_all(mut tasks: tokio::task::JoinSet<QueueResult<()>>) -> BenchResu
     first.map_or(Ok(()), Err)
 }
 
-/// Waits until `done()` holds, polling every millisecond; the instant it was seen to hold.
+/// How often [`wait_until`] looks while a drain runs: the instant a drain's last completion is
+/// seen is its end, so within a millisecond.
+pub const DRAIN_POLL: Duration = Duration::from_millis(1);
+
+/// How often [`wait_until`] looks while W3 runs. W3 measures an idle worker: a look every
+/// millisecond would keep its process (and its CPU) awake between jobs, which an idle worker in
+/// service is not, and would compete with the job it measures. Only the end of the run waits
+/// for it.
+pub const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until `done()` holds, looking `every` so often; the instant it was seen to hold.
 ///
 /// # Errors
 /// When `deadline` passes first, naming `what`.
-pub async fn wait_until(what: &str, deadline: Instant, done: impl Fn() -> bool) -> BenchResult<Instant> {
+pub async fn wait_until(
+    what: &str,
+    deadline: Instant,
+    every: Duration,
+    done: impl Fn() -> bool,
+) -> BenchResult<Instant> {
     loop {
         if done() {
             return Ok(Instant::now());
@@ -351,6 +366,6 @@ pub async fn wait_until(what: &str, deadline: Instant, done: impl Fn() -> bool) 
         if Instant::now() >= deadline {
             return Err(format!("timed out waiting for {what}").into());
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(every).await;
     }
 }
