@@ -36,6 +36,12 @@ end",
         names.join(", ")
     )
 }
+/// `CLAIM_NAMES`, the names of [`CLAIM_FIELDS`] in their order, for `HANDOFF_NEW_FN`, which
+/// builds a claimed record's values without reading them back.
+static CLAIM_NAMES: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    format!("local CLAIM_NAMES = {{ {} }}", names.join(", "))
+});
 /// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
 /// key, and wakes idle workers; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN`, `START_CHAT_FN`,
 /// `submit_plain.lua` and `complete_many.lua`.
@@ -45,6 +51,9 @@ const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 /// Direct hand-off of a submitted job to an idle worker, and the worker's side of it; shared by
 /// `claim_plain` and `submit_plain`. Needs `CLAIM_PLAIN_FN` before it.
 const HANDOFF_FN: &str = include_str!("lua/handoff_fn.lua");
+/// A lone submit's job created already claimed for an idle worker; `submit_plain` only. Needs
+/// `CLAIM_PLAIN_FN`, `HANDOFF_FN` and `CLAIM_NAMES` before it.
+const HANDOFF_NEW_FN: &str = include_str!("lua/handoff_new_fn.lua");
 
 /// Claims ready non-chat jobs with their state change and lease, for a worker's fetch loop
 /// (which registers as idle when it finds too few).
@@ -76,12 +85,14 @@ const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 /// to idle workers: a submit, or a batch's non-chat jobs, in one call.
 /// The hand-off's functions (and the claim's they need) are defined inside `handoff_fns()`,
 /// which the script calls only when it finds an idle worker: a closure made at the top would be
-/// made by every call.
+/// made by every call. It returns `hand_off` and `hand_new`.
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\nlocal function handoff_fns()\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\nreturn hand_off\nend\n{}",
+        "{BATCH_FN}\n{}\nlocal function handoff_fns()\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}\n{HANDOFF_NEW_FN}\n\
+         return hand_off, hand_new\nend\n{}",
         crate::store::CREATE_FN,
         *CLAIM_FIELDS_FN,
+        *CLAIM_NAMES,
         include_str!("lua/submit_plain.lua")
     ))
 });

@@ -267,3 +267,105 @@ async fn a_long_job_handed_over_gets_a_full_lease_while_it_runs() {
     worker.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
+
+/// The values a handed-over job's JSON array holds, in its order (store.rs's `CLAIM_FIELDS`,
+/// which the claim scripts read with `HMGET`), then the short lease's end.
+const HANDED_FIELDS: [&str; 12] = [
+    "id",
+    "status",
+    "epoch",
+    "attempt",
+    "updated",
+    "lane",
+    "request_id",
+    "seq",
+    "created",
+    "payload",
+    "result",
+    "error",
+];
+
+/// The job `worker`'s hand-off list holds first, as `HMGET` renders its values (`(nil)` for
+/// null), and the lease's end it was handed with.
+fn first_handed(server: &RedisServer, rig: &Rig, worker: &str) -> (Vec<String>, String) {
+    let list = TenantKeys::new(&rig.tenant).handoff(JobKind::Upload, worker);
+    let text = server.command(&["LINDEX", &list, "0"]);
+    let mut values: Vec<Option<String>> = serde_json::from_str(&text).expect("a JSON array of strings");
+    let until = values.pop().flatten().expect("the lease's end");
+    (values.into_iter().map(|v| v.unwrap_or_else(|| "(nil)".into())).collect(), until)
+}
+
+/// A lone submit that finds a worker idle and no job of its kind ready creates its job already
+/// claimed for that worker (`hand_new`): nothing goes through the ready list, and the worker is
+/// handed the very record the store holds, under the short lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_to_an_idle_worker_with_none_ready_is_created_claimed_for_it() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(2_000_000);
+    let rig = Rig::with(&server, "handoff-new", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let keys = TenantKeys::new(&rig.tenant);
+    server.command(&["ZADD", &keys.idle(JobKind::Upload), "2060000", "w"]);
+    let producer = rig.producer().await;
+    let lpops = support::calls(&server, "lpop");
+    let mut job = new_job("n1", JobKind::Upload, None, &Behavior::Ok);
+    job.request_id = Some(queue_core::RequestId::new("req-n1").expect("request id"));
+    producer.submit(rig.store.clone(), job).await.expect("submit");
+
+    assert_eq!(support::calls(&server, "lpop"), lpops, "no job was popped from the ready list");
+    assert_eq!(server.command(&["LLEN", &keys.ready(JobKind::Upload)]), "0");
+    assert_eq!(handed_to(&server, &rig, "w"), "1");
+    assert_eq!(server.command(&["ZCARD", &keys.idle(JobKind::Upload)]), "0", "the registration served once");
+    let lease = RedisBackendConfig::default().handoff_lease.as_millis();
+    let until = (2_000_000 + lease).to_string();
+    assert_eq!(server.command(&["ZSCORE", &keys.inflight(), "n1"]), until, "the short lease");
+    let (values, handed_until) = first_handed(&server, &rig, "w");
+    assert_eq!(handed_until, until);
+    let mut hmget = vec!["HMGET".to_string(), format!("{}job:n1", keys.prefix())];
+    hmget.extend(HANDED_FIELDS.iter().map(|f| (*f).to_string()));
+    let stored = server.command(&hmget.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(values.join("\n"), stored, "the worker is handed the record the store holds");
+    let record = rig.store.get(&id("n1")).await.expect("get").expect("record");
+    assert_eq!(
+        (record.status, record.lease_epoch, record.attempt, record.created_at_ms, record.seq),
+        (JobStatus::Processing, 1, 1, 2_000_000, 1),
+        "claimed as a first claim leaves a job"
+    );
+    assert_eq!(record.request_id.map(|r| r.to_string()), Some("req-n1".into()));
+    let counts = rig.store.counts(JobKind::Upload).await.expect("counts");
+    assert_eq!((counts.queued, counts.processing), (0, 1));
+
+    // The same id again: refused, nothing handed, the registration (made again) left alone.
+    server.command(&["ZADD", &keys.idle(JobKind::Upload), "2060000", "w"]);
+    let again = producer.submit(rig.store.clone(), new_job("n1", JobKind::Upload, None, &Behavior::Ok)).await;
+    assert!(matches!(again, Err(queue_core::QueueError::AlreadyExists { .. })), "{again:?}");
+    assert_eq!(handed_to(&server, &rig, "w"), "1");
+    assert_eq!(server.command(&["ZCARD", &keys.idle(JobKind::Upload)]), "1");
+    producer.stop().await.expect("stop producer");
+}
+
+/// A submit that finds a worker idle but a job of its kind ready hands the worker that older job
+/// and leaves its own in the ready list: first come, first served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_is_handed_the_oldest_ready_job_not_the_one_just_submitted() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "handoff-fifo");
+    let keys = TenantKeys::new(&rig.tenant);
+    let producer = rig.producer().await;
+    producer
+        .submit(rig.store.clone(), new_job("old", JobKind::Upload, None, &Behavior::Ok))
+        .await
+        .expect("submit");
+    let far = (SystemClock.now_ms() + 60_000).to_string();
+    server.command(&["ZADD", &keys.idle(JobKind::Upload), &far, "w"]);
+    producer
+        .submit(rig.store.clone(), new_job("new", JobKind::Upload, None, &Behavior::Ok))
+        .await
+        .expect("submit");
+
+    let (values, _) = first_handed(&server, &rig, "w");
+    assert_eq!(values[0], "old", "the older job is handed over");
+    assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Upload), "0", "-1"]), "new");
+    assert_eq!(status(&rig.store, "old").await, JobStatus::Processing);
+    assert_eq!(status(&rig.store, "new").await, JobStatus::Queued);
+    producer.stop().await.expect("stop producer");
+}

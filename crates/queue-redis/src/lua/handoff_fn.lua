@@ -11,12 +11,21 @@
 -- worker that died while registered waits for the reaper; the worker lengthens it while the job
 -- runs (`RedisBackendConfig::handoff_lease`).
 
+-- push_handed(prefix, kind, w, values, now, lease): pushes a job claimed for worker `w` onto its
+-- hand-off list: the JSON array of `values` (its CLAIM_FIELDS values, cjson.null for a field the
+-- hash lacks) followed by when its lease of `lease` ms runs out (ms, text). The list expires with
+-- the lease should no one ever read it.
+local function push_handed(prefix, kind, w, values, now, lease)
+  values[#values + 1] = decimal(now + lease)
+  local list = prefix .. 'handoff:' .. kind .. ':' .. w
+  redis.call('RPUSH', list, cjson.encode(values))
+  redis.call('PEXPIRE', list, decimal(lease))
+end
+
 -- hand_off(prefix, kind, now, lease, w) (now and lease numbers): withdraws the registration of
 -- worker `w` in idle:<kind> (the caller found it, not past its deadline), claims the head of
--- ready:<kind> for it, with a lease of `lease` ms, and pushes the claimed record (a JSON array of
--- the CLAIM_FIELDS values, null for a field the hash lacks) onto its hand-off list, followed by
--- when that lease runs out (ms, text). The list expires with the lease should no one ever read
--- it. Returns whether a job was handed over.
+-- ready:<kind> for it, with a lease of `lease` ms, and pushes the claimed record onto its hand-off
+-- list (push_handed). Returns whether a job was handed over.
 local function hand_off(prefix, kind, now, lease, w)
   redis.call('ZREM', prefix .. 'idle:' .. kind, w)
   local b = new_batch()
@@ -30,10 +39,7 @@ local function hand_off(prefix, kind, now, lease, w)
   for i = 1, #got do
     values[i] = got[i] or cjson.null
   end
-  values[#values + 1] = decimal(now + lease)
-  local list = prefix .. 'handoff:' .. kind .. ':' .. w
-  redis.call('RPUSH', list, cjson.encode(values))
-  redis.call('PEXPIRE', list, decimal(lease))
+  push_handed(prefix, kind, w, values, now, lease)
   return true
 end
 

@@ -1,10 +1,15 @@
 -- job_fields(...): the hash fields of a new job record, in HSET's field-value order. Numbers go
 -- in as text (`seq` too): Redis would format a Lua number with a float format, at a cost.
--- Shared by `create_job` below and the batched `submit_plain.lua` (which runs `create_job` for a
--- call of one job).
-local function job_fields(id, kind, tenant, lane, request_id, now, payload, seq)
-  local fields = {'id', id, 'tenant', tenant, 'kind', kind, 'status', 'queued', 'attempt', '0',
-    'epoch', '0', 'seq', seq, 'created', now, 'updated', now, 'payload', payload}
+-- Shared by `create_job` below, the batched `submit_plain.lua` (which runs `create_job` for a
+-- call of one job) and `hand_new` (handoff_new_fn.lua), which passes `claimed`: the record as a
+-- claim of the new job leaves it, `processing` under epoch 1, attempt 1.
+local function job_fields(id, kind, tenant, lane, request_id, now, payload, seq, claimed)
+  local status, attempt = 'queued', '0'
+  if claimed then
+    status, attempt = 'processing', '1'
+  end
+  local fields = {'id', id, 'tenant', tenant, 'kind', kind, 'status', status, 'attempt', attempt,
+    'epoch', attempt, 'seq', seq, 'created', now, 'updated', now, 'payload', payload}
   if lane ~= '' then
     fields[#fields + 1] = 'lane'
     fields[#fields + 1] = lane

@@ -1,0 +1,39 @@
+-- hand_new(K, A, prefix, now, lease, w) (K and A as for `create_job`, job_create_fn.lua; now and
+-- lease numbers): a lone submit's job created already claimed for the idle worker `w`, for when
+-- no job of its kind waits in its ready list (the caller checked: one that waits is older, and
+-- `hand_off` gives the worker that one). Writes what `create_job` and then `hand_off` would leave:
+-- the record (`processing` under epoch 1, attempt 1, as a first claim leaves it), its sequence
+-- number and pending index, its lease of `lease` ms in `inflight`, the `processing` count, the
+-- worker's registration withdrawn and the record pushed onto its hand-off list (push_handed);
+-- but not the ready list's push and pop, the claim's read of the record and its second write.
+-- Used by submit_plain.lua inside `handoff_fns` (after claim_plain_fn.lua, for INFLIGHT_KEEPER,
+-- and handoff_fn.lua, for push_handed), with CLAIM_NAMES (scripts.rs) before it.
+-- Returns the new seq (>= 1), or 0 when the id is taken (nothing written).
+local function hand_new(K, A, prefix, now, lease, w)
+  if redis.call('EXISTS', K[1]) == 1 then
+    return 0
+  end
+  local seq = redis.call('INCR', K[2])
+  local text = string.format('%d', seq)
+  local id, kind, lane, request_id, at, payload = A[1], A[2], A[4], A[5], A[6], A[7]
+  redis.call('HSET', K[1], unpack(job_fields(id, kind, A[3], lane, request_id, at, payload, text, true)))
+  redis.call('ZADD', K[3], text, id)
+  redis.call('ZREM', prefix .. 'idle:' .. kind, w)
+  -- The keeper first, as claim_plain adds it: a new `inflight` is created as a skiplist.
+  redis.call('ZADD', prefix .. 'inflight', '+inf', INFLIGHT_KEEPER, decimal(now + lease), id)
+  redis.call('HINCRBY', prefix .. 'stats', 'count:' .. kind .. ':processing', 1)
+  local record = { id = id, status = 'processing', epoch = '1', attempt = '1', updated = at, seq = text,
+    created = at, payload = payload }
+  if lane ~= '' then
+    record.lane = lane
+  end
+  if request_id ~= '' then
+    record.request_id = request_id
+  end
+  local values = {}
+  for i, name in ipairs(CLAIM_NAMES) do
+    values[i] = record[name] or cjson.null
+  end
+  push_handed(prefix, kind, w, values, now, lease)
+  return seq
+end
