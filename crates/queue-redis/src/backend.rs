@@ -947,7 +947,7 @@ impl Inner {
     }
 
     /// Claims up to `n` jobs of `kind` for the fetch loop. A non-chat claim first withdraws this
-    /// worker's idle registration and takes the jobs handed to it since (`handoff_fn.lua`), and
+    /// worker's idle registration and takes the jobs handed to it since (`take_handed_fn.lua`), and
     /// with `register`, registers it again when all it gets is fewer than `n` jobs, so that the
     /// next submit claims a job for it (until two blocks and a second from now: past that, the
     /// worker is taken for dead or gone).

@@ -48,9 +48,12 @@ static CLAIM_NAMES: LazyLock<String> = LazyLock::new(|| {
 const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
 const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
-/// Direct hand-off of a submitted job to an idle worker, and the worker's side of it; shared by
-/// `claim_plain` and `submit_plain`. Needs `CLAIM_PLAIN_FN` before it.
+/// Direct hand-off of a submitted job to an idle worker; `submit_plain` only. Needs
+/// `CLAIM_PLAIN_FN` before it.
 const HANDOFF_FN: &str = include_str!("lua/handoff_fn.lua");
+/// The worker's side of the hand-off: what was handed to it and not yet read, taken by its next
+/// claim; `claim_plain` only. Needs `CLAIM_PLAIN_FN` before it.
+const TAKE_HANDED_FN: &str = include_str!("lua/take_handed_fn.lua");
 /// A lone submit's job created already claimed for an idle worker; `submit_plain` only. Needs
 /// `CLAIM_PLAIN_FN`, `HANDOFF_FN` and `CLAIM_NAMES` before it.
 const HANDOFF_NEW_FN: &str = include_str!("lua/handoff_new_fn.lua");
@@ -59,7 +62,7 @@ const HANDOFF_NEW_FN: &str = include_str!("lua/handoff_new_fn.lua");
 /// (which registers as idle when it finds too few).
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}",
+        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{TAKE_HANDED_FN}\n{}",
         *CLAIM_FIELDS_FN,
         include_str!("lua/claim_plain.lua")
     ))

@@ -1,5 +1,5 @@
 -- Claims up to N ready jobs of one non-chat kind for a worker's fetch loop (batch_fn.lua, the
--- generated read_claim, claim_plain_fn.lua and handoff_fn.lua are prepended). First withdraws
+-- generated read_claim, claim_plain_fn.lua and take_handed_fn.lua are prepended). First withdraws
 -- the worker's idle registration and takes the jobs handed to it meanwhile (take_handed); when
 -- all of that comes to fewer than N jobs and ARGV[7] is '1', registers the worker as idle until
 -- ARGV[8], so that the next submit hands it its job (hand_off, handoff_fn.lua).

@@ -1,6 +1,6 @@
--- Direct hand-off to idle workers, shared by submit_plain.lua (a producer hands a job over) and
--- claim_plain.lua (a worker registers as idle, and takes what was handed to it meanwhile);
--- batch_fn.lua, the generated read_claim and claim_plain_fn.lua are prepended.
+-- Direct hand-off to idle workers, the producer's side: used by submit_plain.lua (inside its
+-- `handoff_fns`, after batch_fn.lua, the generated read_claim and claim_plain_fn.lua); the
+-- worker's side is claim_plain.lua with take_handed_fn.lua.
 -- A worker whose claim found fewer jobs than it asked for registers in idle:<kind> (score: the
 -- registration's deadline, past which no one hands it anything) and blocks on its hand-off list
 -- handoff:<kind>:<worker> as well as on the kind's wake-up list. A submit that finds a worker
@@ -41,38 +41,4 @@ local function hand_off(prefix, kind, now, lease, w)
   end
   push_handed(prefix, kind, w, values, now, lease)
   return true
-end
-
--- take_handed(b, prefix, idle, list, worker, inflight, deadline): withdraws `worker`'s
--- registration and takes what was handed to it and not yet read from `list`: each job still
--- `processing` under the epoch it was handed with gets the worker's full lease (`deadline`,
--- through the batch `b`) and is returned, as claim_plain returns its claims; a job whose short
--- lease ran out and was queued again meanwhile is dropped.
-local function take_handed(b, prefix, idle, list, worker, inflight, deadline)
-  redis.call('ZREM', idle, worker)
-  local out = {}
-  local items = redis.call('LRANGE', list, 0, -1)
-  if #items == 0 then
-    return out
-  end
-  redis.call('DEL', list)
-  for _, item in ipairs(items) do
-    local h = cjson.decode(item)
-    h[#h] = nil
-    for i = 1, #h do
-      if h[i] == cjson.null then
-        h[i] = false
-      end
-    end
-    local id = h[CLAIM_ID]
-    local now = redis.call('HMGET', prefix .. 'job:' .. id, 'status', 'epoch')
-    if now[1] == 'processing' and now[2] == h[CLAIM_EPOCH] then
-      if #out == 0 then
-        batch_zadd(b, inflight, '+inf', INFLIGHT_KEEPER)
-      end
-      batch_zadd(b, inflight, deadline, id)
-      out[#out + 1] = h
-    end
-  end
-  return out
 end
