@@ -330,7 +330,7 @@ enum Wake {
     /// A wake-up token, a block that timed out or failed: claim again.
     Look,
     /// A job a submit claimed for this worker, and when its short lease runs out (ms).
-    Handed(JobRecord, u64),
+    Handed(Claimed, u64),
 }
 
 /// One claimed piece of work.
@@ -509,7 +509,9 @@ impl RedisQueueBackend {
             .key(keys.signal(JobKind::Chat))
             .arg(terms.lease_deadline_ms)
             .arg(terms.max_queue)
-            .arg(terms.dispatch);
+            .arg(terms.dispatch)
+            .arg(keys.prefix())
+            .arg(ms(self.inner.config.handoff_lease));
         let mut conn = self.inner.deps.pool.get().await?;
         let out: Vec<String> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
         let Some((seq, answer)) = out.split_first() else {
@@ -955,21 +957,27 @@ impl Inner {
         let keys = &self.keys;
         let now = self.deps.clock.now_ms();
         let mut conn = self.deps.pool.get().await?;
+        let until = now.saturating_add(ms(self.config.block).saturating_mul(2)).saturating_add(1_000);
         if kind == JobKind::Chat {
-            let raw: Vec<Value> = scripts::CLAIM_CHAT
+            let (handed, raw): (u64, Vec<Value>) = scripts::CLAIM_CHAT
                 .key(keys.chat_ready())
                 .key(keys.stats())
                 .key(keys.leases())
+                .key(keys.idle(kind))
+                .key(keys.handoff(kind, &self.worker_id))
                 .arg(n)
                 .arg(now)
                 .arg(keys.prefix())
                 .arg(self.deps.lanes.claim_ttl_ms())
+                .arg(&self.worker_id)
+                .arg(if register { "1" } else { "0" })
+                .arg(until)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
+            self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
             raw.into_iter().map(|c| parse_chat_claim(c, &self.deps.tenant)).collect()
         } else {
-            let until = now.saturating_add(ms(self.config.block).saturating_mul(2)).saturating_add(1_000);
             let (handed, raw): (u64, Vec<Vec<Option<String>>>) = scripts::CLAIM_PLAIN
                 .key(keys.ready(kind))
                 .key(keys.inflight())
@@ -1085,12 +1093,10 @@ impl Inner {
         }
         // No more hand-offs: what was handed over and not read is held, for the stop to hand
         // back with the rest.
-        if kind != JobKind::Chat {
-            match self.claim(kind, 0, false).await {
-                Ok(left) => self.hold(kind, &left),
-                Err(e) => {
-                    warn!(error = %e, "cannot withdraw the idle registration; jobs handed over meanwhile wait for their leases")
-                }
+        match self.claim(kind, 0, false).await {
+            Ok(left) => self.hold(kind, &left),
+            Err(e) => {
+                warn!(error = %e, "cannot withdraw the idle registration; jobs handed over meanwhile wait for their leases")
             }
         }
         // Stopping: let running jobs finish within the deadline, then abort them (the stop hands
@@ -1134,14 +1140,17 @@ impl Inner {
         blocking: &mut Option<RedisConn>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
-        let (record, until) = match self.wait_for_work(kind, blocking, shutdown).await {
+        let (job, until) = match self.wait_for_work(kind, blocking, shutdown).await {
             Wake::Stop => return true,
             Wake::Look => return false,
-            Wake::Handed(record, until) => (record, until),
+            Wake::Handed(job, until) => (job, until),
         };
         self.stats.handed_over.fetch_add(1, Ordering::Relaxed);
-        let (id, epoch) = (record.id.clone(), record.lease_epoch);
-        let job = Claimed::Plain(record);
+        let short_lease = match &job {
+            Claimed::Plain(record) => Some((record.id.clone(), record.lease_epoch)),
+            Claimed::Chat(claim, _) => Some((claim.job_id.clone(), claim.epoch)),
+            Claimed::FinishLane(_) => None,
+        };
         self.hold(kind, std::slice::from_ref(&job));
         let slot = tokio::select! {
             biased;
@@ -1155,12 +1164,14 @@ impl Inner {
             // loop sends its next claim (which an idle worker's job would otherwise wait for).
             tokio::task::yield_now().await;
         }
-        self.lengthen_lease(id, epoch, until);
+        if let Some((id, epoch)) = short_lease {
+            self.lengthen_lease(id, epoch, until);
+        }
         stopping
     }
 
-    /// Blocks until a wake-up token or (for a non-chat kind) a job handed to this worker
-    /// arrives, the block times out, or the stop signal.
+    /// Blocks until a wake-up token or a job handed to this worker arrives, the block times out,
+    /// or the stop signal.
     async fn wait_for_work(
         &self,
         kind: JobKind,
@@ -1182,12 +1193,9 @@ impl Inner {
         }
         let Some(conn) = blocking.as_mut() else { return Wake::Look };
         let block_secs = self.config.block.as_secs_f64();
-        let handoff = (kind != JobKind::Chat).then(|| self.keys.handoff(kind, &self.worker_id));
+        let handoff = self.keys.handoff(kind, &self.worker_id);
         let mut cmd = redis::cmd("BLPOP");
-        if let Some(key) = &handoff {
-            cmd.arg(key);
-        }
-        cmd.arg(self.keys.signal(kind)).arg(block_secs);
+        cmd.arg(&handoff).arg(self.keys.signal(kind)).arg(block_secs);
         let outcome = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => None,
@@ -1195,9 +1203,15 @@ impl Inner {
         };
         match outcome {
             None => Wake::Stop,
-            Some(Ok(Some((key, handed)))) if handoff.as_ref() == Some(&key) => {
-                match parse_handed(&handed, &self.deps.tenant, kind) {
-                    Ok((record, until)) => Wake::Handed(record, until),
+            Some(Ok(Some((key, handed)))) if key == handoff => {
+                let parsed = if kind == JobKind::Chat {
+                    parse_handed_chat(&handed, &self.deps.tenant)
+                } else {
+                    parse_handed(&handed, &self.deps.tenant, kind)
+                        .map(|(r, until)| (Claimed::Plain(r), until))
+                };
+                match parsed {
+                    Ok((job, until)) => Wake::Handed(job, until),
                     Err(e) => {
                         warn!(error = %e, "unreadable job handed over; its lease will lapse and the reaper queues it again");
                         Wake::Look
@@ -1218,7 +1232,8 @@ impl Inner {
     }
 
     /// Lengthens the short lease of a job handed to this worker (which runs out at `until`, ms)
-    /// to a full lease, a third of the way to `until`, if this process still holds the job under
+    /// to a full lease (a chat job's: its lane's claim, to the claim TTL), a third of the way to
+    /// `until`, if this process still holds the job under
     /// the same epoch then (a quick job has settled long before); after a failed renewal, tries
     /// again a third of what is left later (at least 100 ms) while it holds the job.
     fn lengthen_lease(self: &Arc<Self>, id: JobId, epoch: u64, until: u64) {
@@ -1231,11 +1246,22 @@ impl Inner {
                 // and then the lease is lengthened at once (retries at least 100 ms apart).
                 let left = until.saturating_sub(me.deps.clock.now_ms());
                 tokio::time::sleep(Duration::from_millis(left.div_ceil(3).max(100))).await;
-                if lock(&me.held).get(&id).is_none_or(|h| h.epoch != epoch) {
-                    return;
-                }
-                match me.renew_plain(std::slice::from_ref(&id)).await {
-                    Ok(_) => return,
+                let claim = match lock(&me.held).get(&id) {
+                    Some(h) if h.epoch == epoch => h.claim.clone(),
+                    _ => return,
+                };
+                let renewed = match claim {
+                    // A chat job's lease is its lane's claim: renewed to the claim TTL.
+                    Some(claim) => me.deps.lanes.renew_many(std::slice::from_ref(&claim)).await.and_then(|mut r| {
+                        r.pop()
+                            .unwrap_or_else(|| Err(QueueError::Storage("no answer to a lease renewal".into())))
+                            .map(drop)
+                    }),
+                    None => me.renew_plain(std::slice::from_ref(&id)).await.map(drop),
+                };
+                match renewed {
+                    // A stale claim: the lane moved on, nothing to lengthen.
+                    Ok(()) | Err(QueueError::StaleLease { .. }) => return,
                     Err(e) => warn!(job = %id, error = %e, "could not lengthen a handed-over job's lease; trying again"),
                 }
             }
@@ -1925,6 +1951,30 @@ fn value_str(v: &Value) -> Option<String> {
 
 /// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`: `{run, epoch, lane, deadline,
 /// claimed record}` or `{finish, epoch, lane, deadline, job}`.
+/// A chat job handed to an idle chat worker (`hand_chat`, handoff_chat_fn.lua): the JSON of a
+/// `start_chat` answer, read as [`parse_chat_claim`] reads one from a script's reply; with when
+/// its lane's short lease runs out (ms).
+fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64)> {
+    fn to_value(v: serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::String(s) => Value::BulkString(s.into_bytes()),
+            serde_json::Value::Array(items) => Value::Array(items.into_iter().map(to_value).collect()),
+            serde_json::Value::Number(n) => Value::BulkString(n.to_string().into_bytes()),
+            _ => Value::Nil,
+        }
+    }
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| QueueError::Storage(format!("redis: a chat job handed over is not JSON: {e}")))?;
+    let claim = parse_chat_claim(to_value(json), tenant)?;
+    match claim {
+        Claimed::Chat(ref c, _) => {
+            let until = c.lease_deadline_ms;
+            Ok((claim, until))
+        }
+        _ => Err(QueueError::Storage("redis: a chat job handed over is not a started claim".into())),
+    }
+}
+
 fn parse_chat_claim(v: Value, tenant: &TenantId) -> QueueResult<Claimed> {
     let bad = || QueueError::Storage("unexpected chat claim reply".into());
     let Value::Array(parts) = v else { return Err(bad()) };

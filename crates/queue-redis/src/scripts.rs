@@ -73,10 +73,16 @@ const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
 /// `complete_many` (a chat slot's finish-and-claim-next).
 const CLAIM_CHAT_FN: &str = include_str!("lua/claim_chat_fn.lua");
 
-/// Claims chat dispatches that are still current.
+/// A chat job handed to an idle chat worker; `submit_chat` only. Needs `START_CHAT_FN`.
+const HANDOFF_CHAT_FN: &str = include_str!("lua/handoff_chat_fn.lua");
+/// The chat worker's side of the hand-off; `claim_chat` only.
+const TAKE_HANDED_CHAT_FN: &str = include_str!("lua/take_handed_chat_fn.lua");
+
+/// Claims chat dispatches that are still current, for a chat worker's fetch loop (which
+/// registers as idle when it finds too few).
 pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}",
+        "{BATCH_FN}\n{}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{TAKE_HANDED_CHAT_FN}\n{}",
         *CLAIM_FIELDS_FN,
         include_str!("lua/claim_chat.lua")
     ))
@@ -101,12 +107,17 @@ pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
 });
 /// Creates one chat job's record and puts it in its lane, all or nothing, in one call: the lane
 /// store's own `lane_admit` and `lane_append` (and the helpers they need) around `create_job`.
+/// An idle lane's claim is handed to an idle chat worker by `hand_chat`, defined (with the start
+/// of a chat claim it needs) inside `chat_handoff_fns()`, which the script calls only when it
+/// finds one registered.
 pub(crate) static SUBMIT_CHAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\nlocal function chat_handoff_fns()\n{BATCH_FN}\n{}\n{START_CHAT_FN}\n{HANDOFF_CHAT_FN}\n\
+         return hand_chat\nend\n{}",
         crate::store::CREATE_FN,
         lane_store::LANE_COMMON_LUA,
         lane_store::ENQUEUE_FN,
+        *CLAIM_FIELDS_FN,
         include_str!("lua/submit_chat.lua")
     ))
 });

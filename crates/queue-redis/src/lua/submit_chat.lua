@@ -8,7 +8,14 @@
 --   KEYS[10] signal:chat
 -- ARGV[1] id, ARGV[2] kind ('chat'), ARGV[3] tenant, ARGV[4] lane, ARGV[5] request id
 --   ('' = none), ARGV[6] now (ms), ARGV[7] payload (create_job's); ARGV[8] lease deadline (ms) of
---   an idle lane's claim, ARGV[9] max_queue, ARGV[10] dispatch ('1' or '0') (the lane store's)
+--   an idle lane's claim, ARGV[9] max_queue, ARGV[10] dispatch ('1' or '0') (the lane store's);
+--   ARGV[11] tenant prefix (idle:chat and the hand-off lists are built from it), ARGV[12] lease
+--   (ms) of a claim handed to an idle worker
+-- An idle lane's claim, with dispatch on, goes to a chat worker registered as idle when one is
+-- and no other lane's job waits in ready:chat (first come, first served): `hand_chat`
+-- (handoff_chat_fn.lua) starts it for that worker and pushes it onto its hand-off list, instead
+-- of the dispatch and wake-up. Its functions are built on first use by `chat_handoff_fns`
+-- (scripts.rs), so that a submit that hands nothing over does not make their closures.
 -- Returns the new seq followed by the enqueue's answer: {seq, 'queued', position, size},
 -- {seq, 'claimed', 0, size, epoch}, or {seq, 'running' | 'waiting', position, size} (a job of
 -- that id was already in the lane and stays where it is; the record is new). {0} when the id is
@@ -28,8 +35,21 @@ if seq == 0 then
   return {0}
 end
 if not answer then
+  -- An idle chat worker, when this job claims an idle lane and no other lane's job waits.
+  local prefix, worker = ARGV[11], nil
+  if not active_job and ARGV[10] == '1' then
+    worker = redis.call('ZRANGEBYSCORE', prefix .. 'idle:chat', ARGV[6], '+inf', 'LIMIT', '0', '1')[1]
+    if worker and redis.call('LLEN', KEYS[9]) > 0 then
+      worker = nil
+    end
+  end
   answer = lane_append(KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-                       id, ARGV[4], ARGV[8], ARGV[10], active_job, waiting)
+                       id, ARGV[4], ARGV[8], worker and '0' or ARGV[10], active_job, waiting)
+  if worker and not chat_handoff_fns()(prefix, worker, id, answer[4], ARGV[4], tonumber(ARGV[6]), ARGV[8],
+      tonumber(ARGV[12])) then
+    -- Not started (its record was not queued): dispatched as it would have been.
+    push_dispatch('1', KEYS[9], KEYS[10], answer[4], id, ARGV[4])
+  end
 end
 table.insert(answer, 1, seq)
 return answer

@@ -1,0 +1,42 @@
+-- The worker's side of the chat hand-off (handoff_chat_fn.lua): used by claim_chat.lua.
+-- take_handed_chat(prefix, idle, list, worker, leases, deadline): withdraws `worker`'s
+-- registration in idle:chat and takes what was handed to it and not yet read from `list`, each
+-- as a claim of ready:chat answers it: {'run', epoch, lane, deadline, record values (false for a
+-- field the hash lacks)}, its lane's lease restarted until `deadline` (a full one, text), while
+-- the lane's active claim still names the job under that epoch and the record is `processing`
+-- under it; {'finish', epoch, lane, deadline, job} when the claim is current but
+-- the job is finished or gone (the lane must move on); nothing when the claim is not current
+-- (the lane reaper took it back meanwhile) or the record is in any other state (left to the
+-- lane's lease and the reaper, which re-claims the lane at its head).
+local function take_handed_chat(prefix, idle, list, worker, leases, full)
+  redis.call('ZREM', idle, worker)
+  local out = {}
+  local items = redis.call('LRANGE', list, 0, -1)
+  if #items == 0 then
+    return out
+  end
+  redis.call('DEL', list)
+  for _, item in ipairs(items) do
+    local a = cjson.decode(item)
+    local epoch, lane, deadline, h = a[2], a[3], a[4], a[5]
+    for i = 1, #h do
+      if h[i] == cjson.null then
+        h[i] = false
+      end
+    end
+    local job = h[CLAIM_ID]
+    local ak = prefix .. 'lane:' .. lane .. ':active'
+    local active = redis.call('HMGET', ak, 'job', 'epoch')
+    if active[1] == job and active[2] == epoch then
+      local now = redis.call('HMGET', prefix .. 'job:' .. job, 'status', 'epoch')
+      if now[1] == 'processing' and now[2] == epoch then
+        redis.call('HSET', ak, 'deadline', full)
+        redis.call('ZADD', leases, full, lane)
+        out[#out + 1] = { 'run', epoch, lane, full, h }
+      elseif not now[1] or now[1] == 'done' or now[1] == 'failed' or now[1] == 'cancelled' then
+        out[#out + 1] = { 'finish', epoch, lane, deadline, job }
+      end
+    end
+  end
+  return out
+end
