@@ -330,7 +330,7 @@ enum Wake {
     /// A wake-up token, a block that timed out or failed: claim again.
     Look,
     /// A job a submit claimed for this worker, and when its short lease runs out (ms).
-    Handed(Claimed, u64),
+    Handed(Box<Claimed>, u64),
 }
 
 /// One claimed piece of work.
@@ -1143,7 +1143,7 @@ impl Inner {
         let (job, until) = match self.wait_for_work(kind, blocking, shutdown).await {
             Wake::Stop => return true,
             Wake::Look => return false,
-            Wake::Handed(job, until) => (job, until),
+            Wake::Handed(job, until) => (*job, until),
         };
         self.stats.handed_over.fetch_add(1, Ordering::Relaxed);
         let short_lease = match &job {
@@ -1211,7 +1211,7 @@ impl Inner {
                         .map(|(r, until)| (Claimed::Plain(r), until))
                 };
                 match parsed {
-                    Ok((job, until)) => Wake::Handed(job, until),
+                    Ok((job, until)) => Wake::Handed(Box::new(job), until),
                     Err(e) => {
                         warn!(error = %e, "unreadable job handed over; its lease will lapse and the reaper queues it again");
                         Wake::Look
