@@ -154,6 +154,8 @@ pub const ROWS: &[(&str, &str, &str)] = &[
     ("w3_p50", "W3 enqueue→start p50 (steady rate, idle worker)", "ms"),
     ("w3_p99", "W3 enqueue→start p99", "ms"),
     ("w3_rss", "W3 worker peak RSS (an idle worker, no backlog)", "MiB"),
+    ("w3c_p50", "W3 with chat jobs, each into an idle lane: enqueue→start p50", "ms"),
+    ("w3c_p99", "W3 with chat jobs: enqueue→start p99", "ms"),
     ("w4", "W4 lanes × 5 chat jobs, concurrency 50", "jobs/s"),
     ("w4_cpu", "W4 worker CPU per job (the worker process alone)", "µs"),
     ("w4_wait", "W4 lanes with claiming ahead off", "jobs/s"),

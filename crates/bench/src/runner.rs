@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use queue_core::LaneId;
 use redis_harness::RedisServer;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -376,11 +377,23 @@ impl Bench {
     // ----- W3 -----
 
     async fn paced(&self, target: &Target) -> BenchResult<()> {
+        self.paced_as(target, None).await
+    }
+
+    /// W3's steady submits: upload jobs, or with `chat`, chat jobs each into a lane of its own
+    /// (named after `chat` and the job's number), so that each claims an idle lane.
+    async fn paced_as(&self, target: &Target, chat: Option<&str>) -> BenchResult<()> {
         let period = Duration::from_secs_f64(1.0 / self.p.w3_rate as f64);
         let mut tick = tokio::time::interval(period);
         for i in 0..self.p.w3_jobs {
             tick.tick().await;
-            target.submit_upload(json!({ "i": i, "t": wall_ns() })).await?;
+            match chat {
+                None => target.submit_upload(json!({ "i": i, "t": wall_ns() })).await?,
+                Some(lanes) => {
+                    let lane = LaneId::new(format!("{lanes}-{i}"))?;
+                    target.submit_chat(&lane, json!({ "i": i, "t": wall_ns() })).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -428,6 +441,35 @@ impl Bench {
         }
         self.put_latency("redis", &runs);
         self.put("w3_rss.redis", Figure::of("MiB", rss));
+        // The same for chat messages, each into an idle lane: what a conversation's next message
+        // waits for before its handler starts.
+        let mut runs = Vec::new();
+        for run in 0..self.runs() {
+            self.progress(&format!("W3 chat latency · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
+            self.flush();
+            let mut worker = self.redis_worker(jobs, RecordKind::Latency, None, true)?;
+            worker.expect("ready", Duration::from_secs(30)).await?;
+            let producer = self.producer().await?;
+            let before = self.begin();
+            self.paced_as(&producer, Some(&format!("w3c-{run}"))).await?;
+            worker.expect("done", CHILD_TIMEOUT).await?;
+            let after = self.end();
+            let report = worker.result(CHILD_TIMEOUT).await?;
+            if run == 0 {
+                self.track(
+                    &before,
+                    &after,
+                    "w3c.redis",
+                    "W3 chat job into an idle lane + run, idle worker",
+                    jobs,
+                    report.cpu_s,
+                );
+            }
+            producer.kill().await;
+            runs.push(report.latencies_us);
+        }
+        self.put("w3c_p50.redis", Figure::of("ms", percentile_ms(&runs, 50.0)));
+        self.put("w3c_p99.redis", Figure::of("ms", percentile_ms(&runs, 99.0)));
         Ok(())
     }
 
