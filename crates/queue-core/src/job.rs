@@ -249,6 +249,25 @@ impl JobUpdate {
     pub fn requeue(epoch: u64, error: Option<String>) -> Self {
         Self { to: Some(JobStatus::Queued), expect_epoch: Some(epoch), error, ..Self::default() }
     }
+
+    /// Checks the fence and the transition table against a record of `job` in `status` under
+    /// `lease_epoch`: all that [`JobRecord::apply`] checks, for a store that reads only these
+    /// two fields of the record before it writes.
+    ///
+    /// # Errors
+    /// [`QueueError::StaleLease`] when the fence does not match, [`QueueError::InvalidTransition`]
+    /// when the table forbids the move.
+    pub fn check(&self, job: &JobId, status: JobStatus, lease_epoch: u64) -> Result<(), QueueError> {
+        if let Some(epoch) = self.expect_epoch
+            && epoch != lease_epoch
+        {
+            return Err(QueueError::StaleLease { job: job.clone(), epoch, current: lease_epoch });
+        }
+        if let Some(to) = self.to {
+            status.check_transition(to)?;
+        }
+        Ok(())
+    }
 }
 
 impl JobRecord {
@@ -280,13 +299,8 @@ impl JobRecord {
     /// [`QueueError::StaleLease`] when the fence does not match, [`QueueError::InvalidTransition`]
     /// when the table forbids the move.
     pub fn apply(&mut self, update: &JobUpdate, now_ms: u64) -> Result<(), QueueError> {
-        if let Some(epoch) = update.expect_epoch
-            && epoch != self.lease_epoch
-        {
-            return Err(QueueError::StaleLease { job: self.id.clone(), epoch, current: self.lease_epoch });
-        }
+        update.check(&self.id, self.status, self.lease_epoch)?;
         if let Some(to) = update.to {
-            self.status.check_transition(to)?;
             self.status = to;
         }
         if let Some(epoch) = update.set_epoch {

@@ -78,6 +78,20 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// nothing is written.
     async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord>;
 
+    /// Applies `update` as [`JobStore::transition`] does (the same checks, the same record
+    /// afterwards) but answers no record: for a caller that would not read it, such as a worker
+    /// recording a job's outcome.
+    ///
+    /// The default calls `transition`. A store that pays to read the record back overrides it:
+    /// `SqliteJobStore` reads only the state and lease epoch the checks need, and neither reads
+    /// nor decodes the payload and result.
+    ///
+    /// # Errors
+    /// As [`JobStore::transition`]; on error nothing is written.
+    async fn settle(&self, id: &JobId, update: JobUpdate) -> QueueResult<()> {
+        self.transition(id, update).await.map(drop)
+    }
+
     /// Deletes a record outright (only to roll back a submit that was refused).
     async fn delete(&self, id: &JobId) -> QueueResult<bool>;
 

@@ -620,7 +620,7 @@ impl InlineRuntime {
                     .inner
                     .deps
                     .store
-                    .transition(
+                    .settle(
                         &record.id,
                         JobUpdate {
                             to: Some(JobStatus::Failed),
@@ -671,8 +671,8 @@ impl Inner {
     /// A record left `processing` by a worker that is gone goes back to `queued` first.
     async fn requeue_orphan(&self, record: &JobRecord) -> QueueResult<()> {
         if record.status == JobStatus::Processing {
-            match self.deps.store.transition(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
-                Ok(_) | Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {}
+            match self.deps.store.settle(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
+                Ok(()) | Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -1038,8 +1038,8 @@ impl Inner {
         };
         let to = update.to;
         let run_ms = self.end(id, epoch);
-        match self.deps.store.transition(id, update).await {
-            Ok(_) => {}
+        match self.deps.store.settle(id, update).await {
+            Ok(()) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
                 lock(&self.in_flight).remove(held);
@@ -1112,8 +1112,8 @@ impl Inner {
         if retry {
             let message = result.err().map(|e| e.message);
             let error = message.clone().unwrap_or_default();
-            match self.deps.store.transition(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
-                Ok(_) => {}
+            match self.deps.store.settle(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
+                Ok(()) => {}
                 Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
                     self.fenced(record, claim.epoch, "retry");
                     return;
@@ -1166,8 +1166,8 @@ impl Inner {
             Ok(value) => (JobUpdate::done(claim.epoch, value), None),
             Err(e) => (JobUpdate::failed(claim.epoch, e.message.clone()), Some(e.message)),
         };
-        match self.deps.store.transition(&claim.job_id, update).await {
-            Ok(_) => match error {
+        match self.deps.store.settle(&claim.job_id, update).await {
+            Ok(()) => match error {
                 None => {
                     self.stats.completed.fetch_add(1, Ordering::Relaxed);
                     self.config.metrics.record_completed(JobKind::Chat, run_ms);
@@ -1326,10 +1326,10 @@ impl Inner {
             match self
                 .deps
                 .store
-                .transition(&job, JobUpdate::requeue(r.epoch, Some("handed back at stop".into())))
+                .settle(&job, JobUpdate::requeue(r.epoch, Some("handed back at stop".into())))
                 .await
             {
-                Ok(_) => {
+                Ok(()) => {
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
                     info!(job = %job, "running job handed back at stop");
                 }

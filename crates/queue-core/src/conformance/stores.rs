@@ -1,5 +1,6 @@
 //! The store battery: the [`JobStore`] contract (round trip, unique ids, batch create, rising
-//! `seq`, the transition table, lease fencing, pending scan, counts, listing, purge, delete) and the
+//! `seq`, the transition table, lease fencing, settle as transition, pending scan, counts, listing,
+//! purge, delete) and the
 //! [`IdempotencyStore`] contract (set-if-absent, release by owner), checked through the traits
 //! only, so that every store — memory, SQLite, Redis node and Cluster — must agree. Every store
 //! crate runs it unchanged:
@@ -63,6 +64,8 @@ macro_rules! job_store_conformance_tests {
             sequence_numbers_strictly_increase_across_kinds,
             transitions_follow_the_table_and_a_refused_one_changes_nothing,
             a_stale_lease_cannot_finish_the_job,
+            settle_leaves_the_record_as_transition_does,
+            a_refused_settle_changes_nothing,
             scan_pending_returns_queued_and_processing_jobs_of_the_kind_in_seq_order,
             counts_count_each_state_of_the_kind,
             list_returns_the_newest_first_within_the_limit,
@@ -286,6 +289,102 @@ pub async fn a_stale_lease_cannot_finish_the_job(factory: &dyn JobStoreFactory) 
 
     let done = store.transition(&id("a"), JobUpdate::done(2, json!("on time"))).await.unwrap();
     assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!("on time"))));
+}
+
+/// The record of `job` with the fields a create sets from its [`NewJob`] and its place in
+/// the store (id, payload, seq) blanked, so that two jobs with the same history compare equal.
+async fn history(store: &dyn JobStore, job: &str) -> JobRecord {
+    let mut record = store.get(&id(job)).await.unwrap().expect("the job exists");
+    record.id = id("same");
+    record.payload = json!(null);
+    record.seq = 0;
+    record
+}
+
+/// `settle` moves a job through the same states as `transition`, with the same attempt, epoch,
+/// timestamps, result and error: job `t` takes each update through `transition`, job `s`
+/// through `settle`.
+pub async fn settle_leaves_the_record_as_transition_does(factory: &dyn JobStoreFactory) {
+    let (store, _, clock) = job_store(factory).await;
+    let steps = [
+        JobUpdate::start(1),
+        JobUpdate::requeue(1, Some("boom".into())),
+        JobUpdate::start(2),
+        JobUpdate::done(2, json!({ "ok": [1, 2] })),
+    ];
+    for (t, s, updates) in [("t1", "s1", &steps[..]), ("t2", "s2", &steps[..2])] {
+        store.create(new_job(t, JobKind::Upload)).await.unwrap();
+        store.create(new_job(s, JobKind::Upload)).await.unwrap();
+        for update in updates {
+            clock.advance(7);
+            let answered = store.transition(&id(t), update.clone()).await.unwrap();
+            store.settle(&id(s), update.clone()).await.unwrap();
+            assert_eq!(store.get(&id(t)).await.unwrap().as_ref(), Some(&answered));
+            assert_eq!(history(&*store, s).await, history(&*store, t).await, "after {update:?}");
+        }
+    }
+    // A failure keeps its error, and a move with no fence sets neither epoch nor attempt.
+    clock.advance(7);
+    store.transition(&id("t2"), JobUpdate::start(2)).await.unwrap();
+    store.settle(&id("s2"), JobUpdate::start(2)).await.unwrap();
+    store.transition(&id("t2"), JobUpdate::failed(2, "dead")).await.unwrap();
+    store.settle(&id("s2"), JobUpdate::failed(2, "dead")).await.unwrap();
+    let cancel = JobUpdate { to: Some(JobStatus::Cancelled), ..JobUpdate::default() };
+    store.create(new_job("t3", JobKind::Upload)).await.unwrap();
+    store.create(new_job("s3", JobKind::Upload)).await.unwrap();
+    clock.advance(7);
+    store.transition(&id("t3"), cancel.clone()).await.unwrap();
+    store.settle(&id("s3"), cancel).await.unwrap();
+    for (t, s) in [("t1", "s1"), ("t2", "s2"), ("t3", "s3")] {
+        assert_eq!(history(&*store, s).await, history(&*store, t).await, "{s}");
+    }
+    let failed = store.get(&id("s2")).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.attempt, failed.error.as_deref()),
+        (JobStatus::Failed, 2, Some("dead"))
+    );
+    assert_eq!(
+        store.counts(JobKind::Upload).await.unwrap(),
+        StatusCounts { done: 2, failed: 2, cancelled: 2, ..StatusCounts::default() }
+    );
+}
+
+/// A settle under an older lease epoch, against the transition table, or of a missing job
+/// fails as `transition` does and writes nothing.
+pub async fn a_refused_settle_changes_nothing(factory: &dyn JobStoreFactory) {
+    let (store, _, clock) = job_store(factory).await;
+    store.create(new_job("a", JobKind::Chat)).await.unwrap();
+    store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
+    store.transition(&id("a"), JobUpdate::requeue(1, None)).await.unwrap();
+    let current = store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
+
+    clock.advance(5);
+    let err = store.settle(&id("a"), JobUpdate::done(1, json!("late"))).await.unwrap_err();
+    assert_eq!(err, QueueError::StaleLease { job: id("a"), epoch: 1, current: 2 });
+    let err = store.settle(&id("a"), JobUpdate::requeue(1, Some("late".into()))).await.unwrap_err();
+    assert_eq!(err, QueueError::StaleLease { job: id("a"), epoch: 1, current: 2 });
+    let err = store.settle(&id("a"), JobUpdate::start(3)).await.unwrap_err();
+    assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Processing, to: JobStatus::Processing });
+    assert_eq!(store.get(&id("a")).await.unwrap(), Some(current));
+
+    let queued = store.create(new_job("b", JobKind::Upload)).await.unwrap();
+    let err = store.settle(&id("b"), JobUpdate::done(0, json!(1))).await.unwrap_err();
+    assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Queued, to: JobStatus::Done });
+    assert_eq!(store.get(&id("b")).await.unwrap(), Some(queued));
+
+    let done = store.transition(&id("a"), JobUpdate::done(2, json!("on time"))).await.unwrap();
+    let err = store.settle(&id("a"), JobUpdate::failed(2, "again")).await.unwrap_err();
+    assert_eq!(err, QueueError::InvalidTransition { from: JobStatus::Done, to: JobStatus::Failed });
+    assert_eq!(store.get(&id("a")).await.unwrap(), Some(done), "a finished job stays as it finished");
+
+    let err = store.settle(&id("ghost"), JobUpdate::requeue(0, None)).await.unwrap_err();
+    assert_eq!(err, QueueError::NotFound { job: id("ghost") });
+    assert_eq!(store.get(&id("ghost")).await.unwrap(), None, "a missing job is not created by a settle");
+    assert_eq!(
+        store.counts(JobKind::Upload).await.unwrap(),
+        StatusCounts { queued: 1, ..StatusCounts::default() },
+        "refused settles move no counter"
+    );
 }
 
 /// A fresh store holding, created in this order: upload u1 (started, then handed back), u2

@@ -112,6 +112,14 @@ const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1")
 /// As [`GET_SQL`], plus the row's `rowid` (column 13), so that the update that follows finds
 /// the row without searching the id index again.
 const GET_FOR_UPDATE_SQL: &str = concat!("SELECT ", columns!(), ", rowid FROM jobs WHERE id = ?1");
+/// What [`JobUpdate::check`] needs of a row, and the row's `rowid` for the update that follows.
+const SETTLE_READ_SQL: &str = "SELECT status, lease_epoch, rowid FROM jobs WHERE id = ?1";
+/// A checked update written without the record in hand: each column as [`JobRecord::apply`] sets
+/// it, a field the update leaves alone (`NULL` for the epoch, the result, the error) keeping
+/// its stored value.
+const SETTLE_WRITE_SQL: &str = "UPDATE jobs SET status = ?2, lease_epoch = COALESCE(?3, lease_epoch), \
+     attempt = attempt + ?4, updated_at_ms = ?5, result = COALESCE(?6, result), error = COALESCE(?7, error) \
+     WHERE rowid = ?1";
 const PURGE_SQL: &str =
     "DELETE FROM jobs WHERE status NOT IN ('queued', 'processing') AND updated_at_ms < ?1";
 const INSERT_SQL: &str = concat!(
@@ -308,6 +316,11 @@ impl SqliteJobStore {
         answer.await.map_err(|_| self.writer_gone())?
     }
 
+    /// A new result encoded for the writer, which handles JSON as text only.
+    fn result_json(&self, result: Option<&serde_json::Value>, what: &str) -> QueueResult<Option<String>> {
+        result.map(|r| to_json(r, "result")).transpose().map_err(|e| e.into_queue(&self.shown, what))
+    }
+
     /// Runs `f` on the read connection on a blocking thread.
     async fn read<T, F>(&self, what: &'static str, f: F) -> QueueResult<T>
     where
@@ -411,11 +424,7 @@ impl JobStore for SqliteJobStore {
         // The writer thread neither encodes nor decodes JSON: the new result travels as text,
         // and the payload comes back as text that is decoded here, off the writer.
         let result = update.result.take();
-        let result_json = result
-            .as_ref()
-            .map(|r| to_json(r, "result"))
-            .transpose()
-            .map_err(|e| e.into_queue(&self.shown, "transition"))?;
+        let result_json = self.result_json(result.as_ref(), "transition")?;
         let op = WriteOp::Transition { id: id.clone(), update, result: result_json };
         let changed = match self.write(op).await? {
             Outcome::Transitioned(changed) => changed,
@@ -431,6 +440,16 @@ impl JobStore for SqliteJobStore {
             Ok(record)
         };
         decode().map_err(|e| e.into_queue(&self.shown, "transition"))
+    }
+
+    /// The writer reads the row's state and lease epoch alone, checks them as `transition`
+    /// does, and writes the columns the update sets: the payload is neither read nor decoded.
+    async fn settle(&self, id: &JobId, mut update: JobUpdate) -> QueueResult<()> {
+        let result = self.result_json(update.result.take().as_ref(), "settle")?;
+        match self.write(WriteOp::Settle { id: id.clone(), update, result }).await? {
+            Outcome::Settled => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
@@ -680,6 +699,12 @@ enum WriteOp {
         update: JobUpdate,
         result: Option<String>,
     },
+    /// As `Transition`, answering no record.
+    Settle {
+        id: JobId,
+        update: JobUpdate,
+        result: Option<String>,
+    },
     Delete(JobId),
     Purge {
         before_ms: u64,
@@ -699,6 +724,7 @@ impl WriteOp {
         match self {
             Self::Create { .. } | Self::CreateMany(_) => "create",
             Self::Transition { .. } => "transition",
+            Self::Settle { .. } => "settle",
             Self::Delete(_) => "delete",
             Self::Purge { .. } => "purge_finished",
             Self::Claim { .. } => "claim",
@@ -718,7 +744,14 @@ impl WriteOp {
     /// Whether the operation makes at most one write statement. SQLite undoes a failed statement
     /// by itself, so such an operation needs no savepoint of its own to fail alone.
     const fn writes_once(&self) -> bool {
-        matches!(self, Self::Create { .. } | Self::Transition { .. } | Self::Delete(_) | Self::Release { .. })
+        matches!(
+            self,
+            Self::Create { .. }
+                | Self::Transition { .. }
+                | Self::Settle { .. }
+                | Self::Delete(_)
+                | Self::Release { .. }
+        )
     }
 }
 
@@ -739,6 +772,7 @@ enum Outcome {
     /// One answer per job of a batch create, in its order.
     Records(Vec<QueueResult<JobRecord>>),
     Transitioned(Box<Transitioned>),
+    Settled,
     Flag(bool),
     Count(usize),
     Claim(IdempotencyClaim),
@@ -895,6 +929,9 @@ impl Writer {
             WriteOp::Transition { id, update, result } => self
                 .transition(&id, &update, result, now_ms)
                 .map(|changed| Outcome::Transitioned(Box::new(changed))),
+            WriteOp::Settle { id, update, result } => {
+                self.settle(&id, &update, result.as_deref(), now_ms).map(|()| Outcome::Settled)
+            }
             WriteOp::Delete(id) => {
                 let n = self.conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.as_str()])?;
                 Ok(Outcome::Flag(n > 0))
@@ -980,6 +1017,45 @@ impl Writer {
                 record.error.as_deref(),
             ])?;
         Ok(Transitioned { record, payload, result })
+    }
+
+    /// `transition` without the record: reads the two columns the checks need and writes the
+    /// ones the update sets.
+    fn settle(
+        &self,
+        id: &JobId,
+        update: &JobUpdate,
+        result: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), Failure> {
+        let row = self
+            .conn
+            .prepare_cached(SETTLE_READ_SQL)?
+            .query_row([id.as_str()], |row| {
+                // Parsed in place: the state is compared, never kept as text.
+                let status = JobStatus::parse(row.get_ref(0)?.as_str()?).map_err(|e| e.to_string());
+                Ok((status, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            })
+            .optional()?;
+        let Some((status, lease_epoch, rowid)) = row else {
+            return Err(QueueError::NotFound { job: id.clone() }.into());
+        };
+        let status = status.map_err(|e| Failure::Corrupt(format!("job {id}: {e}")))?;
+        let lease_epoch = u64::try_from(lease_epoch)
+            .map_err(|_| Failure::Corrupt(format!("job {id}: negative lease_epoch {lease_epoch}")))?;
+        // The same fence and table as `transition`; on error nothing was written.
+        update.check(id, status, lease_epoch)?;
+        let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
+        self.conn.prepare_cached(SETTLE_WRITE_SQL)?.execute(params![
+            rowid,
+            update.to.unwrap_or(status).as_str(),
+            set_epoch,
+            i64::from(update.bump_attempt),
+            to_sql_int(now_ms, "updated_at_ms")?,
+            result,
+            update.error.as_deref(),
+        ])?;
+        Ok(())
     }
 
     fn claim(&self, request: &RequestId, job: &JobId, now_ms: u64) -> Result<IdempotencyClaim, Failure> {
@@ -1164,6 +1240,12 @@ mod tests {
                 result: Some("null".into()),
             },
             create_op("b"),
+            WriteOp::Settle {
+                id: JobId::new("b").unwrap(),
+                update: JobUpdate::requeue(1, None),
+                result: None,
+            },
+            WriteOp::Settle { id: JobId::new("b").unwrap(), update: JobUpdate::start(4), result: None },
         ]
         .into_iter()
         .map(|op| {
@@ -1185,11 +1267,20 @@ mod tests {
             matches!(&results[4], Ok(Outcome::Record(r)) if r.seq == 2),
             "a refused create spends no seq"
         );
+        assert!(matches!(&results[5], Err(QueueError::StaleLease { epoch: 1, current: 0, .. })));
+        assert!(matches!(&results[6], Ok(Outcome::Settled)));
         assert_eq!(stats.batches.load(Ordering::Acquire), 1);
-        assert_eq!(stats.ops.load(Ordering::Acquire), 2);
+        assert_eq!(stats.ops.load(Ordering::Acquire), 3);
         let rows: i64 = writer.conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0)).unwrap();
-        let status: String =
-            writer.conn.query_row("SELECT status FROM jobs WHERE id = 'a'", [], |r| r.get(0)).unwrap();
-        assert_eq!((rows, status.as_str()), (2, "queued"));
+        let status = |id: &str| -> (String, i64, i64) {
+            writer
+                .conn
+                .query_row("SELECT status, attempt, lease_epoch FROM jobs WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap()
+        };
+        assert_eq!((rows, status("a")), (2, ("queued".into(), 0, 0)));
+        assert_eq!(status("b"), ("processing".into(), 1, 4));
     }
 }
