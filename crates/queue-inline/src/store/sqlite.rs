@@ -18,7 +18,7 @@ use queue_core::{
     IdempotencyClaim, IdempotencyStore, JobId, JobKind, JobRecord, JobStatus, JobStore, JobUpdate, LaneId,
     NewJob, QueueError, QueueResult, RequestId, SharedClock, StatusCounts, TenantId,
 };
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, PrepFlags, Row, Statement, params};
 use tokio::sync::oneshot;
 
 /// Settings of a [`SqliteJobStore`].
@@ -112,6 +112,9 @@ const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1")
 /// As [`GET_SQL`], plus the row's `rowid` (column 13), so that the update that follows finds
 /// the row without searching the id index again.
 const GET_FOR_UPDATE_SQL: &str = concat!("SELECT ", columns!(), ", rowid FROM jobs WHERE id = ?1");
+/// The row a `transition` changed, written back whole but for the columns no update touches.
+const TRANSITION_WRITE_SQL: &str = "UPDATE jobs SET status = ?2, attempt = ?3, lease_epoch = ?4, \
+     updated_at_ms = ?5, result = ?6, error = ?7 WHERE rowid = ?1";
 /// What [`JobUpdate::check`] needs of a row, and the row's `rowid` for the update that follows.
 const SETTLE_READ_SQL: &str = "SELECT status, lease_epoch, rowid FROM jobs WHERE id = ?1";
 /// A checked update written without the record in hand: each column as [`JobRecord::apply`] sets
@@ -256,19 +259,43 @@ impl SqliteJobStore {
 
         let stats = Arc::new(WriterStats::default());
         let (ops, queue) = mpsc::channel();
-        let writer = Writer {
-            conn,
-            tenant: tenant.clone(),
-            shown: Arc::clone(&shown),
-            next_seq,
-            idempotency_ttl_ms: config.idempotency_ttl_ms,
-            max_batch: config.max_batch.max(1),
-            stats: Arc::clone(&stats),
-        };
+        // The writer's statements borrow its connection, so the thread that owns the connection
+        // prepares them, and says whether it could before `open` returns.
+        let (ready, prepared) = mpsc::sync_channel(1);
+        let (writer_tenant, writer_shown, writer_stats) =
+            (tenant.clone(), Arc::clone(&shown), Arc::clone(&stats));
         let handle = std::thread::Builder::new()
             .name(format!("laneway-sqlite-{tenant}"))
-            .spawn(move || writer.run(&queue))
+            .spawn(move || {
+                let hot = match HotStatements::prepare(&conn) {
+                    Ok(hot) => hot,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let writer = Writer {
+                    conn: &conn,
+                    hot,
+                    tenant: writer_tenant,
+                    shown: writer_shown,
+                    next_seq,
+                    idempotency_ttl_ms: config.idempotency_ttl_ms,
+                    max_batch: config.max_batch.max(1),
+                    stats: writer_stats,
+                };
+                writer.run(&queue);
+            })
             .map_err(|e| fail("cannot start the writer thread", &e))?;
+        let started = prepared.recv();
+        if !matches!(started, Ok(Ok(()))) {
+            let _ = handle.join();
+            return Err(match started {
+                Ok(Err(e)) => fail("cannot prepare the writer's statements", &e),
+                _ => fail("cannot start the writer thread", &"it stopped before it was ready"),
+            });
+        }
         tracing::debug!(tenant = %tenant, path = %shown, next_seq, "opened the SQLite job store");
 
         Ok(Self {
@@ -795,9 +822,41 @@ struct Envelope {
     reply: oneshot::Sender<QueueResult<Outcome>>,
 }
 
+/// The statements every job's create, start and end run, prepared once: the statement cache
+/// would hash their SQL text and move them in and out of its LRU list at each use.
+struct HotStatements<'c> {
+    begin: Statement<'c>,
+    commit: Statement<'c>,
+    exists: Statement<'c>,
+    insert: Statement<'c>,
+    get_for_update: Statement<'c>,
+    transition_write: Statement<'c>,
+    settle_read: Statement<'c>,
+    settle_write: Statement<'c>,
+}
+
+impl<'c> HotStatements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        // Persistent, as the cache prepares them: SQLite then keeps them out of the connection's
+        // small lookaside allocator, which every statement's run draws on.
+        let prepare = |sql| conn.prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT);
+        Ok(Self {
+            begin: prepare("BEGIN IMMEDIATE")?,
+            commit: prepare("COMMIT")?,
+            exists: prepare("SELECT 1 FROM jobs WHERE id = ?1")?,
+            insert: prepare(INSERT_SQL)?,
+            get_for_update: prepare(GET_FOR_UPDATE_SQL)?,
+            transition_write: prepare(TRANSITION_WRITE_SQL)?,
+            settle_read: prepare(SETTLE_READ_SQL)?,
+            settle_write: prepare(SETTLE_WRITE_SQL)?,
+        })
+    }
+}
+
 /// The writer thread's state: the only connection that writes.
-struct Writer {
-    conn: Connection,
+struct Writer<'c> {
+    conn: &'c Connection,
+    hot: HotStatements<'c>,
     tenant: TenantId,
     shown: Arc<str>,
     next_seq: u64,
@@ -806,7 +865,7 @@ struct Writer {
     stats: Arc<WriterStats>,
 }
 
-impl Writer {
+impl Writer<'_> {
     /// Commits batches until every sender is gone.
     fn run(mut self, queue: &mpsc::Receiver<Envelope>) {
         let mut batch = Vec::with_capacity(self.max_batch.min(1024));
@@ -868,7 +927,7 @@ impl Writer {
         outcomes: &mut Vec<QueueResult<Outcome>>,
         seq_before: u64,
     ) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        self.hot.begin.execute([])?;
         for (op, now_ms) in work {
             let what = op.name();
             let seq = self.next_seq;
@@ -905,7 +964,7 @@ impl Writer {
                 )?
                 .execute([next])?;
         }
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.hot.commit.execute([])?;
         Ok(())
     }
 
@@ -957,13 +1016,12 @@ impl Writer {
     }
 
     fn create(&mut self, job: NewJob, payload: &str, now_ms: u64) -> Result<JobRecord, Failure> {
-        let exists =
-            self.conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?.exists([job.id.as_str()])?;
+        let exists = self.hot.exists.exists([job.id.as_str()])?;
         if exists {
             return Err(QueueError::AlreadyExists { job: job.id }.into());
         }
         let record = JobRecord::from_new(self.tenant.clone(), job, self.next_seq, now_ms);
-        self.conn.prepare_cached(INSERT_SQL)?.execute(params![
+        self.hot.insert.execute(params![
             record.id.as_str(),
             record.kind.as_str(),
             record.lane.as_ref().map(LaneId::as_str),
@@ -983,15 +1041,15 @@ impl Writer {
     }
 
     fn transition(
-        &self,
+        &mut self,
         id: &JobId,
         update: &JobUpdate,
         result: Option<String>,
         now_ms: u64,
     ) -> Result<Transitioned, Failure> {
         let row = self
-            .conn
-            .prepare_cached(GET_FOR_UPDATE_SQL)?
+            .hot
+            .get_for_update
             .query_row([id.as_str()], |row| Ok((RawJob::from_row(row)?, row.get::<_, i64>(13)?)))
             .optional()?;
         let Some((raw, rowid)) = row else {
@@ -1002,35 +1060,30 @@ impl Writer {
         // update carries no result (it comes as text), so `apply` leaves the result alone.
         record.apply(update, now_ms)?;
         let result = result.or(stored_result);
-        self.conn
-            .prepare_cached(
-                "UPDATE jobs SET status = ?2, attempt = ?3, lease_epoch = ?4, updated_at_ms = ?5, result = ?6, \
-                 error = ?7 WHERE rowid = ?1",
-            )?
-            .execute(params![
-                rowid,
-                record.status.as_str(),
-                i64::from(record.attempt),
-                to_sql_int(record.lease_epoch, "lease_epoch")?,
-                to_sql_int(record.updated_at_ms, "updated_at_ms")?,
-                result.as_deref(),
-                record.error.as_deref(),
-            ])?;
+        self.hot.transition_write.execute(params![
+            rowid,
+            record.status.as_str(),
+            i64::from(record.attempt),
+            to_sql_int(record.lease_epoch, "lease_epoch")?,
+            to_sql_int(record.updated_at_ms, "updated_at_ms")?,
+            result.as_deref(),
+            record.error.as_deref(),
+        ])?;
         Ok(Transitioned { record, payload, result })
     }
 
     /// `transition` without the record: reads the two columns the checks need and writes the
     /// ones the update sets.
     fn settle(
-        &self,
+        &mut self,
         id: &JobId,
         update: &JobUpdate,
         result: Option<&str>,
         now_ms: u64,
     ) -> Result<(), Failure> {
         let row = self
-            .conn
-            .prepare_cached(SETTLE_READ_SQL)?
+            .hot
+            .settle_read
             .query_row([id.as_str()], |row| {
                 // Parsed in place: the state is compared, never kept as text.
                 let status = JobStatus::parse(row.get_ref(0)?.as_str()?).map_err(|e| e.to_string());
@@ -1046,7 +1099,7 @@ impl Writer {
         // The same fence and table as `transition`; on error nothing was written.
         update.check(id, status, lease_epoch)?;
         let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
-        self.conn.prepare_cached(SETTLE_WRITE_SQL)?.execute(params![
+        self.hot.settle_write.execute(params![
             rowid,
             update.to.unwrap_or(status).as_str(),
             set_epoch,
@@ -1217,7 +1270,8 @@ mod tests {
         let next_seq = prepare_schema(&mut conn, &TenantId::default_tenant()).unwrap();
         let stats = Arc::new(WriterStats::default());
         let mut writer = Writer {
-            conn,
+            conn: &conn,
+            hot: HotStatements::prepare(&conn).unwrap(),
             tenant: TenantId::default_tenant(),
             shown: "test".into(),
             next_seq,
