@@ -635,13 +635,14 @@ fn to_json(value: &serde_json::Value, field: &str) -> Result<String, Failure> {
     serde_json::to_string(value).map_err(|e| Failure::Corrupt(format!("{field} cannot be encoded: {e}")))
 }
 
-/// A `jobs` row as SQLite returns it, before validation.
+/// A `jobs` row as SQLite returns it, before validation. The kind and the state are parsed
+/// where SQLite holds them rather than copied out first.
 struct RawJob {
-    id: String,
-    kind: String,
+    id: RawId,
+    kind: QueueResult<JobKind>,
     lane: Option<String>,
     request_id: Option<String>,
-    status: String,
+    status: QueueResult<JobStatus>,
     attempt: i64,
     lease_epoch: i64,
     seq: i64,
@@ -652,14 +653,32 @@ struct RawJob {
     error: Option<String>,
 }
 
+/// A row's id: read from the row, or the one it was looked up by.
+enum RawId {
+    Read(String),
+    Known(JobId),
+}
+
 impl RawJob {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Self::read(row, RawId::Read(row.get(0)?))
+    }
+
+    /// The row of `id`, found by it: the id is not read back.
+    fn from_row_of(row: &Row<'_>, id: &JobId) -> rusqlite::Result<Self> {
+        Self::read(row, RawId::Known(id.clone()))
+    }
+
+    fn read(row: &Row<'_>, id: RawId) -> rusqlite::Result<Self> {
+        let text = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
+        let kind = text(1)?;
+        let status = text(4)?;
         Ok(Self {
-            id: row.get(0)?,
-            kind: row.get(1)?,
+            id,
+            kind: JobKind::parse(kind),
             lane: row.get(2)?,
             request_id: row.get(3)?,
-            status: row.get(4)?,
+            status: JobStatus::parse(status),
             attempt: row.get(5)?,
             lease_epoch: row.get(6)?,
             seq: row.get(7)?,
@@ -683,17 +702,22 @@ impl RawJob {
     /// Validates every column but the JSON ones, which are returned as text; the record holds
     /// `null` and no result in their place.
     fn split(self, tenant: &TenantId) -> Result<(JobRecord, String, Option<String>), Failure> {
-        let id = self.id;
+        let id = match self.id {
+            RawId::Known(id) => id,
+            RawId::Read(text) => {
+                JobId::new(text.as_str()).map_err(|e| Failure::Corrupt(format!("job {text}: {e}")))?
+            }
+        };
         let bad = |what: String| Failure::Corrupt(format!("job {id}: {what}"));
         let int = |value: i64, field: &str| {
             u64::try_from(value).map_err(|_| Failure::Corrupt(format!("job {id}: negative {field} {value}")))
         };
         let record = JobRecord {
-            kind: JobKind::parse(&self.kind).map_err(|e| bad(e.to_string()))?,
+            kind: self.kind.map_err(|e| bad(e.to_string()))?,
             tenant: tenant.clone(),
             lane: self.lane.map(LaneId::new).transpose().map_err(|e| bad(e.to_string()))?,
             request_id: self.request_id.map(RequestId::new).transpose().map_err(|e| bad(e.to_string()))?,
-            status: JobStatus::parse(&self.status).map_err(|e| bad(e.to_string()))?,
+            status: self.status.map_err(|e| bad(e.to_string()))?,
             attempt: u32::try_from(self.attempt)
                 .map_err(|_| bad(format!("attempt {} out of range", self.attempt)))?,
             lease_epoch: int(self.lease_epoch, "lease_epoch")?,
@@ -703,7 +727,7 @@ impl RawJob {
             payload: serde_json::Value::Null,
             result: None,
             error: self.error,
-            id: JobId::new(id.clone()).map_err(|e| bad(e.to_string()))?,
+            id,
         };
         Ok((record, self.payload, self.result))
     }
@@ -1050,7 +1074,7 @@ impl Writer<'_> {
         let row = self
             .hot
             .get_for_update
-            .query_row([id.as_str()], |row| Ok((RawJob::from_row(row)?, row.get::<_, i64>(13)?)))
+            .query_row([id.as_str()], |row| Ok((RawJob::from_row_of(row, id)?, row.get::<_, i64>(13)?)))
             .optional()?;
         let Some((raw, rowid)) = row else {
             return Err(QueueError::NotFound { job: id.clone() }.into());
@@ -1256,6 +1280,39 @@ mod tests {
                 "sqlite_autoindex_jobs_1"
             ]
         );
+    }
+
+    /// A row with a kind or a state this store never writes fails the calls that read it, naming
+    /// the job and the text, whether the call reads the whole row (`get`, `transition`) or only
+    /// the state (`settle`); nothing is written.
+    #[tokio::test]
+    async fn a_row_this_store_did_not_write_is_reported_not_guessed_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        for job in ["k", "s"] {
+            store.create(new_job(job)).await.unwrap();
+        }
+        let other = Connection::open(store.path()).unwrap();
+        other.execute("UPDATE jobs SET kind = 'fax' WHERE id = 'k'", []).unwrap();
+        other.execute("UPDATE jobs SET status = 'limbo' WHERE id = 's'", []).unwrap();
+        let k = JobId::new("k").unwrap();
+        let s = JobId::new("s").unwrap();
+        let corrupt = |e: QueueError, job: &str, text: &str| match e {
+            QueueError::Storage(m) => {
+                assert!(m.contains("corrupt data") && m.contains(&format!("job {job}:")), "{m}");
+                assert!(m.contains(text), "{m}");
+            }
+            other => panic!("{other:?}"),
+        };
+        corrupt(store.get(&k).await.unwrap_err(), "k", "\"fax\"");
+        corrupt(store.transition(&k, JobUpdate::start(1)).await.unwrap_err(), "k", "\"fax\"");
+        corrupt(store.get(&s).await.unwrap_err(), "s", "\"limbo\"");
+        corrupt(store.transition(&s, JobUpdate::start(1)).await.unwrap_err(), "s", "\"limbo\"");
+        corrupt(store.settle(&s, JobUpdate::start(1)).await.unwrap_err(), "s", "\"limbo\"");
+        let untouched: (String, i64) = other
+            .query_row("SELECT status, attempt FROM jobs WHERE id = 's'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!(untouched, ("limbo".into(), 0));
     }
 
     /// Builds one batch by hand so the refused operations are certain to share a transaction
