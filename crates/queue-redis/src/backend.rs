@@ -1233,9 +1233,9 @@ impl Inner {
 
     /// Lengthens the short lease of a job handed to this worker (which runs out at `until`, ms)
     /// to a full lease (a chat job's: its lane's claim, to the claim TTL), a third of the way to
-    /// `until`, if this process still holds the job under
-    /// the same epoch then (a quick job has settled long before); after a failed renewal, tries
-    /// again a third of what is left later (at least 100 ms) while it holds the job.
+    /// `until`, if this process still holds the job under the same epoch then (a quick job has
+    /// settled long before); after a failed renewal, tries again a third of what is left later
+    /// (at least 100 ms) while it holds the job.
     fn lengthen_lease(self: &Arc<Self>, id: JobId, epoch: u64, until: u64) {
         let me = self.clone();
         let mut timers = lock(&self.timers);
@@ -1949,8 +1949,6 @@ fn value_str(v: &Value) -> Option<String> {
     }
 }
 
-/// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`: `{run, epoch, lane, deadline,
-/// claimed record}` or `{finish, epoch, lane, deadline, job}`.
 /// A chat job handed to an idle chat worker (`hand_chat`, handoff_chat_fn.lua): the JSON of a
 /// `start_chat` answer, read as [`parse_chat_claim`] reads one from a script's reply; with when
 /// its lane's short lease runs out (ms).
@@ -1975,6 +1973,8 @@ fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64
     }
 }
 
+/// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`: `{run, epoch, lane, deadline,
+/// claimed record}` or `{finish, epoch, lane, deadline, job}`.
 fn parse_chat_claim(v: Value, tenant: &TenantId) -> QueueResult<Claimed> {
     let bad = || QueueError::Storage("unexpected chat claim reply".into());
     let Value::Array(parts) = v else { return Err(bad()) };
@@ -2213,5 +2213,57 @@ mod tests {
         assert_eq!(slot_claims(true, false, 0), 1, "a slow handler's slot claims its next only");
         assert_eq!(slot_claims(true, false, 1), 0, "and none while one is ahead");
         assert_eq!(slot_claims(false, true, 0), 0, "a stopping process takes no new job");
+    }
+
+    /// The values of `CLAIM_FIELDS` of a started chat job, as `hand_chat` pushes them.
+    fn handed_values() -> serde_json::Value {
+        let values: Vec<serde_json::Value> = crate::store::CLAIM_FIELDS
+            .iter()
+            .map(|f| match *f {
+                "id" => "c1".into(),
+                "status" => "processing".into(),
+                "epoch" | "attempt" => "7".into(),
+                "lane" => "student:s1:main".into(),
+                "seq" => "3".into(),
+                "updated" | "created" => "1000".into(),
+                "payload" => "{\"q\":1}".into(),
+                _ => serde_json::Value::Null,
+            })
+            .collect();
+        values.into()
+    }
+
+    #[test]
+    fn a_handed_chat_job_is_read_as_a_claim_of_its_lane_with_its_lease() {
+        let tenant = TenantId::new("t").expect("tenant");
+        let text = serde_json::json!(["run", "7", "student:s1:main", "31000", handed_values()]).to_string();
+        let (claim, until) = parse_handed_chat(&text, &tenant).expect("a handed chat job");
+        assert_eq!(until, 31_000, "its lane's lease");
+        let Claimed::Chat(claim, record) = claim else { panic!("a started claim") };
+        assert_eq!(
+            (claim.job_id.as_str(), claim.lane_id.as_str(), claim.epoch),
+            ("c1", "student:s1:main", 7)
+        );
+        assert_eq!(
+            (record.kind, record.status, record.lease_epoch),
+            (JobKind::Chat, JobStatus::Processing, 7)
+        );
+        assert_eq!(record.payload, serde_json::json!({"q": 1}));
+    }
+
+    #[test]
+    fn a_handed_chat_item_that_is_not_a_started_claim_is_refused() {
+        let tenant = TenantId::new("t").expect("tenant");
+        for text in [
+            "not json".to_owned(),
+            serde_json::json!(["finish", "7", "l", "31000", "c1"]).to_string(),
+            serde_json::json!(["run", "x", "l", "31000", handed_values()]).to_string(),
+            serde_json::json!(["run", "7", "l"]).to_string(),
+        ] {
+            assert!(
+                matches!(parse_handed_chat(&text, &tenant), Err(QueueError::Storage(_))),
+                "{text} is refused"
+            );
+        }
     }
 }
