@@ -51,8 +51,11 @@ const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
 /// Direct hand-off of a submitted job to an idle worker; `submit_plain` only. Needs
 /// `CLAIM_PLAIN_FN` before it.
 const HANDOFF_FN: &str = include_str!("lua/handoff_fn.lua");
+/// What both kinds of worker do with their hand-off list at a claim: withdraw the registration,
+/// read and empty the list; needed by `TAKE_HANDED_FN` and `TAKE_HANDED_CHAT_FN`.
+const HANDED_FN: &str = include_str!("lua/handed_fn.lua");
 /// The worker's side of the hand-off: what was handed to it and not yet read, taken by its next
-/// claim; `claim_plain` only. Needs `CLAIM_PLAIN_FN` before it.
+/// claim; `claim_plain` only. Needs `CLAIM_PLAIN_FN` and `HANDED_FN` before it.
 const TAKE_HANDED_FN: &str = include_str!("lua/take_handed_fn.lua");
 /// A lone submit's job created already claimed for an idle worker; `submit_plain` only. Needs
 /// `CLAIM_PLAIN_FN`, `HANDOFF_FN` and `CLAIM_NAMES` before it.
@@ -62,7 +65,7 @@ const HANDOFF_NEW_FN: &str = include_str!("lua/handoff_new_fn.lua");
 /// (which registers as idle when it finds too few).
 pub(crate) static CLAIM_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{TAKE_HANDED_FN}\n{}",
+        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{HANDED_FN}\n{TAKE_HANDED_FN}\n{}",
         *CLAIM_FIELDS_FN,
         include_str!("lua/claim_plain.lua")
     ))
@@ -75,14 +78,14 @@ const CLAIM_CHAT_FN: &str = include_str!("lua/claim_chat_fn.lua");
 
 /// A chat job handed to an idle chat worker; `submit_chat` only. Needs `START_CHAT_FN`.
 const HANDOFF_CHAT_FN: &str = include_str!("lua/handoff_chat_fn.lua");
-/// The chat worker's side of the hand-off; `claim_chat` only.
+/// The chat worker's side of the hand-off; `claim_chat` only. Needs `HANDED_FN` before it.
 const TAKE_HANDED_CHAT_FN: &str = include_str!("lua/take_handed_chat_fn.lua");
 
 /// Claims chat dispatches that are still current, for a chat worker's fetch loop (which
 /// registers as idle when it finds too few).
 pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{TAKE_HANDED_CHAT_FN}\n{}",
+        "{BATCH_FN}\n{}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{HANDED_FN}\n{TAKE_HANDED_CHAT_FN}\n{}",
         *CLAIM_FIELDS_FN,
         include_str!("lua/claim_chat.lua")
     ))

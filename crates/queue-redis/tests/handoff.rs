@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use lane_store::TenantKeys;
 use queue_core::conformance::{Behavior, eventually, new_job};
-use queue_core::{Clock, JobId, JobKind, JobStatus, LaneStoreConfig, ManualClock, QueueBackend, SystemClock};
+use queue_core::{Clock, JobKind, JobStatus, LaneStoreConfig, ManualClock, QueueBackend, SystemClock};
 use queue_redis::{RedisBackendConfig, RedisQueueBackend};
 use redis_harness::RedisServer;
 
 mod support;
-use support::{Rig, status};
+use support::{Rig, handed_to, id, status, wait_registered};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -23,25 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(20);
 async fn idle_worker(rig: &Rig, server: &RedisServer, config: RedisBackendConfig) -> RedisQueueBackend {
     let worker = rig.backend(RedisBackendConfig { upload_concurrency: 1, ..config });
     worker.start().await.expect("start");
-    wait_registered(rig, server, &worker).await;
+    wait_registered(rig, server, &worker, JobKind::Upload).await;
     worker
-}
-
-async fn wait_registered(rig: &Rig, server: &RedisServer, worker: &RedisQueueBackend) {
-    let idle = TenantKeys::new(&rig.tenant).idle(JobKind::Upload);
-    eventually("the worker registers as idle", PATIENCE, || async {
-        server.command(&["ZSCORE", &idle, worker.worker_id()]) != "(nil)"
-    })
-    .await;
-}
-
-/// How many jobs wait in `worker`'s hand-off list (a list key exists only while it holds any).
-fn handed_to(server: &RedisServer, rig: &Rig, worker: &str) -> String {
-    server.command(&["LLEN", &TenantKeys::new(&rig.tenant).handoff(JobKind::Upload, worker)])
-}
-
-fn id(id: &str) -> JobId {
-    JobId::new(id).expect("id")
 }
 
 /// Each submit finds the worker idle, hands it its job and pushes no wake-up token; the worker
@@ -54,7 +37,7 @@ async fn a_submit_hands_its_job_to_an_idle_worker_instead_of_waking_it() {
     let producer = rig.producer().await;
     let worker = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
     for (i, job) in ["h1", "h2", "h3"].into_iter().enumerate() {
-        wait_registered(&rig, &server, &worker).await;
+        wait_registered(&rig, &server, &worker, JobKind::Upload).await;
         producer
             .submit(rig.store.clone(), new_job(job, JobKind::Upload, None, &Behavior::Ok))
             .await
@@ -67,7 +50,7 @@ async fn a_submit_hands_its_job_to_an_idle_worker_instead_of_waking_it() {
         assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
     }
     assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Upload)]), "0", "no wake-up token was pushed");
-    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, worker.worker_id()), "0");
     worker.stop().await.expect("stop");
     assert_eq!(
         server.command(&["ZSCORE", &keys.idle(JobKind::Upload), worker.worker_id()]),
@@ -86,7 +69,7 @@ async fn a_batch_hands_one_job_to_each_idle_worker_and_wakes_others_for_the_rest
     let producer = rig.producer().await;
     let first = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
     let second = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
-    wait_registered(&rig, &server, &first).await;
+    wait_registered(&rig, &server, &first, JobKind::Upload).await;
     let batch = ["m1", "m2", "m3"].map(|job| new_job(job, JobKind::Upload, None, &Behavior::Ok)).to_vec();
     for r in producer.submit_many(rig.store.clone(), batch).await.expect("submit_many") {
         r.expect("accepted");
@@ -105,7 +88,7 @@ async fn a_batch_hands_one_job_to_each_idle_worker_and_wakes_others_for_the_rest
     );
     for worker in [&first, &second] {
         worker.stop().await.expect("stop");
-        assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
+        assert_eq!(handed_to(&server, &rig, JobKind::Upload, worker.worker_id()), "0");
     }
     producer.stop().await.expect("stop producer");
 }
@@ -134,8 +117,8 @@ async fn a_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_lease_
         (1_000_000 + handoff_lease).to_string(),
         "claimed for the dead worker under the short lease"
     );
-    assert_eq!(handed_to(&server, &rig, "dead"), "1");
-    assert_eq!(handed_to(&server, &rig, "gone"), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, "dead"), "1");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, "gone"), "0");
     assert_eq!(server.command(&["ZRANGE", &idle, "0", "-1"]), "gone", "one registration, one job");
 
     let rescuer =
@@ -178,7 +161,7 @@ async fn hand_to_busy_worker(
     let far = (SystemClock.now_ms() + 60_000).to_string();
     server.command(&["ZADD", &idle, &far, worker.worker_id()]);
     submit(&waiting).await.expect("submit");
-    assert_eq!(handed_to(server, rig, worker.worker_id()), "1", "{second} waits");
+    assert_eq!(handed_to(server, rig, JobKind::Upload, worker.worker_id()), "1", "{second} waits");
     assert_eq!(status(&rig.store, second).await, JobStatus::Processing, "{second} is claimed for the worker");
 }
 
@@ -203,7 +186,7 @@ async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_le
         u128::from(lease) > u128::from(SystemClock.now_ms()) + full / 2,
         "b2's lease ({lease}) is a full one"
     );
-    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, worker.worker_id()), "0");
     rig.handler.open("g2");
     eventually("b2 is done", PATIENCE, || async { status(&rig.store, "b2").await == JobStatus::Done }).await;
     assert_eq!((rig.handler.invocations(&id("b1")), rig.handler.invocations(&id("b2"))), (1, 1));
@@ -227,7 +210,7 @@ async fn a_stop_hands_back_a_job_handed_over_and_not_yet_read() {
     worker.stop().await.expect("stop");
     assert_eq!(worker.stats().handed_back, 2, "s1 (running) and s2 (handed over)");
     assert_eq!(status(&rig.store, "s2").await, JobStatus::Queued);
-    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, worker.worker_id()), "0");
     let other = rig.backend(RedisBackendConfig::default());
     other.start().await.expect("start");
     eventually("s2 runs elsewhere", PATIENCE, || async { status(&rig.store, "s2").await == JobStatus::Done })
@@ -313,7 +296,7 @@ async fn a_job_submitted_to_an_idle_worker_with_none_ready_is_created_claimed_fo
 
     assert_eq!(support::calls(&server, "lpop"), lpops, "no job was popped from the ready list");
     assert_eq!(server.command(&["LLEN", &keys.ready(JobKind::Upload)]), "0");
-    assert_eq!(handed_to(&server, &rig, "w"), "1");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, "w"), "1");
     assert_eq!(server.command(&["ZCARD", &keys.idle(JobKind::Upload)]), "0", "the registration served once");
     let lease = RedisBackendConfig::default().handoff_lease.as_millis();
     let until = (2_000_000 + lease).to_string();
@@ -338,7 +321,7 @@ async fn a_job_submitted_to_an_idle_worker_with_none_ready_is_created_claimed_fo
     server.command(&["ZADD", &keys.idle(JobKind::Upload), "2060000", "w"]);
     let again = producer.submit(rig.store.clone(), new_job("n1", JobKind::Upload, None, &Behavior::Ok)).await;
     assert!(matches!(again, Err(queue_core::QueueError::AlreadyExists { .. })), "{again:?}");
-    assert_eq!(handed_to(&server, &rig, "w"), "1");
+    assert_eq!(handed_to(&server, &rig, JobKind::Upload, "w"), "1");
     assert_eq!(server.command(&["ZCARD", &keys.idle(JobKind::Upload)]), "1");
     producer.stop().await.expect("stop producer");
 }

@@ -11,19 +11,15 @@ use std::time::Duration;
 use lane_store::TenantKeys;
 use queue_core::conformance::{Behavior, eventually, new_job};
 use queue_core::{
-    Clock, JobId, JobKind, JobStatus, LaneId, LaneStoreConfig, ManualClock, QueueBackend, SystemClock,
+    Clock, JobKind, JobStatus, LaneId, LaneStoreConfig, ManualClock, QueueBackend, SystemClock,
 };
 use queue_redis::{RedisBackendConfig, RedisQueueBackend};
 use redis_harness::RedisServer;
 
 mod support;
-use support::{Rig, status};
+use support::{Rig, handed_to, id, status, wait_registered};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn id(id: &str) -> JobId {
-    JobId::new(id).expect("id")
-}
 
 fn lane(name: &str) -> LaneId {
     LaneId::new(name).expect("lane")
@@ -39,21 +35,8 @@ async fn idle_chat_worker(rig: &Rig, server: &RedisServer, config: RedisBackendC
         ..config
     });
     worker.start().await.expect("start");
-    wait_registered(rig, server, &worker).await;
+    wait_registered(rig, server, &worker, JobKind::Chat).await;
     worker
-}
-
-async fn wait_registered(rig: &Rig, server: &RedisServer, worker: &RedisQueueBackend) {
-    let idle = TenantKeys::new(&rig.tenant).idle(JobKind::Chat);
-    eventually("the chat worker registers as idle", PATIENCE, || async {
-        server.command(&["ZSCORE", &idle, worker.worker_id()]) != "(nil)"
-    })
-    .await;
-}
-
-/// How many jobs wait in `worker`'s chat hand-off list.
-fn handed_to(server: &RedisServer, rig: &Rig, worker: &str) -> String {
-    server.command(&["LLEN", &TenantKeys::new(&rig.tenant).handoff(JobKind::Chat, worker)])
 }
 
 async fn submit(rig: &Rig, producer: &RedisQueueBackend, job: &str, lane_name: &str, behavior: &Behavior) {
@@ -114,7 +97,7 @@ async fn a_chat_job_is_not_handed_over_ahead_of_another_lanes_waiting_dispatch()
     let far = (SystemClock.now_ms() + 60_000).to_string();
     server.command(&["ZADD", &keys.idle(JobKind::Chat), &far, "w"]);
     submit(&rig, &producer, "y1", "ly", &Behavior::Ok).await;
-    assert_eq!(handed_to(&server, &rig, "w"), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Chat, "w"), "0");
     let ready = server.command(&["LRANGE", &keys.chat_ready(), "0", "-1"]);
     assert!(ready.contains("|x1|lx") && ready.contains("|y1|ly"), "both dispatched, x1 first: {ready}");
     assert!(ready.find("x1") < ready.find("y1"));
@@ -134,7 +117,7 @@ async fn a_chat_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_l
     let producer = rig.producer().await;
     submit(&rig, &producer, "d1", "ld", &Behavior::Ok).await;
     let handoff_lease = u64::try_from(RedisBackendConfig::default().handoff_lease.as_millis()).expect("ms");
-    assert_eq!(handed_to(&server, &rig, "dead"), "1");
+    assert_eq!(handed_to(&server, &rig, JobKind::Chat, "dead"), "1");
     assert_eq!(
         server.command(&["ZSCORE", &keys.leases(), "ld"]),
         (1_000_000 + handoff_lease).to_string(),
@@ -176,7 +159,7 @@ async fn hand_to_busy_chat_worker(
     let far = (SystemClock.now_ms() + 60_000).to_string();
     server.command(&["ZADD", &idle, &far, worker.worker_id()]);
     submit(rig, producer, waiting.0, "lb", &waiting.1).await;
-    assert_eq!(handed_to(server, rig, worker.worker_id()), "1", "{} waits", waiting.0);
+    assert_eq!(handed_to(server, rig, JobKind::Chat, worker.worker_id()), "1", "{} waits", waiting.0);
 }
 
 /// A chat job handed to a busy worker waits in its list and is taken by the worker's next claim,
@@ -196,7 +179,7 @@ async fn a_chat_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_fu
     let lease: u64 = server.command(&["ZSCORE", &keys.leases(), "lb"]).parse().expect("a lease");
     let full = LaneStoreConfig::default().claim_ttl_ms;
     assert!(lease > SystemClock.now_ms() + full / 2, "b2's lane lease ({lease}) is a full one");
-    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Chat, worker.worker_id()), "0");
     rig.handler.open("g2");
     eventually("b2 is done", PATIENCE, || async { status(&rig.store, "b2").await == JobStatus::Done }).await;
     assert_eq!((rig.handler.invocations(&id("b1")), rig.handler.invocations(&id("b2"))), (1, 1));
@@ -220,7 +203,7 @@ async fn a_stop_hands_back_a_chat_job_handed_over_and_not_yet_read() {
     worker.stop().await.expect("stop");
     assert_eq!(worker.stats().handed_back, 2, "s1 (running) and s2 (handed over)");
     assert_eq!(status(&rig.store, "s2").await, JobStatus::Queued);
-    assert_eq!(handed_to(&server, &rig, worker.worker_id()), "0");
+    assert_eq!(handed_to(&server, &rig, JobKind::Chat, worker.worker_id()), "0");
     let other = rig.backend(RedisBackendConfig::default());
     other.start().await.expect("start");
     eventually("s2 runs elsewhere", PATIENCE, || async { status(&rig.store, "s2").await == JobStatus::Done })

@@ -1,6 +1,6 @@
 -- Claims up to N chat dispatches that are still current, for a chat worker's fetch loop
--- (batch_fn.lua, the generated read_claim, start_chat_fn.lua, claim_chat_fn.lua and
--- take_handed_chat_fn.lua are prepended). First withdraws the worker's idle registration and
+-- (batch_fn.lua, the generated read_claim, start_chat_fn.lua, claim_chat_fn.lua, handed_fn.lua
+-- and take_handed_chat_fn.lua are prepended). First withdraws the worker's idle registration and
 -- takes the jobs handed to it meanwhile (take_handed_chat, with a full lease); when all of that comes to fewer than
 -- N and ARGV[6] is '1', registers the worker as idle until ARGV[7], so that the next chat submit
 -- that claims an idle lane hands the worker its job (hand_chat, handoff_chat_fn.lua).

@@ -1,8 +1,9 @@
 -- Claims up to N ready jobs of one non-chat kind for a worker's fetch loop (batch_fn.lua, the
--- generated read_claim, claim_plain_fn.lua and take_handed_fn.lua are prepended). First withdraws
--- the worker's idle registration and takes the jobs handed to it meanwhile (take_handed); when
--- all of that comes to fewer than N jobs and ARGV[7] is '1', registers the worker as idle until
--- ARGV[8], so that the next submit hands it its job (hand_off, handoff_fn.lua).
+-- generated read_claim, claim_plain_fn.lua, handed_fn.lua and take_handed_fn.lua are prepended).
+-- First withdraws the worker's idle registration and takes the jobs handed to it meanwhile
+-- (take_handed); when all of that comes to fewer than N jobs and ARGV[7] is '1', registers the
+-- worker as idle until ARGV[8], so that the next submit hands it its job (hand_off,
+-- handoff_fn.lua).
 -- KEYS[1] ready:<kind>  KEYS[2] inflight  KEYS[3] stats  KEYS[4] idle:<kind>
 -- KEYS[5] handoff:<kind>:<worker>
 -- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] lease (ms)  ARGV[4] tenant prefix  ARGV[5] kind

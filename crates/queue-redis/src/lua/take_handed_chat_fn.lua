@@ -1,4 +1,5 @@
--- The worker's side of the chat hand-off (handoff_chat_fn.lua): used by claim_chat.lua.
+-- The worker's side of the chat hand-off (handoff_chat_fn.lua): used by claim_chat.lua (after
+-- the generated read_claim, for CLAIM_ID, and handed_fn.lua).
 -- take_handed_chat(prefix, idle, list, worker, leases, deadline): withdraws `worker`'s
 -- registration in idle:chat and takes what was handed to it and not yet read from `list`, each
 -- as a claim of ready:chat answers it: {'run', epoch, lane, deadline, record values (false for a
@@ -9,21 +10,9 @@
 -- (the lane reaper took it back meanwhile) or the record is in any other state (left to the
 -- lane's lease and the reaper, which re-claims the lane at its head).
 local function take_handed_chat(prefix, idle, list, worker, leases, full)
-  redis.call('ZREM', idle, worker)
   local out = {}
-  local items = redis.call('LRANGE', list, 0, -1)
-  if #items == 0 then
-    return out
-  end
-  redis.call('DEL', list)
-  for _, item in ipairs(items) do
-    local a = cjson.decode(item)
-    local epoch, lane, deadline, h = a[2], a[3], a[4], a[5]
-    for i = 1, #h do
-      if h[i] == cjson.null then
-        h[i] = false
-      end
-    end
+  for _, a in ipairs(withdraw_and_read(idle, list, worker)) do
+    local epoch, lane, deadline, h = a[2], a[3], a[4], claimed_values(a[5])
     local job = h[CLAIM_ID]
     local ak = prefix .. 'lane:' .. lane .. ':active'
     local active = redis.call('HMGET', ak, 'job', 'epoch')

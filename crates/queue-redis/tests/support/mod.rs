@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lane_store::TenantKeys;
 use lane_store::{RedisLaneStore, RedisPool};
-use queue_core::conformance::{Behavior, RecordingHandler, new_job};
+use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
     HandlerSet, JobHandler, JobId, JobKind, JobStore, LaneStoreConfig, LimitCaps, QueueBackend, SharedClock,
     SystemClock, TenantId,
@@ -108,4 +109,23 @@ pub async fn queue_uploads(rig: &Rig, jobs: &[(&str, Behavior)]) -> RedisQueueBa
 
 pub async fn status(store: &Arc<dyn JobStore>, id: &str) -> queue_core::JobStatus {
     store.get(&JobId::new(id).expect("id")).await.expect("get").expect("record").status
+}
+
+pub fn id(id: &str) -> JobId {
+    JobId::new(id).expect("id")
+}
+
+/// Waits until `worker` is registered as idle for `kind` (its last claim found too few jobs).
+pub async fn wait_registered(rig: &Rig, server: &RedisServer, worker: &RedisQueueBackend, kind: JobKind) {
+    let idle = TenantKeys::new(&rig.tenant).idle(kind);
+    eventually("the worker registers as idle", Duration::from_secs(20), || async {
+        server.command(&["ZSCORE", &idle, worker.worker_id()]) != "(nil)"
+    })
+    .await;
+}
+
+/// How many jobs wait in `worker`'s hand-off list of `kind` (the key exists only while it holds
+/// any).
+pub fn handed_to(server: &RedisServer, rig: &Rig, kind: JobKind, worker: &str) -> String {
+    server.command(&["LLEN", &TenantKeys::new(&rig.tenant).handoff(kind, worker)])
 }
