@@ -398,9 +398,10 @@ impl Bench {
         Ok(())
     }
 
-    fn put_latency(&mut self, col: &str, runs: &[Vec<f64>]) {
-        self.put(&format!("w3_p50.{col}"), Figure::of("ms", percentile_ms(runs, 50.0)));
-        self.put(&format!("w3_p99.{col}"), Figure::of("ms", percentile_ms(runs, 99.0)));
+    /// The p50 and p99 of `runs` as `<row>_p50.<col>` and `<row>_p99.<col>`.
+    fn put_latency(&mut self, row: &str, col: &str, runs: &[Vec<f64>]) {
+        self.put(&format!("{row}_p50.{col}"), Figure::of("ms", percentile_ms(runs, 50.0)));
+        self.put(&format!("{row}_p99.{col}"), Figure::of("ms", percentile_ms(runs, 99.0)));
     }
 
     async fn w3(&mut self) -> BenchResult<()> {
@@ -418,58 +419,38 @@ impl Bench {
                 runs.push(probe.latencies_us());
                 target.kill().await;
             }
-            self.put_latency(col, &runs);
+            self.put_latency("w3", col, &runs);
         }
-        let (mut runs, mut rss) = (Vec::new(), Vec::new());
-        for run in 0..self.runs() {
-            self.progress(&format!("W3 latency · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
-            self.flush();
-            let mut worker = self.redis_worker(jobs, RecordKind::Latency, None, true)?;
-            worker.expect("ready", Duration::from_secs(30)).await?;
-            let producer = self.producer().await?;
-            let before = self.begin();
-            self.paced(&producer).await?;
-            worker.expect("done", CHILD_TIMEOUT).await?;
-            let after = self.end();
-            let report = worker.result(CHILD_TIMEOUT).await?;
-            if run == 0 {
-                self.track(&before, &after, "w3.redis", "W3 enqueue + run, idle worker", jobs, report.cpu_s);
+        // On Redis, with upload jobs, then with chat messages each into an idle lane: what a
+        // conversation's next message waits for before its handler starts.
+        for (chat, row, what, label) in [
+            (None, "w3", "W3 latency", "W3 enqueue + run, idle worker"),
+            (Some("w3c"), "w3c", "W3 chat latency", "W3 chat job into an idle lane + run, idle worker"),
+        ] {
+            let (mut runs, mut rss) = (Vec::new(), Vec::new());
+            for run in 0..self.runs() {
+                self.progress(&format!("{what} · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
+                self.flush();
+                let mut worker = self.redis_worker(jobs, RecordKind::Latency, None, true)?;
+                worker.expect("ready", Duration::from_secs(30)).await?;
+                let producer = self.producer().await?;
+                let before = self.begin();
+                self.paced_as(&producer, chat.map(|lanes| format!("{lanes}-{run}")).as_deref()).await?;
+                worker.expect("done", CHILD_TIMEOUT).await?;
+                let after = self.end();
+                let report = worker.result(CHILD_TIMEOUT).await?;
+                if run == 0 {
+                    self.track(&before, &after, &format!("{row}.redis"), label, jobs, report.cpu_s);
+                }
+                producer.kill().await;
+                rss.push(report.vm_hwm_kib as f64 / 1024.0);
+                runs.push(report.latencies_us);
             }
-            producer.kill().await;
-            rss.push(report.vm_hwm_kib as f64 / 1024.0);
-            runs.push(report.latencies_us);
-        }
-        self.put_latency("redis", &runs);
-        self.put("w3_rss.redis", Figure::of("MiB", rss));
-        // The same for chat messages, each into an idle lane: what a conversation's next message
-        // waits for before its handler starts.
-        let mut runs = Vec::new();
-        for run in 0..self.runs() {
-            self.progress(&format!("W3 chat latency · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
-            self.flush();
-            let mut worker = self.redis_worker(jobs, RecordKind::Latency, None, true)?;
-            worker.expect("ready", Duration::from_secs(30)).await?;
-            let producer = self.producer().await?;
-            let before = self.begin();
-            self.paced_as(&producer, Some(&format!("w3c-{run}"))).await?;
-            worker.expect("done", CHILD_TIMEOUT).await?;
-            let after = self.end();
-            let report = worker.result(CHILD_TIMEOUT).await?;
-            if run == 0 {
-                self.track(
-                    &before,
-                    &after,
-                    "w3c.redis",
-                    "W3 chat job into an idle lane + run, idle worker",
-                    jobs,
-                    report.cpu_s,
-                );
+            self.put_latency(row, "redis", &runs);
+            if chat.is_none() {
+                self.put("w3_rss.redis", Figure::of("MiB", rss));
             }
-            producer.kill().await;
-            runs.push(report.latencies_us);
         }
-        self.put("w3c_p50.redis", Figure::of("ms", percentile_ms(&runs, 50.0)));
-        self.put("w3c_p99.redis", Figure::of("ms", percentile_ms(&runs, 99.0)));
         Ok(())
     }
 
