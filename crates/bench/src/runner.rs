@@ -376,13 +376,9 @@ impl Bench {
 
     // ----- W3 -----
 
-    async fn paced(&self, target: &Target) -> BenchResult<()> {
-        self.paced_as(target, None).await
-    }
-
     /// W3's steady submits: upload jobs, or with `chat`, chat jobs each into a lane of its own
     /// (named after `chat` and the job's number), so that each claims an idle lane.
-    async fn paced_as(&self, target: &Target, chat: Option<&str>) -> BenchResult<()> {
+    async fn paced(&self, target: &Target, chat: Option<&str>) -> BenchResult<()> {
         let period = Duration::from_secs_f64(1.0 / self.p.w3_rate as f64);
         let mut tick = tokio::time::interval(period);
         for i in 0..self.p.w3_jobs {
@@ -413,7 +409,7 @@ impl Bench {
                 let probe = Probe::new(Record::Latency, None);
                 let target = self.inline_target(store, &probe).await?;
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                self.paced(&target).await?;
+                self.paced(&target, None).await?;
                 let deadline = Instant::now() + Duration::from_secs(60);
                 wait_until("W3 starts", deadline, IDLE_POLL, || probe.latency_count() as u64 >= jobs).await?;
                 runs.push(probe.latencies_us());
@@ -435,7 +431,7 @@ impl Bench {
                 worker.expect("ready", Duration::from_secs(30)).await?;
                 let producer = self.producer().await?;
                 let before = self.begin();
-                self.paced_as(&producer, chat.map(|lanes| format!("{lanes}-{run}")).as_deref()).await?;
+                self.paced(&producer, chat.map(|lanes| format!("{lanes}-{run}")).as_deref()).await?;
                 worker.expect("done", CHILD_TIMEOUT).await?;
                 let after = self.end();
                 let report = worker.result(CHILD_TIMEOUT).await?;

@@ -271,14 +271,19 @@ pub async fn transitions_follow_the_table_and_a_refused_one_changes_nothing(fact
     );
 }
 
+/// Creates chat job `job` and claims it twice: the first claim's lease expired, the job went
+/// back and was claimed again under epoch 2. Returns the record as the second claim left it.
+async fn claimed_twice(store: &dyn JobStore, job: &str) -> JobRecord {
+    store.create(new_job(job, JobKind::Chat)).await.unwrap();
+    store.transition(&id(job), JobUpdate::start(1)).await.unwrap();
+    store.transition(&id(job), JobUpdate::requeue(1, None)).await.unwrap();
+    store.transition(&id(job), JobUpdate::start(2)).await.unwrap()
+}
+
 /// A result under an older lease epoch is refused; the current holder still finishes.
 pub async fn a_stale_lease_cannot_finish_the_job(factory: &dyn JobStoreFactory) {
     let (store, _, clock) = job_store(factory).await;
-    store.create(new_job("a", JobKind::Chat)).await.unwrap();
-    store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
-    // The first claim's lease expired: the job went back and was claimed again.
-    store.transition(&id("a"), JobUpdate::requeue(1, None)).await.unwrap();
-    let current = store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
+    let current = claimed_twice(&*store, "a").await;
 
     clock.advance(5);
     let err = store.transition(&id("a"), JobUpdate::done(1, json!("late"))).await.unwrap_err();
@@ -353,10 +358,7 @@ pub async fn settle_leaves_the_record_as_transition_does(factory: &dyn JobStoreF
 /// fails as `transition` does and writes nothing.
 pub async fn a_refused_settle_changes_nothing(factory: &dyn JobStoreFactory) {
     let (store, _, clock) = job_store(factory).await;
-    store.create(new_job("a", JobKind::Chat)).await.unwrap();
-    store.transition(&id("a"), JobUpdate::start(1)).await.unwrap();
-    store.transition(&id("a"), JobUpdate::requeue(1, None)).await.unwrap();
-    let current = store.transition(&id("a"), JobUpdate::start(2)).await.unwrap();
+    let current = claimed_twice(&*store, "a").await;
 
     clock.advance(5);
     let err = store.settle(&id("a"), JobUpdate::done(1, json!("late"))).await.unwrap_err();
