@@ -1480,8 +1480,13 @@ impl Inner {
                 .arg(if accepting { c.claim_next } else { 0 })
                 .arg(c.lane.as_ref().map_or("", LaneId::as_str));
         }
+        let count = batch.len();
         let answers: QueueResult<Vec<CompleteAnswer>> = match self.deps.pool.get().await {
-            Ok(mut conn) => call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e)),
+            Ok(mut conn) => call
+                .invoke_async::<Vec<Value>>(&mut conn)
+                .await
+                .map_err(|e| redis_error(&e))
+                .and_then(|flat| parse_complete_answers(flat, count)),
             Err(e) => Err(e),
         };
         let replies = batch.into_iter().map(|(_, reply)| reply).collect();
@@ -1973,6 +1978,50 @@ fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64
     }
 }
 
+/// Reads the flat answer of a `complete_many` call of `count` outcomes: for each, in order, its
+/// answer, how many non-chat records and how many chat answers follow, then those (see the
+/// script's header).
+///
+/// # Errors
+/// [`QueueError::Storage`] when the answer does not have that shape.
+fn parse_complete_answers(flat: Vec<Value>, count: usize) -> QueueResult<Vec<CompleteAnswer>> {
+    let bad = |why: &str| QueueError::Storage(format!("redis: complete_many answered {why}"));
+    let how_many = |v: Option<Value>| match v {
+        Some(Value::Int(n)) => usize::try_from(n).map_err(|_| bad("a negative count")),
+        _ => Err(bad("without a count where one belongs")),
+    };
+    let mut items = flat.into_iter();
+    let mut answers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let answer = match items.next() {
+            Some(v @ (Value::BulkString(_) | Value::SimpleString(_))) => {
+                value_str(&v).ok_or_else(|| bad("an answer that is not UTF-8"))?
+            }
+            Some(_) => return Err(bad("an answer that is not text")),
+            None => return Err(bad(&format!("{} outcomes of {count}", answers.len()))),
+        };
+        let (plain, chat) = (how_many(items.next())?, how_many(items.next())?);
+        let records = items
+            .by_ref()
+            .take(plain)
+            .map(|v| match v {
+                Value::Array(_) => redis::from_redis_value(v)
+                    .map_err(|e| bad(&format!("a record that is not a list of values: {e}"))),
+                _ => Err(bad("a record that is not a list of values")),
+            })
+            .collect::<QueueResult<Vec<Vec<Option<String>>>>>()?;
+        let started: Vec<Value> = items.by_ref().take(chat).collect();
+        if records.len() != plain || started.len() != chat {
+            return Err(bad("fewer claimed jobs than it counted"));
+        }
+        answers.push((answer, records, started));
+    }
+    if items.next().is_some() {
+        return Err(bad(&format!("more than the {count} outcomes sent")));
+    }
+    Ok(answers)
+}
+
 /// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`: `{run, epoch, lane, deadline,
 /// claimed record}` or `{finish, epoch, lane, deadline, job}`.
 fn parse_chat_claim(v: Value, tenant: &TenantId) -> QueueResult<Claimed> {
@@ -2265,5 +2314,68 @@ mod tests {
                 "{text} is refused"
             );
         }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// A claimed record as a script returns it: a list of values, null for an absent field.
+    fn record(id: &str) -> Value {
+        Value::Array(vec![text(id), Value::Nil, text("processing")])
+    }
+
+    #[test]
+    fn a_flat_complete_answer_is_split_per_outcome_in_order() {
+        let chat_start = Value::Array(vec![text("finish"), text("3"), text("l1"), text("0"), text("c9")]);
+        let flat = vec![
+            text("ok"),
+            Value::Int(2),
+            Value::Int(0),
+            record("a"),
+            record("b"),
+            text("stale:4"),
+            Value::Int(0),
+            Value::Int(0),
+            text("ok"),
+            Value::Int(1),
+            Value::Int(1),
+            record("c"),
+            chat_start.clone(),
+        ];
+        let answers = parse_complete_answers(flat, 3).expect("parses");
+        let some = |s: &str| Some(s.to_owned());
+        let claimed = |id: &str| vec![some(id), None, some("processing")];
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0], ("ok".to_owned(), vec![claimed("a"), claimed("b")], vec![]));
+        assert_eq!(answers[1], ("stale:4".to_owned(), vec![], vec![]));
+        assert_eq!(answers[2], ("ok".to_owned(), vec![claimed("c")], vec![chat_start]));
+    }
+
+    #[test]
+    fn a_complete_answer_of_another_shape_is_refused() {
+        let short = vec![text("ok"), Value::Int(0), Value::Int(0)];
+        let err = parse_complete_answers(short, 2).expect_err("one outcome of two");
+        assert!(err.to_string().contains("1 outcomes of 2"), "{err}");
+
+        let long = vec![text("ok"), Value::Int(0), Value::Int(0), text("ok"), Value::Int(0), Value::Int(0)];
+        let err = parse_complete_answers(long, 1).expect_err("two outcomes for one");
+        assert!(err.to_string().contains("more than the 1 outcomes"), "{err}");
+
+        let missing_record = vec![text("ok"), Value::Int(2), Value::Int(0), record("a")];
+        let err = parse_complete_answers(missing_record, 1).expect_err("a record short");
+        assert!(err.to_string().contains("fewer claimed jobs"), "{err}");
+
+        let count_for_answer = vec![Value::Int(0), Value::Int(0), Value::Int(0)];
+        let err = parse_complete_answers(count_for_answer, 1).expect_err("a count where the answer goes");
+        assert!(err.to_string().contains("not text"), "{err}");
+
+        let no_count = vec![text("ok"), text("x"), Value::Int(0)];
+        let err = parse_complete_answers(no_count, 1).expect_err("text where a count goes");
+        assert!(err.to_string().contains("without a count"), "{err}");
+
+        let not_a_record = vec![text("ok"), Value::Int(1), Value::Int(0), Value::Int(5)];
+        let err = parse_complete_answers(not_a_record, 1).expect_err("a number for a record");
+        assert!(err.to_string().contains("not a list of values"), "{err}");
     }
 }

@@ -23,13 +23,32 @@
 -- ARGV[4] claim TTL (ms) of the chat claims (the lane store's)
 -- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
--- Returns, per job, {`ok` | `notfound` | `stale:<current epoch>`, claimed non-chat records
--- (each the values of CLAIM_FIELDS, store.rs, in its order), the chat jobs started next for its
--- slot (`start_chat` answers, its own lane's first; none: {})}.
+-- Returns one flat array: per job, in the calls' order, `ok` | `notfound` | `stale:<current
+-- epoch>`, how many non-chat records were claimed for its slot, how many chat jobs were started
+-- next for it, then those records (each the values of CLAIM_FIELDS, store.rs, in its order) and
+-- those `start_chat` answers (its own lane's first). Flat, because Redis converts every table a
+-- script returns by looking up seven special fields in it first (err, ok, double, ...): a
+-- {answer, records, chat jobs} table per job cost more than the job's own HSET (callgrind).
 local now, lease, prefix, chat_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- The lease deadline of the lanes' next claims, as text (see `decimal`).
 local next_deadline = decimal(now + chat_ttl)
-local out, wants, b = {}, {}, new_batch()
+-- Per job (by its position): its answer; the non-chat records and the chat answers claimed for
+-- it (nil: none).
+local answers, plain, chat, b = {}, {}, {}, new_batch()
+-- The non-chat slots that claim next jobs: their positions, kinds and counts.
+local want_at, want_kind, want_n = {}, {}, {}
+-- Per kind, the names its outcomes write (built once per call, not per job).
+local names = {}
+local function names_of(kind)
+  local k = names[kind]
+  if not k then
+    k = { pending = prefix .. 'pending:' .. kind, processing = 'count:' .. kind .. ':processing',
+          finished = { done = prefix .. 'finished:' .. kind .. ':done',
+                       failed = prefix .. 'finished:' .. kind .. ':failed' } }
+    names[kind] = k
+  end
+  return k
+end
 -- The lanes' next claims add their lease-index entries through the batch too. A lane moves on
 -- at most once per call (only its current job's outcome is accepted), so no later ZREM of the
 -- same lane (finish_lane, when it goes idle) can come before its gathered entry is flushed.
@@ -55,7 +74,7 @@ for i = 5, #ARGV, 8 do
       current = active[2] or current
     end
   end
-  local chat_next = {}
+  local at, chat_next = #answers + 1, nil
   if not f[1] then
     answer = 'notfound'
   else
@@ -63,8 +82,7 @@ for i = 5, #ARGV, 8 do
       redis.call('HINCRBY', KEYS[2], 'fenced', 1)
       answer = 'stale:' .. current
     else
-      record_outcome(b, jk, KEYS[1], prefix .. 'pending:' .. kind, KEYS[2], KEYS[3], prefix, id, outcome,
-                     value, ARGV[1], due, kind)
+      record_outcome(b, jk, KEYS[1], names_of(kind), KEYS[2], KEYS[3], id, outcome, value, ARGV[1], due, kind)
       answer = 'ok'
       if kind == 'chat' and outcome ~= 'retry' then
         -- Straight to this slot only while no other lane's job waits for a worker: lanes are
@@ -79,22 +97,24 @@ for i = 5, #ARGV, 8 do
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
                                   KEYS[8], id, epoch, lane, next_deadline, '0', true, add_lease)
         if moved[1] == 'next' and keep then
-          chat_next[1] = start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, chat_ttl,
-                                    next_deadline, true)
+          chat_next = { start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, chat_ttl,
+                                   next_deadline, true) }
         elseif moved[1] == 'next' then
           batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)
           dispatched = dispatched + 1
         end
-        if n > #chat_next then
-          chat_wants[#chat_wants + 1] = { #out + 1, n - #chat_next }
+        local kept = chat_next and 1 or 0
+        if n > kept then
+          chat_wants[#chat_wants + 1] = { at, n - kept }
         end
       end
     end
     if kind ~= 'chat' and n > 0 then
-      wants[#wants + 1] = { #out + 1, kind, n }
+      local w = #want_at + 1
+      want_at[w], want_kind[w], want_n[w] = at, kind, n
     end
   end
-  out[#out + 1] = { answer, {}, chat_next }
+  answers[at], chat[at] = answer, chat_next
 end
 flush_batch(b)
 if #chat_wants > 0 then
@@ -105,7 +125,11 @@ if #chat_wants > 0 then
   -- Shared out in the slots' order, each its count, as for the non-chat claims below.
   local started, at = claim_chat(b, KEYS[7], KEYS[2], KEYS[5], prefix, asked, now, chat_ttl), 1
   for _, w in ipairs(chat_wants) do
-    local mine = out[w[1]][3]
+    local mine = chat[w[1]]
+    if not mine then
+      mine = {}
+      chat[w[1]] = mine
+    end
     for _ = 1, w[2] do
       if at > #started then break end
       mine[#mine + 1] = started[at]
@@ -118,12 +142,12 @@ if dispatched > 0 then
   wake(KEYS[8], dispatched)
 end
 local total, kinds = {}, {}
-for _, w in ipairs(wants) do
-  if not total[w[2]] then
-    total[w[2]] = 0
-    kinds[#kinds + 1] = w[2]
+for i, kind in ipairs(want_kind) do
+  if not total[kind] then
+    total[kind] = 0
+    kinds[#kinds + 1] = kind
   end
-  total[w[2]] = total[w[2]] + w[3]
+  total[kind] = total[kind] + want_n[i]
 end
 local claimed, next_at = {}, {}
 for _, kind in ipairs(kinds) do
@@ -131,12 +155,34 @@ for _, kind in ipairs(kinds) do
   next_at[kind] = 1
 end
 flush_batch(b)
-for _, w in ipairs(wants) do
-  local at, kind, n = w[1], w[2], w[3]
-  local list, mine = claimed[kind], out[at][2]
-  for j = next_at[kind], math.min(next_at[kind] + n - 1, #list) do
-    mine[#mine + 1] = list[j]
+for i, at in ipairs(want_at) do
+  local kind, n = want_kind[i], want_n[i]
+  local list, from = claimed[kind], next_at[kind]
+  if from <= #list then
+    local mine = {}
+    for j = from, math.min(from + n - 1, #list) do
+      mine[#mine + 1] = list[j]
+    end
+    plain[at] = mine
   end
-  next_at[kind] = next_at[kind] + n
+  next_at[kind] = from + n
 end
-return out
+local reply, k = {}, 0
+for at = 1, #answers do
+  local p, c = plain[at], chat[at]
+  reply[k + 1], reply[k + 2], reply[k + 3] = answers[at], p and #p or 0, c and #c or 0
+  k = k + 3
+  if p then
+    for _, r in ipairs(p) do
+      k = k + 1
+      reply[k] = r
+    end
+  end
+  if c then
+    for _, r in ipairs(c) do
+      k = k + 1
+      reply[k] = r
+    end
+  end
+end
+return reply
