@@ -253,7 +253,7 @@ async fn a_long_job_handed_over_gets_a_full_lease_while_it_runs() {
 
 /// The values a handed-over job's JSON array holds, in its order (store.rs's `CLAIM_FIELDS`,
 /// which the claim scripts read with `HMGET`), then the short lease's end.
-const HANDED_FIELDS: [&str; 12] = [
+const HANDED_FIELDS: [&str; 11] = [
     "id",
     "status",
     "epoch",
@@ -264,7 +264,6 @@ const HANDED_FIELDS: [&str; 12] = [
     "seq",
     "created",
     "payload",
-    "result",
     "error",
 ];
 
