@@ -68,36 +68,42 @@ local function dispatch(kind, n)
     wake(prefix .. 'signal:' .. kind, n)
   end
 end
--- out: the answer per job (0 until numbered); fresh: {answer position, first ARGV} of each new job.
-local out, fresh, seen = {}, {}, {}
+-- out: the answer per job (0 until numbered); of each new job, its answer's position, its first
+-- ARGV and its record's key (parallel lists: no table per job).
+local out, fresh_at, fresh_arg, fresh_key, seen = {}, {}, {}, {}, {}
 for i = 5, #ARGV, 5 do
   local id = ARGV[i]
+  local jk = prefix .. 'job:' .. id
   out[#out + 1] = 0
-  if not seen[id] and redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
+  if not seen[id] and redis.call('EXISTS', jk) == 0 then
     seen[id] = true
-    fresh[#fresh + 1] = { #out, i }
+    local f = #fresh_at + 1
+    fresh_at[f], fresh_arg[f], fresh_key[f] = #out, i, jk
   end
 end
-if #fresh == 0 then
+local fresh = #fresh_at
+if fresh == 0 then
   return out
 end
-local seq = redis.call('INCRBY', KEYS[1], #fresh) - #fresh
--- Per kind, in order of first appearance: how many new jobs (the wake-up's tokens).
-local b, kinds, count = new_batch(), {}, {}
-for _, f in ipairs(fresh) do
-  local at, i = f[1], f[2]
+local seq = redis.call('INCRBY', KEYS[1], fresh) - fresh
+-- Per kind, in order of first appearance: how many new jobs (the wake-up's tokens), and its
+-- pending index's and ready list's keys (built once per kind, not per job).
+local b, kinds, count, pending, ready = new_batch(), {}, {}, {}, {}
+for f = 1, fresh do
+  local i = fresh_arg[f]
   local id, kind = ARGV[i], ARGV[i + 1]
   seq = seq + 1
-  out[at] = seq
+  out[fresh_at[f]] = seq
   local text = string.format('%d', seq)
-  redis.call('HSET', prefix .. 'job:' .. id,
+  redis.call('HSET', fresh_key[f],
     unpack(job_fields(id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4], text)))
-  batch_zadd(b, prefix .. 'pending:' .. kind, text, id)
-  batch_rpush(b, prefix .. 'ready:' .. kind, id)
   if not count[kind] then
     count[kind] = 0
     kinds[#kinds + 1] = kind
+    pending[kind], ready[kind] = prefix .. 'pending:' .. kind, prefix .. 'ready:' .. kind
   end
+  batch_zadd(b, pending[kind], text, id)
+  batch_rpush(b, ready[kind], id)
   count[kind] = count[kind] + 1
 end
 flush_batch(b)
