@@ -33,8 +33,8 @@ use queue_core::{
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 
-/// `job_fields` and `create_job`: `job_create.lua` and the backend's `submit_chat.lua` run
-/// `create_job`; the backend's batched `submit_plain.lua` writes records with `job_fields`.
+/// `write_job` and `create_job`: `job_create.lua` and the backend's `submit_chat.lua` run
+/// `create_job`; the backend's batched `submit_plain.lua` writes records with `write_job`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));

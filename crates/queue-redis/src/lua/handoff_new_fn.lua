@@ -16,7 +16,7 @@ local function hand_new(K, A, prefix, now, lease, w)
   local seq = redis.call('INCR', K[2])
   local text = string.format('%d', seq)
   local id, kind, lane, request_id, at, payload = A[1], A[2], A[4], A[5], A[6], A[7]
-  redis.call('HSET', K[1], unpack(job_fields(id, kind, A[3], lane, request_id, at, payload, text, true)))
+  write_job(K[1], id, kind, A[3], lane, request_id, at, payload, text, true)
   redis.call('ZADD', K[3], text, id)
   redis.call('ZREM', prefix .. 'idle:' .. kind, w)
   -- The keeper first, as claim_plain adds it: a new `inflight` is created as a skiplist.

@@ -95,8 +95,7 @@ for f = 1, fresh do
   seq = seq + 1
   out[fresh_at[f]] = seq
   local text = string.format('%d', seq)
-  redis.call('HSET', fresh_key[f],
-    unpack(job_fields(id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4], text)))
+  write_job(fresh_key[f], id, kind, ARGV[1], ARGV[i + 2], ARGV[i + 3], ARGV[2], ARGV[i + 4], text)
   if not count[kind] then
     count[kind] = 0
     kinds[#kinds + 1] = kind
