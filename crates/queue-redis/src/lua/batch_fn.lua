@@ -20,6 +20,20 @@ local function decimal(n)
   return s
 end
 
+-- The decimal text of one more than the decimal text `s` (0 when `s` is false or not a number):
+-- a claim's next epoch and attempt. Remembered for the call as `decimal` is: the jobs of one call
+-- mostly share them, and `tonumber` of a string (strtod) costs more than the table lookup.
+local successors = {}
+local function successor(s)
+  local key = s or ''
+  local n = successors[key]
+  if not n then
+    n = decimal((tonumber(s) or 0) + 1)
+    successors[key] = n
+  end
+  return n
+end
+
 local function new_batch()
   return { counters = {}, counter_order = {}, sets = {}, set_order = {} }
 end

@@ -32,8 +32,7 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
       local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
       if not taken[id] and h[CLAIM_EPOCH] and h[CLAIM_ATTEMPT] and h[CLAIM_UPDATED]
         and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
-        local epoch = decimal((tonumber(h[CLAIM_EPOCH]) or 0) + 1)
-        local attempt = decimal((tonumber(h[CLAIM_ATTEMPT]) or 0) + 1)
+        local epoch, attempt = successor(h[CLAIM_EPOCH]), successor(h[CLAIM_ATTEMPT])
         redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
         if st == 'queued' then
           started = started + 1

@@ -55,13 +55,19 @@ end
 local function add_lease(key, deadline, lane)
   batch_zadd(b, key, deadline, lane)
 end
+-- The jobs' `n` as numbers, by their text (a few values: `tonumber` once each).
+local counts = {}
 -- The length of ready:chat, read once, and how many chat dispatches this call pushes (with the
 -- batch, at its first flush). `chat_wants`: {answer position, how many} of the chat slots that
 -- want jobs from ready:chat (what their own lane did not give them).
 local waiting, dispatched, chat_wants = nil, 0, {}
 for i = 5, #ARGV, 8 do
   local id, epoch, outcome, value, due, kind, n, lane =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], counts[ARGV[i + 6]], ARGV[i + 7]
+  if not n then
+    n = tonumber(ARGV[i + 6])
+    counts[ARGV[i + 6]] = n
+  end
   local jk = prefix .. 'job:' .. id
   local f = redis.call('HMGET', jk, 'status', 'epoch')
   local ak = kind == 'chat' and prefix .. 'lane:' .. lane .. ':active'

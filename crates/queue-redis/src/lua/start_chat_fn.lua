@@ -21,7 +21,7 @@ local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, 
     if st == 'queued' then
       batch_incr(b, stats, 'count:chat:processing', 1)
     end
-    local attempt = decimal((tonumber(h[CLAIM_ATTEMPT]) or 0) + 1)
+    local attempt = successor(h[CLAIM_ATTEMPT])
     local updated = decimal(now)
     redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', updated, 'attempt', attempt)
     h[CLAIM_STATUS], h[CLAIM_EPOCH], h[CLAIM_ATTEMPT], h[CLAIM_UPDATED] = 'processing', epoch, attempt, updated
