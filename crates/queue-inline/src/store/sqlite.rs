@@ -119,10 +119,21 @@ const TRANSITION_WRITE_SQL: &str = "UPDATE jobs SET status = ?2, attempt = ?3, l
 const SETTLE_READ_SQL: &str = "SELECT status, lease_epoch, rowid FROM jobs WHERE id = ?1";
 /// A checked update written without the record in hand: each column as [`JobRecord::apply`] sets
 /// it, a field the update leaves alone (`NULL` for the epoch, the result, the error) keeping
-/// its stored value.
-const SETTLE_WRITE_SQL: &str = "UPDATE jobs SET status = ?2, lease_epoch = COALESCE(?3, lease_epoch), \
-     attempt = attempt + ?4, updated_at_ms = ?5, result = COALESCE(?6, result), error = COALESCE(?7, error) \
-     WHERE rowid = ?1";
+/// its stored value. A macro, as `columns!`, for the two statements that share it.
+macro_rules! settle_set {
+    () => {
+        "UPDATE jobs SET status = ?2, lease_epoch = COALESCE(?3, lease_epoch), attempt = attempt + ?4, \
+         updated_at_ms = ?5, result = COALESCE(?6, result), error = COALESCE(?7, error) "
+    };
+}
+const SETTLE_WRITE_SQL: &str = concat!(settle_set!(), "WHERE rowid = ?1");
+/// A settle in one statement: the row of id `?1` is written only if its state is `?8` or `?9`
+/// (the states the transition table lets reach the new one, see [`Guard`]) and, when `?10` is not
+/// `NULL`, its lease epoch is `?10` (the fence). One seek of the id index and one statement
+/// instead of a read and a write; a row it leaves alone is read by [`SETTLE_READ_SQL`] for the
+/// reason.
+const SETTLE_GUARDED_SQL: &str =
+    concat!(settle_set!(), "WHERE id = ?1 AND status IN (?8, ?9) AND (?10 IS NULL OR lease_epoch = ?10)");
 const PURGE_SQL: &str =
     "DELETE FROM jobs WHERE status NOT IN ('queued', 'processing') AND updated_at_ms < ?1";
 const INSERT_SQL: &str = concat!(
@@ -792,8 +803,9 @@ impl WriteOp {
         }
     }
 
-    /// Whether the operation makes at most one write statement. SQLite undoes a failed statement
-    /// by itself, so such an operation needs no savepoint of its own to fail alone.
+    /// Whether the operation makes at most one write statement that changes anything (a guarded
+    /// update that leaves its row alone changes nothing). SQLite undoes a failed statement by
+    /// itself, so such an operation needs no savepoint of its own to fail alone.
     const fn writes_once(&self) -> bool {
         matches!(
             self,
@@ -857,6 +869,7 @@ struct HotStatements<'c> {
     transition_write: Statement<'c>,
     settle_read: Statement<'c>,
     settle_write: Statement<'c>,
+    settle_guarded: Statement<'c>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -873,7 +886,31 @@ impl<'c> HotStatements<'c> {
             transition_write: prepare(TRANSITION_WRITE_SQL)?,
             settle_read: prepare(SETTLE_READ_SQL)?,
             settle_write: prepare(SETTLE_WRITE_SQL)?,
+            settle_guarded: prepare(SETTLE_GUARDED_SQL)?,
         })
+    }
+}
+
+/// The states a guarded statement lets an update leave, as its two parameters: those from which
+/// [`JobStatus::can_transition_to`] allows the update's target, the second repeating the first
+/// when there is one. The table stays in `queue-core`; SQL only compares the row's state with
+/// what it says. The guard is a fast path: a row it refuses is read and checked as before, so a
+/// guard narrower than the table would cost a read, never a wrong answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Guard {
+    to: JobStatus,
+    from: [&'static str; 2],
+}
+
+impl Guard {
+    /// `None` when the update keeps the state, or when no state or more than two lead to its
+    /// target: such an update is read and checked first.
+    fn of(update: &JobUpdate) -> Option<Self> {
+        let to = update.to?;
+        let mut from = JobStatus::ALL.into_iter().filter(|s| s.can_transition_to(to)).map(JobStatus::as_str);
+        let first = from.next()?;
+        let second = from.next().unwrap_or(first);
+        from.next().is_none().then_some(Self { to, from: [first, second] })
     }
 }
 
@@ -1096,8 +1133,9 @@ impl Writer<'_> {
         Ok(Transitioned { record, payload, result })
     }
 
-    /// `transition` without the record: reads the two columns the checks need and writes the
-    /// ones the update sets.
+    /// `transition` without the record: writes the columns the update sets if the row's state
+    /// and epoch let it ([`SETTLE_GUARDED_SQL`]), and otherwise reads the two columns the checks
+    /// need, so that the refusal is the one every store gives.
     fn settle(
         &mut self,
         id: &JobId,
@@ -1105,6 +1143,27 @@ impl Writer<'_> {
         result: Option<&str>,
         now_ms: u64,
     ) -> Result<(), Failure> {
+        let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
+        let now = to_sql_int(now_ms, "updated_at_ms")?;
+        if let Some(guard) = Guard::of(update) {
+            let fence = update.expect_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
+            let written = self.hot.settle_guarded.execute(params![
+                id.as_str(),
+                guard.to.as_str(),
+                set_epoch,
+                i64::from(update.bump_attempt),
+                now,
+                result,
+                update.error.as_deref(),
+                guard.from[0],
+                guard.from[1],
+                fence,
+            ])?;
+            if written > 0 {
+                return Ok(());
+            }
+            // Refused, absent, or a row this store did not write: the checks below say which.
+        }
         let row = self
             .hot
             .settle_read
@@ -1122,13 +1181,12 @@ impl Writer<'_> {
             .map_err(|_| Failure::Corrupt(format!("job {id}: negative lease_epoch {lease_epoch}")))?;
         // The same fence and table as `transition`; on error nothing was written.
         update.check(id, status, lease_epoch)?;
-        let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
         self.hot.settle_write.execute(params![
             rowid,
             update.to.unwrap_or(status).as_str(),
             set_epoch,
             i64::from(update.bump_attempt),
-            to_sql_int(now_ms, "updated_at_ms")?,
+            now,
             result,
             update.error.as_deref(),
         ])?;
@@ -1247,6 +1305,29 @@ mod tests {
         let plan = query_plan(&store, LIST_FINISHED_BY_KIND_SQL, &["upload", "done", "10"]);
         assert_indexed(&plan, &["jobs_finished_by_kind"]);
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// An outcome finds its row by the id index alone, in the statement that writes it.
+    #[test]
+    fn a_guarded_settle_is_one_seek_of_the_id_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let args = ["a", "done", "", "0", "5", "", "", "processing", "processing", "1"];
+        let plan = query_plan(&store, SETTLE_GUARDED_SQL, &args);
+        assert_eq!(plan, ["SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)"]);
+    }
+
+    /// A guard admits exactly the states the transition table lets reach its target, and an
+    /// update that keeps the state has none (it is read and checked first).
+    #[test]
+    fn a_guard_admits_the_states_the_transition_table_allows() {
+        for to in JobStatus::ALL {
+            let guard = Guard::of(&JobUpdate { to: Some(to), ..JobUpdate::default() }).unwrap();
+            for from in JobStatus::ALL {
+                assert_eq!(guard.from.contains(&from.as_str()), from.can_transition_to(to), "{from} -> {to}");
+            }
+        }
+        assert_eq!(Guard::of(&JobUpdate::default()), None);
     }
 
     /// A job's start and end must not maintain an index whose keys all begin with the same kind
