@@ -162,10 +162,12 @@ const SETTLE_WRITE_SQL: &str = concat!(settle_set!(), "WHERE rowid = ?1");
 const SETTLE_GUARDED_SQL: &str =
     concat!(settle_set!(), "WHERE id = ?1 AND status IN (?8, ?9) AND (?10 IS NULL OR lease_epoch = ?10)");
 const PURGE_SQL: &str = concat!("DELETE FROM jobs WHERE ", finished!(), " AND updated_at_ms < ?1");
+/// A create, which writes nothing when the id is taken: the insert's own seek of the id index is
+/// the check, so a create seeks that index once.
 const INSERT_SQL: &str = concat!(
     "INSERT INTO jobs (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (id) DO NOTHING"
 );
 // Each query on a state names the condition of the partial index it needs, word for word: SQLite
 // uses a partial index only for a query whose WHERE clause contains that condition, and a bound
@@ -894,7 +896,6 @@ struct Envelope {
 struct HotStatements<'c> {
     begin: Statement<'c>,
     commit: Statement<'c>,
-    exists: Statement<'c>,
     insert: Statement<'c>,
     get_for_update: Statement<'c>,
     transition_write: Statement<'c>,
@@ -911,7 +912,6 @@ impl<'c> HotStatements<'c> {
         Ok(Self {
             begin: prepare("BEGIN IMMEDIATE")?,
             commit: prepare("COMMIT")?,
-            exists: prepare("SELECT 1 FROM jobs WHERE id = ?1")?,
             insert: prepare(INSERT_SQL)?,
             get_for_update: prepare(GET_FOR_UPDATE_SQL)?,
             transition_write: prepare(TRANSITION_WRITE_SQL)?,
@@ -1108,12 +1108,8 @@ impl Writer<'_> {
     }
 
     fn create(&mut self, job: NewJob, payload: &str, now_ms: u64) -> Result<JobRecord, Failure> {
-        let exists = self.hot.exists.exists([job.id.as_str()])?;
-        if exists {
-            return Err(QueueError::AlreadyExists { job: job.id }.into());
-        }
         let record = JobRecord::from_new(self.tenant.clone(), job, self.next_seq, now_ms);
-        self.hot.insert.execute(params![
+        let inserted = self.hot.insert.execute(params![
             record.id.as_str(),
             record.kind.as_str(),
             record.lane.as_ref().map(LaneId::as_str),
@@ -1128,6 +1124,9 @@ impl Writer<'_> {
             Option::<&str>::None,
             record.error.as_deref(),
         ])?;
+        if inserted == 0 {
+            return Err(QueueError::AlreadyExists { job: record.id }.into());
+        }
         self.next_seq += 1;
         Ok(record)
     }
