@@ -174,21 +174,21 @@ for i, at in ipairs(want_at) do
   next_at[kind] = from + n
 end
 local reply, k = {}, 0
+local function append(list)
+  for _, r in ipairs(list) do
+    k = k + 1
+    reply[k] = r
+  end
+end
 for at = 1, #answers do
   local p, c = plain[at], chat[at]
   reply[k + 1], reply[k + 2], reply[k + 3] = answers[at], p and #p or 0, c and #c or 0
   k = k + 3
   if p then
-    for _, r in ipairs(p) do
-      k = k + 1
-      reply[k] = r
-    end
+    append(p)
   end
   if c then
-    for _, r in ipairs(c) do
-      k = k + 1
-      reply[k] = r
-    end
+    append(c)
   end
 end
 return reply
