@@ -12,8 +12,7 @@
 -- `start_chat` answers: {'run', epoch, lane, deadline, claimed record} or
 -- {'finish', epoch, lane, deadline, job}}.
 local n = tonumber(ARGV[1])
-local out = take_handed_chat(ARGV[3], KEYS[4], KEYS[5], ARGV[5], KEYS[3],
-  string.format('%d', tonumber(ARGV[2]) + tonumber(ARGV[4])))
+local out = take_handed_chat(ARGV[3], KEYS[4], KEYS[5], ARGV[5], KEYS[3], decimal(tonumber(ARGV[2]) + tonumber(ARGV[4])))
 local handed = #out
 local b = new_batch()
 for _, c in ipairs(claim_chat(b, KEYS[1], KEYS[2], KEYS[3], ARGV[3], n - #out, tonumber(ARGV[2]), tonumber(ARGV[4]))) do

@@ -120,7 +120,10 @@ for i = 5, #ARGV, 8 do
       want_at[w], want_kind[w], want_n[w] = at, kind, n
     end
   end
-  answers[at], chat[at] = answer, chat_next
+  answers[at] = answer
+  if chat_next then
+    chat[at] = chat_next
+  end
 end
 flush_batch(b)
 if #chat_wants > 0 then
