@@ -43,7 +43,7 @@ static CLAIM_NAMES: LazyLock<String> = LazyLock::new(|| {
     format!("local CLAIM_NAMES = {{ {} }}", names.join(", "))
 });
 /// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
-/// key, and wakes idle workers; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN`, `START_CHAT_FN`,
+/// key; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN`, `START_CHAT_FN`,
 /// `submit_plain.lua` and `complete_many.lua`.
 const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
 /// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
@@ -93,18 +93,42 @@ pub(crate) static CLAIM_CHAT: LazyLock<Script> = LazyLock::new(|| {
 /// Records an accepted outcome (used by `complete_many`).
 const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 
-/// Creates one or more non-chat jobs' records and puts them on their ready lists, or hands them
-/// to idle workers: a submit, or a batch's non-chat jobs, in one call.
-/// The hand-off's functions (and the claim's they need) are defined inside `handoff_fns()`,
-/// which the script calls only when it finds an idle worker: a closure made at the top would be
-/// made by every call. It returns `hand_off` and `hand_new`.
+/// Wakes idle workers blocked on a kind's wake-up list; needed by `submit_one.lua`,
+/// `submit_plain.lua` and `complete_many.lua`.
+const WAKE_FN: &str = include_str!("lua/wake_fn.lua");
+
+/// The body of `handoff_fns()`, defined by both submit scripts: the hand-off's functions (and the
+/// claim's they need), which a submit needs only when it finds an idle worker. Defined at the
+/// top, their closures would be made by every call (a script's body runs afresh each call). It
+/// returns `hand_off` and `hand_new`. `before` goes first inside it: what the hand-off needs that
+/// the script does not define at its top.
+fn handoff_fns(before: &str) -> String {
+    format!(
+        "local function handoff_fns()\n{before}\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}\n{HANDOFF_NEW_FN}\n\
+         return hand_off, hand_new\nend",
+        *CLAIM_FIELDS_FN, *CLAIM_NAMES
+    )
+}
+
+/// Creates one non-chat job's record and puts it on its ready list, or hands it to an idle
+/// worker: a lone submit. Its own script, lighter than `SUBMIT_PLAIN`: at its top only
+/// `create_job`, `write_job` and `wake`; the batch's functions are made inside `handoff_fns()`,
+/// with the hand-off that needs them.
+pub(crate) static SUBMIT_ONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{WAKE_FN}\n{}\n{}",
+        crate::store::CREATE_FN,
+        handoff_fns(BATCH_FN),
+        include_str!("lua/submit_one.lua")
+    ))
+});
+/// Creates non-chat jobs' records and puts them on their ready lists, or hands them to idle
+/// workers: a batch's non-chat jobs, or submits combined, in one call.
 pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{BATCH_FN}\n{}\nlocal function handoff_fns()\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}\n{HANDOFF_NEW_FN}\n\
-         return hand_off, hand_new\nend\n{}",
+        "{BATCH_FN}\n{WAKE_FN}\n{}\n{}\n{}",
         crate::store::CREATE_FN,
-        *CLAIM_FIELDS_FN,
-        *CLAIM_NAMES,
+        handoff_fns(""),
         include_str!("lua/submit_plain.lua")
     ))
 });
@@ -129,7 +153,7 @@ pub(crate) static COMPLETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     // The lane store's own `finish_lane` (and the helpers it needs) move a chat lane on in the
     // same script: one Lua source for both, no copy.
     Script::new(&format!(
-        "{BATCH_FN}\n{}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}\n{}\n{}",
+        "{BATCH_FN}\n{WAKE_FN}\n{}\n{CLAIM_PLAIN_FN}\n{RECORD_OUTCOME_FN}\n{START_CHAT_FN}\n{CLAIM_CHAT_FN}\n{}\n{}\n{}",
         *CLAIM_FIELDS_FN,
         lane_store::LANE_COMMON_LUA,
         lane_store::FINISH_FN,

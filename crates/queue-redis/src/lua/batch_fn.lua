@@ -102,14 +102,3 @@ local function flush_batch(b)
   b.counters, b.counter_order, b.sets, b.set_order = {}, {}, {}, {}
 end
 
--- Wakes up to `n` idle workers blocked on `signal` (one token each, at most 64 in the list: more
--- would wake no one more; the trim runs only when there are that many).
-local function wake(signal, n)
-  local tokens = {}
-  for t = 1, math.min(n, 64) do
-    tokens[t] = '1'
-  end
-  if redis.call('LPUSH', signal, unpack(tokens)) > 64 then
-    redis.call('LTRIM', signal, '0', '63')
-  end
-end

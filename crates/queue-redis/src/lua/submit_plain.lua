@@ -1,4 +1,4 @@
--- Submits one or more non-chat jobs in one call (batch_fn.lua, job_create_fn.lua and
+-- Submits non-chat jobs in one call (batch_fn.lua, wake_fn.lua, job_create_fn.lua and
 -- `handoff_fns`, see below, are prepended), with the effect of
 -- `create_job` and a ready-list push for each, in order, but with the per-job work cut to two
 -- commands (EXISTS and HSET): the sequence numbers come from one INCRBY, and each kind gets one
@@ -9,7 +9,8 @@
 -- A job whose id is taken, by an existing record or by an earlier job of this call, gets 0 and
 -- nothing is written for it; the others get consecutive sequence numbers in their order.
 -- A call holds at most MAX_SUBMIT_BATCH (1,000) jobs, so each multi-member command's `unpack`
--- stays far below Lua's stack limit.
+-- stays far below Lua's stack limit. A call of one job goes to submit_one.lua instead (the same
+-- effect without this script's tables and functions); this script gives the same answer for one.
 -- KEYS[1] seq counter
 -- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] tenant prefix, ARGV[4] lease (ms) of a job handed to
 --   an idle worker; then 5 per job: id, kind, lane ('' = none), request id ('' = none), payload
@@ -19,37 +20,12 @@ local prefix = ARGV[3]
 -- The hand-off (`hand_off`, handoff_fn.lua, and `hand_new`, handoff_new_fn.lua) is built on first
 -- use by `handoff_fns` (scripts.rs: the generated read_claim, claim_plain_fn.lua, handoff_fn.lua,
 -- the generated CLAIM_NAMES and handoff_new_fn.lua inside one function, which returns the two): defined
--- at the top, their closures would be made by every call, which cost a lone submit about a
--- quarter more instructions in Redis, and most calls find no idle worker. For the same reason
--- the one-job path below comes before the batch's `dispatch`.
+-- at the top, their closures would be made by every call, and most calls find no idle worker.
+local now, handoff_lease, hand_off = tonumber(ARGV[2]), tonumber(ARGV[4]), nil
 -- The idle worker of `kind` registered longest whose registration has not run out, if any.
 local function idle_worker(kind)
   return redis.call('ZRANGEBYSCORE', prefix .. 'idle:' .. kind, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
 end
--- One job (a lone producer's submit, the common case): `create_job` itself, then the ready list
--- and a hand-off or a wake-up, without the tables that gather a batch's writes, which cost a
--- single job more than its commands do. With an idle worker and no job of its kind ready ahead
--- of it, the job is created already claimed for that worker (`hand_new`, handoff_new_fn.lua):
--- the same records as `create_job` then `hand_off`, in fewer commands.
-if #ARGV == 9 then
-  local id, kind = ARGV[5], ARGV[6]
-  local K = { prefix .. 'job:' .. id, KEYS[1], prefix .. 'pending:' .. kind }
-  local A = { id, kind, ARGV[1], ARGV[7], ARGV[8], ARGV[2], ARGV[9] }
-  local ready, worker = prefix .. 'ready:' .. kind, idle_worker(kind)
-  if worker and redis.call('LLEN', ready) == 0 then
-    local _, hand_new = handoff_fns()
-    return { hand_new(K, A, prefix, tonumber(ARGV[2]), tonumber(ARGV[4]), worker) }
-  end
-  local seq = create_job(K, A)
-  if seq > 0 then
-    redis.call('RPUSH', ready, id)
-    if not (worker and handoff_fns()(prefix, kind, tonumber(ARGV[2]), tonumber(ARGV[4]), worker)) then
-      wake(prefix .. 'signal:' .. kind, 1)
-    end
-  end
-  return { seq }
-end
-local now, handoff_lease, hand_off = tonumber(ARGV[2]), tonumber(ARGV[4]), nil
 -- Hands up to `n` jobs of `kind` to idle workers, each to the one registered longest, and wakes
 -- others for the rest.
 local function dispatch(kind, n)
