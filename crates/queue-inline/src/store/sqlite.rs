@@ -6,7 +6,9 @@
 //! durable commit; one writer draining a queue pays that cost once per batch instead of once per
 //! job, and a WAL database lets the read connection run beside it without blocking.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -139,9 +141,19 @@ const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1")
 /// As [`GET_SQL`], plus the row's `rowid` (column 13), so that the update that follows finds
 /// the row without searching the id index again.
 const GET_FOR_UPDATE_SQL: &str = concat!("SELECT ", columns!(), ", rowid FROM jobs WHERE id = ?1");
-/// The row a `transition` changed, written back whole but for the columns no update touches.
-const TRANSITION_WRITE_SQL: &str = "UPDATE jobs SET status = ?2, attempt = ?3, lease_epoch = ?4, \
-     updated_at_ms = ?5, result = ?6, error = ?7 WHERE rowid = ?1";
+/// The row a `transition` changed, written back whole but for the columns no update touches,
+/// for a row left in `status`: one statement per state, prepared at start, with the state in the
+/// text (binding a text copies it).
+fn transition_write_sql(status: JobStatus) -> String {
+    format!(
+        "UPDATE jobs SET status = '{}', attempt = ?2, lease_epoch = ?3, updated_at_ms = ?4, result = ?5, \
+         error = ?6 WHERE rowid = ?1",
+        status.as_str()
+    )
+}
+/// As [`GET_FOR_UPDATE_SQL`], found by a [`RowHints`] `rowid` (`?1`): a seek of the table alone.
+/// The caller checks that the row's id (column 0) is the one it asked for.
+const GET_AT_ROWID_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE rowid = ?1");
 /// What [`JobUpdate::check`] needs of a row, and the row's `rowid` for the update that follows.
 const SETTLE_READ_SQL: &str = "SELECT status, lease_epoch, rowid FROM jobs WHERE id = ?1";
 /// A checked update written without the record in hand: each column as [`JobRecord::apply`] sets
@@ -154,20 +166,35 @@ macro_rules! settle_set {
     };
 }
 const SETTLE_WRITE_SQL: &str = concat!(settle_set!(), "WHERE rowid = ?1");
-/// A settle in one statement: the row of id `?1` is written only if its state is `?8` or `?9`
-/// (the states the transition table lets reach the new one, see [`Guard`]) and, when `?10` is not
-/// `NULL`, its lease epoch is `?10` (the fence). One seek of the id index and one statement
-/// instead of a read and a write; a row it leaves alone is read by [`SETTLE_READ_SQL`] for the
-/// reason.
-const SETTLE_GUARDED_SQL: &str =
-    concat!(settle_set!(), "WHERE id = ?1 AND status IN (?8, ?9) AND (?10 IS NULL OR lease_epoch = ?10)");
+/// A settle in one statement, for an update that moves a job to the state `guard.to`: the row
+/// of id `?1` is written only if its state is one of `guard.from` (the states the transition
+/// table lets reach the new one, see [`Guard`]) and, when `?7` is not `NULL`, its lease epoch is
+/// `?7` (the fence). One seek of the id index and one statement instead of a read and a write;
+/// a row it leaves alone is read by [`SETTLE_READ_SQL`] for the reason. The states are written
+/// into the text, one statement per target prepared at start, rather than bound at each use:
+/// binding a text copies it, about 280 instructions each (callgrind).
+///
+/// With `at_rowid`, the row is found by its `rowid` (`?8`, from [`RowHints`]) and its id is
+/// compared, instead of a seek of the id index.
+fn settle_guarded_sql(guard: Guard, at_rowid: bool) -> String {
+    let [first, second] = guard.from;
+    let row = if at_rowid { "rowid = ?8 AND id = ?1" } else { "id = ?1" };
+    format!(
+        "UPDATE jobs SET status = '{to}', lease_epoch = COALESCE(?2, lease_epoch), attempt = attempt + ?3, \
+         updated_at_ms = ?4, result = COALESCE(?5, result), error = COALESCE(?6, error) \
+         WHERE {row} AND status IN ('{first}', '{second}') AND (?7 IS NULL OR lease_epoch = ?7)",
+        to = guard.to.as_str()
+    )
+}
 const PURGE_SQL: &str = concat!("DELETE FROM jobs WHERE ", finished!(), " AND updated_at_ms < ?1");
 /// A create, which writes nothing when the id is taken: the insert's own seek of the id index is
-/// the check, so a create seeks that index once.
+/// the check, so a create seeks that index once. The columns every new record has the same value
+/// in (as [`JobRecord::from_new`] makes it: `queued`, no attempt, epoch 0, no result, no error)
+/// are written in the text rather than bound at each create; `?5` is both timestamps.
 const INSERT_SQL: &str = concat!(
     "INSERT INTO jobs (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (id) DO NOTHING"
+    ") VALUES (?1, ?2, ?3, ?4, 'queued', 0, 0, ?6, ?5, ?5, ?7, NULL, NULL) ON CONFLICT (id) DO NOTHING"
 );
 // Each query on a state names the condition of the partial index it needs, word for word: SQLite
 // uses a partial index only for a query whose WHERE clause contains that condition, and a bound
@@ -322,6 +349,7 @@ impl SqliteJobStore {
                 let writer = Writer {
                     conn: &conn,
                     hot,
+                    rows: RowHints::default(),
                     tenant: writer_tenant,
                     shown: writer_shown,
                     next_seq,
@@ -898,10 +926,14 @@ struct HotStatements<'c> {
     commit: Statement<'c>,
     insert: Statement<'c>,
     get_for_update: Statement<'c>,
-    transition_write: Statement<'c>,
+    get_at_rowid: Statement<'c>,
+    /// [`transition_write_sql`] of every state, in the order of [`JobStatus::ALL`].
+    transition_write: Vec<Statement<'c>>,
     settle_read: Statement<'c>,
     settle_write: Statement<'c>,
-    settle_guarded: Statement<'c>,
+    /// [`settle_guarded_sql`] for each state that has a [`Guard`], by that state: by id, and by
+    /// `rowid`.
+    settle_guarded: Vec<(JobStatus, Statement<'c>, Statement<'c>)>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -914,18 +946,133 @@ impl<'c> HotStatements<'c> {
             commit: prepare("COMMIT")?,
             insert: prepare(INSERT_SQL)?,
             get_for_update: prepare(GET_FOR_UPDATE_SQL)?,
-            transition_write: prepare(TRANSITION_WRITE_SQL)?,
+            get_at_rowid: prepare(GET_AT_ROWID_SQL)?,
+            transition_write: JobStatus::ALL
+                .into_iter()
+                .map(|status| prepare_persistent(conn, &transition_write_sql(status)))
+                .collect::<rusqlite::Result<_>>()?,
             settle_read: prepare(SETTLE_READ_SQL)?,
             settle_write: prepare(SETTLE_WRITE_SQL)?,
-            settle_guarded: prepare(SETTLE_GUARDED_SQL)?,
+            settle_guarded: JobStatus::ALL
+                .into_iter()
+                .filter_map(|to| Guard::of(&JobUpdate { to: Some(to), ..JobUpdate::default() }))
+                .map(|guard| {
+                    let by_id = settle_guarded_sql(guard, false);
+                    let at_rowid = settle_guarded_sql(guard, true);
+                    Ok((guard.to, prepare_persistent(conn, &by_id)?, prepare_persistent(conn, &at_rowid)?))
+                })
+                .collect::<rusqlite::Result<_>>()?,
         })
+    }
+
+    /// The guarded settle that moves a row to `to`, if that state has a guard: the one that
+    /// finds the row by its `rowid` when there is one.
+    fn settle_guarded(&mut self, to: JobStatus, rowid: Option<i64>) -> Option<&mut Statement<'c>> {
+        let (_, by_id, at_rowid) = self.settle_guarded.iter_mut().find(|(target, ..)| *target == to)?;
+        Some(if rowid.is_some() { at_rowid } else { by_id })
     }
 }
 
-/// The states a guarded statement lets an update leave, as its two parameters: those from which
+fn prepare_persistent<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<Statement<'c>> {
+    conn.prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)
+}
+
+/// The `rowid` of the rows the writer created, until their job is finished: a start and an end
+/// then find the row by a seek of the table alone rather than one of the id index first (two
+/// fewer seeks of that index per job). A hint is only that: the row found must have the id asked
+/// for, and one that does not (or none) is looked up by id as before.
+///
+/// Keyed by the address of the id's text, not by the text: the runtime hands the store back the
+/// id it got from `create` (clones of one `Arc`), and hashing an address costs a multiplication
+/// where hashing the text with `RandomState` cost about 300 instructions, several times a job
+/// (callgrind). The entry keeps its id alive, so no other id's text can sit at that address
+/// while it exists: an address found is the same id. An id passed as another copy of the text
+/// just misses (it is found by id), and an entry it leaves behind goes when the map is full,
+/// which empties it ([`RowHints::MAX`]); jobs created before the store was opened have none.
+/// The rows of a batch or a savepoint that rolled back take all hints with them.
+#[derive(Debug, Default)]
+struct RowHints {
+    rows: HashMap<usize, (JobId, i64), BuildHasherDefault<AddressHasher>>,
+}
+
+/// Where an id's text is, the key of [`RowHints`].
+fn address(id: &JobId) -> usize {
+    id.as_str().as_ptr().addr()
+}
+
+impl RowHints {
+    /// At about 60 bytes an entry (the map's slot and the id it keeps alive), 4 MiB at most.
+    const MAX: usize = 1 << 16;
+
+    fn note(&mut self, id: &JobId, rowid: i64) {
+        if self.rows.len() >= Self::MAX {
+            // A backlog larger than this, or entries left by jobs that ended through another
+            // copy of their id: all go, and a job without a hint is found by id.
+            self.rows.clear();
+        }
+        self.rows.insert(address(id), (id.clone(), rowid));
+    }
+
+    fn get(&self, id: &JobId) -> Option<i64> {
+        self.rows.get(&address(id)).map(|&(_, rowid)| rowid)
+    }
+
+    fn forget(&mut self, id: &JobId) {
+        self.rows.remove(&address(id));
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+    }
+
+    /// The hint for an update that moves the job to `to`, taken out of the map when `to` is
+    /// final (one lookup instead of two). Should the update be refused, the job is found by id
+    /// from then on.
+    fn take_for(&mut self, id: &JobId, to: Option<JobStatus>) -> Option<i64> {
+        if to.is_some_and(JobStatus::is_terminal) {
+            self.rows.remove(&address(id)).map(|(_, rowid)| rowid)
+        } else {
+            self.get(id)
+        }
+    }
+
+    /// After an update that left the job in `status`: a finished job is not started or ended
+    /// again (a requeued one is).
+    fn after(&mut self, id: &JobId, status: JobStatus) {
+        if status.is_terminal() {
+            self.forget(id);
+        }
+    }
+}
+
+/// Hashes an address (a `usize`) by one multiplication (Fibonacci hashing) and a rotation:
+/// addresses are not chosen by callers, so nobody can aim ids at one bucket. The rotation puts
+/// the product's well-mixed high half in the low bits, which pick the bucket (an address's own
+/// low bits are alignment, always 0).
+#[derive(Debug, Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32);
+    }
+}
+
+/// The states a guarded statement lets an update leave: those from which
 /// [`JobStatus::can_transition_to`] allows the update's target, the second repeating the first
-/// when there is one. The table stays in `queue-core`; SQL only compares the row's state with
-/// what it says. The guard is a fast path: a row it refuses is read and checked as before, so a
+/// when there is one. The table stays in `queue-core`; the writer writes what it says into the
+/// text of its statements when it prepares them ([`settle_guarded_sql`]), and SQL only compares
+/// the row's state with it. The guard is a fast path: a row it refuses is read and checked as before, so a
 /// guard narrower than the table would cost a read, never a wrong answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Guard {
@@ -949,6 +1096,7 @@ impl Guard {
 struct Writer<'c> {
     conn: &'c Connection,
     hot: HotStatements<'c>,
+    rows: RowHints,
     tenant: TenantId,
     shown: Arc<str>,
     next_seq: u64,
@@ -1001,6 +1149,8 @@ impl Writer<'_> {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
                 self.next_seq = seq_before;
+                // The rows the batch created are gone: their hints would only cost a failed seek.
+                self.rows.clear();
                 let error = QueueError::Storage(format!("job store {}: commit failed: {e}", self.shown));
                 tracing::error!(
                     tenant = %self.tenant, path = %self.shown, error = %e, ops = replies.len(),
@@ -1033,6 +1183,7 @@ impl Writer<'_> {
                 self.next_seq = seq;
                 if savepoint {
                     self.conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+                    self.rows.clear();
                 } else if self.conn.is_autocommit() {
                     // Some errors (I/O, a full disk) make SQLite roll back the whole transaction:
                     // then the batch fails as one, as a failed commit does.
@@ -1084,6 +1235,7 @@ impl Writer<'_> {
                 self.settle(&id, &update, result.as_deref(), now_ms).map(|()| Outcome::Settled)
             }
             WriteOp::Delete(id) => {
+                self.rows.forget(&id);
                 let n = self.conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.as_str()])?;
                 Ok(Outcome::Flag(n > 0))
             }
@@ -1109,24 +1261,25 @@ impl Writer<'_> {
 
     fn create(&mut self, job: NewJob, payload: &str, now_ms: u64) -> Result<JobRecord, Failure> {
         let record = JobRecord::from_new(self.tenant.clone(), job, self.next_seq, now_ms);
+        // INSERT_SQL writes these as literals, and one timestamp for both.
+        debug_assert_eq!(
+            (record.status, record.attempt, record.lease_epoch, &record.result, &record.error),
+            (JobStatus::Queued, 0, 0, &None, &None),
+        );
+        debug_assert_eq!(record.created_at_ms, record.updated_at_ms);
         let inserted = self.hot.insert.execute(params![
             record.id.as_str(),
             record.kind.as_str(),
             record.lane.as_ref().map(LaneId::as_str),
             record.request_id.as_ref().map(RequestId::as_str),
-            record.status.as_str(),
-            i64::from(record.attempt),
-            to_sql_int(record.lease_epoch, "lease_epoch")?,
-            to_sql_int(record.seq, "seq")?,
             to_sql_int(record.created_at_ms, "created_at_ms")?,
-            to_sql_int(record.updated_at_ms, "updated_at_ms")?,
+            to_sql_int(record.seq, "seq")?,
             payload,
-            Option::<&str>::None,
-            record.error.as_deref(),
         ])?;
         if inserted == 0 {
             return Err(QueueError::AlreadyExists { job: record.id }.into());
         }
+        self.rows.note(&record.id, self.conn.last_insert_rowid());
         self.next_seq += 1;
         Ok(record)
     }
@@ -1138,11 +1291,32 @@ impl Writer<'_> {
         result: Option<String>,
         now_ms: u64,
     ) -> Result<Transitioned, Failure> {
-        let row = self
-            .hot
-            .get_for_update
-            .query_row([id.as_str()], |row| Ok((RawJob::from_row_of(row, id)?, row.get::<_, i64>(13)?)))
-            .optional()?;
+        let hinted = match self.rows.get(id) {
+            Some(rowid) => self
+                .hot
+                .get_at_rowid
+                .query_row([rowid], |row| {
+                    // Another row, or none: the hint is stale (the row was deleted behind the
+                    // writer's back), and the row is looked up by id.
+                    let same = row.get_ref(0)?.as_str().is_ok_and(|text| text == id.as_str());
+                    Ok(same.then(|| RawJob::from_row_of(row, id)).transpose()?.map(|raw| (raw, rowid)))
+                })
+                .optional()?
+                .flatten(),
+            None => None,
+        };
+        let row = match hinted {
+            Some(found) => Some(found),
+            None => {
+                self.rows.forget(id);
+                self.hot
+                    .get_for_update
+                    .query_row([id.as_str()], |row| {
+                        Ok((RawJob::from_row_of(row, id)?, row.get::<_, i64>(13)?))
+                    })
+                    .optional()?
+            }
+        };
         let Some((raw, rowid)) = row else {
             return Err(QueueError::NotFound { job: id.clone() }.into());
         };
@@ -1151,20 +1325,25 @@ impl Writer<'_> {
         // update carries no result (it comes as text), so `apply` leaves the result alone.
         record.apply(update, now_ms)?;
         let result = result.or(stored_result);
-        self.hot.transition_write.execute(params![
+        let write = JobStatus::ALL
+            .iter()
+            .position(|s| *s == record.status)
+            .and_then(|i| self.hot.transition_write.get_mut(i))
+            .ok_or_else(|| Failure::Corrupt(format!("job {id}: no statement writes {}", record.status)))?;
+        write.execute(params![
             rowid,
-            record.status.as_str(),
             i64::from(record.attempt),
             to_sql_int(record.lease_epoch, "lease_epoch")?,
             to_sql_int(record.updated_at_ms, "updated_at_ms")?,
             result.as_deref(),
             record.error.as_deref(),
         ])?;
+        self.rows.after(id, record.status);
         Ok(Transitioned { record, payload, result })
     }
 
     /// `transition` without the record: writes the columns the update sets if the row's state
-    /// and epoch let it ([`SETTLE_GUARDED_SQL`]), and otherwise reads the two columns the checks
+    /// and epoch let it ([`settle_guarded_sql`]), and otherwise reads the two columns the checks
     /// need, so that the refusal is the one every store gives.
     fn settle(
         &mut self,
@@ -1175,20 +1354,25 @@ impl Writer<'_> {
     ) -> Result<(), Failure> {
         let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
         let now = to_sql_int(now_ms, "updated_at_ms")?;
-        if let Some(guard) = Guard::of(update) {
+        let hint = self.rows.take_for(id, update.to);
+        if let Some(to) = update.to
+            && let Some(guarded) = self.hot.settle_guarded(to, hint)
+        {
             let fence = update.expect_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
-            let written = self.hot.settle_guarded.execute(params![
-                id.as_str(),
-                guard.to.as_str(),
-                set_epoch,
-                i64::from(update.bump_attempt),
-                now,
-                result,
-                update.error.as_deref(),
-                guard.from[0],
-                guard.from[1],
-                fence,
-            ])?;
+            let (bump, error) = (i64::from(update.bump_attempt), update.error.as_deref());
+            let written = match hint {
+                Some(rowid) => guarded.execute(params![
+                    id.as_str(),
+                    set_epoch,
+                    bump,
+                    now,
+                    result,
+                    error,
+                    fence,
+                    rowid
+                ])?,
+                None => guarded.execute(params![id.as_str(), set_epoch, bump, now, result, error, fence])?,
+            };
             if written > 0 {
                 return Ok(());
             }
@@ -1211,15 +1395,17 @@ impl Writer<'_> {
             .map_err(|_| Failure::Corrupt(format!("job {id}: negative lease_epoch {lease_epoch}")))?;
         // The same fence and table as `transition`; on error nothing was written.
         update.check(id, status, lease_epoch)?;
+        let to = update.to.unwrap_or(status);
         self.hot.settle_write.execute(params![
             rowid,
-            update.to.unwrap_or(status).as_str(),
+            to.as_str(),
             set_epoch,
             i64::from(update.bump_attempt),
             now,
             result,
             update.error.as_deref(),
         ])?;
+        self.rows.after(id, to);
         Ok(())
     }
 
@@ -1342,9 +1528,15 @@ mod tests {
     fn a_guarded_settle_is_one_seek_of_the_id_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        let args = ["a", "done", "", "0", "5", "", "", "processing", "processing", "1"];
-        let plan = query_plan(&store, SETTLE_GUARDED_SQL, &args);
+        let guard = Guard::of(&JobUpdate { to: Some(JobStatus::Done), ..JobUpdate::default() }).unwrap();
+        let args = ["a", "", "0", "5", "", "", "1"];
+        let plan = query_plan(&store, &settle_guarded_sql(guard, false), &args);
         assert_eq!(plan, ["SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)"]);
+        // With the writer's hint, the table alone.
+        let plan = query_plan(&store, &settle_guarded_sql(guard, true), &[&args[..], &["1"]].concat());
+        assert_eq!(plan, ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"]);
+        let plan = query_plan(&store, GET_AT_ROWID_SQL, &["1"]);
+        assert_eq!(plan, ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"]);
     }
 
     /// A guard admits exactly the states the transition table lets reach its target, and an
@@ -1518,6 +1710,51 @@ mod tests {
         assert_eq!(untouched, ("limbo".into(), 0));
     }
 
+    /// A hint is found through clones of the id it was noted for, not through another copy of
+    /// the same text, and an end that finishes the job takes it out.
+    #[test]
+    fn a_row_hint_belongs_to_the_id_it_was_noted_for() {
+        let mut hints = RowHints::default();
+        let id = JobId::new("a").unwrap();
+        hints.note(&id, 7);
+        assert_eq!(hints.get(&id.clone()), Some(7));
+        assert_eq!(hints.get(&JobId::new("a").unwrap()), None);
+        assert_eq!(hints.take_for(&id, Some(JobStatus::Processing)), Some(7));
+        assert_eq!(hints.take_for(&id, Some(JobStatus::Done)), Some(7));
+        assert_eq!(hints.get(&id), None);
+    }
+
+    /// The writer's `rowid` of a job it created is a hint: a row deleted behind its back, whose
+    /// `rowid` a new job then takes, is reported absent, and the new job is left alone.
+    #[tokio::test]
+    async fn a_row_taken_over_by_another_job_is_not_mistaken_for_the_one_it_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        for job in ["a", "b"] {
+            store.create(new_job(job)).await.unwrap();
+        }
+        let other = Connection::open(store.path()).unwrap();
+        other.execute("DELETE FROM jobs WHERE id = 'b'", []).unwrap();
+        store.create(new_job("c")).await.unwrap();
+        let rowid = |job: &str| -> i64 {
+            other.query_row("SELECT rowid FROM jobs WHERE id = ?1", [job], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(rowid("c"), 2, "the new job took the deleted one's rowid");
+        let b = JobId::new("b").unwrap();
+        let absent =
+            |e: QueueError| assert!(matches!(e, QueueError::NotFound { ref job } if *job == b), "{e:?}");
+        absent(store.transition(&b, JobUpdate::start(1)).await.unwrap_err());
+        absent(store.settle(&b, JobUpdate::start(1)).await.unwrap_err());
+        absent(store.settle(&b, JobUpdate::requeue(0, None)).await.unwrap_err());
+        let c = store.get(&JobId::new("c").unwrap()).await.unwrap().unwrap();
+        assert_eq!((c.status, c.attempt, c.lease_epoch), (JobStatus::Queued, 0, 0));
+        let started = store.transition(&c.id, JobUpdate::start(3)).await.unwrap();
+        assert_eq!((started.status, started.attempt, started.lease_epoch), (JobStatus::Processing, 1, 3));
+        store.settle(&c.id, JobUpdate::done(3, serde_json::json!(7))).await.unwrap();
+        let done = store.get(&c.id).await.unwrap().unwrap();
+        assert_eq!((done.status, done.result), (JobStatus::Done, Some(serde_json::json!(7))));
+    }
+
     /// Builds one batch by hand so the refused operations are certain to share a transaction
     /// with the good ones.
     #[test]
@@ -1532,6 +1769,7 @@ mod tests {
         let mut writer = Writer {
             conn: &conn,
             hot: HotStatements::prepare(&conn).unwrap(),
+            rows: RowHints::default(),
             tenant: TenantId::default_tenant(),
             shown: "test".into(),
             next_seq,
