@@ -1,5 +1,5 @@
 -- Records the outcomes of several jobs, each fenced on its own, and hands each caller its next
--- job in the same call (batch_fn.lua, the generated read_claim, claim_plain_fn.lua,
+-- job in the same call (batch_fn.lua, wake_fn.lua, the generated read_claim, claim_plain_fn.lua,
 -- record_outcome_fn.lua, start_chat_fn.lua, claim_chat_fn.lua and the lane store's common.lua and
 -- finish_fn.lua are prepended). One call for what many job
 -- slots finished at about the same time.
