@@ -97,7 +97,7 @@ const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 /// `submit_plain.lua` and `complete_many.lua`.
 const WAKE_FN: &str = include_str!("lua/wake_fn.lua");
 
-/// The body of `handoff_fns()`, defined by both submit scripts: the hand-off's functions (and the
+/// The definition of `handoff_fns()`, in both submit scripts: the hand-off's functions (and the
 /// claim's they need), which a submit needs only when it finds an idle worker. Defined at the
 /// top, their closures would be made by every call (a script's body runs afresh each call). It
 /// returns `hand_off` and `hand_new`. `before` goes first inside it: what the hand-off needs that
