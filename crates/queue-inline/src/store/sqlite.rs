@@ -1725,14 +1725,20 @@ mod tests {
     }
 
     /// The writer's `rowid` of a job it created is a hint: a row deleted behind its back, whose
-    /// `rowid` a new job then takes, is reported absent, and the new job is left alone.
+    /// `rowid` a new job then takes, is reported absent, and the new job is left alone. The calls
+    /// pass the very id the job was created with (the hint's key), so they find the hint and the
+    /// other job's row at its `rowid`; with another copy of the text they would not use the hint.
     #[tokio::test]
     async fn a_row_taken_over_by_another_job_is_not_mistaken_for_the_one_it_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
+        let mut created = Vec::new();
         for job in ["a", "b"] {
-            store.create(new_job(job)).await.unwrap();
+            let job = new_job(job);
+            created.push(job.id.clone());
+            store.create(job).await.unwrap();
         }
+        let b = created.pop().unwrap();
         let other = Connection::open(store.path()).unwrap();
         other.execute("DELETE FROM jobs WHERE id = 'b'", []).unwrap();
         store.create(new_job("c")).await.unwrap();
@@ -1740,12 +1746,12 @@ mod tests {
             other.query_row("SELECT rowid FROM jobs WHERE id = ?1", [job], |r| r.get(0)).unwrap()
         };
         assert_eq!(rowid("c"), 2, "the new job took the deleted one's rowid");
-        let b = JobId::new("b").unwrap();
         let absent =
             |e: QueueError| assert!(matches!(e, QueueError::NotFound { ref job } if *job == b), "{e:?}");
         absent(store.transition(&b, JobUpdate::start(1)).await.unwrap_err());
         absent(store.settle(&b, JobUpdate::start(1)).await.unwrap_err());
         absent(store.settle(&b, JobUpdate::requeue(0, None)).await.unwrap_err());
+        absent(store.settle(&b, JobUpdate::done(0, serde_json::json!(1))).await.unwrap_err());
         let c = store.get(&JobId::new("c").unwrap()).await.unwrap().unwrap();
         assert_eq!((c.status, c.attempt, c.lease_epoch), (JobStatus::Queued, 0, 0));
         let started = store.transition(&c.id, JobUpdate::start(3)).await.unwrap();
