@@ -36,20 +36,49 @@ end",
         names.join(", ")
     )
 }
-/// `CLAIM_NAMES`, the names of [`CLAIM_FIELDS`] in their order, for `HANDOFF_NEW_FN`, which
-/// builds a claimed record's values without reading them back.
-static CLAIM_NAMES: LazyLock<String> = LazyLock::new(|| {
-    let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
-    format!("local CLAIM_NAMES = {{ {} }}", names.join(", "))
+/// `new_claim(id, at, seq, lane, request_id, payload)`, generated from [`CLAIM_FIELDS`] for
+/// `HANDOFF_NEW_FN`: the values a claim of a job just created under epoch 1, attempt 1 at `at`
+/// would read, in CLAIM_FIELDS's order (`lane` and `request_id` already `cjson.null` when the job
+/// has none), built without reading them back and without a table of names.
+static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<&str> = CLAIM_FIELDS
+        .iter()
+        .map(|f| match *f {
+            "id" => "id",
+            "status" => "'processing'",
+            "epoch" | "attempt" => "'1'",
+            "updated" | "created" => "at",
+            "lane" => "lane",
+            "request_id" => "request_id",
+            "seq" => "seq",
+            "payload" => "payload",
+            // What a new job cannot have yet.
+            "error" | "result" => "cjson.null",
+            other => panic!("new_claim: no value for the claimed field {other}"),
+        })
+        .collect();
+    format!(
+        "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs).\n\
+         local function new_claim(id, at, seq, lane, request_id, payload)\n  return {{ {} }}\nend",
+        values.join(", ")
+    )
 });
 /// Gathers the writes many jobs make to one key (a counter, a sorted set) into one command per
 /// key; needed by `CLAIM_PLAIN_FN`, `RECORD_OUTCOME_FN`, `START_CHAT_FN`,
 /// `submit_plain.lua` and `complete_many.lua`.
 const BATCH_FN: &str = include_str!("lua/batch_fn.lua");
-/// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next).
-const CLAIM_PLAIN_FN: &str = include_str!("lua/claim_plain_fn.lua");
-/// Direct hand-off of a submitted job to an idle worker; `submit_plain` only. Needs
-/// `CLAIM_PLAIN_FN` before it.
+/// `INFLIGHT_KEEPER`, the member that keeps `inflight` a skiplist; before `CLAIM_PLAIN_FN` and
+/// `HANDOFF_NEW_FN`.
+const INFLIGHT_KEEPER: &str = include_str!("lua/inflight_keeper.lua");
+/// The claim function shared by `claim_plain` and `complete_many` (finish-and-claim-next), with
+/// `INFLIGHT_KEEPER` before it.
+const CLAIM_PLAIN_FN: &str =
+    concat!(include_str!("lua/inflight_keeper.lua"), "\n", include_str!("lua/claim_plain_fn.lua"));
+/// Pushes a job claimed for an idle worker onto its hand-off list; both sides of a submit's
+/// hand-off (`HANDOFF_FN`, `HANDOFF_NEW_FN`) need it.
+const PUSH_HANDED_FN: &str = include_str!("lua/push_handed_fn.lua");
+/// Direct hand-off of a submitted job to an idle worker (the head of its ready list). Needs
+/// `CLAIM_PLAIN_FN` and `PUSH_HANDED_FN` before it.
 const HANDOFF_FN: &str = include_str!("lua/handoff_fn.lua");
 /// What both kinds of worker do with their hand-off list at a claim: withdraw the registration,
 /// read and empty the list; needed by `TAKE_HANDED_FN` and `TAKE_HANDED_CHAT_FN`.
@@ -57,8 +86,8 @@ const HANDED_FN: &str = include_str!("lua/handed_fn.lua");
 /// The worker's side of the hand-off: what was handed to it and not yet read, taken by its next
 /// claim; `claim_plain` only. Needs `CLAIM_PLAIN_FN` and `HANDED_FN` before it.
 const TAKE_HANDED_FN: &str = include_str!("lua/take_handed_fn.lua");
-/// A lone submit's job created already claimed for an idle worker; `submit_plain` only. Needs
-/// `CLAIM_PLAIN_FN`, `HANDOFF_FN` and `CLAIM_NAMES` before it.
+/// A lone submit's job created already claimed for an idle worker; `submit_one` only. Needs
+/// `INFLIGHT_KEEPER`, `PUSH_HANDED_FN` and `NEW_CLAIM_FN` before it.
 const HANDOFF_NEW_FN: &str = include_str!("lua/handoff_new_fn.lua");
 
 /// Claims ready non-chat jobs with their state change and lease, for a worker's fetch loop
@@ -97,28 +126,41 @@ const RECORD_OUTCOME_FN: &str = include_str!("lua/record_outcome_fn.lua");
 /// `submit_plain.lua` and `complete_many.lua`.
 const WAKE_FN: &str = include_str!("lua/wake_fn.lua");
 
-/// The definition of `handoff_fns()`, in both submit scripts: the hand-off's functions (and the
-/// claim's they need), which a submit needs only when it finds an idle worker. Defined at the
-/// top, their closures would be made by every call (a script's body runs afresh each call). It
-/// returns `hand_off` and `hand_new`. `before` goes first inside it: what the hand-off needs that
-/// the script does not define at its top.
+/// The definition of `handoff_fns()`, in both submit scripts: the hand-off of the head of a ready
+/// list (and the claim's functions it needs), which a submit needs only when it finds an idle
+/// worker. Defined at the top, their closures would be made by every call (a script's body runs
+/// afresh each call). It returns `hand_off`. `before` goes first inside it: what the hand-off
+/// needs that the script does not define at its top.
 fn handoff_fns(before: &str) -> String {
     format!(
-        "local function handoff_fns()\n{before}\n{}\n{CLAIM_PLAIN_FN}\n{HANDOFF_FN}\n{}\n{HANDOFF_NEW_FN}\n\
-         return hand_off, hand_new\nend",
-        *CLAIM_FIELDS_FN, *CLAIM_NAMES
+        "local function handoff_fns()\n{before}\n{}\n{CLAIM_PLAIN_FN}\n{PUSH_HANDED_FN}\n{HANDOFF_FN}\n\
+         return hand_off\nend",
+        *CLAIM_FIELDS_FN
     )
 }
+
+/// The definition of `hand_new_fns()`, in `submit_one`: `hand_new` and only what it needs (no
+/// batch or claim functions), made when a lone submit finds an idle worker and no job ready
+/// ahead of its own (every submit of W3).
+static HAND_NEW_FNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "local function hand_new_fns()\n{INFLIGHT_KEEPER}\n{PUSH_HANDED_FN}\n{}\n{HANDOFF_NEW_FN}\n\
+         return hand_new\nend",
+        *NEW_CLAIM_FN
+    )
+});
 
 /// Creates one non-chat job's record and puts it on its ready list, or hands it to an idle
 /// worker: a lone submit. Its own script, lighter than `SUBMIT_PLAIN`: at its top only
 /// `create_job`, `write_job` and `wake`; the batch's functions are made inside `handoff_fns()`,
-/// with the hand-off that needs them.
+/// with the hand-off that needs them, and the creation of a job claimed for an idle worker inside
+/// `hand_new_fns()`.
 pub(crate) static SUBMIT_ONE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{}\n{WAKE_FN}\n{}\n{}",
+        "{}\n{WAKE_FN}\n{}\n{}\n{}",
         crate::store::CREATE_FN,
         handoff_fns(BATCH_FN),
+        *HAND_NEW_FNS,
         include_str!("lua/submit_one.lua")
     ))
 });

@@ -289,7 +289,8 @@ async fn a_job_submitted_to_an_idle_worker_with_none_ready_is_created_claimed_fo
     server.command(&["ZADD", &keys.idle(JobKind::Upload), "2060000", "w"]);
     let producer = rig.producer().await;
     let lpops = support::calls(&server, "lpop");
-    let mut job = new_job("n1", JobKind::Upload, None, &Behavior::Ok);
+    // With both optional fields, so that each is checked in the record handed over.
+    let mut job = new_job("n1", JobKind::Upload, Some("lane-n1"), &Behavior::Ok);
     job.request_id = Some(queue_core::RequestId::new("req-n1").expect("request id"));
     producer.submit(rig.store.clone(), job).await.expect("submit");
 
@@ -313,6 +314,7 @@ async fn a_job_submitted_to_an_idle_worker_with_none_ready_is_created_claimed_fo
         "claimed as a first claim leaves a job"
     );
     assert_eq!(record.request_id.map(|r| r.to_string()), Some("req-n1".into()));
+    assert_eq!(record.lane.map(|l| l.to_string()), Some("lane-n1".into()));
     let counts = rig.store.counts(JobKind::Upload).await.expect("counts");
     assert_eq!((counts.queued, counts.processing), (0, 1));
 

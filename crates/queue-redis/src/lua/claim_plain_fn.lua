@@ -6,15 +6,7 @@
 -- the claim.
 -- The leases (`inflight`) and the `processing` counter are written through the batch `b`
 -- (batch_fn.lua): the caller flushes it, before any read of `inflight`.
--- `inflight` also holds one member that is no job (`INFLIGHT_KEEPER`, score +inf: never expired,
--- never renewed, not counted by `orphan_gap.lua`). It is longer than Redis's
--- `zset-max-listpack-value` (64 bytes by default), so the set is a skiplist and not a listpack
--- (which it would be with at most 128 members: as many as the jobs running). In a listpack every
--- ZADD and ZREM of a lease scans the whole set, parsing each member's score from text (about
--- 11,000 redis-server instructions per drained job with 50 running, callgrind); in a skiplist
--- it is a hash lookup and a search in log n. Added with each call's first lease, first in the
--- ZADD, so a new set is created as a skiplist.
-local INFLIGHT_KEEPER = 'not a job: a member longer than 64 bytes keeps this set a skiplist (claim_plain_fn.lua)'
+-- `INFLIGHT_KEEPER` (inflight_keeper.lua) is prepended.
 local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kind)
   local out, taken, started = {}, {}, 0
   local deadline, updated = decimal(now + lease), decimal(now)

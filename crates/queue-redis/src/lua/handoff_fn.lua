@@ -1,6 +1,6 @@
--- Direct hand-off to idle workers, the producer's side: used by submit_plain.lua (inside its
--- `handoff_fns`, after batch_fn.lua, the generated read_claim and claim_plain_fn.lua); the
--- worker's side is claim_plain.lua with take_handed_fn.lua.
+-- Direct hand-off to idle workers, the producer's side: used by submit_plain.lua and submit_one.lua
+-- (inside their `handoff_fns`, after batch_fn.lua, the generated read_claim, claim_plain_fn.lua and
+-- push_handed_fn.lua); the worker's side is claim_plain.lua with take_handed_fn.lua.
 -- A worker whose claim found fewer jobs than it asked for registers in idle:<kind> (score: the
 -- registration's deadline, past which no one hands it anything) and blocks on its hand-off list
 -- handoff:<kind>:<worker> as well as on the kind's wake-up list. A submit that finds a worker
@@ -10,17 +10,6 @@
 -- two). A registration serves one hand-off. The short lease bounds how long a job handed to a
 -- worker that died while registered waits for the reaper; the worker lengthens it while the job
 -- runs (`RedisBackendConfig::handoff_lease`).
-
--- push_handed(prefix, kind, w, values, now, lease): pushes a job claimed for worker `w` onto its
--- hand-off list: the JSON array of `values` (its CLAIM_FIELDS values, cjson.null for a field the
--- hash lacks) followed by when its lease of `lease` ms runs out (ms, text). The list expires with
--- the lease should no one ever read it.
-local function push_handed(prefix, kind, w, values, now, lease)
-  values[#values + 1] = decimal(now + lease)
-  local list = prefix .. 'handoff:' .. kind .. ':' .. w
-  redis.call('RPUSH', list, cjson.encode(values))
-  redis.call('PEXPIRE', list, decimal(lease))
-end
 
 -- hand_off(prefix, kind, now, lease, w) (now and lease numbers): withdraws the registration of
 -- worker `w` in idle:<kind> (the caller found it, not past its deadline), claims the head of
@@ -39,6 +28,6 @@ local function hand_off(prefix, kind, now, lease, w)
   for i = 1, #got do
     values[i] = got[i] or cjson.null
   end
-  push_handed(prefix, kind, w, values, now, lease)
+  push_handed(prefix, kind, w, values, decimal(now + lease), lease)
   return true
 end

@@ -11,7 +11,7 @@ for i = 1, 3 do
   pending = pending + redis.call('ZCARD', KEYS[i])
 end
 -- Leases have finite deadlines: the count leaves out `inflight`'s one member that is no job
--- (claim_plain_fn.lua, score +inf).
+-- (inflight_keeper.lua, score +inf).
 local held = redis.call('ZCOUNT', KEYS[7], '-inf', '(+inf') + redis.call('ZCARD', KEYS[8])
 for i = 4, 6 do
   held = held + redis.call('LLEN', KEYS[i])

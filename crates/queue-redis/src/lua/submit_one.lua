@@ -3,9 +3,10 @@
 -- submit_plain.lua does for a batch, with the same keys, arguments and answer for one job.
 -- A script of its own because the body of a script runs afresh at every call: each function it
 -- defines is a new closure each time, and every table and closure is garbage Redis's Lua
--- collects later. This one defines only `write_job`, `create_job`, `wake` and `handoff_fns`
--- (scripts.rs): the batch's functions (batch_fn.lua) and the hand-off's are made inside
--- `handoff_fns`, called only when an idle worker is registered.
+-- collects later. This one defines only `write_job`, `create_job`, `wake`, `handoff_fns` and
+-- `hand_new_fns` (scripts.rs): the batch's functions (batch_fn.lua) and the hand-off's are made
+-- inside `handoff_fns`, and `hand_new` with the little it needs inside `hand_new_fns`, each
+-- called only when an idle worker is registered.
 -- With an idle worker and no job of its kind ready ahead of it, the job is created already
 -- claimed for that worker (`hand_new`, handoff_new_fn.lua): the same records as `create_job`
 -- then `hand_off`, in fewer commands.
@@ -22,8 +23,7 @@ local ready = prefix .. 'ready:' .. kind
 -- The idle worker of `kind` registered longest whose registration has not run out, if any.
 local worker = redis.call('ZRANGEBYSCORE', prefix .. 'idle:' .. kind, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
 if worker and redis.call('LLEN', ready) == 0 then
-  local _, hand_new = handoff_fns()
-  return hand_new(K, A, prefix, tonumber(ARGV[2]), tonumber(ARGV[4]), worker)
+  return hand_new_fns()(K, A, prefix, tonumber(ARGV[2]), tonumber(ARGV[4]), worker)
 end
 local seq = create_job(K, A)
 if seq > 0 then
