@@ -1962,7 +1962,7 @@ fn value_str(v: &Value) -> Option<String> {
     }
 }
 
-/// A chat job handed to an idle chat worker (`hand_chat`, handoff_chat_fn.lua): the JSON of a
+/// A chat job handed to an idle chat worker (`hand_new_chat`, handoff_chat_fn.lua): the JSON of a
 /// `start_chat` answer, read as [`parse_chat_claim`] reads one from a script's reply; with when
 /// its lane's short lease runs out (ms).
 fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64)> {
@@ -2272,7 +2272,7 @@ mod tests {
         assert_eq!(slot_claims(false, true, 0), 0, "a stopping process takes no new job");
     }
 
-    /// The values of `CLAIM_FIELDS` of a started chat job, as `hand_chat` pushes them.
+    /// The values of `CLAIM_FIELDS` of a started chat job, as `hand_new_chat` pushes them.
     fn handed_values() -> serde_json::Value {
         let values: Vec<serde_json::Value> = crate::store::CLAIM_FIELDS
             .iter()

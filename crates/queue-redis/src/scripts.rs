@@ -36,17 +36,19 @@ end",
         names.join(", ")
     )
 }
-/// `new_claim(id, at, seq, lane, request_id, payload)`, generated from [`CLAIM_FIELDS`] for
-/// `HANDOFF_NEW_FN`: the values a claim of a job just created under epoch 1, attempt 1 at `at`
-/// would read, in CLAIM_FIELDS's order (`lane` and `request_id` already `cjson.null` when the job
-/// has none), built without reading them back and without a table of names.
+/// `new_claim(id, at, seq, lane, request_id, payload, epoch)`, generated from [`CLAIM_FIELDS`]
+/// for `HANDOFF_NEW_FN` and `HANDOFF_CHAT_FN`: the values a start of a job just created at `at`,
+/// under `epoch` and attempt 1, would read, in CLAIM_FIELDS's order (`lane` and `request_id`
+/// already `cjson.null` when the job has none), built without reading them back and without a
+/// table of names.
 static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
     let values: Vec<&str> = CLAIM_FIELDS
         .iter()
         .map(|f| match *f {
             "id" => "id",
             "status" => "'processing'",
-            "epoch" | "attempt" => "'1'",
+            "epoch" => "epoch",
+            "attempt" => "'1'",
             "updated" | "created" => "at",
             "lane" => "lane",
             "request_id" => "request_id",
@@ -59,7 +61,7 @@ static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs).\n\
-         local function new_claim(id, at, seq, lane, request_id, payload)\n  return {{ {} }}\nend",
+         local function new_claim(id, at, seq, lane, request_id, payload, epoch)\n  return {{ {} }}\nend",
         values.join(", ")
     )
 });
@@ -105,7 +107,9 @@ const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
 /// `complete_many` (a chat slot's finish-and-claim-next).
 const CLAIM_CHAT_FN: &str = include_str!("lua/claim_chat_fn.lua");
 
-/// A chat job handed to an idle chat worker; `submit_chat` only. Needs `START_CHAT_FN`.
+/// A chat job created already started for an idle chat worker; `submit_chat` only. Needs
+/// `NEW_CLAIM_FN` before it, and `write_job` and the lane store's `lane_append` at the script's
+/// top.
 const HANDOFF_CHAT_FN: &str = include_str!("lua/handoff_chat_fn.lua");
 /// The chat worker's side of the hand-off; `claim_chat` only. Needs `HANDED_FN` before it.
 const TAKE_HANDED_CHAT_FN: &str = include_str!("lua/take_handed_chat_fn.lua");
@@ -176,17 +180,16 @@ pub(crate) static SUBMIT_PLAIN: LazyLock<Script> = LazyLock::new(|| {
 });
 /// Creates one chat job's record and puts it in its lane, all or nothing, in one call: the lane
 /// store's own `lane_admit` and `lane_append` (and the helpers they need) around `create_job`.
-/// An idle lane's claim is handed to an idle chat worker by `hand_chat`, defined (with the start
-/// of a chat claim it needs) inside `chat_handoff_fns()`, which the script calls only when it
-/// finds one registered.
+/// A job that claims an idle lane while a chat worker is registered idle is created already
+/// started for that worker by `hand_new_chat`, defined (with the generated `new_claim`) inside
+/// `chat_hand_fns()`, which the script calls only when it finds one registered.
 pub(crate) static SUBMIT_CHAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{}\n{}\n{}\nlocal function chat_handoff_fns()\n{BATCH_FN}\n{}\n{START_CHAT_FN}\n{HANDOFF_CHAT_FN}\n\
-         return hand_chat\nend\n{}",
+        "{}\n{}\n{}\nlocal function chat_hand_fns()\n{}\n{HANDOFF_CHAT_FN}\nreturn hand_new_chat\nend\n{}",
         crate::store::CREATE_FN,
         lane_store::LANE_COMMON_LUA,
         lane_store::ENQUEUE_FN,
-        *CLAIM_FIELDS_FN,
+        *NEW_CLAIM_FN,
         include_str!("lua/submit_chat.lua")
     ))
 });

@@ -61,6 +61,16 @@ async fn a_chat_submit_into_an_idle_lane_hands_its_job_to_an_idle_chat_worker() 
     assert_eq!(worker.stats().handed_over, 1, "c1 was handed over");
     assert_eq!(server.command(&["LLEN", &keys.chat_ready()]), "0", "c1 was not dispatched");
     assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Chat)]), "0", "no wake-up token");
+    // Created started: processing under its lane's claim, first attempt, counted as processing.
+    let record = rig.store.get(&id("c1")).await.expect("get").expect("the record");
+    let claim_epoch = server.command(&["HGET", &keys.lane_active(&lane("l1")), "epoch"]);
+    assert_eq!(
+        (record.status, record.attempt, record.lease_epoch.to_string()),
+        (JobStatus::Processing, 1, claim_epoch),
+        "c1 runs under its lane's claim"
+    );
+    let counts = rig.store.counts(JobKind::Chat).await.expect("counts");
+    assert_eq!((counts.queued, counts.processing), (0, 1), "c1 counts as processing");
 
     submit(&rig, &producer, "c2", "l1", &Behavior::Ok).await;
     assert_eq!(

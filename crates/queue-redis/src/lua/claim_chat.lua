@@ -3,7 +3,7 @@
 -- and take_handed_chat_fn.lua are prepended). First withdraws the worker's idle registration and
 -- takes the jobs handed to it meanwhile (take_handed_chat, with a full lease); when all of that comes to fewer than
 -- N and ARGV[6] is '1', registers the worker as idle until ARGV[7], so that the next chat submit
--- that claims an idle lane hands the worker its job (hand_chat, handoff_chat_fn.lua).
+-- that claims an idle lane hands the worker its job (hand_new_chat, handoff_chat_fn.lua).
 -- KEYS[1] ready:chat  KEYS[2] stats  KEYS[3] leases  KEYS[4] idle:chat
 -- KEYS[5] handoff:chat:<worker>
 -- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] tenant prefix  ARGV[4] claim TTL (ms)  ARGV[5] worker id

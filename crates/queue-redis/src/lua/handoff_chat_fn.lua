@@ -1,43 +1,51 @@
--- Direct hand-off of a chat job to an idle chat worker, the producer's side (handoff_fn.lua is
--- the same for the other kinds): used by submit_chat.lua inside its `chat_handoff_fns`, after
--- batch_fn.lua, the generated read_claim and start_chat_fn.lua.
+-- Direct hand-off of a chat job to an idle chat worker, the producer's side (handoff_fn.lua and
+-- handoff_new_fn.lua are the same for the other kinds): used by submit_chat.lua inside its
+-- `chat_hand_fns` (scripts.rs), after the generated `new_claim`; `write_job` (job_create_fn.lua)
+-- and the lane store's `lane_append` (enqueue_fn.lua) are at the script's top.
 -- A chat worker whose claim found fewer dispatches than it asked for registers in idle:chat and
--- blocks on handoff:chat:<worker> as well as on signal:chat. A chat submit that claims an idle
--- lane for its job (the lane store's `lane_append`), and finds a worker registered and no other
--- lane's job waiting in ready:chat, starts the claim for that worker as a claim of ready:chat
--- would (`start_chat`) instead of dispatching it, and pushes the answer onto the worker's list:
--- its `BLPOP` returns the job itself. The lane's claim is cut to a short lease, the hand-off
--- lease (`RedisBackendConfig::handoff_lease`), when that is shorter than the claim TTL: it bounds
--- how long a job handed to a worker that died while registered waits for the lane reaper; the
+-- blocks on handoff:chat:<worker> as well as on signal:chat. A chat submit whose job would claim
+-- an idle lane, and that finds a worker registered and no other lane's job waiting in ready:chat,
+-- creates the job already started for that worker (`hand_new_chat`) instead of creating it
+-- queued and dispatching its claim, and pushes the start onto the worker's list: its `BLPOP`
+-- returns the job itself. The lane's claim is made with a short lease, the hand-off lease
+-- (`RedisBackendConfig::handoff_lease`), when that is shorter than the claim TTL: it bounds how
+-- long a job handed to a worker that died while registered waits for the lane reaper; the
 -- worker lengthens it to the claim TTL while the job runs.
 
--- hand_chat(prefix, w, job, epoch, lane, now, deadline, lease) (now and lease numbers; epoch and
--- deadline as text): withdraws worker `w`'s registration, starts the lane's claim of `job` under
--- `epoch` (its lease already set, until `deadline`), cuts that lease to `lease` ms from now when
--- that ends sooner, and pushes the `start_chat` answer
--- {'run', epoch, lane, deadline, the record's CLAIM_FIELDS values (null for a field the hash
--- lacks)} onto the worker's hand-off list as JSON. The list expires with the lease should no one
--- ever read it. Returns whether the job was handed over (not when its record is not `queued`).
-local function hand_chat(prefix, w, job, epoch, lane, now, deadline, lease)
-  redis.call('ZREM', prefix .. 'idle:chat', w)
-  local b = new_batch()
-  local started = start_chat(b, prefix, prefix .. 'stats', prefix .. 'leases', job, epoch, lane, now,
-    tonumber(deadline) - now, deadline, true)
-  flush_batch(b)
-  if started[1] ~= 'run' then
-    return false
+-- hand_new_chat(K, A, w, waiting) (K and A submit_chat.lua's KEYS and ARGV; `waiting`, the
+-- idle lane's waiting jobs that `lane_admit` counted): refuses a taken id (nothing written);
+-- otherwise claims the lane for the job (`lane_append`, no dispatch) until the earlier of the
+-- claim TTL's deadline and the hand-off lease's, and writes what `create_job`, `lane_append`
+-- and then a start of the claim (start_chat_fn.lua) would leave: the record `processing` under
+-- the claim's epoch, attempt 1, its sequence number and pending index, the chat `processing`
+-- count, the worker's registration withdrawn; then pushes {'run', epoch, lane, deadline, the
+-- record's CLAIM_FIELDS values (null for a field it lacks)} onto the worker's hand-off list as
+-- JSON, as `start_chat` answers a claim. The list expires with the lease should no one ever read
+-- it. Not made: the record written queued and then read back and written again, the lease
+-- written twice, the batch's functions. Returns submit_chat's answer: {seq, 'claimed', 0, size,
+-- epoch}, or {0} when the id is taken.
+local function hand_new_chat(K, A, w, waiting)
+  if redis.call('EXISTS', K[1]) == 1 then
+    return {0}
   end
+  local prefix, id, lane, now, lease = A[11], A[1], A[4], tonumber(A[6]), tonumber(A[12])
+  local deadline = A[8]
   if now + lease < tonumber(deadline) then
-    deadline = decimal(now + lease)
-    redis.call('HSET', prefix .. 'lane:' .. lane .. ':active', 'deadline', deadline)
-    redis.call('ZADD', prefix .. 'leases', deadline, lane)
+    deadline = string.format('%d', now + lease)
   end
-  local values = {}
-  for i = 1, #started[5] do
-    values[i] = started[5][i] or cjson.null
-  end
+  local answer = lane_append(K[4], K[5], K[6], K[7], K[8], K[9], K[10], id, lane, deadline, '0', false, waiting)
+  local epoch = answer[4]
+  local seq = redis.call('INCR', K[2])
+  local text = string.format('%d', seq)
+  write_job(K[1], id, A[2], A[3], lane, A[5], A[6], A[7], text, epoch)
+  redis.call('ZADD', K[3], text, id)
+  redis.call('ZREM', prefix .. 'idle:chat', w)
+  redis.call('HINCRBY', prefix .. 'stats', 'count:chat:processing', 1)
+  local null = cjson.null
+  local values = new_claim(id, A[6], text, lane, A[5] ~= '' and A[5] or null, A[7], epoch)
   local list = prefix .. 'handoff:chat:' .. w
   redis.call('RPUSH', list, cjson.encode({ 'run', epoch, lane, deadline, values }))
-  redis.call('PEXPIRE', list, decimal(math.max(tonumber(deadline) - now, 1)))
-  return true
+  redis.call('PEXPIRE', list, string.format('%d', math.max(tonumber(deadline) - now, 1)))
+  table.insert(answer, 1, seq)
+  return answer
 end

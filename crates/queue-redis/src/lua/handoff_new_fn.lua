@@ -20,7 +20,7 @@ local function hand_new(K, A, prefix, now, lease, w)
   local seq = redis.call('INCR', K[2])
   local text = string.format('%d', seq)
   local id, kind, lane, request_id, at, payload = A[1], A[2], A[4], A[5], A[6], A[7]
-  write_job(K[1], id, kind, A[3], lane, request_id, at, payload, text, true)
+  write_job(K[1], id, kind, A[3], lane, request_id, at, payload, text, '1')
   redis.call('ZADD', K[3], text, id)
   redis.call('ZREM', prefix .. 'idle:' .. kind, w)
   local deadline = string.format('%d', now + lease)
@@ -29,6 +29,6 @@ local function hand_new(K, A, prefix, now, lease, w)
   redis.call('HINCRBY', prefix .. 'stats', 'count:' .. kind .. ':processing', 1)
   local null = cjson.null
   push_handed(prefix, kind, w, new_claim(id, at, text, lane ~= '' and lane or null,
-    request_id ~= '' and request_id or null, payload), deadline, lease)
+    request_id ~= '' and request_id or null, payload, '1'), deadline, lease)
   return seq
 end

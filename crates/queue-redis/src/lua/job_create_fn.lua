@@ -3,14 +3,17 @@
 -- as arguments; only the optional ones (lane, request_id) go through a table, made only for a
 -- job that has them: building and unpacking a table of all the fields cost a submit more than a
 -- tenth of its Lua. Shared by `create_job` below, the batched `submit_plain.lua` (which runs
--- `create_job` for a call of one job) and `hand_new` (handoff_new_fn.lua), which passes
--- `claimed`: the record as a claim of the new job leaves it, `processing` under epoch 1,
--- attempt 1.
+-- `create_job` for a call of one job), `hand_new` (handoff_new_fn.lua) and `hand_new_chat`
+-- (handoff_chat_fn.lua), which pass `epoch` (text): the record as a start of the new job under
+-- that epoch leaves it, `processing`, attempt 1 (epoch 1 for a non-chat job's first claim, the
+-- lane claim's epoch for a chat job).
 local NO_FIELDS = {}
-local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, seq, claimed)
+local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, seq, epoch)
   local status, attempt = 'queued', '0'
-  if claimed then
+  if epoch then
     status, attempt = 'processing', '1'
+  else
+    epoch = '0'
   end
   local optional = NO_FIELDS
   if lane ~= '' or request_id ~= '' then
@@ -24,7 +27,7 @@ local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, s
     end
   end
   redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'kind', kind, 'status', status, 'attempt', attempt,
-    'epoch', attempt, 'seq', seq, 'created', now, 'updated', now, 'payload', payload, unpack(optional))
+    'epoch', epoch, 'seq', seq, 'created', now, 'updated', now, 'payload', payload, unpack(optional))
 end
 
 -- create_job(K, A) (job_create.lua, and submit_chat.lua between its lane checks and its append):
