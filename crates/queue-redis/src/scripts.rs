@@ -108,7 +108,7 @@ const START_CHAT_FN: &str = include_str!("lua/start_chat_fn.lua");
 const CLAIM_CHAT_FN: &str = include_str!("lua/claim_chat_fn.lua");
 
 /// A chat job created already started for an idle chat worker; `submit_chat` only. Needs
-/// `NEW_CLAIM_FN` before it, and `write_job` and the lane store's `lane_append` at the script's
+/// `NEW_CLAIM_FN` before it, and `add_job` and the lane store's `lane_append` at the script's
 /// top.
 const HANDOFF_CHAT_FN: &str = include_str!("lua/handoff_chat_fn.lua");
 /// The chat worker's side of the hand-off; `claim_chat` only. Needs `HANDED_FN` before it.
@@ -156,7 +156,7 @@ static HAND_NEW_FNS: LazyLock<String> = LazyLock::new(|| {
 
 /// Creates one non-chat job's record and puts it on its ready list, or hands it to an idle
 /// worker: a lone submit. Its own script, lighter than `SUBMIT_PLAIN`: at its top only
-/// `create_job`, `write_job` and `wake`; the batch's functions are made inside `handoff_fns()`,
+/// `create_job`, `add_job`, `write_job` and `wake`; the batch's functions are made inside `handoff_fns()`,
 /// with the hand-off that needs them, and the creation of a job claimed for an idle worker inside
 /// `hand_new_fns()`.
 pub(crate) static SUBMIT_ONE: LazyLock<Script> = LazyLock::new(|| {

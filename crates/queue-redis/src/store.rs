@@ -33,8 +33,9 @@ use queue_core::{
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 
-/// `write_job` and `create_job`: `job_create.lua` and the backend's `submit_chat.lua` run
-/// `create_job`; the backend's batched `submit_plain.lua` writes records with `write_job`.
+/// `write_job`, `add_job` and `create_job`: `job_create.lua` and the backend's `submit_one.lua`,
+/// `submit_chat.lua` and `hand_new` run `create_job`, `hand_new_chat` runs `add_job` (it checks the
+/// id first itself); the backend's batched `submit_plain.lua` writes records with `write_job`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));

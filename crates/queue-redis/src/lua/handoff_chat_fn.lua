@@ -1,6 +1,6 @@
 -- Direct hand-off of a chat job to an idle chat worker, the producer's side (handoff_fn.lua and
 -- handoff_new_fn.lua are the same for the other kinds): used by submit_chat.lua inside its
--- `chat_hand_fns` (scripts.rs), after the generated `new_claim`; `write_job` (job_create_fn.lua)
+-- `chat_hand_fns` (scripts.rs), after the generated `new_claim`; `add_job` (job_create_fn.lua)
 -- and the lane store's `lane_append` (enqueue_fn.lua) are at the script's top.
 -- A chat worker whose claim found fewer dispatches than it asked for registers in idle:chat and
 -- blocks on handoff:chat:<worker> as well as on signal:chat. A chat submit whose job would claim
@@ -35,10 +35,7 @@ local function hand_new_chat(K, A, w, waiting)
   end
   local answer = lane_append(K[4], K[5], K[6], K[7], K[8], K[9], K[10], id, lane, deadline, '0', false, waiting)
   local epoch = answer[4]
-  local seq = redis.call('INCR', K[2])
-  local text = string.format('%d', seq)
-  write_job(K[1], id, A[2], A[3], lane, A[5], A[6], A[7], text, epoch)
-  redis.call('ZADD', K[3], text, id)
+  local seq, text = add_job(K, A, epoch)
   redis.call('ZREM', prefix .. 'idle:chat', w)
   redis.call('HINCRBY', prefix .. 'stats', 'count:chat:processing', 1)
   local null = cjson.null

@@ -14,14 +14,11 @@
 -- calls/s).
 -- Returns the new seq (>= 1), or 0 when the id is taken (nothing written).
 local function hand_new(K, A, prefix, now, lease, w)
-  if redis.call('EXISTS', K[1]) == 1 then
+  local seq, text = create_job(K, A, '1')
+  if seq == 0 then
     return 0
   end
-  local seq = redis.call('INCR', K[2])
-  local text = string.format('%d', seq)
   local id, kind, lane, request_id, at, payload = A[1], A[2], A[4], A[5], A[6], A[7]
-  write_job(K[1], id, kind, A[3], lane, request_id, at, payload, text, '1')
-  redis.call('ZADD', K[3], text, id)
   redis.call('ZREM', prefix .. 'idle:' .. kind, w)
   local deadline = string.format('%d', now + lease)
   -- The keeper first, as claim_plain adds it: a new `inflight` is created as a skiplist.

@@ -3,8 +3,8 @@
 -- submit_plain.lua does for a batch, with the same keys, arguments and answer for one job.
 -- A script of its own because the body of a script runs afresh at every call: each function it
 -- defines is a new closure each time, and every table and closure is garbage Redis's Lua
--- collects later. This one defines only `write_job`, `create_job`, `wake`, `handoff_fns` and
--- `hand_new_fns` (scripts.rs): the batch's functions (batch_fn.lua) and the hand-off's are made
+-- collects later. This one defines only `write_job`, `add_job`, `create_job`, `wake`,
+-- `handoff_fns` and `hand_new_fns` (scripts.rs): the batch's functions (batch_fn.lua) and the hand-off's are made
 -- inside `handoff_fns`, and `hand_new` with the little it needs inside `hand_new_fns`, each
 -- called only when an idle worker is registered.
 -- With an idle worker and no job of its kind ready ahead of it, the job is created already
