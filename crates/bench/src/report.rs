@@ -71,6 +71,14 @@ pub struct Params {
     pub producers: usize,
     /// Jobs per pipeline in the Redis baseline (the backend's claim batch).
     pub pipeline_batch: usize,
+    /// Bytes of padding in every job's payload, a string field `pad`
+    /// (`LANEWAY_BENCH_PAD_BYTES`); 0, the standard run: none (payloads of about 10 bytes).
+    #[serde(default)]
+    pub pad_bytes: usize,
+    /// Settings the runner gave its Redis by `CONFIG SET` (`LANEWAY_BENCH_REDIS_CONFIG`), each
+    /// `name value`; empty, the standard run: Redis's defaults.
+    #[serde(default)]
+    pub redis_config: Vec<String>,
 }
 
 /// Redis calls per job during one phase, from `INFO stats` and `INFO commandstats` deltas.
@@ -334,6 +342,22 @@ pub fn render_markdown(r: &Results) -> String {
         p.concurrency,
         p.producers,
     );
+    if p.pad_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "\n**Not the standard run:** every payload carries a field `pad` of {} bytes \
+             (`LANEWAY_BENCH_PAD_BYTES`).",
+            thousands(p.pad_bytes as f64)
+        );
+    }
+    if !p.redis_config.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**Not the standard run:** the runner's Redis was given `CONFIG SET {}` \
+             (`LANEWAY_BENCH_REDIS_CONFIG`).",
+            p.redis_config.join("`, `CONFIG SET ")
+        );
+    }
     let _ = writeln!(out);
 
     let _ = write!(out, "| workload | unit |");
@@ -509,6 +533,8 @@ mod tests {
                 concurrency: 50,
                 producers: 50,
                 pipeline_batch: 32,
+                pad_bytes: 0,
+                redis_config: Vec::new(),
             },
             figures,
             round_trips: vec![RoundTrips {
@@ -595,6 +621,25 @@ mod tests {
         for (_, label, _) in ROWS {
             assert!(md.contains(label), "row `{label}` missing");
         }
+    }
+
+    #[test]
+    fn a_run_with_padded_payloads_or_a_tuned_redis_says_so_and_the_standard_run_does_not() {
+        let standard = render_markdown(&sample_results());
+        assert!(!standard.contains("Not the standard run"), "{standard}");
+        let mut r = sample_results();
+        r.params.pad_bytes = 1_000;
+        r.params.redis_config = vec!["hash-max-listpack-value 1024".to_owned(), "maxmemory 0".to_owned()];
+        let md = render_markdown(&r);
+        assert!(md.contains("every payload carries a field `pad` of 1,000 bytes"), "{md}");
+        assert!(md.contains("`CONFIG SET hash-max-listpack-value 1024`, `CONFIG SET maxmemory 0`"), "{md}");
+        // A results.json written before these fields existed still reads, as a standard run.
+        let mut old = serde_json::to_value(sample_results()).expect("to JSON");
+        let params = old["params"].as_object_mut().expect("params");
+        params.remove("pad_bytes");
+        params.remove("redis_config");
+        let read: Results = serde_json::from_value(old).expect("an older results.json reads");
+        assert_eq!((read.params.pad_bytes, read.params.redis_config.len()), (0, 0));
     }
 
     #[test]

@@ -46,13 +46,13 @@ impl Options {
     }
 }
 
-fn params(quick: bool) -> Params {
+fn params(quick: bool) -> BenchResult<Params> {
     let (w1_jobs, w2_jobs, w3_jobs, w4_lanes, w5_big, w5_probe) = if quick {
         (5_000, 10_000, 300, 1_000, 100_000, 2_000)
     } else {
         (50_000, 50_000, 2_000, 10_000, 1_000_000, 5_000)
     };
-    Params {
+    Ok(Params {
         runs: 3,
         w1_jobs,
         w1_time_cap_s: 5,
@@ -68,7 +68,32 @@ fn params(quick: bool) -> Params {
         concurrency: 50,
         producers: 50,
         pipeline_batch: 32,
-    }
+        pad_bytes: targets::pad_bytes()?,
+        redis_config: redis_config()?,
+    })
+}
+
+/// `LANEWAY_BENCH_REDIS_CONFIG`: settings for the runner's Redis, `name value` pairs separated
+/// by `;` (e.g. `hash-max-listpack-value 1024`), each applied by `CONFIG SET` after it starts.
+const REDIS_CONFIG_VAR: &str = "LANEWAY_BENCH_REDIS_CONFIG";
+
+fn redis_config() -> BenchResult<Vec<String>> {
+    std::env::var(REDIS_CONFIG_VAR).map_or_else(|_| Ok(Vec::new()), |text| parse_redis_config(&text))
+}
+
+/// The settings of [`REDIS_CONFIG_VAR`]'s value, each `name value`.
+fn parse_redis_config(text: &str) -> BenchResult<Vec<String>> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once(char::is_whitespace) {
+            Some((name, value)) if !value.trim().is_empty() => Ok(format!("{name} {}", value.trim())),
+            _ => {
+                Err(format!("{REDIS_CONFIG_VAR}: expected `name value` pairs separated by `;`, got {s:?}")
+                    .into())
+            }
+        })
+        .collect()
 }
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
@@ -747,7 +772,7 @@ fn percentile_ms(runs: &[Vec<f64>], p: f64) -> Vec<f64> {
 /// cannot be written.
 pub async fn run(opts: Options) -> BenchResult<()> {
     let started = Instant::now();
-    let p = params(opts.quick);
+    let p = params(opts.quick)?;
     let machine = machine::describe();
     eprintln!(
         "[bench] {} on {} × {} · {} · redis {}",
@@ -759,6 +784,13 @@ pub async fn run(opts: Options) -> BenchResult<()> {
     );
     std::fs::create_dir_all(&opts.tmp)?;
     let redis = RedisServer::start();
+    for setting in &p.redis_config {
+        let (name, value) = setting.split_once(' ').unwrap_or((setting, ""));
+        let answer = redis.command(&["CONFIG", "SET", name, value]);
+        if answer != "OK" {
+            return Err(format!("{REDIS_CONFIG_VAR}: CONFIG SET {setting} answered {answer}").into());
+        }
+    }
     let mut bench = Bench { opts, p, redis, started, figures: BTreeMap::new(), round_trips: Vec::new() };
     bench.say(&format!("redis-server on {}", bench.redis.addr()));
     if bench.opts.wants("base") {
@@ -848,4 +880,19 @@ pub fn write_markdown(opts: &Options, results: &Results) -> BenchResult<()> {
     std::fs::write(&opts.markdown, updated)?;
     println!("{markdown}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_settings_are_name_value_pairs_separated_by_semicolons() {
+        let read = parse_redis_config(" hash-max-listpack-value  1024 ;; maxmemory-policy noeviction ")
+            .expect("read");
+        assert_eq!(read, ["hash-max-listpack-value 1024", "maxmemory-policy noeviction"]);
+        assert!(parse_redis_config("").expect("empty").is_empty());
+        let e = parse_redis_config("hash-max-listpack-value").expect_err("no value").to_string();
+        assert!(e.starts_with("LANEWAY_BENCH_REDIS_CONFIG: expected `name value` pairs"), "{e}");
+    }
 }

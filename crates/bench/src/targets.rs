@@ -45,12 +45,37 @@ enum Engine {
     Redis(RedisQueueBackend),
 }
 
+/// `LANEWAY_BENCH_PAD_BYTES`: bytes of padding every job's payload carries (see [`pad_bytes`]).
+const PAD_VAR: &str = "LANEWAY_BENCH_PAD_BYTES";
+
+/// The padding of every job's payload, from `LANEWAY_BENCH_PAD_BYTES`: a string field `pad` of
+/// that many bytes added to each payload, so that a run can measure payloads of a realistic
+/// size (the standard run's, `{"i": n}`, are about 10 bytes). Unset or 0: none. Read by the
+/// runner and by each child process, which inherits it.
+///
+/// # Errors
+/// When it is set to anything but a whole number of at most 1,000,000.
+pub fn pad_bytes() -> BenchResult<usize> {
+    std::env::var(PAD_VAR).map_or(Ok(0), |text| parse_pad_bytes(&text))
+}
+
+fn parse_pad_bytes(text: &str) -> BenchResult<usize> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= 1_000_000 => Ok(n),
+        _ => {
+            Err(format!("{PAD_VAR}: expected a whole number of bytes from 0 to 1000000, got {text:?}").into())
+        }
+    }
+}
+
 /// One backend with its job store, started.
 #[derive(Debug)]
 pub struct Target {
     store: Arc<dyn JobStore>,
     backend: Arc<dyn QueueBackend>,
     engine: Engine,
+    /// The `pad` field every payload gets ([`pad_bytes`]), if any.
+    pad: Option<Value>,
     /// The SQLite file's directory, removed on drop.
     _dir: Option<TempDir>,
 }
@@ -97,7 +122,7 @@ impl Target {
         runtime.start().await?;
         let backend: Arc<dyn QueueBackend> =
             Arc::new(InlineQueueBackend::over_runtime("inline", runtime.clone()));
-        Ok(Self { store, backend, engine: Engine::Inline(runtime), _dir: dir })
+        Ok(Self { store, backend, engine: Engine::Inline(runtime), pad: pad()?, _dir: dir })
     }
 
     /// The Redis backend of tenant `bench` at `url`: a worker process with `concurrency` upload
@@ -149,7 +174,13 @@ impl Target {
                 clock,
             },
         );
-        Ok(Self { store, backend: Arc::new(backend.clone()), engine: Engine::Redis(backend), _dir: None })
+        Ok(Self {
+            store,
+            backend: Arc::new(backend.clone()),
+            engine: Engine::Redis(backend),
+            pad: pad()?,
+            _dir: None,
+        })
     }
 
     /// Starts the backend (an inline target is started when built).
@@ -182,7 +213,7 @@ impl Target {
     /// # Errors
     /// What the store or the backend refuse.
     pub async fn submit_upload(&self, payload: Value) -> QueueResult<()> {
-        self.backend.submit(self.store.clone(), upload(payload)).await.map(drop)
+        self.backend.submit(self.store.clone(), upload(self.padded(payload))).await.map(drop)
     }
 
     /// Submits upload jobs in one `submit_many` call.
@@ -190,7 +221,7 @@ impl Target {
     /// # Errors
     /// The call's error, or the first job refused.
     pub async fn submit_uploads(&self, payloads: Vec<Value>) -> QueueResult<()> {
-        let jobs = payloads.into_iter().map(upload).collect();
+        let jobs = payloads.into_iter().map(|p| upload(self.padded(p))).collect();
         for result in self.backend.submit_many(self.store.clone(), jobs).await? {
             result?;
         }
@@ -207,10 +238,26 @@ impl Target {
             kind: JobKind::Chat,
             lane: Some(lane.clone()),
             request_id: None,
-            payload,
+            payload: self.padded(payload),
         };
         self.backend.submit(self.store.clone(), job).await.map(drop)
     }
+
+    /// `payload` (an object) with this target's `pad` field, if it has one.
+    fn padded(&self, mut payload: Value) -> Value {
+        if let (Some(pad), Value::Object(fields)) = (&self.pad, &mut payload) {
+            fields.insert("pad".to_owned(), pad.clone());
+        }
+        payload
+    }
+}
+
+/// The `pad` field of [`pad_bytes`] bytes, or `None`.
+fn pad() -> BenchResult<Option<Value>> {
+    Ok(match pad_bytes()? {
+        0 => None,
+        n => Some(Value::String("x".repeat(n))),
+    })
 }
 
 fn upload(payload: Value) -> NewJob {
@@ -367,5 +414,20 @@ pub async fn wait_until(
             return Err(format!("timed out waiting for {what}").into());
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_padding_is_a_whole_number_of_bytes_and_anything_else_is_refused_by_name() {
+        assert_eq!(parse_pad_bytes("0").expect("zero"), 0);
+        assert_eq!(parse_pad_bytes(" 200 ").expect("200"), 200);
+        for bad in ["", "-1", "2k", "1000001"] {
+            let e = parse_pad_bytes(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("LANEWAY_BENCH_PAD_BYTES: expected a whole number"), "{bad}: {e}");
+        }
     }
 }
