@@ -49,7 +49,7 @@ impl RedisCluster {
         require_redis_cli();
         let nodes = (0..PRIMARIES)
             .map(|_| {
-                RedisServer::start_on(PortUse::ClusterNode, |port| {
+                RedisServer::start_on(PortUse::ClusterNode, None, |port| {
                     [
                         "--cluster-enabled",
                         "yes",
