@@ -2,12 +2,14 @@
 //! made by `openssl`, and `laneway` processes that trust that CA through `SSL_CERT_FILE` (set in
 //! the child's environment only). A chat job submitted over TLS runs to `done` on a worker; a
 //! certificate no trusted CA signed, and a plain-TCP port named by `rediss://`, are refused with
-//! an answer that names `REDIS_URL` and says what failed, and no submit is accepted.
+//! an answer that names `REDIS_URL` and says what failed, and no submit is accepted. A job also
+//! runs to `done` on a Redis Cluster whose nodes serve TLS (`--tls-cluster yes`), named by its
+//! `rediss://` seed URLs.
 
 use std::time::{Duration, Instant};
 
 use laneway_tests::{LanewayProcess, student_chat};
-use redis_harness::{RedisServer, TestCa};
+use redis_harness::{RedisCluster, RedisServer, TestCa};
 use serde_json::Value;
 
 use crate::redis_support::{as_env, text, wait_until_done};
@@ -63,6 +65,33 @@ async fn a_chat_job_submitted_over_rediss_runs_to_done_on_a_worker_trusting_the_
     // The record is in this server, written through its TLS port (the only one laneway knows).
     let status_in_redis = redis.command(&["HGET", &format!("{PREFIX}job:{job}"), "status"]);
     assert_eq!(status_in_redis, "done", "job {job} in Redis\n{}", worker.context());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_job_runs_to_done_on_a_redis_cluster_over_tls_named_by_its_rediss_seed_urls() {
+    let ca = TestCa::generate("laneway scenario cluster CA");
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start_tls(&ca));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = ca.cert().to_string_lossy().into_owned();
+    let env = env_for(&cluster.tls_url(), &[("SSL_CERT_FILE", &ca_file), ("CHAT_RESPONDER_DELAY_MS", "50")]);
+    let api = LanewayProcess::start(&dir.path().join("data"), &as_env(&env)).await;
+
+    let message = "what is three times four, on a TLS cluster?";
+    let (status, answer) = api.post_json("/chat/start", &student_chat("tls-cluster-1", "s1", message)).await;
+    assert_eq!(status, 200, "submit to the TLS cluster refused: {answer}\n{}", api.context());
+    let job = text(&answer, "job_id").to_owned();
+
+    let views = wait_until_done(&api, "", std::slice::from_ref(&job), DEADLINE, &[&api]).await;
+    let reply = views[&job].pointer("/result/reply").and_then(Value::as_str).unwrap_or_default();
+    assert!(reply.contains(message), "job {job} got another reply: {}", views[&job]);
+    let key = format!("{PREFIX}job:{job}");
+    let owners: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.command(&["HGET", &key, "status"]))
+        .filter(|status| !status.starts_with("(error) MOVED"))
+        .collect();
+    assert_eq!(owners, ["done"], "job {job} in the cluster\n{}", api.context());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,8 @@ impl TestCa {
     }
 
     /// A new server certificate and key for `127.0.0.1` and `localhost` (subject alternative
-    /// names), signed by this CA.
+    /// names), signed by this CA. It is good for client authentication too: the nodes of a
+    /// cluster with `--tls-cluster yes` present it to each other on the cluster bus.
     ///
     /// # Panics
     /// When `openssl` fails, with its output.
@@ -116,7 +117,7 @@ impl TestCa {
             &ext,
             "basicConstraints=critical,CA:FALSE\n\
              keyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\n\
+             extendedKeyUsage=serverAuth,clientAuth\n\
              subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         )
         .unwrap_or_else(|err| panic!("could not write {}: {err}", ext.display()));

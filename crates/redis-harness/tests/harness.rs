@@ -118,6 +118,31 @@ fn a_tls_server_keeps_its_tls_port_across_a_restart() {
 }
 
 #[test]
+fn a_tls_cluster_is_created_over_tls_and_names_its_tls_ports_to_a_tls_client() {
+    let ca = TestCa::generate("harness cluster test CA");
+    let cluster = RedisCluster::start_tls(&ca);
+    let tls_ports: Vec<u16> =
+        cluster.nodes().iter().map(|node| node.tls_port().expect("a TLS port")).collect();
+
+    let expected: Vec<String> = tls_ports.iter().map(|port| format!("rediss://127.0.0.1:{port}/")).collect();
+    assert_eq!(cluster.tls_url(), expected.join(","));
+    let output = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca.cert())
+        .args(["-h", "127.0.0.1", "-p", &tls_ports[0].to_string(), "CLUSTER", "SLOTS"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    let slots = String::from_utf8_lossy(&output.stdout);
+    for port in &tls_ports {
+        assert!(
+            slots.lines().any(|line| line.trim() == port.to_string()),
+            "TLS port {port} not in CLUSTER SLOTS:\n{slots}"
+        );
+    }
+}
+
+#[test]
 fn a_plain_server_has_no_tls_port() {
     let server = RedisServer::start();
     assert_eq!(server.tls_port(), None);
