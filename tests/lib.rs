@@ -180,6 +180,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "LANEWAY_ADDR",
     "LOG_FORMAT",
     "RUST_LOG",
+    // OpenSSL's trust for rediss://: a scenario that needs a CA passes SSL_CERT_FILE itself.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 ];
 
 /// A running `laneway serve` or `laneway worker` child process, killed (SIGKILL) when dropped.

@@ -13,4 +13,5 @@ mod redis_bad_input;
 mod redis_limiter;
 mod redis_restart;
 mod redis_support;
+mod redis_tls;
 mod redis_workers;

@@ -10,6 +10,9 @@ pub use runtime_manager::{MasterKeyError, MasterKeyStatus};
 
 /// How long a probe may take before it counts as unreachable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the Redis probe may take: the pool's two connection attempts of 2 s each, then, for
+/// `rediss://`, its check of whether the port answers without TLS, which says why TLS failed.
+pub const REDIS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Redis answered `PING`; what `INFO server` says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +30,7 @@ pub enum RedisProbeError {
     /// `REDIS_URL` cannot be used.
     #[error("REDIS_URL cannot be used: {0}")]
     BadUrl(String),
-    /// No connection within [`PROBE_TIMEOUT`], or the connection was refused.
+    /// No connection within [`REDIS_PROBE_TIMEOUT`], the connection was refused, or TLS failed.
     #[error("Redis unreachable: {0}")]
     Unreachable(String),
     /// Connected, but a command failed (e.g. authentication).
@@ -57,14 +60,16 @@ pub async fn probe_redis(redis_url: &str) -> Result<RedisReport, RedisProbeError
             mode: field("redis_mode"),
         })
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, work).await {
+    match tokio::time::timeout(REDIS_PROBE_TIMEOUT, work).await {
         Ok(result) => result,
-        Err(_) => Err(RedisProbeError::Unreachable(format!("no answer within {PROBE_TIMEOUT:?}"))),
+        Err(_) => Err(RedisProbeError::Unreachable(format!("no answer within {REDIS_PROBE_TIMEOUT:?}"))),
     }
 }
 
 fn classify(e: &redis::RedisError) -> RedisProbeError {
-    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
+    if let Some(why) = lane_store::tls_failure(e) {
+        RedisProbeError::Unreachable(why)
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
         RedisProbeError::Unreachable(e.to_string())
     } else {
         RedisProbeError::Command(e.to_string())

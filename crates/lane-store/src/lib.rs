@@ -13,7 +13,7 @@ mod redis_store;
 pub use factory::ChatLaneStoreFactory;
 pub use keys::TenantKeys;
 pub use memory::MemoryLaneStore;
-pub use redis_conn::{RedisConn, RedisPool, RedisTarget, redis_error};
+pub use redis_conn::{RedisConn, RedisPool, RedisTarget, redis_error, tls_failure};
 pub use redis_store::{ENQUEUE_FN, EnqueueTerms, FINISH_FN, LANE_COMMON_LUA, RedisLaneStore, parse_dispatch};
 
 /// The redis-rs crate as this crate uses it, so layers above share one version.

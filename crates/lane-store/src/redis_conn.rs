@@ -5,8 +5,13 @@
 //! that waits longer would fail, and on a shared multiplexed connection it would delay every
 //! command queued behind it. So blocking waits get their own connection, with a response timeout
 //! longer than the block.
+//!
+//! `rediss://` connects over TLS (native-tls: the system's OpenSSL and its CA store, or the file
+//! named by `SSL_CERT_FILE`). A TLS failure is reported in words an operator can act on, naming
+//! `REDIS_URL` ([`tls_failure`]): an untrusted certificate, or a port that answers without TLS.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +19,9 @@ use queue_core::{QueueError, QueueResult};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{Cmd, ConnectionAddr, Pipeline, RedisError, RedisFuture, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
 /// Where Redis is: one node, or the seed nodes of a Cluster.
@@ -90,14 +97,100 @@ impl RedisTarget {
 }
 
 /// Maps a redis-rs error: anything that means "Redis is not reachable now" becomes
-/// `QueueError::Unavailable` (the caller refuses the operation), the rest `Storage`.
+/// `QueueError::Unavailable` (the caller refuses the operation), the rest `Storage`. A failed TLS
+/// connection is unavailable too, with the words of [`tls_failure`].
 #[must_use]
 pub fn redis_error(e: &RedisError) -> QueueError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    if let Some(why) = tls_failure(e) {
+        QueueError::Unavailable(why)
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
         QueueError::Unavailable(format!("redis: {e}"))
     } else {
         QueueError::Storage(format!("redis: {e}"))
     }
+}
+
+/// What went wrong when `e` is a failed TLS connection (`rediss://`), in words that name
+/// `REDIS_URL` and say what to do; `None` for any other error.
+///
+/// OpenSSL's reasons are matched as text: redis-rs keeps the native-tls error behind a type that
+/// cannot be downcast. They have read the same since OpenSSL 1.1.
+#[must_use]
+pub fn tls_failure(e: &RedisError) -> Option<String> {
+    let text = e.to_string();
+    if text.starts_with(TLS_PREFIX) {
+        // Already explained, by the plain-port check of a TLS connection.
+        return Some(text);
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate verify failed") {
+        // OpenSSL ends the message with the verify result in parentheses.
+        let why = text
+            .rsplit_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .unwrap_or("verification failed");
+        return Some(format!(
+            "{TLS_PREFIX} the server's certificate is not trusted ({why}); trust the CA that signed it: \
+             the system CA store, or SSL_CERT_FILE=/path/to/ca.pem"
+        ));
+    }
+    const NOT_TLS: [&str; 5] = [
+        "wrong version number",
+        "packet length too long",
+        "unknown protocol",
+        "record layer failure",
+        "http request",
+    ];
+    if let Some(reason) = NOT_TLS.iter().find(|reason| lower.contains(*reason)) {
+        return Some(format!(
+            "{TLS_PREFIX} the server answered without TLS (OpenSSL: {reason}); {NOT_TLS_ADVICE}"
+        ));
+    }
+    None
+}
+
+/// How every TLS failure message starts.
+const TLS_PREFIX: &str = "REDIS_URL: TLS handshake failed:";
+/// What to do when a port answered without TLS.
+const NOT_TLS_ADVICE: &str = "use redis:// for a plain-TCP port, or the server's TLS port with rediss://";
+/// How long the plain-port check may take.
+const PLAIN_CHECK_WAIT: Duration = Duration::from_millis(500);
+
+/// The host and port of a `rediss://` URL, for the plain-port check; `None` for other URLs.
+fn tls_addr(url: &str) -> Option<Arc<(String, u16)>> {
+    let client = redis::Client::open(url).ok()?;
+    match client.get_connection_info().addr() {
+        ConnectionAddr::TcpTls { host, port, .. } => Some(Arc::new((host.clone(), *port))),
+        _ => None,
+    }
+}
+
+/// Whether `host:port` answers a plain-text `PING` the way Redis without TLS does (`+PONG`, or
+/// an error such as `-NOAUTH`). A TLS port closes the connection instead.
+async fn answers_without_tls(host: &str, port: u16) -> bool {
+    let check = async {
+        let mut stream = TcpStream::connect((host, port)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut first = [0_u8; 1];
+        stream.read_exact(&mut first).await.ok()?;
+        Some(matches!(first[0], b'+' | b'-'))
+    };
+    tokio::time::timeout(PLAIN_CHECK_WAIT, check).await.ok().flatten().unwrap_or(false)
+}
+
+/// `e`, or, when `e` is an I/O failure or timeout on a TLS connection to a port that answers
+/// plain Redis, an error saying so. A plain Redis port buffers a TLS hello as an unfinished
+/// inline command and answers nothing, so the handshake only times out: this check says why.
+async fn explain_tls_timeout(e: RedisError, addr: &(String, u16)) -> RedisError {
+    if tls_failure(&e).is_none()
+        && (e.is_timeout() || e.is_io_error() || e.is_connection_dropped())
+        && answers_without_tls(&addr.0, addr.1).await
+    {
+        let why =
+            format!("{TLS_PREFIX} {}:{} answers plain Redis, without TLS; {NOT_TLS_ADVICE}", addr.0, addr.1);
+        return RedisError::from(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    e
 }
 
 /// The shared connection of a [`RedisPool`]: one multiplexed connection that every caller
@@ -121,6 +214,8 @@ enum Shared {
 pub struct RedisPool {
     shared: Shared,
     target: RedisTarget,
+    /// Host and port of a single-node `rediss://` target, for the plain-port check.
+    tls_addr: Option<Arc<(String, u16)>>,
 }
 
 impl fmt::Debug for RedisPool {
@@ -166,7 +261,11 @@ impl RedisPool {
                 Shared::Cluster(Arc::new((OnceCell::new(), client)))
             }
         };
-        Ok(Self { shared, target })
+        let tls_addr = match &target {
+            RedisTarget::Single(url) => tls_addr(url),
+            RedisTarget::Cluster(_) => None,
+        };
+        Ok(Self { shared, target, tls_addr })
     }
 
     /// Parses `url` and builds the connections.
@@ -189,12 +288,14 @@ impl RedisPool {
     /// `QueueError::Unavailable` when a Cluster cannot be reached for its first connection.
     pub async fn get(&self) -> QueueResult<RedisConn> {
         match &self.shared {
-            Shared::Single(c) => Ok(RedisConn::Single(c.clone())),
+            Shared::Single(c) => {
+                Ok(RedisConn { link: Link::Single(c.clone()), tls_addr: self.tls_addr.clone() })
+            }
             Shared::Cluster(cluster) => cluster
                 .0
                 .get_or_try_init(|| cluster.1.get_async_connection())
                 .await
-                .map(|c| RedisConn::Cluster(c.clone()))
+                .map(|c| RedisConn { link: Link::Cluster(c.clone()), tls_addr: None })
                 .map_err(|e| redis_error(&e)),
         }
     }
@@ -212,11 +313,17 @@ impl RedisPool {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_response_timeout(Some(timeout))
                     .set_connection_timeout(Some(CONNECT_WAIT));
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|e| redis_error(&e))?;
-                Ok(RedisConn::Dedicated(conn))
+                let conn = match client.get_multiplexed_async_connection_with_config(&config).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let e = match &self.tls_addr {
+                            Some(addr) => explain_tls_timeout(e, addr).await,
+                            None => e,
+                        };
+                        return Err(redis_error(&e));
+                    }
+                };
+                Ok(RedisConn { link: Link::Dedicated(conn), tls_addr: self.tls_addr.clone() })
             }
             RedisTarget::Cluster(urls) => {
                 let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
@@ -225,7 +332,7 @@ impl RedisPool {
                     .build()
                     .map_err(|e| redis_error(&e))?;
                 let conn = client.get_async_connection().await.map_err(|e| redis_error(&e))?;
-                Ok(RedisConn::Cluster(conn))
+                Ok(RedisConn { link: Link::Cluster(conn), tls_addr: None })
             }
         }
     }
@@ -234,7 +341,15 @@ impl RedisPool {
 /// One connection handle: the shared one of a single node or a Cluster, or a dedicated one for
 /// blocking waits.
 #[derive(Clone)]
-pub enum RedisConn {
+pub struct RedisConn {
+    link: Link,
+    /// Host and port of a single-node `rediss://` target: a failed request checks whether the
+    /// port answers without TLS. `None` for plain targets, whose requests are not wrapped.
+    tls_addr: Option<Arc<(String, u16)>>,
+}
+
+#[derive(Clone)]
+enum Link {
     /// The shared connection to a single node.
     Single(ConnectionManager),
     /// A connection to a Cluster (shared, or dedicated for blocking waits).
@@ -245,21 +360,44 @@ pub enum RedisConn {
 
 impl fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Single(_) => "RedisConn::Single",
-            Self::Cluster(_) => "RedisConn::Cluster",
-            Self::Dedicated(_) => "RedisConn::Dedicated",
+        f.write_str(match self.link {
+            Link::Single(_) => "RedisConn::Single",
+            Link::Cluster(_) => "RedisConn::Cluster",
+            Link::Dedicated(_) => "RedisConn::Dedicated",
         })
+    }
+}
+
+impl RedisConn {
+    /// `request`, with a TLS timeout explained when this is a TLS connection.
+    fn explained<'a, T: Send + 'a>(
+        tls_addr: Option<&Arc<(String, u16)>>,
+        request: RedisFuture<'a, T>,
+    ) -> RedisFuture<'a, T> {
+        match tls_addr {
+            // Plain connections return redis-rs's future as it is: no extra allocation.
+            None => request,
+            Some(addr) => {
+                let addr = Arc::clone(addr);
+                Box::pin(async move {
+                    match request.await {
+                        Ok(value) => Ok(value),
+                        Err(e) => Err(explain_tls_timeout(e, &addr).await),
+                    }
+                })
+            }
+        }
     }
 }
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-            Self::Dedicated(c) => c.req_packed_command(cmd),
-        }
+        let request = match &mut self.link {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Dedicated(c) => c.req_packed_command(cmd),
+        };
+        Self::explained(self.tls_addr.as_ref(), request)
     }
 
     fn req_packed_commands<'a>(
@@ -268,18 +406,19 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Dedicated(c) => c.req_packed_commands(cmd, offset, count),
-        }
+        let request = match &mut self.link {
+            Link::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Dedicated(c) => c.req_packed_commands(cmd, offset, count),
+        };
+        Self::explained(self.tls_addr.as_ref(), request)
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-            Self::Dedicated(c) => c.get_db(),
+        match &self.link {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+            Link::Dedicated(c) => c.get_db(),
         }
     }
 }

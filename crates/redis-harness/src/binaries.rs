@@ -4,11 +4,14 @@ use std::path::Path;
 
 pub(crate) const REDIS_SERVER: &str = "redis-server";
 pub(crate) const REDIS_CLI: &str = "redis-cli";
+pub(crate) const OPENSSL: &str = "openssl";
 
 pub(crate) const REDIS_SERVER_HINT: &str = "redis-server not found on PATH: install it \
      (Debian/Ubuntu: apt-get install -y redis-server redis-tools) — Redis tests never skip";
 pub(crate) const REDIS_CLI_HINT: &str = "redis-cli not found on PATH: install it \
      (Debian/Ubuntu: apt-get install -y redis-tools) — Redis tests never skip";
+pub(crate) const OPENSSL_HINT: &str = "openssl not found on PATH: install it to make test certificates \
+     (Debian/Ubuntu: apt-get install -y openssl) — Redis TLS tests never skip";
 
 /// Panics, with how to install it, unless `redis-server` is on `PATH`.
 ///
@@ -24,6 +27,12 @@ pub fn require_redis_server() {
 /// Panics, with how to install it, unless `redis-cli` is on `PATH` (needed to form a cluster).
 pub(crate) fn require_redis_cli() {
     assert!(on_path(REDIS_CLI), "{REDIS_CLI_HINT}");
+}
+
+/// Panics, with how to install it, unless `openssl` is on `PATH` (needed to make test
+/// certificates).
+pub(crate) fn require_openssl() {
+    assert!(on_path(OPENSSL), "{OPENSSL_HINT}");
 }
 
 fn on_path(program: &str) -> bool {

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use crate::binaries::{REDIS_CLI, REDIS_CLI_HINT, require_redis_cli, require_redi
 use crate::ports::PortUse;
 use crate::resp::Reply;
 use crate::server::RedisServer;
+use crate::tls::TestCa;
 
 /// Primaries in the cluster; no replicas.
 const PRIMARIES: usize = 3;
@@ -29,6 +31,8 @@ const PANIC_LOG_LINES: usize = 15;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The CA certificate `redis-cli` trusts, when the cluster serves TLS.
+    ca_cert: Option<PathBuf>,
 }
 
 /// One slot range of `CLUSTER SLOTS`: first slot, last slot, port of the primary serving it.
@@ -45,11 +49,30 @@ impl RedisCluster {
     /// by the deadline (with what was missing and each node's log tail).
     #[must_use]
     pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// As [`start`](Self::start), with every node serving TLS too, with a certificate signed by
+    /// `ca` (`--tls-cluster yes --tls-replication yes`: the cluster bus runs over TLS, and a TLS
+    /// client is told the nodes' TLS ports). The cluster is created over TLS
+    /// (`redis-cli --tls --cacert`); the harness still checks readiness on the plain ports.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_tls(ca: &TestCa) -> Self {
+        Self::start_on(Some(ca))
+    }
+
+    fn start_on(ca: Option<&TestCa>) -> Self {
         require_redis_server();
         require_redis_cli();
+        let cert = ca.map(TestCa::issue_server_cert);
+        let tls_args: &[&str] =
+            if ca.is_some() { &["--tls-cluster", "yes", "--tls-replication", "yes"] } else { &[] };
         let nodes = (0..PRIMARIES)
             .map(|_| {
-                RedisServer::start_on(PortUse::ClusterNode, |port| {
+                RedisServer::start_on(PortUse::ClusterNode, cert.as_ref(), |port| {
                     [
                         "--cluster-enabled",
                         "yes",
@@ -60,12 +83,14 @@ impl RedisCluster {
                         "--appendonly",
                         "no",
                     ]
-                    .map(str::to_owned)
-                    .to_vec()
+                    .iter()
+                    .chain(tls_args)
+                    .map(|arg| (*arg).to_owned())
+                    .collect()
                 })
             })
             .collect();
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, ca_cert: ca.map(|ca| ca.cert().to_path_buf()) };
         let deadline = Instant::now() + READY_DEADLINE;
         cluster.create(deadline);
         cluster.wait_until_ready(deadline);
@@ -92,6 +117,16 @@ impl RedisCluster {
         format!("redis+cluster://{}", addrs.join(","))
     }
 
+    /// The cluster as Laneway's `REDIS_URL` names one over TLS: the `rediss://` seed URL of every
+    /// node, comma-separated.
+    ///
+    /// # Panics
+    /// When the cluster was not started with TLS.
+    #[must_use]
+    pub fn tls_url(&self) -> String {
+        self.nodes.iter().map(RedisServer::tls_url).collect::<Vec<_>>().join(",")
+    }
+
     /// Runs `redis-cli --cluster create`, killing it if it has not finished by `deadline`.
     fn create(&self, deadline: Instant) {
         // Output goes to a file rather than a pipe, so polling for exit cannot block on a full pipe.
@@ -99,10 +134,21 @@ impl RedisCluster {
         let output = File::create(&output_path)
             .and_then(|file| Ok((file.try_clone()?, file)))
             .unwrap_or_else(|err| panic!("could not create {}: {err}", output_path.display()));
-        let mut child = Command::new(REDIS_CLI)
+        let mut command = Command::new(REDIS_CLI);
+        let addrs: Vec<String> = match &self.ca_cert {
+            None => self.nodes.iter().map(RedisServer::addr).collect(),
+            Some(ca_cert) => {
+                command.arg("--tls").arg("--cacert").arg(ca_cert);
+                self.nodes
+                    .iter()
+                    .map(|node| format!("127.0.0.1:{}", node.tls_port().unwrap_or_default()))
+                    .collect()
+            }
+        };
+        let mut child = command
             .arg("--cluster")
             .arg("create")
-            .args(self.nodes.iter().map(RedisServer::addr))
+            .args(addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(output.0)

@@ -5,6 +5,10 @@
 //! (std only), so sync and async tests alike can hold one for their whole body. Nothing assumes a
 //! server on 6379.
 //!
+//! For TLS tests, [`TestCa`] makes a throwaway certificate authority with the `openssl` command
+//! and signs server certificates; [`RedisServer::start_tls`] serves TLS with one of them on a
+//! second port, beside the plain port the harness itself uses.
+//!
 //! Redis tests never skip: when `redis-server` (or, for a cluster, `redis-cli`) is not on `PATH`,
 //! starting panics with a message saying how to install it; [`require_redis_server`] does the
 //! same check up front.
@@ -18,8 +22,10 @@ mod ports;
 mod resp;
 mod server;
 mod shared;
+mod tls;
 
 pub use binaries::require_redis_server;
 pub use cluster::RedisCluster;
 pub use server::RedisServer;
 pub use shared::{shared_cluster, shared_server};
+pub use tls::{ServerCert, TestCa};

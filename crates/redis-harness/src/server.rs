@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use crate::binaries::{REDIS_SERVER, REDIS_SERVER_HINT, require_redis_server};
 use crate::ports::{self, PortUse};
 use crate::resp::{self, Reply};
+use crate::tls::ServerCert;
 
 /// How long a start or restart may take until the server answers PING (AOF replay included).
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -34,11 +35,17 @@ const LOG_FILE: &str = "redis.log";
 /// [`kill`](Self::kill), [`stop`](Self::stop) and [`restart`](Self::restart) keep the port, the
 /// directory and the arguments, so a test can crash a server and bring it back on the same data.
 ///
+/// [`start_tls`](Self::start_tls) adds a TLS port beside the plain one: clients under test get
+/// [`tls_url`](Self::tls_url), while the harness keeps the plain port for its own readiness
+/// checks, [`command`](Self::command) and `SHUTDOWN` (its small RESP client speaks no TLS).
+///
 /// Every method panics (with the tail of the server's log) when the server misbehaves: this is
 /// test support, and a failed test is the right outcome.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, when started with TLS (the same across restarts).
+    tls_port: Option<u16>,
     /// Every argument after the program name, kept for `restart`.
     args: Vec<String>,
     log_path: PathBuf,
@@ -70,12 +77,28 @@ impl RedisServer {
     #[must_use]
     pub fn start_with(args: &[&str]) -> Self {
         let extra: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
-        Self::start_on(PortUse::Single, |_| extra.clone())
+        Self::start_on(PortUse::Single, None, |_| extra.clone())
     }
 
-    /// Starts a server on a port fit for `port_use`; `extra_args` gets the port (a cluster node
-    /// names its config file after it).
-    pub(crate) fn start_on(port_use: PortUse, extra_args: impl Fn(u16) -> Vec<String>) -> Self {
+    /// Starts `redis-server` serving TLS with `cert` on a second free loopback port
+    /// ([`tls_url`](Self::tls_url)), clients not asked for a certificate
+    /// (`--tls-auth-clients no`), and waits until it answers PING on its plain port.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start); also when the server cannot load the certificate (with its log
+    /// tail), e.g. a `redis-server` built without TLS.
+    #[must_use]
+    pub fn start_tls(cert: &ServerCert) -> Self {
+        Self::start_on(PortUse::Single, Some(cert), |_| Vec::new())
+    }
+
+    /// Starts a server on a port fit for `port_use` (and, with `tls`, a second one for TLS);
+    /// `extra_args` gets the plain port (a cluster node names its config file after it).
+    pub(crate) fn start_on(
+        port_use: PortUse,
+        tls: Option<&ServerCert>,
+        extra_args: impl Fn(u16) -> Vec<String>,
+    ) -> Self {
         require_redis_server();
         let dir = tempfile::Builder::new()
             .prefix("redis-harness-")
@@ -85,15 +108,19 @@ impl RedisServer {
         let mut taken_ports = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = ports::free_port(port_use);
-            let args: Vec<String> =
-                default_args(port, dir.path(), &log_path).into_iter().chain(extra_args(port)).collect();
+            let tls_port = tls.map(|_| ports::free_port(port_use));
+            let args: Vec<String> = default_args(port, dir.path(), &log_path)
+                .into_iter()
+                .chain(tls.zip(tls_port).map(|(cert, tls_port)| tls_args(tls_port, cert)).unwrap_or_default())
+                .chain(extra_args(port))
+                .collect();
             let deadline = Instant::now() + START_DEADLINE;
             match launch(&args, &log_path, port, deadline) {
                 Ok(child) => {
                     let pid = child.id();
-                    return Self { port, args, log_path, pid, child: Mutex::new(Some(child)), dir };
+                    return Self { port, tls_port, args, log_path, pid, child: Mutex::new(Some(child)), dir };
                 }
-                Err(LaunchError::PortTaken) => taken_ports.push(port),
+                Err(LaunchError::PortTaken) => taken_ports.extend(std::iter::once(port).chain(tls_port)),
                 Err(err) => panic!("{}", err.message(port, &args, &log_path)),
             }
         }
@@ -114,6 +141,23 @@ impl RedisServer {
     #[must_use]
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The loopback port the server serves TLS on, when started with TLS.
+    #[must_use]
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/`, for a Redis client that speaks TLS.
+    ///
+    /// # Panics
+    /// When the server was not started with TLS.
+    #[must_use]
+    pub fn tls_url(&self) -> String {
+        let port =
+            self.tls_port.unwrap_or_else(|| panic!("redis-server on port {} has no TLS port", self.port));
+        format!("rediss://127.0.0.1:{port}/")
     }
 
     /// `127.0.0.1:<port>`, as `redis-cli` and cluster replies name a node.
@@ -285,6 +329,23 @@ fn default_args(port: u16, dir: &Path, log_path: &Path) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+/// The arguments that serve TLS with `cert` on `tls_port`, without client certificates.
+fn tls_args(tls_port: u16, cert: &ServerCert) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        "--tls-port".to_owned(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_owned(),
+        path(&cert.cert),
+        "--tls-key-file".to_owned(),
+        path(&cert.key),
+        "--tls-ca-cert-file".to_owned(),
+        path(&cert.ca_cert),
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+    ]
 }
 
 /// Why a launch did not produce a server answering PING.

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redis_harness::{RedisCluster, RedisServer, require_redis_server};
+use redis_harness::{RedisCluster, RedisServer, TestCa, require_redis_server};
 
 /// Set in a child test process that runs one test alone with a doctored `PATH`.
 const CHILD_MARKER: &str = "REDIS_HARNESS_TEST_CHILD";
@@ -72,6 +72,80 @@ fn a_server_starts_on_a_free_loopback_port_and_answers_ping() {
     assert_eq!(server.addr(), format!("127.0.0.1:{}", server.port()));
     assert_eq!(server.url(), format!("redis://127.0.0.1:{}/", server.port()));
     assert!(server.command(&["INFO", "server"]).contains(&format!("process_id:{}", server.pid())));
+}
+
+/// `redis-cli --tls --cacert <ca> -p <port> PING`: what it printed, and whether it succeeded.
+fn tls_ping(port: u16, ca: &Path) -> (bool, String) {
+    let output = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "PING"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    let printed =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success() && printed.trim() == "PONG", printed)
+}
+
+#[test]
+fn a_tls_server_answers_a_client_that_trusts_its_ca_and_fails_one_that_does_not() {
+    let ca = TestCa::generate("harness test CA");
+    let other = TestCa::generate("another test CA");
+    let server = RedisServer::start_tls(&ca.issue_server_cert());
+    let tls_port = server.tls_port().expect("a TLS port");
+
+    assert_ne!(tls_port, server.port());
+    assert_eq!(server.tls_url(), format!("rediss://127.0.0.1:{tls_port}/"));
+    assert_eq!(server.command(&["PING"]), "PONG", "the plain port stays for the harness");
+    let (ok, printed) = tls_ping(tls_port, ca.cert());
+    assert!(ok, "PING over TLS with the CA trusted: {printed}\n{}", server.log_tail(20));
+    let (ok, printed) = tls_ping(tls_port, other.cert());
+    assert!(!ok, "PING over TLS with another CA trusted succeeded: {printed}");
+    assert!(printed.contains("certificate verify failed"), "{printed}");
+}
+
+#[test]
+fn a_tls_server_keeps_its_tls_port_across_a_restart() {
+    let ca = TestCa::generate("harness test CA");
+    let mut server = RedisServer::start_tls(&ca.issue_server_cert());
+    let tls_port = server.tls_port();
+    server.restart();
+
+    assert_eq!(server.tls_port(), tls_port);
+    let (ok, printed) = tls_ping(tls_port.expect("a TLS port"), ca.cert());
+    assert!(ok, "PING over TLS after the restart: {printed}\n{}", server.log_tail(20));
+}
+
+#[test]
+fn a_tls_cluster_is_created_over_tls_and_names_its_tls_ports_to_a_tls_client() {
+    let ca = TestCa::generate("harness cluster test CA");
+    let cluster = RedisCluster::start_tls(&ca);
+    let tls_ports: Vec<u16> =
+        cluster.nodes().iter().map(|node| node.tls_port().expect("a TLS port")).collect();
+
+    let expected: Vec<String> = tls_ports.iter().map(|port| format!("rediss://127.0.0.1:{port}/")).collect();
+    assert_eq!(cluster.tls_url(), expected.join(","));
+    let output = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca.cert())
+        .args(["-h", "127.0.0.1", "-p", &tls_ports[0].to_string(), "CLUSTER", "SLOTS"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    let slots = String::from_utf8_lossy(&output.stdout);
+    for port in &tls_ports {
+        assert!(
+            slots.lines().any(|line| line.trim() == port.to_string()),
+            "TLS port {port} not in CLUSTER SLOTS:\n{slots}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_server_has_no_tls_port() {
+    let server = RedisServer::start();
+    assert_eq!(server.tls_port(), None);
 }
 
 #[test]
