@@ -66,10 +66,11 @@ where
     }
 }
 
-/// The `laneway` binary of the profile these tests were built with, built once when missing.
+/// The `laneway` binary of the profile these tests were built with, built (or found up to date)
+/// once per test process.
 ///
 /// # Panics
-/// When the binary is missing and `cargo build --bin laneway` fails or does not produce it.
+/// When `cargo build --bin laneway` fails or does not produce it.
 #[must_use]
 pub fn laneway_binary() -> PathBuf {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -88,9 +89,9 @@ fn locate_or_build_binary() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("unexpected test executable location {}", exe.display()))?
         .to_path_buf();
     let binary = profile_dir.join(format!("laneway{}", std::env::consts::EXE_SUFFIX));
-    if binary.is_file() {
-        return Ok(binary);
-    }
+    // Built every time the tests start, not only when missing: `cargo test` builds the binary's
+    // unit tests but not the binary itself, so a binary left from an earlier build would be
+    // tested instead of the code under test. When it is up to date this costs a second.
     // Cargo sets CARGO_MANIFEST_DIR when it runs the tests; the compile-time value is the fallback.
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
@@ -114,7 +115,7 @@ fn locate_or_build_binary() -> Result<PathBuf, String> {
     let shown = format!("{command:?}");
     let output = command.output().map_err(|e| {
         format!(
-            "the laneway binary is missing at {} and `{shown}` could not run ({e}); \
+            "the laneway binary at {} must be built and `{shown}` could not run ({e}); \
              run `cargo build --bin laneway` in {} first",
             binary.display(),
             workspace.display()
@@ -123,7 +124,7 @@ fn locate_or_build_binary() -> Result<PathBuf, String> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!(
-            "the laneway binary is missing at {} and `{shown}` failed ({}):\n{}",
+            "the laneway binary at {} must be built and `{shown}` failed ({}):\n{}",
             binary.display(),
             output.status,
             tail(&stderr, 40)
