@@ -6,8 +6,8 @@
 //! command queued behind it. So blocking waits get their own connection, with a response timeout
 //! longer than the block.
 //!
-//! `rediss://` connects over TLS (native-tls: the system's OpenSSL and its CA store, or the file
-//! named by `SSL_CERT_FILE`). A TLS failure is reported in words an operator can act on, naming
+//! `rediss://` connects over TLS (rustls with the ring provider; the roots are the system CA store,
+//! or only the file named by `SSL_CERT_FILE` when it is set). A TLS failure is reported in words an operator can act on, naming
 //! `REDIS_URL` ([`tls_failure`]): an untrusted certificate, or a port that answers without TLS.
 
 use std::fmt;
@@ -113,8 +113,9 @@ pub fn redis_error(e: &RedisError) -> QueueError {
 /// What went wrong when `e` is a failed TLS connection (`rediss://`), in words that name
 /// `REDIS_URL` and say what to do; `None` for any other error.
 ///
-/// OpenSSL's reasons are matched as text: redis-rs keeps the native-tls error behind a type that
-/// cannot be downcast. They have read the same since OpenSSL 1.1.
+/// rustls's reasons are matched as text: redis-rs wraps the `rustls::Error` in an I/O error whose
+/// message is all that reaches this crate (rustls's `Display`, e.g. "invalid peer certificate:
+/// UnknownIssuer" or "received corrupt message of type InvalidContentType").
 #[must_use]
 pub fn tls_failure(e: &RedisError) -> Option<String> {
     let text = e.to_string();
@@ -122,28 +123,22 @@ pub fn tls_failure(e: &RedisError) -> Option<String> {
         // Already explained, by the plain-port check of a TLS connection.
         return Some(text);
     }
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("certificate verify failed") {
-        // OpenSSL ends the message with the verify result in parentheses.
-        let why = text
-            .rsplit_once('(')
-            .and_then(|(_, rest)| rest.strip_suffix(')'))
-            .unwrap_or("verification failed");
+    const UNTRUSTED: &str = "invalid peer certificate: ";
+    if let Some((_, rest)) = text.split_once(UNTRUSTED) {
+        // rustls names the reason after the colon: UnknownIssuer, certificate expired, ...
+        let why = rest.split(['\n', ';']).next().map_or("", str::trim);
+        let why = if why.is_empty() { "verification failed" } else { why };
         return Some(format!(
             "{TLS_PREFIX} the server's certificate is not trusted ({why}); trust the CA that signed it: \
              the system CA store, or SSL_CERT_FILE=/path/to/ca.pem"
         ));
     }
-    const NOT_TLS: [&str; 5] = [
-        "wrong version number",
-        "packet length too long",
-        "unknown protocol",
-        "record layer failure",
-        "http request",
-    ];
-    if let Some(reason) = NOT_TLS.iter().find(|reason| lower.contains(*reason)) {
+    // What rustls says when the first bytes back are not a TLS record (a plain Redis reply, an
+    // HTTP answer): the record's content type or length is not one TLS allows.
+    const NOT_TLS: [&str; 2] = ["received corrupt message", "peer sent excess record size"];
+    if let Some(reason) = NOT_TLS.iter().find(|reason| text.contains(*reason)) {
         return Some(format!(
-            "{TLS_PREFIX} the server answered without TLS (OpenSSL: {reason}); {NOT_TLS_ADVICE}"
+            "{TLS_PREFIX} the server answered without TLS (rustls: {reason}); {NOT_TLS_ADVICE}"
         ));
     }
     None

@@ -29,8 +29,31 @@ async fn a_certificate_signed_by_an_untrusted_ca_is_refused_naming_redis_url() {
     assert!(matches!(err, QueueError::Unavailable(_)), "not an unavailable error: {err:?}");
     let text = err.to_string();
     assert!(text.contains("REDIS_URL: TLS handshake failed"), "{text}");
-    assert!(text.contains("certificate is not trusted"), "{text}");
+    // rustls's reason for a chain that ends at no trusted root.
+    assert!(text.contains("certificate is not trusted (UnknownIssuer)"), "{text}");
     assert!(text.contains("SSL_CERT_FILE"), "{text}");
+}
+
+#[tokio::test]
+async fn rediss_to_a_port_that_answers_plain_text_at_once_is_refused_saying_it_answered_without_tls() {
+    // Not Redis (which waits for the end of an inline command): a server that answers anything
+    // with a plain-text line straight away, as an HTTP server or a proxy's error page would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    let answerer = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"-ERR not TLS\r\n").await;
+        }
+    });
+
+    let err = ping(&format!("rediss://127.0.0.1:{port}/")).await.expect_err("a PING over TLS to plain text");
+    answerer.abort();
+
+    assert!(matches!(err, QueueError::Unavailable(_)), "not an unavailable error: {err:?}");
+    let text = err.to_string();
+    assert!(text.contains("REDIS_URL: TLS handshake failed"), "{text}");
+    assert!(text.contains("the server answered without TLS (rustls: received corrupt message)"), "{text}");
 }
 
 #[tokio::test]
