@@ -181,7 +181,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "LANEWAY_ADDR",
     "LOG_FORMAT",
     "RUST_LOG",
-    // OpenSSL's trust for rediss://: a scenario that needs a CA passes SSL_CERT_FILE itself.
+    // rustls-native-certs's roots for rediss://: a scenario that needs a CA passes SSL_CERT_FILE itself.
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 ];
