@@ -6,9 +6,10 @@
 //! command queued behind it. So blocking waits get their own connection, with a response timeout
 //! longer than the block.
 //!
-//! `rediss://` connects over TLS (rustls with the ring provider; the roots are the system CA store,
-//! or only the file named by `SSL_CERT_FILE` when it is set). A TLS failure is reported in words an operator can act on, naming
-//! `REDIS_URL` ([`tls_failure`]): an untrusted certificate, or a port that answers without TLS.
+//! `rediss://` connects over TLS (rustls with the ring provider; the roots are the system CA
+//! store, or only the file named by `SSL_CERT_FILE` when it is set). A TLS failure is reported in
+//! words an operator can act on, naming `REDIS_URL` ([`tls_failure`]): an untrusted certificate,
+//! or a port that answers without TLS.
 
 use std::fmt;
 use std::io;
