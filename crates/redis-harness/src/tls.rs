@@ -51,27 +51,21 @@ impl TestCa {
             .unwrap_or_else(|err| panic!("could not create a temp dir for a test CA: {err}"));
         let cert = dir.path().join("ca.crt");
         let key = dir.path().join("ca.key");
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &path(&key),
-            "-out",
-            &path(&cert),
-            "-days",
-            VALID_DAYS,
-            "-subj",
-            &format!("/CN={common_name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+        req_new_ec_key(
+            true,
+            &key,
+            &cert,
+            &[
+                "-days",
+                VALID_DAYS,
+                "-subj",
+                &format!("/CN={common_name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
         Self { dir, cert, key }
     }
 
@@ -99,20 +93,7 @@ impl TestCa {
             dir.join(format!("server-{n}.crt")),
             dir.join(format!("server-{n}.ext")),
         );
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &path(&key),
-            "-out",
-            &path(&csr),
-            "-subj",
-            "/CN=localhost",
-        ]);
+        req_new_ec_key(false, &key, &csr, &["-subj", "/CN=localhost"]);
         std::fs::write(
             &ext,
             "basicConstraints=critical,CA:FALSE\n\
@@ -145,6 +126,20 @@ impl TestCa {
 
 fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+/// `openssl req` with a new, unencrypted EC P-256 key written to `key`, and `out` written: a
+/// self-signed certificate when `x509`, else a signing request; `extra` arguments after.
+fn req_new_ec_key(x509: bool, key: &Path, out: &Path, extra: &[&str]) {
+    let (key, out) = (path(key), path(out));
+    let mut args = vec!["req"];
+    if x509 {
+        args.push("-x509");
+    }
+    args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]);
+    args.extend(["-keyout", key.as_str(), "-out", out.as_str()]);
+    args.extend_from_slice(extra);
+    openssl(&args);
 }
 
 /// Runs `openssl args`, panicking with its output unless it succeeds.
