@@ -308,9 +308,13 @@ impl Drop for RedisServer {
     }
 }
 
+/// `p` as a command-line argument.
+pub(crate) fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
 /// The arguments every server gets; caller arguments follow and win.
 fn default_args(port: u16, dir: &Path, log_path: &Path) -> Vec<String> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
     [
         "--port",
         &port.to_string(),
@@ -333,7 +337,6 @@ fn default_args(port: u16, dir: &Path, log_path: &Path) -> Vec<String> {
 
 /// The arguments that serve TLS with `cert` on `tls_port`, without client certificates.
 fn tls_args(tls_port: u16, cert: &ServerCert) -> Vec<String> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
     vec![
         "--tls-port".to_owned(),
         tls_port.to_string(),

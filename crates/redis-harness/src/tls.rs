@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tempfile::TempDir;
 
 use crate::binaries::{OPENSSL, OPENSSL_HINT, require_openssl};
+use crate::server::path;
 
 /// Days the certificates are valid: a test run needs minutes, and a short validity keeps them
 /// useless afterwards.
@@ -122,10 +123,6 @@ impl TestCa {
         ]);
         ServerCert { cert, key, ca_cert: self.cert.clone() }
     }
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 /// `openssl req` with a new, unencrypted EC P-256 key written to `key`, and `out` written: a
