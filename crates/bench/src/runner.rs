@@ -232,13 +232,26 @@ impl Bench {
     }
 
     async fn producer(&self) -> BenchResult<Arc<Target>> {
-        let noop = Probe::new(Record::Counts, None);
-        let target = Target::redis(&self.url(), false, self.p.concurrency, true, noop.handler())?;
-        target.start().await?;
-        Ok(Arc::new(target))
+        Ok(Arc::new(redis_producer(&self.url(), self.p.concurrency).await?))
     }
 
     // ----- W1 -----
+
+    /// `f` with a note of the runs that W1's time cap ended, at `capped` jobs each.
+    fn capped(&self, f: Option<Figure>, capped: &[u64]) -> Option<Figure> {
+        if capped.is_empty() {
+            return f;
+        }
+        let shown: Vec<String> = capped.iter().map(u64::to_string).collect();
+        let note = format!(
+            "the {} s cap ended {} of {} runs, at {} jobs",
+            self.p.w1_time_cap_s,
+            shown.len(),
+            self.p.runs,
+            shown.join(", ")
+        );
+        f.map(|f| f.noted(note))
+    }
 
     async fn w1(&mut self) -> BenchResult<()> {
         let cap = Duration::from_secs(self.p.w1_time_cap_s);
@@ -285,22 +298,52 @@ impl Bench {
                     }
                     target.kill().await;
                 }
-                let mut f = Figure::of("jobs/s", samples);
-                if !capped.is_empty() {
-                    let shown: Vec<String> = capped.iter().map(|n| n.to_string()).collect();
-                    f = f.map(|f| {
-                        f.noted(format!(
-                            "the {} s cap ended {} of {} runs, at {} jobs",
-                            self.p.w1_time_cap_s,
-                            shown.len(),
-                            self.p.runs,
-                            shown.join(", ")
-                        ))
-                    });
-                }
+                let f = self.capped(Figure::of("jobs/s", samples), &capped);
                 self.put(&format!("{row}.{col}"), f);
             }
         }
+        Ok(())
+    }
+
+    /// W1 from one producer, awaited one at a time, on a current-thread runtime in a thread of
+    /// its own: the producer's task and its connection's driver on one thread, without the
+    /// multi-thread runtime's hand-offs between its workers (the shape of
+    /// `base.redis_lpush_serial_ct`). Redis only: the inline backends run their workers in the
+    /// producer's runtime.
+    async fn w1_single_current_thread(&mut self) -> BenchResult<()> {
+        let cap = Duration::from_secs(self.p.w1_time_cap_s);
+        let mut samples = Vec::new();
+        let mut capped = Vec::new();
+        for run in 0..self.runs() {
+            self.progress("W1 enqueue, 1 producer, current-thread runtime · redis", run);
+            self.flush();
+            let before = self.begin();
+            let (url, concurrency, total) = (self.url(), self.p.concurrency, self.p.w1_jobs);
+            let on_one_thread = std::thread::spawn(move || -> BenchResult<(u64, f64)> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let target = redis_producer(&url, concurrency).await?;
+                    let started = Instant::now();
+                    let n = targets::enqueue_serial(&target, total, Some(started + cap)).await?;
+                    let secs = started.elapsed().as_secs_f64();
+                    target.kill().await;
+                    Ok((n, secs))
+                })
+            });
+            let (n, secs) = on_one_thread.join().map_err(|_| "the current-thread W1 producer panicked")??;
+            #[allow(clippy::cast_precision_loss)]
+            samples.push(n as f64 / secs);
+            if n < total {
+                capped.push(n);
+            }
+            if run == 0 {
+                let after = self.end();
+                let label = "W1 enqueue, 1 producer, current-thread runtime";
+                self.track(&before, &after, "w1_single_ct.redis", label, n, 0.0);
+            }
+        }
+        let f = self.capped(Figure::of("jobs/s", samples), &capped);
+        self.put("w1_single_ct.redis", f);
         Ok(())
     }
 
@@ -798,12 +841,14 @@ pub async fn run(opts: Options) -> BenchResult<()> {
     }
     if bench.opts.wants("w1") {
         bench.w1().await?;
+        bench.w1_single_current_thread().await?;
     }
     if bench.opts.wants("w2") {
         bench.w2().await?;
     }
     bench.ratio("ratio.mem_w2_vs_tokio", "w2.mem", "base.tokio_w2");
     bench.ratio("ratio.redis_w1_single_vs_lpush", "w1_single.redis", "base.redis_lpush_serial");
+    bench.ratio("ratio.redis_w1_single_ct_vs_lpush_ct", "w1_single_ct.redis", "base.redis_lpush_serial_ct");
     bench.ratio("ratio.redis_w1_p50_vs_lpush", "w1_p50.redis", "base.redis_lpush_50");
     bench.ratio("ratio.redis_w2_vs_pipe", "w2.redis", "base.redis_drain_pipe");
     if bench.opts.wants("w3") {
@@ -880,6 +925,14 @@ pub fn write_markdown(opts: &Options, results: &Results) -> BenchResult<()> {
     std::fs::write(&opts.markdown, updated)?;
     println!("{markdown}");
     Ok(())
+}
+
+/// A Redis target that only submits (no workers), started.
+async fn redis_producer(url: &str, concurrency: usize) -> BenchResult<Target> {
+    let noop = Probe::new(Record::Counts, None);
+    let target = Target::redis(url, false, concurrency, true, noop.handler())?;
+    target.start().await?;
+    Ok(target)
 }
 
 #[cfg(test)]
