@@ -245,6 +245,28 @@ impl Reader<'_> {
         self.problems.push(SettingsProblem { var, message: message.into() });
     }
 
+    /// When set: a file that can be read and holds at least one PEM certificate.
+    fn ca_file(&mut self, var: &'static str) {
+        let Some(path) = self.get(var) else { return };
+        const PEM: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        match std::fs::read(&path) {
+            Err(e) => self.problem(var, format!("cannot read {path:?} ({e}); {CA_RULE}")),
+            Ok(bytes) if !bytes.windows(PEM.len()).any(|w| w == PEM) => self.problem(
+                var,
+                format!("{path:?} holds no PEM certificate (no -----BEGIN CERTIFICATE----- line); {CA_RULE}"),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    /// When set: a directory that can be listed.
+    fn ca_dir(&mut self, var: &'static str) {
+        let Some(path) = self.get(var) else { return };
+        if let Err(e) = std::fs::read_dir(&path) {
+            self.problem(var, format!("cannot read the directory {path:?} ({e}); {CA_RULE}"));
+        }
+    }
+
     /// An integer of at least `min`, `default` when unset. Values below `min` are clamped to it
     /// with a warning, as the original did; values that do not parse are problems.
     fn int(&mut self, var: &'static str, default: u64, min: u64) -> u64 {
@@ -310,6 +332,10 @@ impl Reader<'_> {
 
 const HTTP_SCHEMES: [&str; 2] = ["http://", "https://"];
 
+/// What `SSL_CERT_FILE` and `SSL_CERT_DIR` are for, in their problems.
+const CA_RULE: &str = "it must name the PEM CA certificates that rediss:// in REDIS_URL trusts \
+                       (they replace the system CA store)";
+
 impl Settings {
     /// Reads and validates every setting through `getenv`. Empty values count as unset; numbers
     /// below their minimum are clamped to it (see [`Settings::warnings`]).
@@ -356,6 +382,12 @@ impl Settings {
                 r.problem("REDIS_URL", why);
             }
             None => {}
+        }
+        // rustls reads these itself, at the first `rediss://` connection, and fails every one if
+        // they are wrong: refuse them here, where the message can name the variable.
+        if backend == Mode::Redis && redis_url.as_deref().is_some_and(|u| u.contains("rediss://")) {
+            r.ca_file("SSL_CERT_FILE");
+            r.ca_dir("SSL_CERT_DIR");
         }
 
         let tenant_id = match r.get("TENANT_ID") {

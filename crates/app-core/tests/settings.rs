@@ -195,6 +195,34 @@ fn rq_backend_enabled_selects_redis_only_when_job_queue_backend_is_unset() {
 }
 
 #[test]
+fn ssl_cert_file_and_dir_for_rediss_must_be_readable_and_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, empty) = (dir.path().join("ca.pem"), dir.path().join("empty.pem"));
+    std::fs::write(&good, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let (good, empty, missing) = (good.to_str().unwrap(), empty.to_str().unwrap(), missing.to_str().unwrap());
+    let redis = ("JOB_QUEUE_BACKEND", "redis");
+    let tls = ("REDIS_URL", "rediss://cache.internal:6380/0");
+
+    assert!(
+        load(&[redis, tls, ("SSL_CERT_FILE", good), ("SSL_CERT_DIR", dir.path().to_str().unwrap())]).is_ok()
+    );
+    let msg = problems_of(&[redis, tls, ("SSL_CERT_FILE", missing)]).to_string();
+    assert!(msg.starts_with(&format!("SSL_CERT_FILE: cannot read {missing:?} (")), "{msg}");
+    assert!(msg.contains("PEM CA certificates that rediss:// in REDIS_URL trusts"), "{msg}");
+    let msg = problems_of(&[redis, tls, ("SSL_CERT_FILE", empty)]).to_string();
+    assert!(msg.starts_with(&format!("SSL_CERT_FILE: {empty:?} holds no PEM certificate")), "{msg}");
+    let err = problems_of(&[redis, tls, ("SSL_CERT_DIR", missing)]);
+    assert!(err.problem("SSL_CERT_DIR").unwrap().message.contains("cannot read the directory"), "{err}");
+    // Only a TLS connection on the Redis backend reads them: elsewhere they are left alone.
+    assert!(
+        load(&[redis, ("REDIS_URL", "redis://cache.internal:6379/0"), ("SSL_CERT_FILE", missing)]).is_ok()
+    );
+    assert!(load(&[tls, ("SSL_CERT_FILE", missing)]).is_ok());
+}
+
+#[test]
 fn redis_url_accepts_the_three_schemes_and_a_list_of_cluster_seeds() {
     for ok in [
         "redis://localhost:6379",
