@@ -148,6 +148,8 @@ enum Subject {
 #[derive(Debug, Clone, Copy)]
 enum Produce {
     Single,
+    /// One producer on a current-thread runtime: the Rust producers only (Laneway, apalis).
+    SingleCurrentThread,
     Concurrent,
     Batch,
 }
@@ -199,6 +201,9 @@ impl Bench {
                 let cap_s = format!("{}", cap.as_secs_f64());
                 let mode: Vec<String> = match how {
                     Produce::Single => vec!["produce-single".into(), jobs.to_string(), cap_s],
+                    Produce::SingleCurrentThread => {
+                        vec!["produce-single-ct".into(), jobs.to_string(), cap_s]
+                    }
                     Produce::Concurrent => {
                         vec!["produce-concurrent".into(), jobs.to_string(), p.producers.to_string(), cap_s]
                     }
@@ -213,9 +218,19 @@ impl Bench {
 
     async fn w1(&mut self, subject: &Subject, col: &str, redis: &RedisServer) -> BenchResult<()> {
         let cap = Duration::from_secs(self.p.w1_time_cap_s);
-        let shapes =
-            [("w1_single", Produce::Single), ("w1_p50", Produce::Concurrent), ("w1_batch", Produce::Batch)];
+        let shapes = [
+            ("w1_single", Produce::Single),
+            ("w1_single_ct", Produce::SingleCurrentThread),
+            ("w1_p50", Produce::Concurrent),
+            ("w1_batch", Produce::Batch),
+        ];
         for (row, how) in shapes {
+            // Node.js and Python have one runtime each: only the Rust producers choose theirs.
+            let rust = matches!(subject, Subject::Laneway)
+                || matches!(subject, Subject::Peer(driver) if driver.id == "apalis");
+            if matches!(how, Produce::SingleCurrentThread) && !rust {
+                continue;
+            }
             redis.command(&["FLUSHALL"]);
             let id = format!("{row}.{col}");
             match self.produce(subject, &redis.url(), how, self.p.w1_jobs, cap).await {

@@ -80,7 +80,13 @@ async fn producer(url: &str) -> Result<RedisStorage<Job>, DynError> {
     Ok(RedisStorage::new(conn).with_config(Config::default().queue(QUEUE)))
 }
 
-async fn produce(url: &str, n: u64, producers: u64, batch: Option<u64>, cap: Duration) -> Result<(), DynError> {
+async fn produce(
+    url: &str,
+    n: u64,
+    producers: u64,
+    batch: Option<u64>,
+    cap: Duration,
+) -> Result<(), DynError> {
     let storage = producer(url).await?;
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -230,9 +236,23 @@ fn version() {
     }));
 }
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
+fn main() {
+    // `produce-single-ct`: the one-producer W1 on a current-thread runtime, as Laneway's row of
+    // the same name; everything else on tokio's default, the multi-thread runtime.
+    let current_thread = std::env::args().nth(2).as_deref() == Some("produce-single-ct");
+    let mut builder = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("error cannot start tokio: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run()) {
         // The runner reads why from this line.
         println!("error {}", e.to_string().replace('\n', " "));
         std::process::exit(1);
@@ -247,7 +267,9 @@ async fn run() -> Result<(), DynError> {
     let secs = |i: usize, what: &str| arg::<f64>(a, i, what).map(Duration::from_secs_f64);
     match mode {
         "version" => version(),
-        "produce-single" => produce(&url, arg(a, 0, "N")?, 1, None, secs(1, "CAP_S")?).await?,
+        "produce-single" | "produce-single-ct" => {
+            produce(&url, arg(a, 0, "N")?, 1, None, secs(1, "CAP_S")?).await?
+        }
         "produce-concurrent" => {
             produce(&url, arg(a, 0, "N")?, arg(a, 1, "PRODUCERS")?, None, secs(2, "CAP_S")?).await?;
         }

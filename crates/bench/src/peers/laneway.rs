@@ -36,11 +36,22 @@ pub(super) async fn produce(
     cap: Option<Duration>,
     concurrency: usize,
 ) -> BenchResult<Produced> {
+    if matches!(how, Produce::SingleCurrentThread) {
+        // The producer, its connection's driver and its awaits on one thread of their own.
+        let url = url.to_owned();
+        let on_one_thread = std::thread::spawn(move || -> BenchResult<Produced> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(produce(&url, jobs, Produce::Single, producers, cap, concurrency))
+        });
+        return on_one_thread.join().map_err(|_| "the current-thread Laneway producer panicked")?;
+    }
     let target = producer(url, concurrency).await?;
     let started = Instant::now();
     let deadline = cap.map(|c| started + c);
     let done = match how {
-        Produce::Single => targets::enqueue_serial(&target, jobs, deadline).await?,
+        Produce::Single | Produce::SingleCurrentThread => {
+            targets::enqueue_serial(&target, jobs, deadline).await?
+        }
         Produce::Concurrent => targets::enqueue_concurrent(&target, jobs, producers, deadline).await?,
         Produce::Batch => targets::enqueue_batches(&target, jobs, deadline).await?,
     };

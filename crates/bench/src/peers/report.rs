@@ -96,6 +96,11 @@ pub struct PeerResults {
 pub fn rows(p: &PeerParams) -> Vec<(&'static str, String, &'static str)> {
     vec![
         ("w1_single", "W1 enqueue, 1 producer, awaited one at a time".to_owned(), "jobs/s"),
+        (
+            "w1_single_ct",
+            "W1 enqueue, 1 producer, on a current-thread runtime (the Rust producers)".to_owned(),
+            "jobs/s",
+        ),
         ("w1_p50", format!("W1 enqueue, {} concurrent producers", p.producers), "jobs/s"),
         (
             "w1_batch",
@@ -115,10 +120,11 @@ pub fn rows(p: &PeerParams) -> Vec<(&'static str, String, &'static str)> {
 }
 
 /// The ratio rows: id prefix, the row compared, label.
-pub const RATIOS: [(&str, &str, &str); 5] = [
+pub const RATIOS: [(&str, &str, &str); 6] = [
     ("ratio_w2", "w2", "Laneway / this peer: W2 drain"),
     ("ratio_w2_small", "w2_small", "Laneway / this peer: W2 drain, small backlog"),
     ("ratio_w1_single", "w1_single", "Laneway / this peer: W1, 1 producer"),
+    ("ratio_w1_single_ct", "w1_single_ct", "Laneway / this peer: W1, 1 producer, current-thread"),
     ("ratio_w1_p50", "w1_p50", "Laneway / this peer: W1, 50 producers"),
     ("ratio_w1_batch", "w1_batch", "Laneway / this peer: W1, batch API"),
 ];
@@ -290,6 +296,8 @@ mod tests {
         figures.insert("w1_single.laneway".to_owned(), fig("jobs/s", &[2_500.0]));
         figures.insert("w1_single.bullmq".to_owned(), fig("jobs/s", &[2_000.0]));
         figures.insert("w1_batch.bullmq".to_owned(), fig("jobs/s", &[30_000.0]));
+        figures.insert("w1_single_ct.laneway".to_owned(), fig("jobs/s", &[3_600.0]));
+        figures.insert("w1_single_ct.apalis".to_owned(), fig("jobs/s", &[3_000.0]));
         figures.insert("w3_p50.bullmq".to_owned(), fig("ms", &[2.1]));
         add_ratios(&mut figures, &["bullmq", "apalis", "rq"]);
         PeerResults {
@@ -343,6 +351,8 @@ mod tests {
         assert!((w2.min - 15_000.0 / 4_000.0).abs() < 1e-9);
         assert!((r.figures["ratio_w2.rq"].median - 16_000.0 / 110.0).abs() < 1e-9);
         assert!((r.figures["ratio_w1_single.bullmq"].median - 1.25).abs() < 1e-9);
+        assert!((r.figures["ratio_w1_single_ct.apalis"].median - 1.2).abs() < 1e-9);
+        assert!(!r.figures.contains_key("ratio_w1_single_ct.bullmq"), "one runtime in Node.js: no row");
         assert!(!r.figures.contains_key("ratio_w2.apalis"), "no figure, no ratio");
         assert!(!r.figures.contains_key("ratio_w1_p50.bullmq"), "Laneway's W1 50 is missing");
     }
