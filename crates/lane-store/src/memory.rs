@@ -5,6 +5,7 @@
 //! never held across an `.await`: every trait method is then atomic with respect to the others,
 //! as the [`ChatLaneStore`] contract requires.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -177,12 +178,15 @@ impl MemoryLaneStore {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
         let State { lanes, order, last_epoch, .. } = &mut *state;
-        // Look up first: `entry` would take a clone of the id at every enqueue.
-        if !lanes.contains_key(lane_id) {
-            lanes.insert(lane_id.clone(), Lane::default());
-            order.insert(lane_id.clone());
-        }
-        let lane = lanes.get_mut(lane_id).unwrap_or_else(|| unreachable!("inserted above"));
+        // One lookup: the clone `entry` takes is a count on the id's shared text, cheaper than
+        // hashing the id a second time.
+        let lane = match lanes.entry(lane_id.clone()) {
+            Entry::Occupied(lane) => lane.into_mut(),
+            Entry::Vacant(slot) => {
+                order.insert(lane_id.clone());
+                slot.insert(Lane::default())
+            }
+        };
 
         // A job already in the lane stays where it is: re-dispatching a running job would run it
         // twice, and re-appending a waiting one would let it lose or jump its place.
