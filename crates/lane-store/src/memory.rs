@@ -5,7 +5,8 @@
 //! never held across an `.await`: every trait method is then atomic with respect to the others,
 //! as the [`ChatLaneStore`] contract requires.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -92,8 +93,12 @@ struct RecentEntry {
 
 #[derive(Debug)]
 struct State {
-    /// Ordered so that `snapshot` can page by lane id without sorting.
-    lanes: BTreeMap<LaneId, Lane>,
+    /// Hashed: every dispatch renews and finishes its claim here, and a lookup by hash does not
+    /// walk a tree of lane ids comparing each one's text on the way.
+    lanes: HashMap<LaneId, Lane>,
+    /// The ids of `lanes`, ordered so that `snapshot` can page by lane id without sorting. It
+    /// changes only when a lane appears or empties, not at each of its jobs.
+    order: BTreeSet<LaneId>,
     recent: HashMap<(LaneId, String), RecentEntry>,
     sweep_recent_at: usize,
     /// Store-wide and never reset, so an epoch handed out before a `reset` can never be current
@@ -104,7 +109,8 @@ struct State {
 impl State {
     fn new() -> Self {
         Self {
-            lanes: BTreeMap::new(),
+            lanes: HashMap::new(),
+            order: BTreeSet::new(),
             recent: HashMap::new(),
             sweep_recent_at: RECENT_SWEEP_FLOOR,
             last_epoch: 0,
@@ -119,7 +125,7 @@ fn claim(last_epoch: &mut u64, job: JobId, lease_deadline_ms: u64) -> Active {
 }
 
 /// The lane of `claim` if `claim` is still its current claim; otherwise the fencing error.
-fn fenced<'a>(lanes: &'a mut BTreeMap<LaneId, Lane>, claim: &LaneClaim) -> QueueResult<&'a mut Lane> {
+fn fenced<'a>(lanes: &'a mut HashMap<LaneId, Lane>, claim: &LaneClaim) -> QueueResult<&'a mut Lane> {
     match lanes.get_mut(&claim.lane_id) {
         Some(lane) if lane.holds(claim) => Ok(lane),
         other => Err(QueueError::StaleLease {
@@ -171,12 +177,16 @@ impl MemoryLaneStore {
     fn enqueue_now(&self, job: &JobId, lane_id: &LaneId, capped: bool) -> QueueResult<LaneEnqueue> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
-        let State { lanes, last_epoch, .. } = &mut *state;
-        // Look up first: cloning the id for `entry` would cost an allocation per enqueue.
-        if !lanes.contains_key(lane_id) {
-            lanes.insert(lane_id.clone(), Lane::default());
-        }
-        let lane = lanes.get_mut(lane_id).unwrap_or_else(|| unreachable!("inserted above"));
+        let State { lanes, order, last_epoch, .. } = &mut *state;
+        // One lookup: the clone `entry` takes is a count on the id's shared text, cheaper than
+        // hashing the id a second time.
+        let lane = match lanes.entry(lane_id.clone()) {
+            Entry::Occupied(lane) => lane.into_mut(),
+            Entry::Vacant(slot) => {
+                order.insert(lane_id.clone());
+                slot.insert(Lane::default())
+            }
+        };
 
         // A job already in the lane stays where it is: re-dispatching a running job would run it
         // twice, and re-appending a waiting one would let it lose or jump its place.
@@ -218,13 +228,14 @@ impl MemoryLaneStore {
     fn finish_now(&self, held: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
-        let State { lanes, last_epoch, .. } = &mut *state;
+        let State { lanes, order, last_epoch, .. } = &mut *state;
         let lane = fenced(lanes, held)?;
         let next = lane.waiting.pop_front().map(|job| claim(last_epoch, job, deadline));
         let dispatch = next.as_ref().map(|active| active.claim(&held.lane_id));
         lane.active = next;
         if lane.is_idle() {
             lanes.remove(&held.lane_id);
+            order.remove(&held.lane_id);
         }
         Ok(dispatch)
     }
@@ -258,16 +269,21 @@ impl MemoryLaneStore {
             active.lease_deadline_ms = deadline;
             reclaimed.push(active.claim(lane_id));
         }
+        // In lane order, not the map's arbitrary one, so that a reap is repeatable; reaped claims
+        // are rare, so the sort costs nothing in the steady state.
+        reclaimed.sort_unstable_by(|a, b| a.lane_id.cmp(&b.lane_id));
         reclaimed
     }
 
     fn remove_waiting_now(&self, lane_id: &LaneId, job: &JobId) -> bool {
         let mut state = self.state();
-        let Some(lane) = state.lanes.get_mut(lane_id) else { return false };
+        let State { lanes, order, .. } = &mut *state;
+        let Some(lane) = lanes.get_mut(lane_id) else { return false };
         let Some(index) = lane.waiting.iter().position(|waiting| waiting == job) else { return false };
         lane.waiting.remove(index);
         if lane.is_idle() {
-            state.lanes.remove(lane_id);
+            lanes.remove(lane_id);
+            order.remove(lane_id);
         }
         true
     }
@@ -310,8 +326,10 @@ impl MemoryLaneStore {
         let state = self.state();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         state
-            .lanes
+            .order
             .range((lower, Bound::Unbounded))
+            // Every id in `order` has its lane: they are added and removed together.
+            .filter_map(|lane_id| Some((lane_id, state.lanes.get(lane_id)?)))
             .take(limit)
             .map(|(lane_id, lane)| LaneSnapshot {
                 lane_id: lane_id.clone(),
@@ -406,6 +424,7 @@ impl ChatLaneStore for MemoryLaneStore {
     async fn reset(&self) -> QueueResult<()> {
         let mut state = self.state();
         state.lanes.clear();
+        state.order.clear();
         state.recent.clear();
         state.sweep_recent_at = RECENT_SWEEP_FLOOR;
         Ok(())
@@ -454,6 +473,56 @@ mod tests {
         );
         store.register_recent(&lane("l"), "fp", &job("j")).await.unwrap();
         assert!(store.state().recent.is_empty());
+    }
+
+    /// The ids of the lanes held, checking that the map and the order kept for `snapshot` agree.
+    fn lane_ids(store: &MemoryLaneStore) -> Vec<String> {
+        let state = store.state();
+        let ordered: Vec<String> = state.order.iter().map(|l| l.as_str().to_owned()).collect();
+        let mut hashed: Vec<String> = state.lanes.keys().map(|l| l.as_str().to_owned()).collect();
+        hashed.sort();
+        assert_eq!(hashed, ordered, "the lanes and their order disagree");
+        ordered
+    }
+
+    #[tokio::test]
+    async fn the_order_kept_for_snapshots_holds_exactly_the_lanes_with_jobs() {
+        let store = MemoryLaneStore::new(LaneStoreConfig::default(), Arc::new(ManualClock::new(0)));
+        let a1 = store.enqueue(&job("a1"), &lane("a")).await.unwrap().dispatch.unwrap();
+        store.enqueue(&job("a2"), &lane("a")).await.unwrap();
+        let c1 = store.enqueue(&job("c1"), &lane("c")).await.unwrap().dispatch.unwrap();
+        let b1 = store.enqueue(&job("b1"), &lane("b")).await.unwrap().dispatch.unwrap();
+        store.enqueue(&job("b2"), &lane("b")).await.unwrap();
+        assert_eq!(lane_ids(&store), ["a", "b", "c"]);
+
+        let a2 = store.finish(&a1).await.unwrap().unwrap();
+        store.finish(&a2).await.unwrap();
+        store.finish(&c1).await.unwrap();
+        assert_eq!(lane_ids(&store), ["b"]);
+
+        assert!(store.remove_waiting(&lane("b"), &job("b2")).await.unwrap());
+        assert_eq!(lane_ids(&store), ["b"], "the running job keeps its lane");
+        store.finish(&b1).await.unwrap();
+        assert!(lane_ids(&store).is_empty());
+
+        store.enqueue(&job("d1"), &lane("d")).await.unwrap();
+        assert_eq!(lane_ids(&store), ["d"]);
+        store.reset().await.unwrap();
+        assert!(lane_ids(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_reaped_in_lane_order() {
+        let clock = ManualClock::new(0);
+        let config = LaneStoreConfig { claim_ttl_ms: 10, ..LaneStoreConfig::default() };
+        let store = MemoryLaneStore::new(config, Arc::new(clock.clone()));
+        for (n, l) in ["m", "c", "x", "a", "k"].into_iter().enumerate() {
+            store.enqueue(&job(&format!("j{n}")), &lane(l)).await.unwrap();
+        }
+        clock.advance(11);
+        let reaped: Vec<String> =
+            store.reap_expired().await.unwrap().iter().map(|c| c.lane_id.as_str().to_owned()).collect();
+        assert_eq!(reaped, ["a", "c", "k", "m", "x"]);
     }
 
     #[tokio::test]

@@ -84,7 +84,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     ///
     /// The default calls `transition`. A store that pays to read the record back overrides it:
     /// `SqliteJobStore` reads only the state and lease epoch the checks need, and neither reads
-    /// nor decodes the payload and result.
+    /// nor decodes the payload and result; `MemoryJobStore` does not decode them.
     ///
     /// # Errors
     /// As [`JobStore::transition`]; on error nothing is written.

@@ -614,6 +614,47 @@ impl MemoryJobStore {
         // matters more than losing the whole store, so keep serving.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Applies `update` to the record `id` under one lock. `answer` makes what the caller gets
+    /// from the record as updated (its payload still `null`), its stored JSON, and the new
+    /// result, if the update set one.
+    fn update<T>(
+        &self,
+        id: &JobId,
+        mut update: JobUpdate,
+        answer: impl FnOnce(JobRecord, &Json, Option<Value>) -> T,
+    ) -> QueueResult<T> {
+        let now = self.clock.now_ms();
+        // The new result is kept aside: the answer gets it by move, the store its encoding (made
+        // here, outside the lock), and `apply` has nothing to clone.
+        let result = update.result.take();
+        let encoded_result = result.as_ref().map(encoded);
+        let mut inner = self.lock();
+        let Some(slot) = inner.find(id.as_str()) else {
+            return Err(QueueError::NotFound { job: id.clone() });
+        };
+        let Some(stored) = inner.records[slot as usize].as_mut() else {
+            unreachable!("the id table names a slot that holds a record");
+        };
+        let before = Place::of(stored);
+        let mut record = stored.head(&self.tenant);
+        // `apply` leaves the record untouched on error, so there is nothing to undo.
+        record.apply(&update, now)?;
+        stored.status = record.status;
+        stored.attempt = record.attempt;
+        stored.lease_epoch = record.lease_epoch;
+        stored.updated_at_ms = record.updated_at_ms;
+        if update.error.is_some() {
+            stored.set_error(record.error.as_deref());
+        }
+        if let Some(encoded) = encoded_result {
+            stored.json = stored.json.with_result(&encoded);
+        }
+        let after = Place::of(stored);
+        let answer = answer(record, &stored.json, result);
+        inner.move_index(before, after);
+        Ok(answer)
+    }
 }
 
 impl fmt::Debug for MemoryJobStore {
@@ -654,41 +695,22 @@ impl JobStore for MemoryJobStore {
         Ok(inner.find(id.as_str()).map(|slot| inner.stored(slot).record(&self.tenant)))
     }
 
-    async fn transition(&self, id: &JobId, mut update: JobUpdate) -> QueueResult<JobRecord> {
-        let now = self.clock.now_ms();
-        // The new result is kept aside: the record returned gets it by move, the store its
-        // encoding (made here, outside the lock), and `apply` has nothing to clone.
-        let result = update.result.take();
-        let encoded_result = result.as_ref().map(encoded);
-        let mut inner = self.lock();
-        let Some(slot) = inner.find(id.as_str()) else {
-            return Err(QueueError::NotFound { job: id.clone() });
-        };
-        let Some(stored) = inner.records[slot as usize].as_mut() else {
-            unreachable!("the id table names a slot that holds a record");
-        };
-        let before = Place::of(stored);
-        let mut record = stored.head(&self.tenant);
-        // `apply` leaves the record untouched on error, so there is nothing to undo.
-        record.apply(&update, now)?;
-        stored.status = record.status;
-        stored.attempt = record.attempt;
-        stored.lease_epoch = record.lease_epoch;
-        stored.updated_at_ms = record.updated_at_ms;
-        if update.error.is_some() {
-            stored.set_error(record.error.as_deref());
-        }
-        match (result, encoded_result) {
-            (Some(result), Some(encoded)) => {
-                stored.json = stored.json.with_result(&encoded);
-                record.payload = stored.json.payload();
-                record.result = Some(result);
+    async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+        self.update(id, update, |mut record, json, result| {
+            match result {
+                Some(result) => {
+                    record.payload = json.payload();
+                    record.result = Some(result);
+                }
+                None => (record.payload, record.result) = json.payload_and_result(),
             }
-            _ => (record.payload, record.result) = stored.json.payload_and_result(),
-        }
-        let after = Place::of(stored);
-        inner.move_index(before, after);
-        Ok(record)
+            record
+        })
+    }
+
+    /// As `transition`, without decoding the payload and result for a record nobody reads.
+    async fn settle(&self, id: &JobId, update: JobUpdate) -> QueueResult<()> {
+        self.update(id, update, |_, _, _| ())
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
