@@ -112,7 +112,8 @@ fn setup(id: &str, p: &PeerParams) -> String {
              `QueueBackend::submit` of an upload job; the worker is a process of its own with \
              concurrency {c}, blocking when idle (no polling) on its hand-off list, onto which a submit \
              pushes the job it claimed for the idle worker, and on a wake-up list. Batches go through \
-             `QueueBackend::submit_many`."
+             `QueueBackend::submit_many`. The producers run on the runner's multi-thread tokio \
+             runtime, and the current-thread row's on a current-thread runtime in a thread of its own."
         ),
         "bullmq" => format!(
             "defaults; one `Queue` (one ioredis connection) shared by the producers of the process, \
@@ -124,7 +125,9 @@ fn setup(id: &str, p: &PeerParams) -> String {
              `push_bulk` per batch; one worker with `.concurrency({c})`, polled every 10 ms when idle \
              (`poll_with_interval`: the pub/sub wake-up of `RedisStorageFactory` never fires in \
              1.0.0, whose push script files every task under the scheduled set); otherwise \
-             apalis-redis's defaults (fetch batch 10, task locks, results kept, events published)."
+             apalis-redis's defaults (fetch batch 10, task locks, results kept, events published). \
+             The driver runs on tokio's multi-thread runtime, and the current-thread row's producer \
+             (mode `produce-single-ct`) on a current-thread runtime."
         ),
         "rq" => format!(
             "`Queue.enqueue` per job, `enqueue_many` per batch; the producers are threads sharing one \
