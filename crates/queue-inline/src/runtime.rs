@@ -899,21 +899,42 @@ impl Inner {
     /// Starts job `id` for a worker: `queued -> processing` under `epoch`, with no read first.
     /// A record left `processing` by a worker that is gone goes back to `queued` first; a plain
     /// job then takes the epoch after its record's (a chat job keeps its claim's). `Ok(None)`:
-    /// the job is finished, cancelled or gone.
+    /// the job is finished, cancelled or gone, or (not a chat job) this process runs it already.
     async fn begin(&self, id: &JobId, epoch: u64, lane: Option<&LaneId>) -> QueueResult<Option<Started>> {
+        // A non-chat job is reserved in `running` before its record moves: a second queue item
+        // for its id (`in_flight` is keyed by seq, so an id submitted again after its cancelled
+        // record was purged, while the old item still waited, has two) finds it there and leaves
+        // it, even while the first is between the store's answer and its own bookkeeping (where
+        // the record already says `processing` and the job looked like an orphan).
+        if lane.is_none() {
+            let mut running = lock(&self.running);
+            if running.contains_key(id) {
+                return Ok(None);
+            }
+            running
+                .insert(id.clone(), RunningJob { epoch, permits: None, since: Instant::now(), lane: None });
+        }
+        let begun = self.begin_in_store(id, epoch, lane).await;
+        if lane.is_none() && !matches!(begun, Ok(Some(_))) {
+            lock(&self.running).remove(id);
+        }
+        begun
+    }
+
+    async fn begin_in_store(
+        &self,
+        id: &JobId,
+        epoch: u64,
+        lane: Option<&LaneId>,
+    ) -> QueueResult<Option<Started>> {
         let (started, epoch) = match self.deps.store.transition(id, JobUpdate::start(epoch)).await {
             Ok(started) => (started, epoch),
             Err(QueueError::NotFound { .. }) => return Ok(None),
             Err(QueueError::InvalidTransition { from, .. }) if from.is_terminal() => return Ok(None),
             Err(QueueError::InvalidTransition { from: JobStatus::Processing, .. }) => {
-                // A non-chat job this process runs now is no orphan: a second queue item for its
-                // id (`in_flight` is keyed by seq, so an id submitted again after its cancelled
-                // record was purged, while the old item still waited, has two) must not start it
-                // twice. A chat job comes here under a new claim of its lane (its old attempt was
+                // A non-chat job this process runs now never comes here: `begin` reserved its id
+                // first. A chat job comes here under a new claim of its lane (its old attempt was
                 // fenced off), which does restart it.
-                if lane.is_none() && lock(&self.running).contains_key(id) {
-                    return Ok(None);
-                }
                 let Some(record) = self.deps.store.get(id).await? else { return Ok(None) };
                 if !record.status.is_pending() {
                     return Ok(None);
