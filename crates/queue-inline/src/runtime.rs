@@ -921,6 +921,7 @@ impl Inner {
         begun
     }
 
+    /// `begin`'s store side: the record's move to `processing`, and this process's bookkeeping.
     async fn begin_in_store(
         &self,
         id: &JobId,
