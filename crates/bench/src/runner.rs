@@ -232,7 +232,7 @@ impl Bench {
     }
 
     async fn producer(&self) -> BenchResult<Arc<Target>> {
-        Ok(Arc::new(redis_producer(&self.url(), self.p.concurrency).await?))
+        Ok(Arc::new(targets::redis_producer(&self.url(), self.p.concurrency).await?))
     }
 
     // ----- W1 -----
@@ -319,18 +319,15 @@ impl Bench {
             self.flush();
             let before = self.begin();
             let (url, concurrency, total) = (self.url(), self.p.concurrency, self.p.w1_jobs);
-            let on_one_thread = std::thread::spawn(move || -> BenchResult<(u64, f64)> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(async move {
-                    let target = redis_producer(&url, concurrency).await?;
+            let (n, secs) =
+                targets::on_current_thread("the current-thread W1 producer", move || async move {
+                    let target = targets::redis_producer(&url, concurrency).await?;
                     let started = Instant::now();
                     let n = targets::enqueue_serial(&target, total, Some(started + cap)).await?;
                     let secs = started.elapsed().as_secs_f64();
                     target.kill().await;
                     Ok((n, secs))
-                })
-            });
-            let (n, secs) = on_one_thread.join().map_err(|_| "the current-thread W1 producer panicked")??;
+                })?;
             #[allow(clippy::cast_precision_loss)]
             samples.push(n as f64 / secs);
             if n < total {
@@ -727,11 +724,9 @@ impl Bench {
             self.flush();
             // The same on a current-thread runtime: what the multi-thread runtime's hand-offs cost.
             let (url_ct, total) = (url.clone(), self.p.w1_jobs);
-            let on_one_thread = std::thread::spawn(move || -> BenchResult<f64> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(baseline::lpush_serial(&url_ct, total, Instant::now() + cap))
-            });
-            serial_ct.push(on_one_thread.join().map_err(|_| "the current-thread baseline panicked")??);
+            serial_ct.push(targets::on_current_thread("the current-thread baseline", move || async move {
+                baseline::lpush_serial(&url_ct, total, Instant::now() + cap).await
+            })?);
             self.flush();
             fifty.push(
                 baseline::lpush_concurrent(&url, self.p.w1_jobs, self.p.producers, Instant::now() + cap)
@@ -925,14 +920,6 @@ pub fn write_markdown(opts: &Options, results: &Results) -> BenchResult<()> {
     std::fs::write(&opts.markdown, updated)?;
     println!("{markdown}");
     Ok(())
-}
-
-/// A Redis target that only submits (no workers), started.
-async fn redis_producer(url: &str, concurrency: usize) -> BenchResult<Target> {
-    let noop = Probe::new(Record::Counts, None);
-    let target = Target::redis(url, false, concurrency, true, noop.handler())?;
-    target.start().await?;
-    Ok(target)
 }
 
 #[cfg(test)]

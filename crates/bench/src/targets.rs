@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::BenchResult;
+use crate::probe::{Probe, Record};
+use crate::{BenchError, BenchResult};
 
 /// The inline job stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +284,35 @@ pub async fn enqueue_batches(target: &Target, total: u64, deadline: Option<Insta
         sent += n;
     }
     Ok(sent)
+}
+
+/// A producer-only Redis target (no workers), started: W1's submits, in the run and in the
+/// peers' table.
+///
+/// # Errors
+/// When the backend cannot be built or started.
+pub async fn redis_producer(url: &str, concurrency: usize) -> BenchResult<Target> {
+    let noop = Probe::new(Record::Counts, None);
+    let target = Target::redis(url, false, concurrency, true, noop.handler())?;
+    target.start().await?;
+    Ok(target)
+}
+
+/// Runs the future `make` builds on a tokio current-thread runtime in a thread of its own: the
+/// task, its connections' drivers and its awaits on one thread, without the multi-thread
+/// runtime's hand-offs between its workers. `what` names it if it panics.
+///
+/// # Errors
+/// The future's error, a runtime that cannot be built, or a panic.
+pub fn on_current_thread<T, Fut>(what: &str, make: impl FnOnce() -> Fut + Send + 'static) -> BenchResult<T>
+where
+    T: Send + 'static,
+    Fut: Future<Output = BenchResult<T>>,
+{
+    let thread = std::thread::spawn(move || -> BenchResult<T> {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(make())
+    });
+    thread.join().map_err(|_| BenchError::from(format!("{what} panicked")))?
 }
 
 /// Submits up to `total` upload jobs one at a time, each awaited, stopping early at `deadline`.

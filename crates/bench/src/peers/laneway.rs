@@ -13,18 +13,10 @@ use super::Produce;
 use super::driver::{Produced, Worked};
 use crate::BenchResult;
 use crate::child::{ChildProcess, ChildReport, ChildTask, RecordKind};
-use crate::probe::{Probe, Record, wall_ns};
-use crate::targets::{self, Target};
+use crate::probe::wall_ns;
+use crate::targets;
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// A started producer-only backend (no workers), as `laneway-bench run` uses for W1.
-async fn producer(url: &str, concurrency: usize) -> BenchResult<Arc<Target>> {
-    let noop = Probe::new(Record::Counts, None);
-    let target = Target::redis(url, false, concurrency, true, noop.handler())?;
-    target.start().await?;
-    Ok(Arc::new(target))
-}
 
 /// W1: up to `jobs` submits, one at a time, from `producers` concurrent tasks, or in
 /// `submit_many` batches of [`targets::SUBMIT_BATCH`], stopping at `cap`.
@@ -39,13 +31,11 @@ pub(super) async fn produce(
     if matches!(how, Produce::SingleCurrentThread) {
         // The producer, its connection's driver and its awaits on one thread of their own.
         let url = url.to_owned();
-        let on_one_thread = std::thread::spawn(move || -> BenchResult<Produced> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(produce(&url, jobs, Produce::Single, producers, cap, concurrency))
+        return targets::on_current_thread("the current-thread Laneway producer", move || async move {
+            produce(&url, jobs, Produce::Single, producers, cap, concurrency).await
         });
-        return on_one_thread.join().map_err(|_| "the current-thread Laneway producer panicked")?;
     }
-    let target = producer(url, concurrency).await?;
+    let target = Arc::new(targets::redis_producer(url, concurrency).await?);
     let started = Instant::now();
     let deadline = cap.map(|c| started + c);
     let done = match how {
@@ -93,7 +83,7 @@ pub(super) async fn drain(url: &str, jobs: u64, concurrency: usize) -> BenchResu
 pub(super) async fn latency(url: &str, jobs: u64, rate: u64, concurrency: usize) -> BenchResult<Worked> {
     let mut child = worker(url, jobs, RecordKind::Latency, concurrency)?;
     child.expect("ready", Duration::from_secs(30)).await?;
-    let target = producer(url, concurrency).await?;
+    let target = Arc::new(targets::redis_producer(url, concurrency).await?);
     #[allow(clippy::cast_precision_loss)] // a rate of a few hundred per second
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tick = tokio::time::interval(period);
