@@ -362,15 +362,17 @@ impl Settings {
         };
 
         let redis_url = r.get("REDIS_URL");
+        let mut redis_tls = false;
         match &redis_url {
             Some(urls) => {
                 // One parser for the accepted forms (single node, redis+cluster:// seed list, or a
                 // list of redis:// seeds): the one the connection pool uses.
-                if let Err(e) = lane_store::RedisTarget::parse(urls) {
-                    r.problem(
+                match lane_store::RedisTarget::parse(urls) {
+                    Ok(target) => redis_tls = target.uses_tls(),
+                    Err(e) => r.problem(
                         "REDIS_URL",
                         e.to_string().trim_start_matches("configuration error: REDIS_URL: ").to_owned(),
-                    );
+                    ),
                 }
             }
             None if backend == Mode::Redis => {
@@ -385,7 +387,7 @@ impl Settings {
         }
         // rustls reads these itself, at the first `rediss://` connection, and fails every one if
         // they are wrong: refuse them here, where the message can name the variable.
-        if backend == Mode::Redis && redis_url.as_deref().is_some_and(|u| u.contains("rediss://")) {
+        if backend == Mode::Redis && redis_tls {
             r.ca_file("SSL_CERT_FILE");
             r.ca_dir("SSL_CERT_DIR");
         }

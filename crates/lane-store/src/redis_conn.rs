@@ -95,6 +95,16 @@ impl RedisTarget {
     pub const fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }
+
+    /// Whether any of its URLs connects over TLS (`rediss://`): then rustls reads the CA
+    /// certificates `SSL_CERT_FILE` / `SSL_CERT_DIR` name, if set, instead of the system's.
+    #[must_use]
+    pub fn uses_tls(&self) -> bool {
+        match self {
+            Self::Single(url) => url.starts_with("rediss://"),
+            Self::Cluster(urls) => urls.iter().any(|u| u.starts_with("rediss://")),
+        }
+    }
 }
 
 /// Maps a redis-rs error: anything that means "Redis is not reachable now" becomes
@@ -441,6 +451,17 @@ mod tests {
         );
         let b = RedisTarget::parse("redis://127.0.0.1:7000, redis://127.0.0.1:7001").unwrap();
         assert!(b.is_cluster());
+    }
+
+    #[test]
+    fn tls_is_read_from_each_urls_scheme() {
+        let tls = |u: &str| RedisTarget::parse(u).unwrap().uses_tls();
+        assert!(tls("rediss://h:1/0"));
+        assert!(tls("redis://a:1, rediss://b:2"));
+        assert!(!tls("redis://h:1/0"));
+        assert!(!tls("redis+cluster://a:1,b:2"));
+        // A password may spell the scheme's name: only the scheme counts.
+        assert!(!tls("redis://user:rediss%3A%2F%2F@h:1/0"));
     }
 
     #[test]
