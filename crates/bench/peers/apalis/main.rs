@@ -237,9 +237,10 @@ fn version() {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
     // `produce-single-ct`: the one-producer W1 on a current-thread runtime, as Laneway's row of
     // the same name; everything else on tokio's default, the multi-thread runtime.
-    let current_thread = std::env::args().nth(2).as_deref() == Some("produce-single-ct");
+    let current_thread = args.get(1).map(String::as_str) == Some("produce-single-ct");
     let mut builder = if current_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -252,15 +253,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run()) {
+    if let Err(e) = runtime.block_on(run(&args)) {
         // The runner reads why from this line.
         println!("error {}", e.to_string().replace('\n', " "));
         std::process::exit(1);
     }
 }
 
-async fn run() -> Result<(), DynError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+async fn run(args: &[String]) -> Result<(), DynError> {
     let url = args.first().ok_or("usage: laneway-peer-apalis REDIS_URL MODE ARGS…")?.clone();
     let mode = args.get(1).map_or("", String::as_str);
     let a = &args[2.min(args.len())..];
