@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -171,11 +172,55 @@ pub struct QueueDepths {
 struct RunningJob {
     epoch: u64,
     permits: Option<PermitSet>,
-    /// When the attempt started: its run time ends at the outcome.
-    since: Instant,
+    /// When the attempt started: its run time ends at the outcome. `None` while a non-chat job
+    /// is only reserved (`begin`), before its record has moved.
+    since: Option<Instant>,
     /// A chat job's lane: the heartbeat renews the claim `(job, lane, epoch)` while it runs.
     lane: Option<LaneId>,
 }
+
+/// The hasher of `running`'s ids: FxHash's step, 8 bytes of the id at a time, unkeyed.
+///
+/// `running` holds only the jobs this process has started (one or two per worker, a batch per
+/// profile worker), so ids chosen to collide can cost a lookup that many comparisons at most;
+/// std's SipHash cost about 250 instructions per lookup of a generated id, three lookups a job.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        // The table picks buckets by the low bits; the multiplication mixes the high ones best.
+        self.0.rotate_left(26)
+    }
+}
+
+/// The jobs this process has started, by id.
+type Running = HashMap<JobId, RunningJob, BuildHasherDefault<IdHasher>>;
 
 /// A non-chat job waiting in its pool's queue, with the epoch its next attempt starts under (one
 /// past the record's when it was queued), so a worker can start it without reading it first.
@@ -237,7 +282,7 @@ struct Inner {
     /// The `seq` of every non-chat job held in a queue or by a worker: a rescan skips them.
     /// Keyed by `seq`, not by id, so that it is touched near its ends ([`HeldSeqs`]).
     in_flight: Mutex<HeldSeqs>,
-    running: Mutex<HashMap<JobId, RunningJob>>,
+    running: Mutex<Running>,
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
     accepting: AtomicBool,
@@ -290,7 +335,7 @@ impl InlineRuntime {
             deps,
             stats: Stats::default(),
             in_flight: Mutex::new(HeldSeqs::default()),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(Running::default()),
             timers: Mutex::new(Vec::new()),
             accepting: AtomicBool::new(false),
             rescan_needed: AtomicBool::new(false),
@@ -911,8 +956,7 @@ impl Inner {
             if running.contains_key(id) {
                 return Ok(None);
             }
-            running
-                .insert(id.clone(), RunningJob { epoch, permits: None, since: Instant::now(), lane: None });
+            running.insert(id.clone(), RunningJob { epoch, permits: None, since: None, lane: None });
         }
         let begun = self.begin_in_store(id, epoch, lane).await;
         if lane.is_none() && !matches!(begun, Ok(Some(_))) {
@@ -946,11 +990,23 @@ impl Inner {
             }
             Err(e) => return Err(e),
         };
-        let running = RunningJob { epoch, permits: None, since: Instant::now(), lane: lane.cloned() };
-        lock(&self.running).insert(id.clone(), running);
+        let since = Some(Instant::now());
+        {
+            let mut running = lock(&self.running);
+            // A non-chat job fills in its reservation (`begin`); a chat job has none.
+            if lane.is_none()
+                && let Some(r) = running.get_mut(id)
+            {
+                (r.epoch, r.since) = (epoch, since);
+            } else {
+                running.insert(id.clone(), RunningJob { epoch, permits: None, since, lane: lane.cloned() });
+            }
+        }
         self.stats.started.fetch_add(1, Ordering::Relaxed);
+        // The store has just stamped the start: the wait is read off the record, both ends on the
+        // store's clock, without reading a clock again.
         let first_wait =
-            (started.attempt == 1).then(|| self.deps.clock.now_ms().saturating_sub(started.created_at_ms));
+            (started.attempt == 1).then(|| started.updated_at_ms.saturating_sub(started.created_at_ms));
         self.config.metrics.record_started(started.kind, first_wait);
         info!(
             tenant = %started.tenant,
@@ -967,7 +1023,7 @@ impl Inner {
     fn end(&self, job: &JobId, epoch: u64) -> u64 {
         let mut running = lock(&self.running);
         match running.remove(job) {
-            Some(r) if r.epoch == epoch => duration_ms(r.since.elapsed()),
+            Some(r) if r.epoch == epoch => r.since.map_or(0, |since| duration_ms(since.elapsed())),
             Some(other) => {
                 // A newer attempt holds it (this one was fenced off): leave that one alone.
                 running.insert(job.clone(), other);
@@ -1051,12 +1107,13 @@ impl Inner {
         result: Result<Value, HandlerError>,
     ) {
         let id = &record.id;
-        let update = match &result {
-            Ok(value) => JobUpdate::done(epoch, value.clone()),
+        // The result moves into the update; only an error's message is kept, for the log.
+        let (update, error) = match result {
+            Ok(value) => (JobUpdate::done(epoch, value), None),
             Err(e) if e.retryable && record.attempt < self.config.max_attempts => {
-                JobUpdate::requeue(epoch, Some(e.message.clone()))
+                (JobUpdate::requeue(epoch, Some(e.message.clone())), Some(e.message))
             }
-            Err(e) => JobUpdate::failed(epoch, e.message.clone()),
+            Err(e) => (JobUpdate::failed(epoch, e.message.clone()), Some(e.message)),
         };
         let to = update.to;
         let run_ms = self.end(id, epoch);
@@ -1085,7 +1142,7 @@ impl Inner {
                     kind = kind.as_str(),
                     attempt = record.attempt,
                     retry_in_ms = duration_ms(delay),
-                    error = result.as_ref().err().map_or("", |e| e.message.as_str()),
+                    error = error.as_deref().unwrap_or(""),
                     "job failed; retrying"
                 );
                 let inner = self.clone();
@@ -1110,7 +1167,7 @@ impl Inner {
                     lane = lane_of(record),
                     job = %id,
                     kind = kind.as_str(),
-                    error = result.as_ref().err().map_or("", |e| e.message.as_str()),
+                    error = error.as_deref().unwrap_or(""),
                     "job failed for good"
                 );
             }
