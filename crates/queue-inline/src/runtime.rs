@@ -7,6 +7,7 @@
 //! that the store accepted.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -203,9 +204,8 @@ impl Hasher for IdHasher {
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            let mut w = [0; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
+            // Byte by byte: a copy of a variable length would be a call to `memcpy`.
+            self.add(rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)));
         }
     }
 
@@ -952,11 +952,12 @@ impl Inner {
         // it, even while the first is between the store's answer and its own bookkeeping (where
         // the record already says `processing` and the job looked like an orphan).
         if lane.is_none() {
-            let mut running = lock(&self.running);
-            if running.contains_key(id) {
-                return Ok(None);
+            match lock(&self.running).entry(id.clone()) {
+                Entry::Occupied(_) => return Ok(None),
+                Entry::Vacant(slot) => {
+                    slot.insert(RunningJob { epoch, permits: None, since: None, lane: None });
+                }
             }
-            running.insert(id.clone(), RunningJob { epoch, permits: None, since: None, lane: None });
         }
         let begun = self.begin_in_store(id, epoch, lane).await;
         if lane.is_none() && !matches!(begun, Ok(Some(_))) {

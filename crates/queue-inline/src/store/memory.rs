@@ -534,10 +534,17 @@ struct Inner {
     pending: [SlotIndex<u64>; JobKind::ALL.len()],
     /// Jobs per kind and state, kept up to date so `counts` is O(1).
     counts: [[u64; JobStatus::ALL.len()]; JobKind::ALL.len()],
+    /// The slots of the records last looked up by `update`, by the address of their id's text
+    /// ([`Inner::find_by_address`]).
+    recent: [(usize, Slot); RECENT],
     /// Terminal jobs by the time they finished (then `seq`): what `purge_finished` removes from
     /// the front. A terminal record never changes again, so its key never goes stale.
     finished: SlotIndex<(u64, u64)>,
 }
+
+/// How many slots [`Inner::find_by_address`] remembers: about twice the jobs running at once
+/// with a hundred workers, in 4 KiB.
+const RECENT: usize = 256;
 
 /// Where a record sits in the indexes: everything that decides its index entries.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -569,6 +576,32 @@ impl Inner {
         let records = &self.records;
         self.by_id
             .find(self.hash(id), |slot| records[slot as usize].as_ref().is_some_and(|r| r.id.as_str() == id))
+    }
+
+    /// The slot of the record `id`, found without hashing its text when `id` shares its text
+    /// with the record (it is a clone of the record's `JobId`, as the runtime's are) and the
+    /// record was looked up here lately: a job's end finds its record this way after its start.
+    ///
+    /// An entry remembers the address of the text of the id it was looked up by. It is only a
+    /// hint: the record in the remembered slot is taken only if its id's text is at that same
+    /// address. Both texts are alive (the caller's id is borrowed, the record owns its own), so
+    /// one address means one allocation, hence the same id; any other case looks the id up by
+    /// its hash, as `find` does, and remembers what it found.
+    fn find_by_address(&mut self, id: &str) -> Option<Slot> {
+        let address = id.as_ptr().addr();
+        // The texts are heap allocations, 16-byte aligned: the low bits tell nothing.
+        let at =
+            ((address >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT.trailing_zeros());
+        let entry = &mut self.recent[at as usize];
+        if entry.0 == address
+            && let Some(Some(stored)) = self.records.get(entry.1 as usize)
+            && stored.id.as_str().as_ptr().addr() == address
+        {
+            return Some(entry.1);
+        }
+        let slot = self.find(id)?;
+        self.recent[at as usize] = (address, slot);
+        Some(slot)
     }
 
     /// The record in `slot`, which an index or the id table named.
@@ -684,6 +717,7 @@ impl MemoryJobStore {
                 free: Vec::new(),
                 by_id: IdTable::default(),
                 hasher: RandomState::new(),
+                recent: [(0, 0); RECENT],
                 pending: Default::default(),
                 counts: Default::default(),
                 finished: SlotIndex::default(),
@@ -725,7 +759,7 @@ impl MemoryJobStore {
         let result = update.result.take();
         let encoded_result = result.as_ref().map(encoded);
         let mut inner = self.lock();
-        let Some(slot) = inner.find(id.as_str()) else {
+        let Some(slot) = inner.find_by_address(id.as_str()) else {
             return Err(QueueError::NotFound { job: id.clone() });
         };
         let Some(stored) = inner.records[slot as usize].as_mut() else {
@@ -962,8 +996,13 @@ mod tests {
         let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(clock.clone()));
         let ids: Vec<JobId> = (0..6).map(|i| JobId::new(format!("j{i}")).unwrap()).collect();
         for id in &ids {
-            let job =
-                NewJob { id: id.clone(), kind: JobKind::Upload, lane: None, request_id: None, payload: json!(1) };
+            let job = NewJob {
+                id: id.clone(),
+                kind: JobKind::Upload,
+                lane: None,
+                request_id: None,
+                payload: json!(1),
+            };
             store.create(job).await.unwrap();
             store.transition(id, JobUpdate::start(1)).await.unwrap();
         }
@@ -986,6 +1025,39 @@ mod tests {
         assert_eq!(store.counts(JobKind::Upload).await.unwrap().done, 2);
         assert_eq!(store.purge_finished(u64::MAX).await.unwrap(), 2);
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_update_finds_its_record_whatever_the_slot_remembered_for_its_id_holds() {
+        use queue_core::ManualClock;
+
+        let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(ManualClock::new(1)));
+        let new = |id: &JobId| NewJob {
+            id: id.clone(),
+            kind: JobKind::Upload,
+            lane: None,
+            request_id: None,
+            payload: json!(1),
+        };
+        let a = JobId::new("a").unwrap();
+        store.create(new(&a)).await.unwrap();
+        store.transition(&a, JobUpdate::start(1)).await.unwrap();
+        // The same text in another allocation: found by its hash.
+        let a_again = JobId::new("a").unwrap();
+        store.settle(&a_again, JobUpdate::done(1, json!(null))).await.unwrap();
+        // `a`'s slot now holds `b`: an update by `a`'s text must not take `b`'s record.
+        assert!(store.delete(&a).await.unwrap());
+        let b = JobId::new("b").unwrap();
+        store.create(new(&b)).await.unwrap();
+        assert!(matches!(store.transition(&a, JobUpdate::start(1)).await, Err(QueueError::NotFound { .. })));
+        assert_eq!(store.get(&b).await.unwrap().unwrap().status, JobStatus::Queued, "b untouched");
+        // And `a` again, created anew in another slot, is found under the same text.
+        let c = JobId::new("c").unwrap();
+        store.create(new(&c)).await.unwrap();
+        store.create(new(&a)).await.unwrap();
+        assert_eq!(store.transition(&a, JobUpdate::start(1)).await.unwrap().id, a);
+        assert_eq!(store.transition(&b, JobUpdate::start(1)).await.unwrap().id, b);
+        assert_eq!(store.get(&c).await.unwrap().unwrap().status, JobStatus::Queued, "c untouched");
     }
 
     #[test]
