@@ -767,7 +767,11 @@ impl Inner {
             let next = if *shutdown.borrow() { None } else { self.try_pop_work(kind) };
             match next {
                 Some(work) => {
-                    let ((), next) = tokio::join!(self.settle(job, result), self.prepare(work));
+                    // Pinned where they are made: `join!` then holds two references, not the two
+                    // futures (about a kilobyte each, copied at each move).
+                    let settle = std::pin::pin!(self.settle(job, result));
+                    let prepare = std::pin::pin!(self.prepare(work));
+                    let ((), next) = tokio::join!(settle, prepare);
                     ready = next;
                 }
                 None => self.settle(job, result).await,
