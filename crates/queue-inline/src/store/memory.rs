@@ -317,11 +317,18 @@ impl Json {
     }
 
     /// The same payload with `result` (as [`encoded`] returns it) in place of any result.
-    fn with_result(&self, result: &[u8]) -> Self {
-        let mut reader = self.reader();
-        reader.skip();
+    /// `has_result` says whether there is one: when there is none, the payload is all the
+    /// bytes, and it is not walked to find where it ends.
+    fn with_result(&self, result: &[u8], has_result: bool) -> Self {
         let all = self.0.as_slice();
-        Self(Bytes::concat(&all[..all.len() - reader.bytes.len()], result))
+        let payload = if has_result {
+            let mut reader = self.reader();
+            reader.skip();
+            &all[..all.len() - reader.bytes.len()]
+        } else {
+            all
+        };
+        Self(Bytes::concat(payload, result))
     }
 }
 
@@ -341,6 +348,8 @@ struct Stored {
     created_at_ms: u64,
     updated_at_ms: u64,
     json: Json,
+    /// Whether `json` holds a result after the payload (in bytes that padding took anyway).
+    has_result: bool,
     /// `None` when the record has no lane, request id nor error (most upload jobs).
     rare: Option<Box<Rare>>,
 }
@@ -421,10 +430,10 @@ impl IndexKey for (u64, u64) {}
 /// Keys come about in order (jobs are created with ever larger sequence numbers, and finish at
 /// the clock's time), so entries are appended and a sorted deque does what a tree would in a
 /// third of the memory, without a node to allocate nor a path of nodes to walk per entry. One
-/// out of order goes in its place, found by a binary search. A removed entry is blanked
-/// where it is (so while none has been dropped from the middle, the entry of `seq` sits
-/// `seq − first` from the front, found without a search); blanks are dropped at the ends, and all
-/// at once when they outnumber the live entries.
+/// out of order goes in its place, found among the last few entries or by a binary search. A
+/// removed entry is blanked where it is (so while none has been dropped from the middle, the
+/// entry of `seq` sits `seq − first` from the front, found without a search); blanks are dropped
+/// at the ends, and all at once when they outnumber the live entries.
 #[derive(Debug)]
 struct SlotIndex<K> {
     /// `(key, slot)`, by key; a blank has the slot [`BLANK`].
@@ -443,10 +452,18 @@ impl<K> Default for SlotIndex<K> {
 
 impl<K: IndexKey> SlotIndex<K> {
     fn insert(&mut self, key: K, slot: Slot) {
+        let len = self.entries.len();
         let at = if self.entries.back().is_none_or(|&(last, _)| last < key) {
-            self.entries.len()
+            len
         } else {
-            self.entries.partition_point(|&(k, _)| k < key)
+            // Out of order, most often by a few places (jobs finishing in the same millisecond
+            // out of `seq` order): look among the last few before searching them all.
+            let near = len.saturating_sub(8);
+            if self.entries[near].0 < key {
+                near + self.entries.range(near..).take_while(|&&(k, _)| k < key).count()
+            } else {
+                self.entries.partition_point(|&(k, _)| k < key)
+            }
         };
         self.entries.insert(at, (key, slot));
         self.live += 1;
@@ -674,6 +691,7 @@ impl Inner {
             created_at_ms: now,
             updated_at_ms: now,
             json,
+            has_result: false,
             rare: Rare::boxed(Rare {
                 lane: job.lane.clone(),
                 request_id: job.request_id.clone(),
@@ -781,7 +799,8 @@ impl MemoryJobStore {
             stored.set_error(error.into_boxed_str());
         }
         if let Some(encoded) = encoded_result {
-            stored.json = stored.json.with_result(encoded.as_slice());
+            stored.json = stored.json.with_result(encoded.as_slice(), stored.has_result);
+            stored.has_result = true;
         }
         stored.updated_at_ms = now;
         let after = Place::of(stored);
@@ -959,10 +978,10 @@ mod tests {
             assert_eq!(json.payload(), *payload);
             assert_eq!(json.payload_and_result(), (payload.clone(), None));
             for result in &values {
-                let with = json.with_result(encoded(result).as_slice());
+                let with = json.with_result(encoded(result).as_slice(), false);
                 assert_eq!(with.payload_and_result(), (payload.clone(), Some(result.clone())));
                 // A second result replaces the first.
-                let again = with.with_result(encoded(&json!("again")).as_slice());
+                let again = with.with_result(encoded(&json!("again")).as_slice(), true);
                 assert_eq!(again.payload_and_result(), (payload.clone(), Some(json!("again"))));
             }
         }
@@ -970,7 +989,7 @@ mod tests {
 
     #[test]
     fn a_small_payload_and_its_result_stay_inline() {
-        let json = Json::new(&json!({ "i": 49_999 })).with_result(encoded(&json!(null)).as_slice());
+        let json = Json::new(&json!({ "i": 49_999 })).with_result(encoded(&json!(null)).as_slice(), false);
         assert!(matches!(json.0, Bytes::Inline { .. }), "{json:?}");
         let big = Json::new(&json!({ "text": "x".repeat(INLINE) }));
         assert!(matches!(big.0, Bytes::Boxed(_)), "{big:?}");
@@ -983,7 +1002,7 @@ mod tests {
         for n in 0..3 * INLINE {
             let payload = json!({ "a": "p".repeat(n), "b": n });
             let result = json!(["r".repeat(n / 2)]);
-            let json = Json::new(&payload).with_result(encoded(&result).as_slice());
+            let json = Json::new(&payload).with_result(encoded(&result).as_slice(), false);
             assert_eq!(json.payload_and_result(), (payload, Some(result)), "n = {n}");
         }
     }
