@@ -250,7 +250,7 @@ enum Work {
 
 /// A job a worker has started (its record is `processing` under `epoch`), ready to run.
 struct Prepared {
-    record: JobRecord,
+    record: Box<JobRecord>,
     epoch: u64,
     /// Set for a chat job: the lane claim it runs under.
     claim: Option<LaneClaim>,
@@ -307,7 +307,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A job a worker started, with the epoch it runs under.
-type Started = (JobRecord, u64);
+///
+/// Boxed once the store has answered it: it then moves from the start through the worker's
+/// queue of ready jobs to the outcome as a pointer, not as 192 bytes copied at each step.
+type Started = (Box<JobRecord>, u64);
 
 /// A plain job's attempt: the epoch it runs under and its queue item's key in `in_flight`.
 #[derive(Debug, Clone, Copy)]
@@ -1021,7 +1024,7 @@ impl Inner {
             attempt = started.attempt,
             "job started"
         );
-        Ok(Some((started, epoch)))
+        Ok(Some((Box::new(started), epoch)))
     }
 
     /// Ends the attempt `epoch` of `job`; returns how long it ran (0 when it was not held).
@@ -1050,7 +1053,7 @@ impl Inner {
         let mut records = Vec::with_capacity(batch.len());
         for item in batch {
             if let Some(job) = self.prepare_plain(item).await {
-                records.push((job.record, Attempt { epoch: job.epoch, held: job.held }));
+                records.push((*job.record, Attempt { epoch: job.epoch, held: job.held }));
             }
         }
         // Jobs lost with their worker on every attempt are dead-lettered, not run once more.
