@@ -471,8 +471,19 @@ impl<K: IndexKey> SlotIndex<K> {
 
     fn position(&self, key: K) -> Option<usize> {
         let &(first, _) = self.entries.front()?;
+        let &(last, _) = self.entries.back()?;
+        let is_at = |at: usize| self.entries.get(at).is_some_and(|&(k, _)| k == key);
         if let Some(guess) = key.offset_from(first)
-            && self.entries.get(guess).is_some_and(|&(k, _)| k == key)
+            && is_at(guess)
+        {
+            return Some(guess);
+        }
+        // Counted from the back: what follows the last place where entries were dropped from the
+        // middle (when blanks outnumbered the live ones behind a job that stays pending long) is
+        // still one entry per key.
+        if let Some(back) = last.offset_from(key)
+            && let Some(guess) = (self.entries.len() - 1).checked_sub(back)
+            && is_at(guess)
         {
             return Some(guess);
         }
@@ -1105,5 +1116,15 @@ mod tests {
         assert_eq!(index.slots().collect::<Vec<_>>(), expected);
         assert_eq!(index.live, expected.len());
         assert!(index.entries.len() <= 2 * index.live + 64, "blanks are dropped");
+        // Behind an entry that stays, blanks dropped from the middle shift what follows: each is
+        // still found.
+        let mut index = SlotIndex::<u64>::default();
+        for seq in 1..=1000 {
+            index.insert(seq, Slot::try_from(seq).unwrap());
+        }
+        for seq in 2..=1000 {
+            assert_eq!(index.remove(seq), Some(Slot::try_from(seq).unwrap()), "seq {seq}");
+        }
+        assert_eq!(index.slots().collect::<Vec<_>>(), [1]);
     }
 }
