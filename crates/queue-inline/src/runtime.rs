@@ -703,6 +703,39 @@ impl Inner {
         }
     }
 
+    /// `JobStore::transition`, done at once by a store that can (`transition_now`): a memory
+    /// store's answer then costs no boxed future.
+    async fn store_transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+        match self.deps.store.transition_now(id, update) {
+            Ok(done) => done,
+            Err(update) => self.deps.store.transition(id, update).await,
+        }
+    }
+
+    /// `JobStore::settle`, done at once by a store that can (`settle_now`).
+    async fn store_settle(&self, id: &JobId, update: JobUpdate) -> QueueResult<()> {
+        match self.deps.store.settle_now(id, update) {
+            Ok(done) => done,
+            Err(update) => self.deps.store.settle(id, update).await,
+        }
+    }
+
+    /// `ChatLaneStore::renew`, done at once by a lane store that can (`renew_now`).
+    async fn lane_renew(&self, claim: &LaneClaim) -> QueueResult<u64> {
+        match self.deps.lanes.renew_now(claim) {
+            Some(done) => done,
+            None => self.deps.lanes.renew(claim).await,
+        }
+    }
+
+    /// `ChatLaneStore::finish`, done at once by a lane store that can (`finish_now`).
+    async fn lane_finish(&self, claim: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
+        match self.deps.lanes.finish_now(claim) {
+            Some(done) => done,
+            None => self.deps.lanes.finish(claim).await,
+        }
+    }
+
     /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
     fn push_plain(&self, kind: JobKind, item: PlainItem) -> QueueResult<bool> {
         if !lock(&self.in_flight).insert(item.seq) {
@@ -719,7 +752,7 @@ impl Inner {
     /// A record left `processing` by a worker that is gone goes back to `queued` first.
     async fn requeue_orphan(&self, record: &JobRecord) -> QueueResult<()> {
         if record.status == JobStatus::Processing {
-            match self.deps.store.settle(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
+            match self.store_settle(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
                 Ok(()) | Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -831,7 +864,7 @@ impl Inner {
         // A dispatch can wait in the ready queue while every worker is busy; if its lease lapsed
         // meanwhile, the reaper has re-dispatched the job under a newer claim. Renewing first
         // both proves this claim is still current and restarts its lease for the run.
-        match self.deps.lanes.renew(&claim).await {
+        match self.lane_renew(&claim).await {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced_job(
@@ -980,7 +1013,7 @@ impl Inner {
         epoch: u64,
         lane: Option<&LaneId>,
     ) -> QueueResult<Option<Started>> {
-        let (started, epoch) = match self.deps.store.transition(id, JobUpdate::start(epoch)).await {
+        let (started, epoch) = match self.store_transition(id, JobUpdate::start(epoch)).await {
             Ok(started) => (started, epoch),
             Err(QueueError::NotFound { .. }) => return Ok(None),
             Err(QueueError::InvalidTransition { from, .. }) if from.is_terminal() => return Ok(None),
@@ -994,7 +1027,7 @@ impl Inner {
                 }
                 self.requeue_orphan(&record).await?;
                 let epoch = if lane.is_some() { epoch } else { record.lease_epoch + 1 };
-                (self.deps.store.transition(id, JobUpdate::start(epoch)).await?, epoch)
+                (self.store_transition(id, JobUpdate::start(epoch)).await?, epoch)
             }
             Err(e) => return Err(e),
         };
@@ -1125,7 +1158,7 @@ impl Inner {
         };
         let to = update.to;
         let run_ms = self.end(id, epoch);
-        match self.deps.store.settle(id, update).await {
+        match self.store_settle(id, update).await {
             Ok(()) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
@@ -1199,7 +1232,7 @@ impl Inner {
         if retry {
             let message = result.err().map(|e| e.message);
             let error = message.clone().unwrap_or_default();
-            match self.deps.store.settle(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
+            match self.store_settle(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
                 Ok(()) => {}
                 Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
                     self.fenced(record, claim.epoch, "retry");
@@ -1238,7 +1271,7 @@ impl Inner {
         }
         // Fence at the lane first: a worker whose lease was reaped must not advance the lane nor
         // write its result.
-        let next = match self.deps.lanes.finish(claim).await {
+        let next = match self.lane_finish(claim).await {
             Ok(next) => next,
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, claim.epoch, "late result");
@@ -1253,7 +1286,7 @@ impl Inner {
             Ok(value) => (JobUpdate::done(claim.epoch, value), None),
             Err(e) => (JobUpdate::failed(claim.epoch, e.message.clone()), Some(e.message)),
         };
-        match self.deps.store.settle(&claim.job_id, update).await {
+        match self.store_settle(&claim.job_id, update).await {
             Ok(()) => match error {
                 None => {
                     self.stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -1284,7 +1317,7 @@ impl Inner {
     }
 
     async fn advance_lane(&self, claim: &LaneClaim) {
-        match self.deps.lanes.finish(claim).await {
+        match self.lane_finish(claim).await {
             Ok(Some(next)) => self.chat_ready.push_owed(next),
             Ok(None) => {}
             Err(e) => debug!(error = %e, "lane already moved on"),

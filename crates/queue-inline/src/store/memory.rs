@@ -821,6 +821,22 @@ impl MemoryJobStore {
     }
 }
 
+impl MemoryJobStore {
+    fn transition_record(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+        self.update(id, update, |stored, tenant, result| {
+            let mut record = stored.head(tenant);
+            match result {
+                Some(result) => {
+                    record.payload = stored.json.payload();
+                    record.result = Some(result);
+                }
+                None => (record.payload, record.result) = stored.json.payload_and_result(),
+            }
+            record
+        })
+    }
+}
+
 impl fmt::Debug for MemoryJobStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let jobs = self.inner.try_lock().map(|inner| inner.by_id.len()).ok();
@@ -860,23 +876,23 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
-        self.update(id, update, |stored, tenant, result| {
-            let mut record = stored.head(tenant);
-            match result {
-                Some(result) => {
-                    record.payload = stored.json.payload();
-                    record.result = Some(result);
-                }
-                None => (record.payload, record.result) = stored.json.payload_and_result(),
-            }
-            record
-        })
+        self.transition_record(id, update)
     }
 
     /// As `transition`, without a record: the update is checked and made on the stored fields,
     /// and nothing is decoded nor cloned for an answer nobody reads.
     async fn settle(&self, id: &JobId, update: JobUpdate) -> QueueResult<()> {
         self.update(id, update, |_, _, _| ())
+    }
+
+    /// Always done at once: nothing here waits.
+    fn transition_now(&self, id: &JobId, update: JobUpdate) -> Result<QueueResult<JobRecord>, JobUpdate> {
+        Ok(self.transition_record(id, update))
+    }
+
+    /// Always done at once: nothing here waits.
+    fn settle_now(&self, id: &JobId, update: JobUpdate) -> Result<QueueResult<()>, JobUpdate> {
+        Ok(self.update(id, update, |_, _, _| ()))
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
@@ -1088,6 +1104,36 @@ mod tests {
         assert_eq!(store.transition(&a, JobUpdate::start(1)).await.unwrap().id, a);
         assert_eq!(store.transition(&b, JobUpdate::start(1)).await.unwrap().id, b);
         assert_eq!(store.get(&c).await.unwrap().unwrap().status, JobStatus::Queued, "c untouched");
+    }
+
+    #[tokio::test]
+    async fn transition_now_and_settle_now_answer_at_once_as_transition_and_settle_do() {
+        use queue_core::ManualClock;
+
+        let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(ManualClock::new(7)));
+        let id = JobId::new("j").unwrap();
+        let job = NewJob {
+            id: id.clone(),
+            kind: JobKind::Upload,
+            lane: None,
+            request_id: None,
+            payload: json!({ "a": 1 }),
+        };
+        store.create(job).await.unwrap();
+        let Ok(started) = store.transition_now(&id, JobUpdate::start(3)) else { panic!("not at once") };
+        let started = started.unwrap();
+        assert_eq!(
+            (started.status, started.lease_epoch, started.payload),
+            (JobStatus::Processing, 3, json!({ "a": 1 }))
+        );
+        // The fence holds, at once as with the async calls.
+        let Ok(stale) = store.settle_now(&id, JobUpdate::done(2, json!("late"))) else {
+            panic!("not at once")
+        };
+        assert!(matches!(stale, Err(QueueError::StaleLease { .. })));
+        assert!(matches!(store.settle_now(&id, JobUpdate::done(3, json!("ok"))), Ok(Ok(()))));
+        let done = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!("ok"))));
     }
 
     #[test]
