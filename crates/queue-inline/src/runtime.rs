@@ -836,7 +836,8 @@ impl Inner {
             Work::Chat(claim) => {
                 let span =
                     info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
-                self.prepare_chat(claim, span.clone()).instrument(span).await
+                // Pinned where it is made, as in `execute`.
+                std::pin::pin!(self.prepare_chat(claim, span.clone())).instrument(span).await
             }
         }
     }
@@ -920,7 +921,8 @@ impl Inner {
         }
         let handler = self.deps.handlers.get(record.kind);
         let classes = acquisition_order(&handler.permits(record));
-        let run = async {
+        // Pinned where it is made: the span's wrapper then holds a reference, not a copy.
+        let run = std::pin::pin!(async {
             match self.acquire(&classes).await {
                 Ok(permits) => {
                     if permits.is_some() {
@@ -932,7 +934,7 @@ impl Inner {
                 }
                 Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
             }
-        };
+        });
         run.instrument(job.span.clone()).await
     }
 
@@ -941,7 +943,7 @@ impl Inner {
         let Prepared { record, epoch, claim, held, span } = job;
         if let Some(claim) = claim {
             let run_ms = self.end(&claim.job_id, claim.epoch);
-            self.settle_chat(&claim, &record, result, run_ms).instrument(span).await;
+            std::pin::pin!(self.settle_chat(&claim, &record, result, run_ms)).instrument(span).await;
         } else {
             self.settle_plain(record.kind, &record, Attempt { epoch, held }, result).await;
         }
