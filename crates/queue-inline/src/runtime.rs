@@ -308,8 +308,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A job a worker started, with the epoch it runs under.
 ///
-/// Boxed once the store has answered it: it then moves from the start through the worker's
-/// queue of ready jobs to the outcome as a pointer, not as 192 bytes copied at each step.
+/// Boxed as soon as the store has answered it: it then moves from the start through the
+/// worker's queue of ready jobs to the outcome as a pointer, not as 192 bytes copied at each step.
 type Started = (Box<JobRecord>, u64);
 
 /// A plain job's attempt: the epoch it runs under and its queue item's key in `in_flight`.
@@ -704,11 +704,11 @@ impl Inner {
     }
 
     /// `JobStore::transition`, done at once by a store that can (`transition_now`): a memory
-    /// store's answer then costs no boxed future.
-    async fn store_transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+    /// store's answer then costs no boxed future. The record comes boxed ([`Started`]).
+    async fn store_transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<Box<JobRecord>> {
         match self.deps.store.transition_now(id, update) {
-            Ok(done) => done,
-            Err(update) => self.deps.store.transition(id, update).await,
+            Ok(done) => done.map(Box::new),
+            Err(update) => self.deps.store.transition(id, update).await.map(Box::new),
         }
     }
 
@@ -1059,7 +1059,7 @@ impl Inner {
             attempt = started.attempt,
             "job started"
         );
-        Ok(Some((Box::new(started), epoch)))
+        Ok(Some((started, epoch)))
     }
 
     /// Ends the attempt `epoch` of `job`; returns how long it ran (0 when it was not held).
