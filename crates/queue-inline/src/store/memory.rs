@@ -62,7 +62,15 @@ impl Buf {
     }
 
     fn push(&mut self, byte: u8) {
-        self.extend_from_slice(&[byte]);
+        // Most bytes written are single ones (tags, lengths): stored without a call.
+        if self.heap.is_empty()
+            && let Some(room) = self.inline.get_mut(self.len)
+        {
+            *room = byte;
+            self.len += 1;
+        } else {
+            self.extend_from_slice(&[byte]);
+        }
     }
 
     fn extend_from_slice(&mut self, bytes: &[u8]) {
