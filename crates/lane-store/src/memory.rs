@@ -128,11 +128,16 @@ fn claim(last_epoch: &mut u64, job: JobId, lease_deadline_ms: u64) -> Active {
 fn fenced<'a>(lanes: &'a mut HashMap<LaneId, Lane>, claim: &LaneClaim) -> QueueResult<&'a mut Lane> {
     match lanes.get_mut(&claim.lane_id) {
         Some(lane) if lane.holds(claim) => Ok(lane),
-        other => Err(QueueError::StaleLease {
-            job: claim.job_id.clone(),
-            epoch: claim.epoch,
-            current: other.and_then(|lane| lane.active.as_ref()).map_or(0, |active| active.epoch),
-        }),
+        other => Err(stale(claim, other.map(|lane| &*lane))),
+    }
+}
+
+/// The fencing error for `claim`, whose lane (if it still has one) is `lane`.
+fn stale(claim: &LaneClaim, lane: Option<&Lane>) -> QueueError {
+    QueueError::StaleLease {
+        job: claim.job_id.clone(),
+        epoch: claim.epoch,
+        current: lane.and_then(|lane| lane.active.as_ref()).map_or(0, |active| active.epoch),
     }
 }
 
@@ -213,7 +218,7 @@ impl MemoryLaneStore {
         Ok(LaneEnqueue { receipt, dispatch: None, added: true })
     }
 
-    fn renew_now(&self, held: &LaneClaim) -> QueueResult<u64> {
+    fn renew_claim(&self, held: &LaneClaim) -> QueueResult<u64> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
         // A lease past its deadline but not yet reaped is still the lane's current claim: the
@@ -225,19 +230,53 @@ impl MemoryLaneStore {
         Ok(deadline)
     }
 
-    fn finish_now(&self, held: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
+    fn finish_claim(&self, held: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
         let State { lanes, order, last_epoch, .. } = &mut *state;
-        let lane = fenced(lanes, held)?;
+        // One lookup for the fence and, when the lane empties, its removal: the entry's key is a
+        // count on the id's shared text, cheaper than hashing the id a second time.
+        let Entry::Occupied(mut entry) = lanes.entry(held.lane_id.clone()) else {
+            return Err(stale(held, None));
+        };
+        let lane = entry.get_mut();
+        if !lane.holds(held) {
+            return Err(stale(held, Some(lane)));
+        }
         let next = lane.waiting.pop_front().map(|job| claim(last_epoch, job, deadline));
         let dispatch = next.as_ref().map(|active| active.claim(&held.lane_id));
         lane.active = next;
         if lane.is_idle() {
-            lanes.remove(&held.lane_id);
+            entry.remove();
             order.remove(&held.lane_id);
         }
         Ok(dispatch)
+    }
+
+    /// `renew`, logged.
+    fn renewed(&self, claim: &LaneClaim) -> QueueResult<u64> {
+        let outcome = self.renew_claim(claim);
+        if let Err(err) = &outcome {
+            tracing::warn!(lane = %claim.lane_id, job = %claim.job_id, error = %err, "lease renewal rejected");
+        }
+        outcome
+    }
+
+    /// `finish`, logged.
+    fn finished(&self, claim: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
+        let outcome = self.finish_claim(claim);
+        match &outcome {
+            Ok(next) => tracing::debug!(
+                lane = %claim.lane_id,
+                job = %claim.job_id,
+                next = next.as_ref().map(|c| c.job_id.as_str()),
+                "lane head finished",
+            ),
+            Err(err) => {
+                tracing::warn!(lane = %claim.lane_id, job = %claim.job_id, error = %err, "late finish rejected");
+            }
+        }
+        outcome
     }
 
     fn reclaim_now(&self, held: &LaneClaim) -> QueueResult<LaneClaim> {
@@ -365,27 +404,21 @@ impl ChatLaneStore for MemoryLaneStore {
     }
 
     async fn renew(&self, claim: &LaneClaim) -> QueueResult<u64> {
-        let outcome = self.renew_now(claim);
-        if let Err(err) = &outcome {
-            tracing::warn!(lane = %claim.lane_id, job = %claim.job_id, error = %err, "lease renewal rejected");
-        }
-        outcome
+        self.renewed(claim)
     }
 
     async fn finish(&self, claim: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
-        let outcome = self.finish_now(claim);
-        match &outcome {
-            Ok(next) => tracing::debug!(
-                lane = %claim.lane_id,
-                job = %claim.job_id,
-                next = next.as_ref().map(|c| c.job_id.as_str()),
-                "lane head finished",
-            ),
-            Err(err) => {
-                tracing::warn!(lane = %claim.lane_id, job = %claim.job_id, error = %err, "late finish rejected");
-            }
-        }
-        outcome
+        self.finished(claim)
+    }
+
+    /// Always done at once: nothing here waits.
+    fn renew_now(&self, claim: &LaneClaim) -> Option<QueueResult<u64>> {
+        Some(self.renewed(claim))
+    }
+
+    /// Always done at once: nothing here waits.
+    fn finish_now(&self, claim: &LaneClaim) -> Option<QueueResult<Option<LaneClaim>>> {
+        Some(self.finished(claim))
     }
 
     async fn reclaim(&self, claim: &LaneClaim) -> QueueResult<LaneClaim> {
@@ -509,6 +542,24 @@ mod tests {
         assert_eq!(lane_ids(&store), ["d"]);
         store.reset().await.unwrap();
         assert!(lane_ids(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn renew_now_and_finish_now_answer_at_once_as_renew_and_finish_do() {
+        let clock = ManualClock::new(0);
+        let config = LaneStoreConfig { claim_ttl_ms: 10, ..LaneStoreConfig::default() };
+        let store = MemoryLaneStore::new(config, Arc::new(clock.clone()));
+        let first = store.enqueue(&job("a1"), &lane("l")).await.unwrap().dispatch.unwrap();
+        store.enqueue(&job("a2"), &lane("l")).await.unwrap();
+        clock.advance(5);
+        assert_eq!(store.renew_now(&first).map(Result::unwrap), Some(15), "the lease restarts now");
+        let next = store.finish_now(&first).unwrap().unwrap().expect("a2 is claimed");
+        assert_eq!(next.job_id, job("a2"));
+        // The finished claim is fenced off, at once as with the async calls.
+        assert!(matches!(store.renew_now(&first), Some(Err(QueueError::StaleLease { .. }))));
+        assert!(matches!(store.finish_now(&first), Some(Err(QueueError::StaleLease { .. }))));
+        assert_eq!(store.finish_now(&next).unwrap().unwrap(), None);
+        assert!(lane_ids(&store).is_empty(), "the emptied lane is gone");
     }
 
     #[tokio::test]

@@ -134,6 +134,19 @@ pub trait ChatLaneStore: Send + Sync + fmt::Debug {
         Ok(out)
     }
 
+    /// [`ChatLaneStore::renew`] done at once, by a store whose operations never wait (lanes held
+    /// in process memory): a worker tries it first, and so skips the boxed future an `async`
+    /// trait method costs (an allocation per call). `None`, the default, for a store that waits
+    /// (a server); the caller then calls `renew`.
+    fn renew_now(&self, _claim: &LaneClaim) -> Option<QueueResult<u64>> {
+        None
+    }
+
+    /// [`ChatLaneStore::finish`] done at once, as [`ChatLaneStore::renew_now`] is `renew`.
+    fn finish_now(&self, _claim: &LaneClaim) -> Option<QueueResult<Option<LaneClaim>>> {
+        None
+    }
+
     /// Ends `claim` (its job is finished, for good or ill) and claims the next waiting job, if any.
     ///
     /// # Errors

@@ -92,6 +92,25 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         self.transition(id, update).await.map(drop)
     }
 
+    /// [`JobStore::transition`] done at once, by a store whose operations never wait (one held
+    /// in process memory): a caller on a hot path tries it first, and so skips the boxed future
+    /// an `async` trait method costs (an allocation per call). `Err` hands the update back: the
+    /// default, for a store that waits (a file, a server); the caller then calls `transition`.
+    ///
+    /// # Errors
+    /// Inside `Ok`: as [`JobStore::transition`].
+    fn transition_now(&self, _id: &JobId, update: JobUpdate) -> Result<QueueResult<JobRecord>, JobUpdate> {
+        Err(update)
+    }
+
+    /// [`JobStore::settle`] done at once, as [`JobStore::transition_now`] is `transition`.
+    ///
+    /// # Errors
+    /// Inside `Ok`: as [`JobStore::settle`].
+    fn settle_now(&self, _id: &JobId, update: JobUpdate) -> Result<QueueResult<()>, JobUpdate> {
+        Err(update)
+    }
+
     /// Deletes a record outright (only to roll back a submit that was refused).
     async fn delete(&self, id: &JobId) -> QueueResult<bool>;
 

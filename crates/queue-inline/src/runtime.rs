@@ -7,7 +7,9 @@
 //! that the store accepted.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -171,11 +173,54 @@ pub struct QueueDepths {
 struct RunningJob {
     epoch: u64,
     permits: Option<PermitSet>,
-    /// When the attempt started: its run time ends at the outcome.
-    since: Instant,
+    /// When the attempt started: its run time ends at the outcome. `None` while a non-chat job
+    /// is only reserved (`begin`), before its record has moved.
+    since: Option<Instant>,
     /// A chat job's lane: the heartbeat renews the claim `(job, lane, epoch)` while it runs.
     lane: Option<LaneId>,
 }
+
+/// The hasher of `running`'s ids: FxHash's step, 8 bytes of the id at a time, unkeyed.
+///
+/// `running` holds only the jobs this process has started (one or two per worker, a batch per
+/// profile worker), so ids chosen to collide can cost a lookup that many comparisons at most;
+/// std's SipHash cost about 250 instructions per lookup of a generated id, three lookups a job.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            // Byte by byte: a copy of a variable length would be a call to `memcpy`.
+            self.add(rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        // The table picks buckets by the low bits; the multiplication mixes the high ones best.
+        self.0.rotate_left(26)
+    }
+}
+
+/// The jobs this process has started, by id.
+type Running = HashMap<JobId, RunningJob, BuildHasherDefault<IdHasher>>;
 
 /// A non-chat job waiting in its pool's queue, with the epoch its next attempt starts under (one
 /// past the record's when it was queued), so a worker can start it without reading it first.
@@ -205,7 +250,7 @@ enum Work {
 
 /// A job a worker has started (its record is `processing` under `epoch`), ready to run.
 struct Prepared {
-    record: JobRecord,
+    record: Box<JobRecord>,
     epoch: u64,
     /// Set for a chat job: the lane claim it runs under.
     claim: Option<LaneClaim>,
@@ -237,7 +282,7 @@ struct Inner {
     /// The `seq` of every non-chat job held in a queue or by a worker: a rescan skips them.
     /// Keyed by `seq`, not by id, so that it is touched near its ends ([`HeldSeqs`]).
     in_flight: Mutex<HeldSeqs>,
-    running: Mutex<HashMap<JobId, RunningJob>>,
+    running: Mutex<Running>,
     /// Retry timers, aborted by `stop`.
     timers: Mutex<Vec<JoinHandle<()>>>,
     accepting: AtomicBool,
@@ -262,7 +307,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A job a worker started, with the epoch it runs under.
-type Started = (JobRecord, u64);
+///
+/// Boxed as soon as the store has answered it: it then moves from the start through the
+/// worker's queue of ready jobs to the outcome as a pointer, not as 192 bytes copied at each step.
+type Started = (Box<JobRecord>, u64);
 
 /// A plain job's attempt: the epoch it runs under and its queue item's key in `in_flight`.
 #[derive(Debug, Clone, Copy)]
@@ -290,7 +338,7 @@ impl InlineRuntime {
             deps,
             stats: Stats::default(),
             in_flight: Mutex::new(HeldSeqs::default()),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(Running::default()),
             timers: Mutex::new(Vec::new()),
             accepting: AtomicBool::new(false),
             rescan_needed: AtomicBool::new(false),
@@ -655,6 +703,39 @@ impl Inner {
         }
     }
 
+    /// `JobStore::transition`, done at once by a store that can (`transition_now`): a memory
+    /// store's answer then costs no boxed future. The record comes boxed ([`Started`]).
+    async fn store_transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<Box<JobRecord>> {
+        match self.deps.store.transition_now(id, update) {
+            Ok(done) => done.map(Box::new),
+            Err(update) => self.deps.store.transition(id, update).await.map(Box::new),
+        }
+    }
+
+    /// `JobStore::settle`, done at once by a store that can (`settle_now`).
+    async fn store_settle(&self, id: &JobId, update: JobUpdate) -> QueueResult<()> {
+        match self.deps.store.settle_now(id, update) {
+            Ok(done) => done,
+            Err(update) => self.deps.store.settle(id, update).await,
+        }
+    }
+
+    /// `ChatLaneStore::renew`, done at once by a lane store that can (`renew_now`).
+    async fn lane_renew(&self, claim: &LaneClaim) -> QueueResult<u64> {
+        match self.deps.lanes.renew_now(claim) {
+            Some(done) => done,
+            None => self.deps.lanes.renew(claim).await,
+        }
+    }
+
+    /// `ChatLaneStore::finish`, done at once by a lane store that can (`finish_now`).
+    async fn lane_finish(&self, claim: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
+        match self.deps.lanes.finish_now(claim) {
+            Some(done) => done,
+            None => self.deps.lanes.finish(claim).await,
+        }
+    }
+
     /// Pushes a non-chat job unless it is already held; `Ok(false)` when it was.
     fn push_plain(&self, kind: JobKind, item: PlainItem) -> QueueResult<bool> {
         if !lock(&self.in_flight).insert(item.seq) {
@@ -671,7 +752,7 @@ impl Inner {
     /// A record left `processing` by a worker that is gone goes back to `queued` first.
     async fn requeue_orphan(&self, record: &JobRecord) -> QueueResult<()> {
         if record.status == JobStatus::Processing {
-            match self.deps.store.settle(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
+            match self.store_settle(&record.id, JobUpdate::requeue(record.lease_epoch, None)).await {
                 Ok(()) | Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -722,7 +803,11 @@ impl Inner {
             let next = if *shutdown.borrow() { None } else { self.try_pop_work(kind) };
             match next {
                 Some(work) => {
-                    let ((), next) = tokio::join!(self.settle(job, result), self.prepare(work));
+                    // Pinned where they are made: `join!` then holds two references, not the two
+                    // futures (about a kilobyte each, copied at each move).
+                    let settle = std::pin::pin!(self.settle(job, result));
+                    let prepare = std::pin::pin!(self.prepare(work));
+                    let ((), next) = tokio::join!(settle, prepare);
                     ready = next;
                 }
                 None => self.settle(job, result).await,
@@ -751,7 +836,8 @@ impl Inner {
             Work::Chat(claim) => {
                 let span =
                     info_span!("chat_job", job = %claim.job_id, lane = %claim.lane_id, epoch = claim.epoch);
-                self.prepare_chat(claim, span.clone()).instrument(span).await
+                // Pinned where it is made, as in `execute`.
+                std::pin::pin!(self.prepare_chat(claim, span.clone())).instrument(span).await
             }
         }
     }
@@ -779,7 +865,7 @@ impl Inner {
         // A dispatch can wait in the ready queue while every worker is busy; if its lease lapsed
         // meanwhile, the reaper has re-dispatched the job under a newer claim. Renewing first
         // both proves this claim is still current and restarts its lease for the run.
-        match self.deps.lanes.renew(&claim).await {
+        match self.lane_renew(&claim).await {
             Ok(_) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced_job(
@@ -835,7 +921,8 @@ impl Inner {
         }
         let handler = self.deps.handlers.get(record.kind);
         let classes = acquisition_order(&handler.permits(record));
-        let run = async {
+        // Pinned where it is made: the span's wrapper then holds a reference, not a copy.
+        let run = std::pin::pin!(async {
             match self.acquire(&classes).await {
                 Ok(permits) => {
                     if permits.is_some() {
@@ -847,7 +934,7 @@ impl Inner {
                 }
                 Err(e) => Err(HandlerError::retryable(format!("limiter: {e}"))),
             }
-        };
+        });
         run.instrument(job.span.clone()).await
     }
 
@@ -856,7 +943,7 @@ impl Inner {
         let Prepared { record, epoch, claim, held, span } = job;
         if let Some(claim) = claim {
             let run_ms = self.end(&claim.job_id, claim.epoch);
-            self.settle_chat(&claim, &record, result, run_ms).instrument(span).await;
+            std::pin::pin!(self.settle_chat(&claim, &record, result, run_ms)).instrument(span).await;
         } else {
             self.settle_plain(record.kind, &record, Attempt { epoch, held }, result).await;
         }
@@ -907,12 +994,12 @@ impl Inner {
         // it, even while the first is between the store's answer and its own bookkeeping (where
         // the record already says `processing` and the job looked like an orphan).
         if lane.is_none() {
-            let mut running = lock(&self.running);
-            if running.contains_key(id) {
-                return Ok(None);
+            match lock(&self.running).entry(id.clone()) {
+                Entry::Occupied(_) => return Ok(None),
+                Entry::Vacant(slot) => {
+                    slot.insert(RunningJob { epoch, permits: None, since: None, lane: None });
+                }
             }
-            running
-                .insert(id.clone(), RunningJob { epoch, permits: None, since: Instant::now(), lane: None });
         }
         let begun = self.begin_in_store(id, epoch, lane).await;
         if lane.is_none() && !matches!(begun, Ok(Some(_))) {
@@ -928,7 +1015,7 @@ impl Inner {
         epoch: u64,
         lane: Option<&LaneId>,
     ) -> QueueResult<Option<Started>> {
-        let (started, epoch) = match self.deps.store.transition(id, JobUpdate::start(epoch)).await {
+        let (started, epoch) = match self.store_transition(id, JobUpdate::start(epoch)).await {
             Ok(started) => (started, epoch),
             Err(QueueError::NotFound { .. }) => return Ok(None),
             Err(QueueError::InvalidTransition { from, .. }) if from.is_terminal() => return Ok(None),
@@ -942,15 +1029,27 @@ impl Inner {
                 }
                 self.requeue_orphan(&record).await?;
                 let epoch = if lane.is_some() { epoch } else { record.lease_epoch + 1 };
-                (self.deps.store.transition(id, JobUpdate::start(epoch)).await?, epoch)
+                (self.store_transition(id, JobUpdate::start(epoch)).await?, epoch)
             }
             Err(e) => return Err(e),
         };
-        let running = RunningJob { epoch, permits: None, since: Instant::now(), lane: lane.cloned() };
-        lock(&self.running).insert(id.clone(), running);
+        let since = Some(Instant::now());
+        {
+            let mut running = lock(&self.running);
+            // A non-chat job fills in its reservation (`begin`); a chat job has none.
+            if lane.is_none()
+                && let Some(r) = running.get_mut(id)
+            {
+                (r.epoch, r.since) = (epoch, since);
+            } else {
+                running.insert(id.clone(), RunningJob { epoch, permits: None, since, lane: lane.cloned() });
+            }
+        }
         self.stats.started.fetch_add(1, Ordering::Relaxed);
+        // The store has just stamped the start: the wait is read off the record, both ends on the
+        // store's clock, without reading a clock again.
         let first_wait =
-            (started.attempt == 1).then(|| self.deps.clock.now_ms().saturating_sub(started.created_at_ms));
+            (started.attempt == 1).then(|| started.updated_at_ms.saturating_sub(started.created_at_ms));
         self.config.metrics.record_started(started.kind, first_wait);
         info!(
             tenant = %started.tenant,
@@ -967,7 +1066,7 @@ impl Inner {
     fn end(&self, job: &JobId, epoch: u64) -> u64 {
         let mut running = lock(&self.running);
         match running.remove(job) {
-            Some(r) if r.epoch == epoch => duration_ms(r.since.elapsed()),
+            Some(r) if r.epoch == epoch => r.since.map_or(0, |since| duration_ms(since.elapsed())),
             Some(other) => {
                 // A newer attempt holds it (this one was fenced off): leave that one alone.
                 running.insert(job.clone(), other);
@@ -989,7 +1088,7 @@ impl Inner {
         let mut records = Vec::with_capacity(batch.len());
         for item in batch {
             if let Some(job) = self.prepare_plain(item).await {
-                records.push((job.record, Attempt { epoch: job.epoch, held: job.held }));
+                records.push((*job.record, Attempt { epoch: job.epoch, held: job.held }));
             }
         }
         // Jobs lost with their worker on every attempt are dead-lettered, not run once more.
@@ -1051,16 +1150,17 @@ impl Inner {
         result: Result<Value, HandlerError>,
     ) {
         let id = &record.id;
-        let update = match &result {
-            Ok(value) => JobUpdate::done(epoch, value.clone()),
+        // The result moves into the update; only an error's message is kept, for the log.
+        let (update, error) = match result {
+            Ok(value) => (JobUpdate::done(epoch, value), None),
             Err(e) if e.retryable && record.attempt < self.config.max_attempts => {
-                JobUpdate::requeue(epoch, Some(e.message.clone()))
+                (JobUpdate::requeue(epoch, Some(e.message.clone())), Some(e.message))
             }
-            Err(e) => JobUpdate::failed(epoch, e.message.clone()),
+            Err(e) => (JobUpdate::failed(epoch, e.message.clone()), Some(e.message)),
         };
         let to = update.to;
         let run_ms = self.end(id, epoch);
-        match self.deps.store.settle(id, update).await {
+        match self.store_settle(id, update).await {
             Ok(()) => {}
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, epoch, "result");
@@ -1085,7 +1185,7 @@ impl Inner {
                     kind = kind.as_str(),
                     attempt = record.attempt,
                     retry_in_ms = duration_ms(delay),
-                    error = result.as_ref().err().map_or("", |e| e.message.as_str()),
+                    error = error.as_deref().unwrap_or(""),
                     "job failed; retrying"
                 );
                 let inner = self.clone();
@@ -1110,7 +1210,7 @@ impl Inner {
                     lane = lane_of(record),
                     job = %id,
                     kind = kind.as_str(),
-                    error = result.as_ref().err().map_or("", |e| e.message.as_str()),
+                    error = error.as_deref().unwrap_or(""),
                     "job failed for good"
                 );
             }
@@ -1134,7 +1234,7 @@ impl Inner {
         if retry {
             let message = result.err().map(|e| e.message);
             let error = message.clone().unwrap_or_default();
-            match self.deps.store.settle(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
+            match self.store_settle(&claim.job_id, JobUpdate::requeue(claim.epoch, message)).await {
                 Ok(()) => {}
                 Err(QueueError::StaleLease { .. } | QueueError::InvalidTransition { .. }) => {
                     self.fenced(record, claim.epoch, "retry");
@@ -1173,7 +1273,7 @@ impl Inner {
         }
         // Fence at the lane first: a worker whose lease was reaped must not advance the lane nor
         // write its result.
-        let next = match self.deps.lanes.finish(claim).await {
+        let next = match self.lane_finish(claim).await {
             Ok(next) => next,
             Err(QueueError::StaleLease { .. }) => {
                 self.fenced(record, claim.epoch, "late result");
@@ -1188,7 +1288,7 @@ impl Inner {
             Ok(value) => (JobUpdate::done(claim.epoch, value), None),
             Err(e) => (JobUpdate::failed(claim.epoch, e.message.clone()), Some(e.message)),
         };
-        match self.deps.store.settle(&claim.job_id, update).await {
+        match self.store_settle(&claim.job_id, update).await {
             Ok(()) => match error {
                 None => {
                     self.stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -1219,7 +1319,7 @@ impl Inner {
     }
 
     async fn advance_lane(&self, claim: &LaneClaim) {
-        match self.deps.lanes.finish(claim).await {
+        match self.lane_finish(claim).await {
             Ok(Some(next)) => self.chat_ready.push_owed(next),
             Ok(None) => {}
             Err(e) => debug!(error = %e, "lane already moved on"),

@@ -11,7 +11,7 @@
 //!   bytes as a `Value`, and none beside the record here);
 //! - the fields most records leave empty (lane, request id, error) are boxed apart.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -46,7 +46,52 @@ mod tag {
     pub(super) const OBJECT: u8 = 8;
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+/// Bytes being written: in place while they fit in [`INLINE`], so that encoding a small value
+/// allocates nothing, then on the heap.
+#[derive(Debug)]
+struct Buf {
+    len: usize,
+    inline: [u8; INLINE],
+    /// Everything written, once it no longer fits inline; empty until then.
+    heap: Vec<u8>,
+}
+
+impl Buf {
+    const fn new() -> Self {
+        Self { len: 0, inline: [0; INLINE], heap: Vec::new() }
+    }
+
+    fn push(&mut self, byte: u8) {
+        // Most bytes written are single ones (tags, lengths): stored without a call.
+        if self.heap.is_empty()
+            && let Some(room) = self.inline.get_mut(self.len)
+        {
+            *room = byte;
+            self.len += 1;
+        } else {
+            self.extend_from_slice(&[byte]);
+        }
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() {
+            if let Some(room) = self.inline.get_mut(self.len..self.len + bytes.len()) {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+                return;
+            }
+            self.heap.reserve(2 * INLINE + bytes.len());
+            self.heap.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.heap.extend_from_slice(bytes);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
+    }
+}
+
+fn put_varint(out: &mut Buf, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -54,13 +99,13 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+fn put_str(out: &mut Buf, s: &str) {
     put_varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
 /// Appends the encoding of `value` to `out`.
-fn encode(value: &Value, out: &mut Vec<u8>) {
+fn encode(value: &Value, out: &mut Buf) {
     match value {
         Value::Null => out.push(tag::NULL),
         Value::Bool(false) => out.push(tag::FALSE),
@@ -101,8 +146,8 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// The encoding of `value`, on its own.
-fn encoded(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
+fn encoded(value: &Value) -> Buf {
+    let mut out = Buf::new();
     encode(value, &mut out);
     out
 }
@@ -221,13 +266,27 @@ enum Bytes {
 }
 
 impl Bytes {
-    fn new(from: &[u8]) -> Self {
-        if from.len() <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..from.len()].copy_from_slice(from);
-            Self::Inline { len: from.len() as u8, bytes }
+    fn from_buf(buf: Buf) -> Self {
+        if buf.heap.is_empty() {
+            Self::Inline { len: buf.len as u8, bytes: buf.inline }
         } else {
-            Self::Boxed(from.into())
+            Self::Boxed(buf.heap.into_boxed_slice())
+        }
+    }
+
+    /// `first` then `second`, allocating only when they do not fit inline.
+    fn concat(first: &[u8], second: &[u8]) -> Self {
+        let len = first.len() + second.len();
+        if len <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..first.len()].copy_from_slice(first);
+            bytes[first.len()..len].copy_from_slice(second);
+            Self::Inline { len: len as u8, bytes }
+        } else {
+            let mut bytes = Vec::with_capacity(len);
+            bytes.extend_from_slice(first);
+            bytes.extend_from_slice(second);
+            Self::Boxed(bytes.into_boxed_slice())
         }
     }
 
@@ -247,7 +306,7 @@ struct Json(Bytes);
 
 impl Json {
     fn new(payload: &Value) -> Self {
-        Self(Bytes::new(&encoded(payload)))
+        Self(Bytes::from_buf(encoded(payload)))
     }
 
     fn reader(&self) -> Reader<'_> {
@@ -266,15 +325,18 @@ impl Json {
     }
 
     /// The same payload with `result` (as [`encoded`] returns it) in place of any result.
-    fn with_result(&self, result: &[u8]) -> Self {
-        let mut reader = self.reader();
-        reader.skip();
+    /// `has_result` says whether there is one: when there is none, the payload is all the
+    /// bytes, and it is not walked to find where it ends.
+    fn with_result(&self, result: &[u8], has_result: bool) -> Self {
         let all = self.0.as_slice();
-        let payload = &all[..all.len() - reader.bytes.len()];
-        let mut bytes = Vec::with_capacity(payload.len() + result.len());
-        bytes.extend_from_slice(payload);
-        bytes.extend_from_slice(result);
-        Self(Bytes::new(&bytes))
+        let payload = if has_result {
+            let mut reader = self.reader();
+            reader.skip();
+            &all[..all.len() - reader.bytes.len()]
+        } else {
+            all
+        };
+        Self(Bytes::concat(payload, result))
     }
 }
 
@@ -294,6 +356,8 @@ struct Stored {
     created_at_ms: u64,
     updated_at_ms: u64,
     json: Json,
+    /// Whether `json` holds a result after the payload (in bytes that padding took anyway).
+    has_result: bool,
     /// `None` when the record has no lane, request id nor error (most upload jobs).
     rare: Option<Box<Rare>>,
 }
@@ -315,7 +379,7 @@ impl Rare {
 }
 
 impl Stored {
-    /// The record, with `null` as payload and no result: what a transition checks and changes.
+    /// The record, with `null` as payload and no result.
     fn head(&self, tenant: &TenantId) -> JobRecord {
         let rare = self.rare.as_deref();
         JobRecord {
@@ -342,77 +406,143 @@ impl Stored {
         record
     }
 
-    fn set_error(&mut self, error: Option<&str>) {
-        let mut rare = self.rare.take().map_or_else(Rare::default, |b| *b);
-        rare.error = error.map(Into::into);
-        self.rare = Rare::boxed(rare);
+    fn set_error(&mut self, error: Box<str>) {
+        match &mut self.rare {
+            Some(rare) => rare.error = Some(error),
+            None => self.rare = Some(Box::new(Rare { error: Some(error), ..Rare::default() })),
+        }
     }
 }
 
-/// The pending jobs of one kind by `seq`, as record slots: what `scan_pending` walks.
+/// A key of a [`SlotIndex`]: ordered, and for `seq` keys also a distance, so that an entry is
+/// found without a search while none has been dropped from the middle.
+trait IndexKey: Ord + Copy {
+    /// How far from an entry of `first` the entry of `self` sits when keys go one by one.
+    fn offset_from(self, _first: Self) -> Option<usize> {
+        None
+    }
+}
+
+impl IndexKey for u64 {
+    fn offset_from(self, first: Self) -> Option<usize> {
+        self.checked_sub(first).and_then(|d| usize::try_from(d).ok())
+    }
+}
+
+/// `(updated_at_ms, seq)`: found by a search (only a delete of a finished record looks one up).
+impl IndexKey for (u64, u64) {}
+
+/// Record slots in key order: the pending jobs of one kind by `seq` (what `scan_pending` walks),
+/// and the finished jobs by the time they finished (what `purge_finished` takes from the front).
 ///
-/// Jobs are created with ever larger sequence numbers, so entries are appended and a sorted deque
-/// does what a tree would in a third of the memory. A removed entry is blanked where it is (so
-/// while none has been dropped from the middle, the entry of `seq` sits `seq − first` from the
-/// front, found without a search); blanks are dropped at the ends, and all at once when they
-/// outnumber the live entries.
-#[derive(Debug, Default)]
-struct PendingIndex {
-    /// `(seq, slot)`, by `seq`; a blank has the slot [`PendingIndex::BLANK`].
-    entries: VecDeque<(u64, Slot)>,
+/// Keys come about in order (jobs are created with ever larger sequence numbers, and finish at
+/// the clock's time), so entries are appended and a sorted deque does what a tree would in a
+/// third of the memory, without a node to allocate nor a path of nodes to walk per entry. One
+/// out of order goes in its place, found among the last few entries or by a binary search. A
+/// removed entry is blanked where it is (so while none has been dropped from the middle, the
+/// entry of `seq` sits `seq − first` from the front, found without a search); blanks are dropped
+/// at the ends, and all at once when they outnumber the live entries.
+#[derive(Debug)]
+struct SlotIndex<K> {
+    /// `(key, slot)`, by key; a blank has the slot [`BLANK`].
+    entries: VecDeque<(K, Slot)>,
     live: usize,
 }
 
-impl PendingIndex {
-    const BLANK: Slot = Slot::MAX;
+/// The slot of a blanked [`SlotIndex`] entry.
+const BLANK: Slot = Slot::MAX;
 
-    fn insert(&mut self, seq: u64, slot: Slot) {
-        let at = if self.entries.back().is_none_or(|&(last, _)| last < seq) {
-            self.entries.len()
+impl<K> Default for SlotIndex<K> {
+    fn default() -> Self {
+        Self { entries: VecDeque::new(), live: 0 }
+    }
+}
+
+impl<K: IndexKey> SlotIndex<K> {
+    fn insert(&mut self, key: K, slot: Slot) {
+        let len = self.entries.len();
+        let at = if self.entries.back().is_none_or(|&(last, _)| last < key) {
+            len
         } else {
-            self.entries.partition_point(|&(s, _)| s < seq)
+            // Out of order, most often by a few places (jobs finishing in the same millisecond
+            // out of `seq` order): look among the last few before searching them all.
+            let near = len.saturating_sub(8);
+            if self.entries[near].0 < key {
+                near + self.entries.range(near..).take_while(|&&(k, _)| k < key).count()
+            } else {
+                self.entries.partition_point(|&(k, _)| k < key)
+            }
         };
-        self.entries.insert(at, (seq, slot));
+        self.entries.insert(at, (key, slot));
         self.live += 1;
     }
 
-    fn position(&self, seq: u64) -> Option<usize> {
+    fn position(&self, key: K) -> Option<usize> {
         let &(first, _) = self.entries.front()?;
-        if let Some(guess) = seq.checked_sub(first).and_then(|d| usize::try_from(d).ok())
-            && self.entries.get(guess).is_some_and(|&(s, _)| s == seq)
+        let &(last, _) = self.entries.back()?;
+        let is_at = |at: usize| self.entries.get(at).is_some_and(|&(k, _)| k == key);
+        if let Some(guess) = key.offset_from(first)
+            && is_at(guess)
         {
             return Some(guess);
         }
-        self.entries.binary_search_by_key(&seq, |&(s, _)| s).ok()
+        // Counted from the back: what follows the last place where entries were dropped from the
+        // middle (when blanks outnumbered the live ones behind a job that stays pending long) is
+        // still one entry per key.
+        if let Some(back) = last.offset_from(key)
+            && let Some(guess) = (self.entries.len() - 1).checked_sub(back)
+            && is_at(guess)
+        {
+            return Some(guess);
+        }
+        self.entries.binary_search_by(|&(k, _)| k.cmp(&key)).ok()
     }
 
-    /// Removes the entry of `seq`, returning its slot.
-    fn remove(&mut self, seq: u64) -> Option<Slot> {
-        let at = self.position(seq)?;
-        let slot = std::mem::replace(&mut self.entries[at].1, Self::BLANK);
-        if slot == Self::BLANK {
+    /// Removes the entry of `key`, returning its slot.
+    fn remove(&mut self, key: K) -> Option<Slot> {
+        let at = self.position(key)?;
+        let slot = std::mem::replace(&mut self.entries[at].1, BLANK);
+        if slot == BLANK {
             return None;
         }
         self.live -= 1;
-        while self.entries.front().is_some_and(|&(_, s)| s == Self::BLANK) {
+        self.tidy();
+        Some(slot)
+    }
+
+    /// Removes the first live entry if its key is below `bound`, returning its slot.
+    fn pop_first_below(&mut self, bound: K) -> Option<Slot> {
+        let &(key, slot) = self.entries.front()?;
+        if key >= bound {
+            return None;
+        }
+        // The front is never a blank: `tidy` drops those.
+        self.entries.pop_front();
+        self.live -= 1;
+        self.tidy();
+        Some(slot)
+    }
+
+    /// Drops blanks at the ends, or everywhere when they outnumber the live entries.
+    fn tidy(&mut self) {
+        while self.entries.front().is_some_and(|&(_, s)| s == BLANK) {
             self.entries.pop_front();
         }
-        while self.entries.back().is_some_and(|&(_, s)| s == Self::BLANK) {
+        while self.entries.back().is_some_and(|&(_, s)| s == BLANK) {
             self.entries.pop_back();
         }
         if self.entries.len() > 2 * self.live + 64 {
-            self.entries.retain(|&(_, s)| s != Self::BLANK);
+            self.entries.retain(|&(_, s)| s != BLANK);
         }
         // A drained backlog gives its memory back.
         if self.entries.capacity() > 4 * self.entries.len() + 1024 {
             self.entries.shrink_to(2 * self.entries.len());
         }
-        Some(slot)
     }
 
-    /// The slots of the pending jobs, by `seq`.
+    /// The slots, by key.
     fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
-        self.entries.iter().map(|&(_, slot)| slot).filter(|&slot| slot != Self::BLANK)
+        self.entries.iter().map(|&(_, slot)| slot).filter(|&slot| slot != BLANK)
     }
 }
 
@@ -437,13 +567,20 @@ struct Inner {
     by_id: IdTable,
     hasher: RandomState,
     /// Queued and processing jobs per kind, by `seq`.
-    pending: [PendingIndex; JobKind::ALL.len()],
+    pending: [SlotIndex<u64>; JobKind::ALL.len()],
     /// Jobs per kind and state, kept up to date so `counts` is O(1).
     counts: [[u64; JobStatus::ALL.len()]; JobKind::ALL.len()],
+    /// The slots of the records last looked up by `update`, by the address of their id's text
+    /// ([`Inner::find_by_address`]).
+    recent: [(usize, Slot); RECENT],
     /// Terminal jobs by the time they finished (then `seq`): what `purge_finished` removes from
     /// the front. A terminal record never changes again, so its key never goes stale.
-    finished: BTreeMap<(u64, u64), Slot>,
+    finished: SlotIndex<(u64, u64)>,
 }
+
+/// How many slots [`Inner::find_by_address`] remembers: about twice the jobs running at once
+/// with a hundred workers, in 4 KiB.
+const RECENT: usize = 256;
 
 /// Where a record sits in the indexes: everything that decides its index entries.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -477,6 +614,32 @@ impl Inner {
             .find(self.hash(id), |slot| records[slot as usize].as_ref().is_some_and(|r| r.id.as_str() == id))
     }
 
+    /// The slot of the record `id`, found without hashing its text when `id` shares its text
+    /// with the record (it is a clone of the record's `JobId`, as the runtime's are) and the
+    /// record was looked up here lately: a job's end finds its record this way after its start.
+    ///
+    /// An entry remembers the address of the text of the id it was looked up by. It is only a
+    /// hint: the record in the remembered slot is taken only if its id's text is at that same
+    /// address. Both texts are alive (the caller's id is borrowed, the record owns its own), so
+    /// one address means one allocation, hence the same id; any other case looks the id up by
+    /// its hash, as `find` does, and remembers what it found.
+    fn find_by_address(&mut self, id: &str) -> Option<Slot> {
+        let address = id.as_ptr().addr();
+        // The texts are heap allocations, 16-byte aligned: the low bits tell nothing.
+        let at =
+            ((address >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT.trailing_zeros());
+        let entry = &mut self.recent[at as usize];
+        if entry.0 == address
+            && let Some(Some(stored)) = self.records.get(entry.1 as usize)
+            && stored.id.as_str().as_ptr().addr() == address
+        {
+            return Some(entry.1);
+        }
+        let slot = self.find(id)?;
+        self.recent[at as usize] = (address, slot);
+        Some(slot)
+    }
+
     /// The record in `slot`, which an index or the id table named.
     fn stored(&self, slot: Slot) -> &Stored {
         self.records[slot as usize].as_ref().unwrap_or_else(|| unreachable!("an indexed slot holds a record"))
@@ -506,7 +669,7 @@ impl Inner {
         if place.status.is_pending() {
             self.pending[kind_index(place.kind)].remove(place.seq)
         } else {
-            self.finished.remove(&(place.updated_at_ms, place.seq))
+            self.finished.remove((place.updated_at_ms, place.seq))
         }
     }
 
@@ -531,7 +694,7 @@ impl Inner {
             Some(slot) => slot,
             None => Slot::try_from(self.records.len())
                 .ok()
-                .filter(|&slot| slot != PendingIndex::BLANK)
+                .filter(|&slot| slot != BLANK)
                 .ok_or_else(|| QueueError::storage("the memory job store is full"))?,
         };
         self.by_id.insert_at(bucket, hash, slot);
@@ -547,6 +710,7 @@ impl Inner {
             created_at_ms: now,
             updated_at_ms: now,
             json,
+            has_result: false,
             rare: Rare::boxed(Rare {
                 lane: job.lane.clone(),
                 request_id: job.request_id.clone(),
@@ -590,9 +754,10 @@ impl MemoryJobStore {
                 free: Vec::new(),
                 by_id: IdTable::default(),
                 hasher: RandomState::new(),
+                recent: [(0, 0); RECENT],
                 pending: Default::default(),
                 counts: Default::default(),
-                finished: BTreeMap::new(),
+                finished: SlotIndex::default(),
             }),
         }
     }
@@ -615,45 +780,68 @@ impl MemoryJobStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies `update` to the record `id` under one lock. `answer` makes what the caller gets
-    /// from the record as updated (its payload still `null`), its stored JSON, and the new
-    /// result, if the update set one.
+    /// Applies `update` to the record `id` under one lock: the checks of `JobRecord::apply`
+    /// (`JobUpdate::check`), then its changes, made to the stored record in place (no record is
+    /// built for them). `answer` makes what the caller gets from the record as updated and the
+    /// new result, if the update set one.
     fn update<T>(
         &self,
         id: &JobId,
         mut update: JobUpdate,
-        answer: impl FnOnce(JobRecord, &Json, Option<Value>) -> T,
+        answer: impl FnOnce(&Stored, &TenantId, Option<Value>) -> T,
     ) -> QueueResult<T> {
         let now = self.clock.now_ms();
         // The new result is kept aside: the answer gets it by move, the store its encoding (made
-        // here, outside the lock), and `apply` has nothing to clone.
+        // here, outside the lock), and nothing is cloned.
         let result = update.result.take();
         let encoded_result = result.as_ref().map(encoded);
         let mut inner = self.lock();
-        let Some(slot) = inner.find(id.as_str()) else {
+        let Some(slot) = inner.find_by_address(id.as_str()) else {
             return Err(QueueError::NotFound { job: id.clone() });
         };
         let Some(stored) = inner.records[slot as usize].as_mut() else {
             unreachable!("the id table names a slot that holds a record");
         };
+        // Nothing is written before the checks pass, so there is nothing to undo.
+        update.check(id, stored.status, stored.lease_epoch)?;
         let before = Place::of(stored);
-        let mut record = stored.head(&self.tenant);
-        // `apply` leaves the record untouched on error, so there is nothing to undo.
-        record.apply(&update, now)?;
-        stored.status = record.status;
-        stored.attempt = record.attempt;
-        stored.lease_epoch = record.lease_epoch;
-        stored.updated_at_ms = record.updated_at_ms;
-        if update.error.is_some() {
-            stored.set_error(record.error.as_deref());
+        if let Some(to) = update.to {
+            stored.status = to;
+        }
+        if let Some(epoch) = update.set_epoch {
+            stored.lease_epoch = epoch;
+        }
+        if update.bump_attempt {
+            stored.attempt += 1;
+        }
+        if let Some(error) = update.error {
+            stored.set_error(error.into_boxed_str());
         }
         if let Some(encoded) = encoded_result {
-            stored.json = stored.json.with_result(&encoded);
+            stored.json = stored.json.with_result(encoded.as_slice(), stored.has_result);
+            stored.has_result = true;
         }
+        stored.updated_at_ms = now;
         let after = Place::of(stored);
-        let answer = answer(record, &stored.json, result);
+        let answer = answer(stored, &self.tenant, result);
         inner.move_index(before, after);
         Ok(answer)
+    }
+}
+
+impl MemoryJobStore {
+    fn transition_record(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
+        self.update(id, update, |stored, tenant, result| {
+            let mut record = stored.head(tenant);
+            match result {
+                Some(result) => {
+                    record.payload = stored.json.payload();
+                    record.result = Some(result);
+                }
+                None => (record.payload, record.result) = stored.json.payload_and_result(),
+            }
+            record
+        })
     }
 }
 
@@ -696,21 +884,23 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn transition(&self, id: &JobId, update: JobUpdate) -> QueueResult<JobRecord> {
-        self.update(id, update, |mut record, json, result| {
-            match result {
-                Some(result) => {
-                    record.payload = json.payload();
-                    record.result = Some(result);
-                }
-                None => (record.payload, record.result) = json.payload_and_result(),
-            }
-            record
-        })
+        self.transition_record(id, update)
     }
 
-    /// As `transition`, without decoding the payload and result for a record nobody reads.
+    /// As `transition`, without a record: the update is checked and made on the stored fields,
+    /// and nothing is decoded nor cloned for an answer nobody reads.
     async fn settle(&self, id: &JobId, update: JobUpdate) -> QueueResult<()> {
         self.update(id, update, |_, _, _| ())
+    }
+
+    /// Always done at once: nothing here waits.
+    fn transition_now(&self, id: &JobId, update: JobUpdate) -> Result<QueueResult<JobRecord>, JobUpdate> {
+        Ok(self.transition_record(id, update))
+    }
+
+    /// Always done at once: nothing here waits.
+    fn settle_now(&self, id: &JobId, update: JobUpdate) -> Result<QueueResult<()>, JobUpdate> {
+        Ok(self.update(id, update, |_, _, _| ()))
     }
 
     async fn delete(&self, id: &JobId) -> QueueResult<bool> {
@@ -773,10 +963,7 @@ impl JobStore for MemoryJobStore {
     async fn purge_finished(&self, before_ms: u64) -> QueueResult<usize> {
         let mut inner = self.lock();
         let mut purged = 0;
-        while let Some(((updated, _), _)) = inner.finished.first_key_value()
-            && *updated < before_ms
-        {
-            let Some((_, slot)) = inner.finished.pop_first() else { break };
+        while let Some(slot) = inner.finished.pop_first_below((before_ms, 0)) {
             if let Some(record) = inner.take(slot) {
                 let count = &mut inner.counts[kind_index(record.kind)][status_index(record.status)];
                 *count = count.saturating_sub(1);
@@ -789,6 +976,8 @@ impl JobStore for MemoryJobStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use serde_json::json;
 
     use super::*;
@@ -824,10 +1013,10 @@ mod tests {
             assert_eq!(json.payload(), *payload);
             assert_eq!(json.payload_and_result(), (payload.clone(), None));
             for result in &values {
-                let with = json.with_result(&encoded(result));
+                let with = json.with_result(encoded(result).as_slice(), false);
                 assert_eq!(with.payload_and_result(), (payload.clone(), Some(result.clone())));
                 // A second result replaces the first.
-                let again = with.with_result(&encoded(&json!("again")));
+                let again = with.with_result(encoded(&json!("again")).as_slice(), true);
                 assert_eq!(again.payload_and_result(), (payload.clone(), Some(json!("again"))));
             }
         }
@@ -835,15 +1024,129 @@ mod tests {
 
     #[test]
     fn a_small_payload_and_its_result_stay_inline() {
-        let json = Json::new(&json!({ "i": 49_999 })).with_result(&encoded(&json!(null)));
+        let json = Json::new(&json!({ "i": 49_999 })).with_result(encoded(&json!(null)).as_slice(), false);
         assert!(matches!(json.0, Bytes::Inline { .. }), "{json:?}");
         let big = Json::new(&json!({ "text": "x".repeat(INLINE) }));
         assert!(matches!(big.0, Bytes::Boxed(_)), "{big:?}");
     }
 
     #[test]
+    fn values_encoded_across_the_inline_size_convert_back_with_any_result() {
+        // Strings from empty to past two inline sizes: an encoding that moves from its inline
+        // buffer to the heap part-way (the object's second key) keeps every byte.
+        for n in 0..3 * INLINE {
+            let payload = json!({ "a": "p".repeat(n), "b": n });
+            let result = json!(["r".repeat(n / 2)]);
+            let json = Json::new(&payload).with_result(encoded(&result).as_slice(), false);
+            assert_eq!(json.payload_and_result(), (payload, Some(result)), "n = {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn purge_takes_the_records_finished_before_the_bound_whatever_the_order_they_finished_in() {
+        use queue_core::ManualClock;
+
+        let clock = ManualClock::new(100);
+        let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(clock.clone()));
+        let ids: Vec<JobId> = (0..6).map(|i| JobId::new(format!("j{i}")).unwrap()).collect();
+        for id in &ids {
+            let job = NewJob {
+                id: id.clone(),
+                kind: JobKind::Upload,
+                lane: None,
+                request_id: None,
+                payload: json!(1),
+            };
+            store.create(job).await.unwrap();
+            store.transition(id, JobUpdate::start(1)).await.unwrap();
+        }
+        // Finished at 200, 150 (the clock stepped back), 300, 150, 250, 200.
+        for (id, at) in ids.iter().zip([200, 150, 300, 150, 250, 200]) {
+            clock.set(at);
+            store.settle(id, JobUpdate::done(1, json!(null))).await.unwrap();
+        }
+        // A finished record deleted from the middle of the index.
+        assert!(store.delete(&ids[5]).await.unwrap());
+        let left = |store: &MemoryJobStore| {
+            let inner = store.lock();
+            inner.finished.slots().map(|slot| inner.stored(slot).id.as_str().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(left(&store), ["j1", "j3", "j0", "j4", "j2"], "by finish time, then seq");
+        assert_eq!(store.purge_finished(150).await.unwrap(), 0);
+        assert_eq!(store.purge_finished(201).await.unwrap(), 3);
+        assert_eq!(left(&store), ["j4", "j2"]);
+        assert!(store.get(&ids[0]).await.unwrap().is_none());
+        assert_eq!(store.counts(JobKind::Upload).await.unwrap().done, 2);
+        assert_eq!(store.purge_finished(u64::MAX).await.unwrap(), 2);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_update_finds_its_record_whatever_the_slot_remembered_for_its_id_holds() {
+        use queue_core::ManualClock;
+
+        let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(ManualClock::new(1)));
+        let new = |id: &JobId| NewJob {
+            id: id.clone(),
+            kind: JobKind::Upload,
+            lane: None,
+            request_id: None,
+            payload: json!(1),
+        };
+        let a = JobId::new("a").unwrap();
+        store.create(new(&a)).await.unwrap();
+        store.transition(&a, JobUpdate::start(1)).await.unwrap();
+        // The same text in another allocation: found by its hash.
+        let a_again = JobId::new("a").unwrap();
+        store.settle(&a_again, JobUpdate::done(1, json!(null))).await.unwrap();
+        // `a`'s slot now holds `b`: an update by `a`'s text must not take `b`'s record.
+        assert!(store.delete(&a).await.unwrap());
+        let b = JobId::new("b").unwrap();
+        store.create(new(&b)).await.unwrap();
+        assert!(matches!(store.transition(&a, JobUpdate::start(1)).await, Err(QueueError::NotFound { .. })));
+        assert_eq!(store.get(&b).await.unwrap().unwrap().status, JobStatus::Queued, "b untouched");
+        // And `a` again, created anew in another slot, is found under the same text.
+        let c = JobId::new("c").unwrap();
+        store.create(new(&c)).await.unwrap();
+        store.create(new(&a)).await.unwrap();
+        assert_eq!(store.transition(&a, JobUpdate::start(1)).await.unwrap().id, a);
+        assert_eq!(store.transition(&b, JobUpdate::start(1)).await.unwrap().id, b);
+        assert_eq!(store.get(&c).await.unwrap().unwrap().status, JobStatus::Queued, "c untouched");
+    }
+
+    #[tokio::test]
+    async fn transition_now_and_settle_now_answer_at_once_as_transition_and_settle_do() {
+        use queue_core::ManualClock;
+
+        let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(ManualClock::new(7)));
+        let id = JobId::new("j").unwrap();
+        let job = NewJob {
+            id: id.clone(),
+            kind: JobKind::Upload,
+            lane: None,
+            request_id: None,
+            payload: json!({ "a": 1 }),
+        };
+        store.create(job).await.unwrap();
+        let Ok(started) = store.transition_now(&id, JobUpdate::start(3)) else { panic!("not at once") };
+        let started = started.unwrap();
+        assert_eq!(
+            (started.status, started.lease_epoch, started.payload),
+            (JobStatus::Processing, 3, json!({ "a": 1 }))
+        );
+        // The fence holds, at once as with the async calls.
+        let Ok(stale) = store.settle_now(&id, JobUpdate::done(2, json!("late"))) else {
+            panic!("not at once")
+        };
+        assert!(matches!(stale, Err(QueueError::StaleLease { .. })));
+        assert!(matches!(store.settle_now(&id, JobUpdate::done(3, json!("ok"))), Ok(Ok(()))));
+        let done = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!("ok"))));
+    }
+
+    #[test]
     fn the_pending_index_keeps_seq_order_whatever_the_removal_order() {
-        let mut index = PendingIndex::default();
+        let mut index = SlotIndex::<u64>::default();
         for seq in 1..=1000 {
             index.insert(seq * 2, Slot::try_from(seq).unwrap());
         }
@@ -867,5 +1170,15 @@ mod tests {
         assert_eq!(index.slots().collect::<Vec<_>>(), expected);
         assert_eq!(index.live, expected.len());
         assert!(index.entries.len() <= 2 * index.live + 64, "blanks are dropped");
+        // Behind an entry that stays, blanks dropped from the middle shift what follows: each is
+        // still found.
+        let mut index = SlotIndex::<u64>::default();
+        for seq in 1..=1000 {
+            index.insert(seq, Slot::try_from(seq).unwrap());
+        }
+        for seq in 2..=1000 {
+            assert_eq!(index.remove(seq), Some(Slot::try_from(seq).unwrap()), "seq {seq}");
+        }
+        assert_eq!(index.slots().collect::<Vec<_>>(), [1]);
     }
 }
