@@ -783,6 +783,11 @@ impl Inner {
         // A job started while the previous one's outcome was being recorded.
         let mut ready: Option<Prepared> = None;
         loop {
+            // A turn for the thread's other tasks now and then: with a store and a handler that
+            // never wait (the memory store, an instant job), nothing else in this loop would give
+            // one, and a backlog would hold the thread (the HTTP server's, the heartbeat's, the
+            // timers') until it is gone. Tokio's budget yields once every 128 jobs or so.
+            tokio::task::consume_budget().await;
             let job = if let Some(job) = ready.take() {
                 job
             } else {
@@ -826,6 +831,9 @@ impl Inner {
                 batch = queue.pop_batch(max) => batch,
             };
             self.run_plain_batch(kind, batch).await;
+            // A turn for the thread's other tasks after each batch (as the worker loop gives one
+            // every so many jobs): a batch that never waits would otherwise run the next at once.
+            tokio::task::yield_now().await;
         }
     }
 
