@@ -1,6 +1,6 @@
 //! The durable embedded job store: one SQLite file per tenant, written by one thread that commits
-//! every operation waiting at the time in one transaction (group commit), read through a
-//! separate connection.
+//! every operation waiting, and every one that arrives while it writes them, in one transaction
+//! (group commit), read through a separate connection.
 //!
 //! Why this shape: an accepted job must survive the process being killed, which costs a
 //! durable commit; one writer draining a queue pays that cost once per batch instead of once per
@@ -1108,38 +1108,38 @@ struct Writer<'c> {
 impl Writer<'_> {
     /// Commits batches until every sender is gone.
     fn run(mut self, queue: &mpsc::Receiver<Envelope>) {
-        let mut batch = Vec::with_capacity(self.max_batch.min(1024));
+        let mut replies = Vec::with_capacity(self.max_batch.min(1024));
+        let mut outcomes = Vec::with_capacity(self.max_batch.min(1024));
         while let Ok(first) = queue.recv() {
-            let mut weight = first.op.weight();
-            batch.push(first);
-            // Whatever arrived while the previous batch was being fsynced rides in this one.
-            while weight < self.max_batch {
-                match queue.try_recv() {
-                    Ok(envelope) => {
-                        weight += envelope.op.weight();
-                        batch.push(envelope);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_batch(&mut batch);
+            // Whatever arrived while the previous batch was being fsynced rides in this one, and so
+            // does whatever arrives while this one is being written, until the queue is empty.
+            let more = std::iter::from_fn(|| queue.try_recv().ok());
+            self.commit_batch(std::iter::once(first).chain(more), &mut replies, &mut outcomes);
         }
     }
 
-    /// Applies `batch` in one transaction, then answers each caller. An operation that fails is
-    /// rolled back to its own savepoint and only its caller hears of it; a transaction that fails
-    /// to commit fails every operation in it (none of them took effect).
-    fn commit_batch(&mut self, batch: &mut Vec<Envelope>) {
-        let (work, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|e| ((e.op, e.now_ms), e.reply)).unzip();
+    /// Applies the operations `ops` yields in one transaction, then answers each caller. The next
+    /// operation is taken only once the previous one is written, and only while the batch
+    /// weighs less than `max_batch`: a caller that arrives while the batch is being written rides
+    /// in it instead of waiting for its commit and then one more (the writer's CPU per batch is of
+    /// the order of its fsync). An operation that fails is rolled back to its own savepoint and
+    /// only its caller hears of it; a transaction that fails to commit fails every operation in
+    /// it (none of them took effect). `replies` and `outcomes` are scratch space, left empty.
+    fn commit_batch(
+        &mut self,
+        ops: impl Iterator<Item = Envelope>,
+        replies: &mut Vec<oneshot::Sender<QueueResult<Outcome>>>,
+        outcomes: &mut Vec<QueueResult<Outcome>>,
+    ) {
         let seq_before = self.next_seq;
-        let mut outcomes = Vec::with_capacity(work.len());
-        match self.apply_batch(work, &mut outcomes, seq_before) {
+        match self.apply_batch(ops, replies, outcomes, seq_before) {
+            Ok(()) if replies.is_empty() => {}
             Ok(()) => {
                 let applied: u64 = outcomes.iter().flatten().map(Outcome::applied).sum();
                 self.stats.ops.fetch_add(applied, Ordering::AcqRel);
                 self.stats.batches.fetch_add(1, Ordering::AcqRel);
                 tracing::trace!(tenant = %self.tenant, ops = replies.len(), applied, "committed a batch");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.drain(..).zip(outcomes.drain(..)) {
                     // A caller that stopped waiting (its future was dropped) needs no answer.
                     let _ = reply.send(outcome);
                 }
@@ -1156,21 +1156,31 @@ impl Writer<'_> {
                     tenant = %self.tenant, path = %self.shown, error = %e, ops = replies.len(),
                     "a job store batch failed"
                 );
-                for reply in replies {
+                outcomes.clear();
+                for reply in replies.drain(..) {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
         }
     }
 
+    /// The transaction of [`Writer::commit_batch`]: every operation taken from `ops` has its
+    /// reply in `replies`, even when this fails, and on success its outcome in `outcomes`.
     fn apply_batch(
         &mut self,
-        work: Vec<(WriteOp, u64)>,
+        mut ops: impl Iterator<Item = Envelope>,
+        replies: &mut Vec<oneshot::Sender<QueueResult<Outcome>>>,
         outcomes: &mut Vec<QueueResult<Outcome>>,
         seq_before: u64,
     ) -> rusqlite::Result<()> {
-        self.hot.begin.execute([])?;
-        for (op, now_ms) in work {
+        let mut weight = 0;
+        while weight < self.max_batch {
+            let Some(Envelope { op, now_ms, reply }) = ops.next() else { break };
+            weight += op.weight();
+            replies.push(reply);
+            if replies.len() == 1 {
+                self.hot.begin.execute([])?;
+            }
             let what = op.name();
             let seq = self.next_seq;
             let savepoint = !op.writes_once();
@@ -1197,6 +1207,9 @@ impl Writer<'_> {
                 self.conn.prepare_cached("RELEASE op")?.execute([])?;
             }
             outcomes.push(outcome);
+        }
+        if replies.is_empty() {
+            return Ok(());
         }
         if self.next_seq != seq_before {
             let next = i64::try_from(self.next_seq).unwrap_or(i64::MAX);
@@ -1761,30 +1774,74 @@ mod tests {
         assert_eq!((done.status, done.result), (JobStatus::Done, Some(serde_json::json!(7))));
     }
 
-    /// Builds one batch by hand so the refused operations are certain to share a transaction
-    /// with the good ones.
-    #[test]
-    fn a_refused_operation_does_not_fail_the_rest_of_its_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.sqlite");
-        // The store prepares the file; its writer is stopped so this test can own the writing.
-        drop(store(&dir));
-        let mut conn = Connection::open(&path).unwrap();
+    /// A connection to a prepared store file in `dir` whose writer is stopped, so that a test can
+    /// own the writing, and the next `seq`.
+    fn writer_connection(dir: &tempfile::TempDir) -> (Connection, u64) {
+        drop(store(dir));
+        let mut conn = Connection::open(dir.path().join("jobs.sqlite")).unwrap();
         let next_seq = prepare_schema(&mut conn, &TenantId::default_tenant()).unwrap();
-        let stats = Arc::new(WriterStats::default());
-        let mut writer = Writer {
-            conn: &conn,
-            hot: HotStatements::prepare(&conn).unwrap(),
+        (conn, next_seq)
+    }
+
+    fn writer(conn: &Connection, next_seq: u64, max_batch: usize) -> Writer<'_> {
+        Writer {
+            conn,
+            hot: HotStatements::prepare(conn).unwrap(),
             rows: RowHints::default(),
             tenant: TenantId::default_tenant(),
             shown: "test".into(),
             next_seq,
             idempotency_ttl_ms: 1_000,
-            max_batch: 16,
-            stats: Arc::clone(&stats),
-        };
+            max_batch,
+            stats: Arc::new(WriterStats::default()),
+        }
+    }
+
+    fn envelope(op: WriteOp) -> (Envelope, oneshot::Receiver<QueueResult<Outcome>>) {
+        let (reply, answer) = oneshot::channel();
+        (Envelope { op, now_ms: 5, reply }, answer)
+    }
+
+    /// An operation that arrives while a batch is being written rides in that batch's commit
+    /// (instead of waiting for it and then for one more), up to `max_batch`: the batch takes its
+    /// next operation only after writing the previous one, as long as one is waiting.
+    #[test]
+    fn an_operation_that_arrives_while_a_batch_is_written_rides_in_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, next_seq) = writer_connection(&dir);
+        let mut writer = writer(&conn, next_seq, 3);
+        let (first, first_answer) = envelope(create_op("a"));
+        let mut answers = vec![first_answer];
+        let mut arrivals = 0;
+        let late = std::iter::from_fn(|| {
+            // What the batch has written when it asks for the next operation.
+            let written: i64 = conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0)).unwrap();
+            assert_eq!(written, arrivals + 1, "each operation is written before the next is taken");
+            arrivals += 1;
+            let (late, answer) = envelope(create_op(&format!("late-{arrivals}")));
+            answers.push(answer);
+            Some(late)
+        });
+        writer.commit_batch(std::iter::once(first).chain(late), &mut Vec::new(), &mut Vec::new());
+        // `max_batch` 3: the first and two that arrived while it was written.
+        assert_eq!(answers.len(), 3);
+        for mut answer in answers {
+            assert!(matches!(answer.try_recv(), Ok(Ok(Outcome::Record(_)))));
+        }
+        assert_eq!(writer.stats.batches.load(Ordering::Acquire), 1);
+        assert_eq!(writer.stats.ops.load(Ordering::Acquire), 3);
+    }
+
+    /// Builds one batch by hand so the refused operations are certain to share a transaction
+    /// with the good ones.
+    #[test]
+    fn a_refused_operation_does_not_fail_the_rest_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, next_seq) = writer_connection(&dir);
+        let mut writer = writer(&conn, next_seq, 16);
+        let stats = Arc::clone(&writer.stats);
         let mut answers = Vec::new();
-        let mut batch: Vec<Envelope> = [
+        let batch: Vec<Envelope> = [
             create_op("a"),
             create_op("a"),
             WriteOp::Transition {
@@ -1813,7 +1870,7 @@ mod tests {
         })
         .collect();
 
-        writer.commit_batch(&mut batch);
+        writer.commit_batch(batch.into_iter(), &mut Vec::new(), &mut Vec::new());
 
         let results: Vec<QueueResult<Outcome>> =
             answers.into_iter().map(|mut a| a.try_recv().unwrap()).collect();
