@@ -143,11 +143,12 @@ const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1")
 const GET_FOR_UPDATE_SQL: &str = concat!("SELECT ", columns!(), ", rowid FROM jobs WHERE id = ?1");
 /// The row a `transition` changed, written back whole but for the columns no update touches,
 /// for a row left in `status`: one statement per state, prepared at start, with the state in the
-/// text (binding a text copies it).
-fn transition_write_sql(status: JobStatus) -> String {
+/// text (binding a text copies it). Without `result_and_error`, for an update that sets neither
+/// (a start), the statement leaves those two columns as they are and takes no `?5`, `?6`.
+fn transition_write_sql(status: JobStatus, result_and_error: bool) -> String {
+    let rest = if result_and_error { ", result = ?5, error = ?6" } else { "" };
     format!(
-        "UPDATE jobs SET status = '{}', attempt = ?2, lease_epoch = ?3, updated_at_ms = ?4, result = ?5, \
-         error = ?6 WHERE rowid = ?1",
+        "UPDATE jobs SET status = '{}', attempt = ?2, lease_epoch = ?3, updated_at_ms = ?4{rest} WHERE rowid = ?1",
         status.as_str()
     )
 }
@@ -168,23 +169,61 @@ macro_rules! settle_set {
 const SETTLE_WRITE_SQL: &str = concat!(settle_set!(), "WHERE rowid = ?1");
 /// A settle in one statement, for an update that moves a job to the state `guard.to`: the row
 /// of id `?1` is written only if its state is one of `guard.from` (the states the transition
-/// table lets reach the new one, see [`Guard`]) and, when `?7` is not `NULL`, its lease epoch is
-/// `?7` (the fence). One seek of the id index and one statement instead of a read and a write;
-/// a row it leaves alone is read by [`SETTLE_READ_SQL`] for the reason. The states are written
-/// into the text, one statement per target prepared at start, rather than bound at each use:
-/// binding a text copies it, about 280 instructions each (callgrind).
+/// table lets reach the new one, see [`Guard`]) and, with a fence, its lease epoch is `?7`. One
+/// seek of the id index and one statement instead of a read and a write; a row it leaves alone
+/// is read by [`SETTLE_READ_SQL`] for the reason. The states are written into the text rather
+/// than bound at each use: binding a text copies it, about 280 instructions each (callgrind).
 ///
-/// With `at_rowid`, the row is found by its `rowid` (`?8`, from [`RowHints`]) and its id is
-/// compared, instead of a seek of the id index.
-fn settle_guarded_sql(guard: Guard, at_rowid: bool) -> String {
+/// The statement writes and checks only the parts `shape` says the update has (the new epoch
+/// `?2`, one more attempt, the result `?5`, the error `?6`, the fence `?7`; `?4` is the time):
+/// one statement per target and shape, prepared at first use. A statement for every shape, with
+/// `COALESCE(?, column)` keeping a column the update leaves alone, bound three `NULL`s and an
+/// attempt of 0 for an outcome (a bound value costs 80 to 280 instructions) and ran their
+/// bytecode. With [`SettleShape::at_rowid`], the row is found by its `rowid` (`?8`, from
+/// [`RowHints`]) and its id is compared, instead of a seek of the id index. The numbers of the
+/// parameters stay put whichever are present (SQLite lets them skip numbers).
+fn settle_guarded_sql(guard: Guard, shape: SettleShape) -> String {
     let [first, second] = guard.from;
-    let row = if at_rowid { "rowid = ?8 AND id = ?1" } else { "id = ?1" };
-    format!(
-        "UPDATE jobs SET status = '{to}', lease_epoch = COALESCE(?2, lease_epoch), attempt = attempt + ?3, \
-         updated_at_ms = ?4, result = COALESCE(?5, result), error = COALESCE(?6, error) \
-         WHERE {row} AND status IN ('{first}', '{second}') AND (?7 IS NULL OR lease_epoch = ?7)",
-        to = guard.to.as_str()
-    )
+    let mut set = format!("status = '{}'", guard.to.as_str());
+    for (present, column) in [
+        (shape.set_epoch, ", lease_epoch = ?2"),
+        (shape.bump_attempt, ", attempt = attempt + 1"),
+        (true, ", updated_at_ms = ?4"),
+        (shape.result, ", result = ?5"),
+        (shape.error, ", error = ?6"),
+    ] {
+        if present {
+            set.push_str(column);
+        }
+    }
+    let row = if shape.at_rowid { "rowid = ?8 AND id = ?1" } else { "id = ?1" };
+    let fence = if shape.fence { " AND lease_epoch = ?7" } else { "" };
+    format!("UPDATE jobs SET {set} WHERE {row} AND status IN ('{first}', '{second}'){fence}")
+}
+
+/// Which parts of an update a guarded settle writes or checks ([`settle_guarded_sql`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SettleShape {
+    set_epoch: bool,
+    bump_attempt: bool,
+    result: bool,
+    error: bool,
+    fence: bool,
+    /// The row is found by a [`RowHints`] `rowid`.
+    at_rowid: bool,
+}
+
+impl SettleShape {
+    fn of(update: &JobUpdate, result: Option<&str>, at_rowid: bool) -> Self {
+        Self {
+            set_epoch: update.set_epoch.is_some(),
+            bump_attempt: update.bump_attempt,
+            result: result.is_some(),
+            error: update.error.is_some(),
+            fence: update.expect_epoch.is_some(),
+            at_rowid,
+        }
+    }
 }
 const PURGE_SQL: &str = concat!("DELETE FROM jobs WHERE ", finished!(), " AND updated_at_ms < ?1");
 /// A create, which writes nothing when the id is taken: the insert's own seek of the id index is
@@ -927,13 +966,15 @@ struct HotStatements<'c> {
     insert: Statement<'c>,
     get_for_update: Statement<'c>,
     get_at_rowid: Statement<'c>,
-    /// [`transition_write_sql`] of every state, in the order of [`JobStatus::ALL`].
-    transition_write: Vec<Statement<'c>>,
+    /// [`transition_write_sql`] of every state, in the order of [`JobStatus::ALL`]: the one that
+    /// writes the result and the error, and the one that leaves them.
+    transition_write: Vec<(Statement<'c>, Statement<'c>)>,
     settle_read: Statement<'c>,
     settle_write: Statement<'c>,
-    /// [`settle_guarded_sql`] for each state that has a [`Guard`], by that state: by id, and by
-    /// `rowid`.
-    settle_guarded: Vec<(JobStatus, Statement<'c>, Statement<'c>)>,
+    /// The [`Guard`] of each state that has one.
+    guards: Vec<Guard>,
+    /// [`settle_guarded_sql`] of each target and shape used so far, prepared at first use.
+    settle_guarded: Vec<(JobStatus, SettleShape, Statement<'c>)>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -949,27 +990,42 @@ impl<'c> HotStatements<'c> {
             get_at_rowid: prepare(GET_AT_ROWID_SQL)?,
             transition_write: JobStatus::ALL
                 .into_iter()
-                .map(|status| prepare_persistent(conn, &transition_write_sql(status)))
+                .map(|status| {
+                    Ok((
+                        prepare_persistent(conn, &transition_write_sql(status, true))?,
+                        prepare_persistent(conn, &transition_write_sql(status, false))?,
+                    ))
+                })
                 .collect::<rusqlite::Result<_>>()?,
             settle_read: prepare(SETTLE_READ_SQL)?,
             settle_write: prepare(SETTLE_WRITE_SQL)?,
-            settle_guarded: JobStatus::ALL
+            guards: JobStatus::ALL
                 .into_iter()
                 .filter_map(|to| Guard::of(&JobUpdate { to: Some(to), ..JobUpdate::default() }))
-                .map(|guard| {
-                    let by_id = settle_guarded_sql(guard, false);
-                    let at_rowid = settle_guarded_sql(guard, true);
-                    Ok((guard.to, prepare_persistent(conn, &by_id)?, prepare_persistent(conn, &at_rowid)?))
-                })
-                .collect::<rusqlite::Result<_>>()?,
+                .collect(),
+            settle_guarded: Vec::new(),
         })
     }
 
-    /// The guarded settle that moves a row to `to`, if that state has a guard: the one that
-    /// finds the row by its `rowid` when there is one.
-    fn settle_guarded(&mut self, to: JobStatus, rowid: Option<i64>) -> Option<&mut Statement<'c>> {
-        let (_, by_id, at_rowid) = self.settle_guarded.iter_mut().find(|(target, ..)| *target == to)?;
-        Some(if rowid.is_some() { at_rowid } else { by_id })
+    /// The guarded settle that moves a row to `to` with an update of `shape`, if that state has
+    /// a guard; prepared on `conn` at its first use.
+    fn settle_guarded(
+        &mut self,
+        conn: &'c Connection,
+        to: JobStatus,
+        shape: SettleShape,
+    ) -> rusqlite::Result<Option<&mut Statement<'c>>> {
+        let Some(&guard) = self.guards.iter().find(|guard| guard.to == to) else { return Ok(None) };
+        let found = self.settle_guarded.iter().position(|&(target, s, _)| target == to && s == shape);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let statement = prepare_persistent(conn, &settle_guarded_sql(guard, shape))?;
+                self.settle_guarded.push((to, shape, statement));
+                self.settle_guarded.len() - 1
+            }
+        };
+        Ok(self.settle_guarded.get_mut(at).map(|(_, _, statement)| statement))
     }
 }
 
@@ -1337,20 +1393,21 @@ impl Writer<'_> {
         // The same fence and table as every other store; on error nothing was written. The
         // update carries no result (it comes as text), so `apply` leaves the result alone.
         record.apply(update, now_ms)?;
+        // An update that sets neither a result nor an error (a start) leaves both as stored.
+        let keeps_result_and_error = result.is_none() && update.error.is_none();
         let result = result.or(stored_result);
-        let write = JobStatus::ALL
+        let (all, keep) = JobStatus::ALL
             .iter()
             .position(|s| *s == record.status)
             .and_then(|i| self.hot.transition_write.get_mut(i))
             .ok_or_else(|| Failure::Corrupt(format!("job {id}: no statement writes {}", record.status)))?;
-        write.execute(params![
-            rowid,
-            i64::from(record.attempt),
-            to_sql_int(record.lease_epoch, "lease_epoch")?,
-            to_sql_int(record.updated_at_ms, "updated_at_ms")?,
-            result.as_deref(),
-            record.error.as_deref(),
-        ])?;
+        let (attempt, epoch) = (i64::from(record.attempt), to_sql_int(record.lease_epoch, "lease_epoch")?);
+        let updated = to_sql_int(record.updated_at_ms, "updated_at_ms")?;
+        if keeps_result_and_error {
+            keep.execute(params![rowid, attempt, epoch, updated])?;
+        } else {
+            all.execute(params![rowid, attempt, epoch, updated, result.as_deref(), record.error.as_deref()])?;
+        }
         self.rows.after(id, record.status);
         Ok(Transitioned { record, payload, result })
     }
@@ -1368,25 +1425,29 @@ impl Writer<'_> {
         let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
         let now = to_sql_int(now_ms, "updated_at_ms")?;
         let hint = self.rows.take_for(id, update.to);
+        let shape = SettleShape::of(update, result, hint.is_some());
         if let Some(to) = update.to
-            && let Some(guarded) = self.hot.settle_guarded(to, hint)
+            && let Some(guarded) = self.hot.settle_guarded(self.conn, to, shape)?
         {
-            let fence = update.expect_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
-            let (bump, error) = (i64::from(update.bump_attempt), update.error.as_deref());
-            let written = match hint {
-                Some(rowid) => guarded.execute(params![
-                    id.as_str(),
-                    set_epoch,
-                    bump,
-                    now,
-                    result,
-                    error,
-                    fence,
-                    rowid
-                ])?,
-                None => guarded.execute(params![id.as_str(), set_epoch, bump, now, result, error, fence])?,
-            };
-            if written > 0 {
+            // The parameters the statement of this shape has, at their fixed numbers.
+            guarded.raw_bind_parameter(1, id.as_str())?;
+            if let Some(epoch) = set_epoch {
+                guarded.raw_bind_parameter(2, epoch)?;
+            }
+            guarded.raw_bind_parameter(4, now)?;
+            if let Some(result) = result {
+                guarded.raw_bind_parameter(5, result)?;
+            }
+            if let Some(error) = &update.error {
+                guarded.raw_bind_parameter(6, error.as_str())?;
+            }
+            if let Some(fence) = update.expect_epoch {
+                guarded.raw_bind_parameter(7, to_sql_int(fence, "lease_epoch")?)?;
+            }
+            if let Some(rowid) = hint {
+                guarded.raw_bind_parameter(8, rowid)?;
+            }
+            if guarded.raw_execute()? > 0 {
                 return Ok(());
             }
             // Refused, absent, or a row this store did not write: the checks below say which.
@@ -1542,11 +1603,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let guard = Guard::of(&JobUpdate { to: Some(JobStatus::Done), ..JobUpdate::default() }).unwrap();
-        let args = ["a", "", "0", "5", "", "", "1"];
-        let plan = query_plan(&store, &settle_guarded_sql(guard, false), &args);
+        let shape = SettleShape::of(&JobUpdate::done(1, serde_json::Value::Null), Some("null"), false);
+        let args = ["a", "", "", "5", "null", "", "1"];
+        let plan = query_plan(&store, &settle_guarded_sql(guard, shape), &args);
         assert_eq!(plan, ["SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)"]);
         // With the writer's hint, the table alone.
-        let plan = query_plan(&store, &settle_guarded_sql(guard, true), &[&args[..], &["1"]].concat());
+        let hinted = SettleShape { at_rowid: true, ..shape };
+        let plan = query_plan(&store, &settle_guarded_sql(guard, hinted), &[&args[..], &["1"]].concat());
         assert_eq!(plan, ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"]);
         let plan = query_plan(&store, GET_AT_ROWID_SQL, &["1"]);
         assert_eq!(plan, ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"]);
