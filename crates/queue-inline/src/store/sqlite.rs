@@ -6,7 +6,9 @@
 //! durable commit; one writer draining a queue pays that cost once per batch instead of once per
 //! job, and a WAL database lets the read connection run beside it without blocking.
 
-use std::collections::HashMap;
+mod queue;
+
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ use queue_core::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, PrepFlags, Row, Statement, params};
 use tokio::sync::oneshot;
+
+use self::queue::OpQueue;
 
 /// Settings of a [`SqliteJobStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,8 +298,8 @@ pub struct SqliteJobStore {
     path: PathBuf,
     /// `path` as text, for error messages.
     shown: Arc<str>,
-    /// `None` only while dropping: closing the channel is what stops the writer.
-    ops: Option<mpsc::Sender<Envelope>>,
+    /// The writer's operations; closing it is what stops the writer.
+    ops: Arc<OpQueue<Envelope>>,
     writer: Option<JoinHandle<()>>,
     reader: Arc<Mutex<Connection>>,
     stats: Arc<WriterStats>,
@@ -368,7 +372,8 @@ impl SqliteJobStore {
             .map_err(|e| fail("cannot configure the read connection", &e))?;
 
         let stats = Arc::new(WriterStats::default());
-        let (ops, queue) = mpsc::channel();
+        let ops = Arc::new(OpQueue::new());
+        let queue = Arc::clone(&ops);
         // The writer's statements borrow its connection, so the thread that owns the connection
         // prepares them, and says whether it could before `open` returns.
         let (ready, prepared) = mpsc::sync_channel(1);
@@ -377,6 +382,8 @@ impl SqliteJobStore {
         let handle = std::thread::Builder::new()
             .name(format!("laneway-sqlite-{tenant}"))
             .spawn(move || {
+                // However the thread ends, the callers waiting on it hear that it has stopped.
+                let _stop = StopTaking(&queue);
                 let hot = match HotStatements::prepare(&conn) {
                     Ok(hot) => hot,
                     Err(e) => {
@@ -414,7 +421,7 @@ impl SqliteJobStore {
             clock,
             path: path.to_path_buf(),
             shown,
-            ops: Some(ops),
+            ops,
             writer: Some(handle),
             reader: Arc::new(Mutex::new(reader)),
             stats,
@@ -449,8 +456,7 @@ impl SqliteJobStore {
     async fn write(&self, op: WriteOp) -> QueueResult<Outcome> {
         let (reply, answer) = oneshot::channel();
         let envelope = Envelope { op, now_ms: self.clock.now_ms(), reply };
-        let ops = self.ops.as_ref().ok_or_else(|| self.writer_gone())?;
-        ops.send(envelope).map_err(|_| self.writer_gone())?;
+        self.ops.push(envelope).map_err(|_| self.writer_gone())?;
         answer.await.map_err(|_| self.writer_gone())?
     }
 
@@ -492,8 +498,8 @@ impl fmt::Debug for SqliteJobStore {
 
 impl Drop for SqliteJobStore {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once it has answered what it holds.
-        drop(self.ops.take());
+        // Closing the queue ends the writer's loop once it has answered what it holds.
+        self.ops.close();
         if let Some(handle) = self.writer.take()
             && handle.join().is_err()
         {
@@ -1148,6 +1154,17 @@ impl Guard {
     }
 }
 
+/// Marks the writer's queue as no longer taken when the writer thread ends, by returning or by a
+/// panic: a later write is refused, and a waiting one is dropped, so its caller hears that the
+/// writer has stopped (as when a channel's receiver goes).
+struct StopTaking<'q>(&'q OpQueue<Envelope>);
+
+impl Drop for StopTaking<'_> {
+    fn drop(&mut self) {
+        self.0.stop_taking();
+    }
+}
+
 /// The writer thread's state: the only connection that writes.
 struct Writer<'c> {
     conn: &'c Connection,
@@ -1162,15 +1179,25 @@ struct Writer<'c> {
 }
 
 impl Writer<'_> {
-    /// Commits batches until every sender is gone.
-    fn run(mut self, queue: &mpsc::Receiver<Envelope>) {
+    /// Commits batches until the queue is closed and empty.
+    fn run(mut self, queue: &OpQueue<Envelope>) {
         let mut replies = Vec::with_capacity(self.max_batch.min(1024));
         let mut outcomes = Vec::with_capacity(self.max_batch.min(1024));
-        while let Ok(first) = queue.recv() {
+        // Taken from the queue and not yet in a batch (a batch stops at `max_batch`).
+        let mut taken = VecDeque::new();
+        loop {
+            if taken.is_empty() && !queue.take_blocking(&mut taken) {
+                return;
+            }
             // Whatever arrived while the previous batch was being fsynced rides in this one, and so
             // does whatever arrives while this one is being written, until the queue is empty.
-            let more = std::iter::from_fn(|| queue.try_recv().ok());
-            self.commit_batch(std::iter::once(first).chain(more), &mut replies, &mut outcomes);
+            let ops = std::iter::from_fn(|| {
+                if taken.is_empty() {
+                    queue.take_waiting(&mut taken);
+                }
+                taken.pop_front()
+            });
+            self.commit_batch(ops, &mut replies, &mut outcomes);
         }
     }
 
@@ -1835,6 +1862,21 @@ mod tests {
         store.settle(&c.id, JobUpdate::done(3, serde_json::json!(7))).await.unwrap();
         let done = store.get(&c.id).await.unwrap().unwrap();
         assert_eq!((done.status, done.result), (JobStatus::Done, Some(serde_json::json!(7))));
+    }
+
+    /// Once the writer has stopped taking operations (its thread ended), a write is refused at
+    /// once with an error that says so, rather than waiting for an answer that cannot come.
+    #[tokio::test]
+    async fn a_write_after_the_writer_stopped_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.create(new_job("before")).await.unwrap();
+        // What the guard of the writer thread does when the thread ends.
+        store.ops.stop_taking();
+        match store.create(new_job("after")).await {
+            Err(QueueError::Storage(m)) => assert!(m.contains("the writer thread has stopped"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A connection to a prepared store file in `dir` whose writer is stopped, so that a test can
