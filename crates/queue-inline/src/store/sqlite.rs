@@ -180,10 +180,10 @@ const SETTLE_WRITE_SQL: &str = concat!(settle_set!(), "WHERE rowid = ?1");
 ///
 /// The statement writes and checks only the parts `shape` says the update has (the new epoch
 /// `?2`, one more attempt, the result `?5`, the error `?6`, the fence `?7`; `?4` is the time):
-/// one statement per target and shape, prepared at first use. A statement for every shape, with
-/// `COALESCE(?, column)` keeping a column the update leaves alone, bound three `NULL`s and an
-/// attempt of 0 for an outcome (a bound value costs 80 to 280 instructions) and ran their
-/// bytecode. With [`SettleShape::at_rowid`], the row is found by its `rowid` (`?8`, from
+/// one statement per target and shape, prepared at first use. The single statement per target
+/// it replaced, with `COALESCE(?, column)` keeping a column the update leaves alone, bound three
+/// `NULL`s and an attempt of 0 for an outcome (a bound value costs 80 to 280 instructions) and
+/// ran their bytecode. With [`SettleShape::at_rowid`], the row is found by its `rowid` (`?8`, from
 /// [`RowHints`]) and its id is compared, instead of a seek of the id index. The numbers of the
 /// parameters stay put whichever are present (SQLite lets them skip numbers).
 fn settle_guarded_sql(guard: Guard, shape: SettleShape) -> String {
