@@ -518,7 +518,7 @@ impl JobStore for SqliteJobStore {
         // JSON is encoded here, on the caller's thread, to keep the single writer thread short.
         let payload = to_json(&job.payload, "payload").map_err(|e| e.into_queue(&self.shown, "create"))?;
         match self.write(WriteOp::Create { job, payload }).await? {
-            Outcome::Record(record) => Ok(record),
+            Outcome::Record(record) => Ok(*record),
             other => Err(unexpected(&other)),
         }
     }
@@ -937,7 +937,10 @@ struct Transitioned {
 /// What a write produced.
 #[derive(Debug)]
 enum Outcome {
-    Record(JobRecord),
+    /// Boxed, as `Transitioned`: every answer of the writer moves an `Outcome` several times
+    /// (into the batch's answers, through the reply channel, back to the caller), and a record
+    /// inline made it 192 bytes, copied by `memcpy` at each move, for a start or an end as well.
+    Record(Box<JobRecord>),
     /// One answer per job of a batch create, in its order.
     Records(Vec<QueueResult<JobRecord>>),
     Transitioned(Box<Transitioned>),
@@ -1309,7 +1312,9 @@ impl Writer<'_> {
 
     fn apply(&mut self, op: WriteOp, now_ms: u64) -> Result<Outcome, Failure> {
         match op {
-            WriteOp::Create { job, payload } => self.create(job, &payload, now_ms).map(Outcome::Record),
+            WriteOp::Create { job, payload } => {
+                self.create(job, &payload, now_ms).map(|r| Outcome::Record(Box::new(r)))
+            }
             WriteOp::CreateMany(jobs) => {
                 let mut created = Vec::with_capacity(jobs.len());
                 for (job, payload) in jobs {
