@@ -1,12 +1,14 @@
 //! The durable embedded job store: one SQLite file per tenant, written by one thread that commits
-//! every operation waiting at the time in one transaction (group commit), read through a
-//! separate connection.
+//! every operation waiting, and every one that arrives while it writes them, in one transaction
+//! (group commit), read through a separate connection.
 //!
 //! Why this shape: an accepted job must survive the process being killed, which costs a
 //! durable commit; one writer draining a queue pays that cost once per batch instead of once per
 //! job, and a WAL database lets the read connection run beside it without blocking.
 
-use std::collections::HashMap;
+mod queue;
+
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ use queue_core::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, PrepFlags, Row, Statement, params};
 use tokio::sync::oneshot;
+
+use self::queue::OpQueue;
 
 /// Settings of a [`SqliteJobStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,11 +147,12 @@ const GET_SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1")
 const GET_FOR_UPDATE_SQL: &str = concat!("SELECT ", columns!(), ", rowid FROM jobs WHERE id = ?1");
 /// The row a `transition` changed, written back whole but for the columns no update touches,
 /// for a row left in `status`: one statement per state, prepared at start, with the state in the
-/// text (binding a text copies it).
-fn transition_write_sql(status: JobStatus) -> String {
+/// text (binding a text copies it). Without `result_and_error`, for an update that sets neither
+/// (a start), the statement leaves those two columns as they are and takes no `?5`, `?6`.
+fn transition_write_sql(status: JobStatus, result_and_error: bool) -> String {
+    let rest = if result_and_error { ", result = ?5, error = ?6" } else { "" };
     format!(
-        "UPDATE jobs SET status = '{}', attempt = ?2, lease_epoch = ?3, updated_at_ms = ?4, result = ?5, \
-         error = ?6 WHERE rowid = ?1",
+        "UPDATE jobs SET status = '{}', attempt = ?2, lease_epoch = ?3, updated_at_ms = ?4{rest} WHERE rowid = ?1",
         status.as_str()
     )
 }
@@ -168,23 +173,61 @@ macro_rules! settle_set {
 const SETTLE_WRITE_SQL: &str = concat!(settle_set!(), "WHERE rowid = ?1");
 /// A settle in one statement, for an update that moves a job to the state `guard.to`: the row
 /// of id `?1` is written only if its state is one of `guard.from` (the states the transition
-/// table lets reach the new one, see [`Guard`]) and, when `?7` is not `NULL`, its lease epoch is
-/// `?7` (the fence). One seek of the id index and one statement instead of a read and a write;
-/// a row it leaves alone is read by [`SETTLE_READ_SQL`] for the reason. The states are written
-/// into the text, one statement per target prepared at start, rather than bound at each use:
-/// binding a text copies it, about 280 instructions each (callgrind).
+/// table lets reach the new one, see [`Guard`]) and, with a fence, its lease epoch is `?7`. One
+/// seek of the id index and one statement instead of a read and a write; a row it leaves alone
+/// is read by [`SETTLE_READ_SQL`] for the reason. The states are written into the text rather
+/// than bound at each use: binding a text copies it, about 280 instructions each (callgrind).
 ///
-/// With `at_rowid`, the row is found by its `rowid` (`?8`, from [`RowHints`]) and its id is
-/// compared, instead of a seek of the id index.
-fn settle_guarded_sql(guard: Guard, at_rowid: bool) -> String {
+/// The statement writes and checks only the parts `shape` says the update has (the new epoch
+/// `?2`, one more attempt, the result `?5`, the error `?6`, the fence `?7`; `?4` is the time):
+/// one statement per target and shape, prepared at first use. The single statement per target
+/// it replaced, with `COALESCE(?, column)` keeping a column the update leaves alone, bound three
+/// `NULL`s and an attempt of 0 for an outcome (a bound value costs 80 to 280 instructions) and
+/// ran their bytecode. With [`SettleShape::at_rowid`], the row is found by its `rowid` (`?8`, from
+/// [`RowHints`]) and its id is compared, instead of a seek of the id index. The numbers of the
+/// parameters stay put whichever are present (SQLite lets them skip numbers).
+fn settle_guarded_sql(guard: Guard, shape: SettleShape) -> String {
     let [first, second] = guard.from;
-    let row = if at_rowid { "rowid = ?8 AND id = ?1" } else { "id = ?1" };
-    format!(
-        "UPDATE jobs SET status = '{to}', lease_epoch = COALESCE(?2, lease_epoch), attempt = attempt + ?3, \
-         updated_at_ms = ?4, result = COALESCE(?5, result), error = COALESCE(?6, error) \
-         WHERE {row} AND status IN ('{first}', '{second}') AND (?7 IS NULL OR lease_epoch = ?7)",
-        to = guard.to.as_str()
-    )
+    let mut set = format!("status = '{}'", guard.to.as_str());
+    for (present, column) in [
+        (shape.set_epoch, ", lease_epoch = ?2"),
+        (shape.bump_attempt, ", attempt = attempt + 1"),
+        (true, ", updated_at_ms = ?4"),
+        (shape.result, ", result = ?5"),
+        (shape.error, ", error = ?6"),
+    ] {
+        if present {
+            set.push_str(column);
+        }
+    }
+    let row = if shape.at_rowid { "rowid = ?8 AND id = ?1" } else { "id = ?1" };
+    let fence = if shape.fence { " AND lease_epoch = ?7" } else { "" };
+    format!("UPDATE jobs SET {set} WHERE {row} AND status IN ('{first}', '{second}'){fence}")
+}
+
+/// Which parts of an update a guarded settle writes or checks ([`settle_guarded_sql`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SettleShape {
+    set_epoch: bool,
+    bump_attempt: bool,
+    result: bool,
+    error: bool,
+    fence: bool,
+    /// The row is found by a [`RowHints`] `rowid`.
+    at_rowid: bool,
+}
+
+impl SettleShape {
+    fn of(update: &JobUpdate, result: Option<&str>, at_rowid: bool) -> Self {
+        Self {
+            set_epoch: update.set_epoch.is_some(),
+            bump_attempt: update.bump_attempt,
+            result: result.is_some(),
+            error: update.error.is_some(),
+            fence: update.expect_epoch.is_some(),
+            at_rowid,
+        }
+    }
 }
 const PURGE_SQL: &str = concat!("DELETE FROM jobs WHERE ", finished!(), " AND updated_at_ms < ?1");
 /// A create, which writes nothing when the id is taken: the insert's own seek of the id index is
@@ -255,8 +298,8 @@ pub struct SqliteJobStore {
     path: PathBuf,
     /// `path` as text, for error messages.
     shown: Arc<str>,
-    /// `None` only while dropping: closing the channel is what stops the writer.
-    ops: Option<mpsc::Sender<Envelope>>,
+    /// The writer's operations; closing it is what stops the writer.
+    ops: Arc<OpQueue<Envelope>>,
     writer: Option<JoinHandle<()>>,
     reader: Arc<Mutex<Connection>>,
     stats: Arc<WriterStats>,
@@ -329,7 +372,8 @@ impl SqliteJobStore {
             .map_err(|e| fail("cannot configure the read connection", &e))?;
 
         let stats = Arc::new(WriterStats::default());
-        let (ops, queue) = mpsc::channel();
+        let ops = Arc::new(OpQueue::new());
+        let queue = Arc::clone(&ops);
         // The writer's statements borrow its connection, so the thread that owns the connection
         // prepares them, and says whether it could before `open` returns.
         let (ready, prepared) = mpsc::sync_channel(1);
@@ -338,6 +382,8 @@ impl SqliteJobStore {
         let handle = std::thread::Builder::new()
             .name(format!("laneway-sqlite-{tenant}"))
             .spawn(move || {
+                // However the thread ends, the callers waiting on it hear that it has stopped.
+                let _stop = StopTaking(&queue);
                 let hot = match HotStatements::prepare(&conn) {
                     Ok(hot) => hot,
                     Err(e) => {
@@ -375,7 +421,7 @@ impl SqliteJobStore {
             clock,
             path: path.to_path_buf(),
             shown,
-            ops: Some(ops),
+            ops,
             writer: Some(handle),
             reader: Arc::new(Mutex::new(reader)),
             stats,
@@ -410,8 +456,7 @@ impl SqliteJobStore {
     async fn write(&self, op: WriteOp) -> QueueResult<Outcome> {
         let (reply, answer) = oneshot::channel();
         let envelope = Envelope { op, now_ms: self.clock.now_ms(), reply };
-        let ops = self.ops.as_ref().ok_or_else(|| self.writer_gone())?;
-        ops.send(envelope).map_err(|_| self.writer_gone())?;
+        self.ops.push(envelope).map_err(|_| self.writer_gone())?;
         answer.await.map_err(|_| self.writer_gone())?
     }
 
@@ -453,8 +498,8 @@ impl fmt::Debug for SqliteJobStore {
 
 impl Drop for SqliteJobStore {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once it has answered what it holds.
-        drop(self.ops.take());
+        // Closing the queue ends the writer's loop once it has answered what it holds.
+        self.ops.close();
         if let Some(handle) = self.writer.take()
             && handle.join().is_err()
         {
@@ -473,7 +518,7 @@ impl JobStore for SqliteJobStore {
         // JSON is encoded here, on the caller's thread, to keep the single writer thread short.
         let payload = to_json(&job.payload, "payload").map_err(|e| e.into_queue(&self.shown, "create"))?;
         match self.write(WriteOp::Create { job, payload }).await? {
-            Outcome::Record(record) => Ok(record),
+            Outcome::Record(record) => Ok(*record),
             other => Err(unexpected(&other)),
         }
     }
@@ -524,7 +569,7 @@ impl JobStore for SqliteJobStore {
         // and the payload comes back as text that is decoded here, off the writer.
         let result = update.result.take();
         let result_json = self.result_json(result.as_ref(), "transition")?;
-        let op = WriteOp::Transition { id: id.clone(), update, result: result_json };
+        let op = WriteOp::Transition { id: id.clone(), update: SentUpdate::new(update), result: result_json };
         let changed = match self.write(op).await? {
             Outcome::Transitioned(changed) => changed,
             other => return Err(unexpected(&other)),
@@ -545,7 +590,7 @@ impl JobStore for SqliteJobStore {
     /// does, and writes the columns the update sets: the payload is neither read nor decoded.
     async fn settle(&self, id: &JobId, mut update: JobUpdate) -> QueueResult<()> {
         let result = self.result_json(update.result.take().as_ref(), "settle")?;
-        match self.write(WriteOp::Settle { id: id.clone(), update, result }).await? {
+        match self.write(WriteOp::Settle { id: id.clone(), update: SentUpdate::new(update), result }).await? {
             Outcome::Settled => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -816,16 +861,16 @@ enum WriteOp {
     /// Several creates in one operation, each job with its encoded payload: they share the
     /// operation's savepoint, and each answers on its own.
     CreateMany(Vec<(NewJob, String)>),
-    /// `update` carries no result: `result` is the new result, already encoded.
+    /// `result` is the new result, already encoded.
     Transition {
         id: JobId,
-        update: JobUpdate,
+        update: SentUpdate,
         result: Option<String>,
     },
     /// As `Transition`, answering no record.
     Settle {
         id: JobId,
-        update: JobUpdate,
+        update: SentUpdate,
         result: Option<String>,
     },
     Delete(JobId),
@@ -840,6 +885,35 @@ enum WriteOp {
         request: RequestId,
         job: JobId,
     },
+}
+
+/// A [`JobUpdate`] without its result, which travels encoded beside it: a `JobUpdate` is 96
+/// bytes, 32 of them the result's `Value`, always `None` here, and the writer's envelope moves
+/// several times between the caller and the writer (into the queue, out of it, into the
+/// writer's match); at 160 bytes each move was a `memcpy` call, at 128 or less it is a few
+/// register moves.
+#[derive(Debug)]
+struct SentUpdate {
+    to: Option<JobStatus>,
+    expect_epoch: Option<u64>,
+    set_epoch: Option<u64>,
+    bump_attempt: bool,
+    error: Option<String>,
+}
+
+impl SentUpdate {
+    /// `update`, whose result the caller has taken out (and encoded).
+    fn new(update: JobUpdate) -> Self {
+        let JobUpdate { to, expect_epoch, set_epoch, bump_attempt, result, error } = update;
+        debug_assert!(result.is_none(), "the result travels encoded");
+        Self { to, expect_epoch, set_epoch, bump_attempt, error }
+    }
+
+    /// The update again, for the checks and the record that `queue-core` defines on it.
+    fn into_update(self) -> JobUpdate {
+        let Self { to, expect_epoch, set_epoch, bump_attempt, error } = self;
+        JobUpdate { to, expect_epoch, set_epoch, bump_attempt, result: None, error }
+    }
 }
 
 impl WriteOp {
@@ -892,7 +966,10 @@ struct Transitioned {
 /// What a write produced.
 #[derive(Debug)]
 enum Outcome {
-    Record(JobRecord),
+    /// Boxed, as `Transitioned`: every answer of the writer moves an `Outcome` several times
+    /// (into the batch's answers, through the reply channel, back to the caller), and a record
+    /// inline made it 192 bytes, copied by `memcpy` at each move, for a start or an end as well.
+    Record(Box<JobRecord>),
     /// One answer per job of a batch create, in its order.
     Records(Vec<QueueResult<JobRecord>>),
     Transitioned(Box<Transitioned>),
@@ -927,13 +1004,15 @@ struct HotStatements<'c> {
     insert: Statement<'c>,
     get_for_update: Statement<'c>,
     get_at_rowid: Statement<'c>,
-    /// [`transition_write_sql`] of every state, in the order of [`JobStatus::ALL`].
-    transition_write: Vec<Statement<'c>>,
+    /// [`transition_write_sql`] of every state, in the order of [`JobStatus::ALL`]: the one that
+    /// writes the result and the error, and the one that leaves them.
+    transition_write: Vec<(Statement<'c>, Statement<'c>)>,
     settle_read: Statement<'c>,
     settle_write: Statement<'c>,
-    /// [`settle_guarded_sql`] for each state that has a [`Guard`], by that state: by id, and by
-    /// `rowid`.
-    settle_guarded: Vec<(JobStatus, Statement<'c>, Statement<'c>)>,
+    /// The [`Guard`] of each state that has one.
+    guards: Vec<Guard>,
+    /// [`settle_guarded_sql`] of each target and shape used so far, prepared at first use.
+    settle_guarded: Vec<(JobStatus, SettleShape, Statement<'c>)>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -949,27 +1028,42 @@ impl<'c> HotStatements<'c> {
             get_at_rowid: prepare(GET_AT_ROWID_SQL)?,
             transition_write: JobStatus::ALL
                 .into_iter()
-                .map(|status| prepare_persistent(conn, &transition_write_sql(status)))
+                .map(|status| {
+                    Ok((
+                        prepare_persistent(conn, &transition_write_sql(status, true))?,
+                        prepare_persistent(conn, &transition_write_sql(status, false))?,
+                    ))
+                })
                 .collect::<rusqlite::Result<_>>()?,
             settle_read: prepare(SETTLE_READ_SQL)?,
             settle_write: prepare(SETTLE_WRITE_SQL)?,
-            settle_guarded: JobStatus::ALL
+            guards: JobStatus::ALL
                 .into_iter()
                 .filter_map(|to| Guard::of(&JobUpdate { to: Some(to), ..JobUpdate::default() }))
-                .map(|guard| {
-                    let by_id = settle_guarded_sql(guard, false);
-                    let at_rowid = settle_guarded_sql(guard, true);
-                    Ok((guard.to, prepare_persistent(conn, &by_id)?, prepare_persistent(conn, &at_rowid)?))
-                })
-                .collect::<rusqlite::Result<_>>()?,
+                .collect(),
+            settle_guarded: Vec::new(),
         })
     }
 
-    /// The guarded settle that moves a row to `to`, if that state has a guard: the one that
-    /// finds the row by its `rowid` when there is one.
-    fn settle_guarded(&mut self, to: JobStatus, rowid: Option<i64>) -> Option<&mut Statement<'c>> {
-        let (_, by_id, at_rowid) = self.settle_guarded.iter_mut().find(|(target, ..)| *target == to)?;
-        Some(if rowid.is_some() { at_rowid } else { by_id })
+    /// The guarded settle that moves a row to `to` with an update of `shape`, if that state has
+    /// a guard; prepared on `conn` at its first use.
+    fn settle_guarded(
+        &mut self,
+        conn: &'c Connection,
+        to: JobStatus,
+        shape: SettleShape,
+    ) -> rusqlite::Result<Option<&mut Statement<'c>>> {
+        let Some(&guard) = self.guards.iter().find(|guard| guard.to == to) else { return Ok(None) };
+        let found = self.settle_guarded.iter().position(|&(target, s, _)| target == to && s == shape);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let statement = prepare_persistent(conn, &settle_guarded_sql(guard, shape))?;
+                self.settle_guarded.push((to, shape, statement));
+                self.settle_guarded.len() - 1
+            }
+        };
+        Ok(self.settle_guarded.get_mut(at).map(|(_, _, statement)| statement))
     }
 }
 
@@ -1092,6 +1186,17 @@ impl Guard {
     }
 }
 
+/// Marks the writer's queue as no longer taken when the writer thread ends, by returning or by a
+/// panic: a later write is refused, and a waiting one is dropped, so its caller hears that the
+/// writer has stopped (as when a channel's receiver goes).
+struct StopTaking<'q>(&'q OpQueue<Envelope>);
+
+impl Drop for StopTaking<'_> {
+    fn drop(&mut self) {
+        self.0.stop_taking();
+    }
+}
+
 /// The writer thread's state: the only connection that writes.
 struct Writer<'c> {
     conn: &'c Connection,
@@ -1106,40 +1211,50 @@ struct Writer<'c> {
 }
 
 impl Writer<'_> {
-    /// Commits batches until every sender is gone.
-    fn run(mut self, queue: &mpsc::Receiver<Envelope>) {
-        let mut batch = Vec::with_capacity(self.max_batch.min(1024));
-        while let Ok(first) = queue.recv() {
-            let mut weight = first.op.weight();
-            batch.push(first);
-            // Whatever arrived while the previous batch was being fsynced rides in this one.
-            while weight < self.max_batch {
-                match queue.try_recv() {
-                    Ok(envelope) => {
-                        weight += envelope.op.weight();
-                        batch.push(envelope);
-                    }
-                    Err(_) => break,
-                }
+    /// Commits batches until the queue is closed and empty.
+    fn run(mut self, queue: &OpQueue<Envelope>) {
+        let mut replies = Vec::with_capacity(self.max_batch.min(1024));
+        let mut outcomes = Vec::with_capacity(self.max_batch.min(1024));
+        // Taken from the queue and not yet in a batch (a batch stops at `max_batch`).
+        let mut taken = VecDeque::new();
+        loop {
+            if taken.is_empty() && !queue.take_blocking(&mut taken) {
+                return;
             }
-            self.commit_batch(&mut batch);
+            // Whatever arrived while the previous batch was being fsynced rides in this one, and so
+            // does whatever arrives while this one is being written, until the queue is empty.
+            let ops = std::iter::from_fn(|| {
+                if taken.is_empty() {
+                    queue.take_waiting(&mut taken);
+                }
+                taken.pop_front()
+            });
+            self.commit_batch(ops, &mut replies, &mut outcomes);
         }
     }
 
-    /// Applies `batch` in one transaction, then answers each caller. An operation that fails is
-    /// rolled back to its own savepoint and only its caller hears of it; a transaction that fails
-    /// to commit fails every operation in it (none of them took effect).
-    fn commit_batch(&mut self, batch: &mut Vec<Envelope>) {
-        let (work, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|e| ((e.op, e.now_ms), e.reply)).unzip();
+    /// Applies the operations `ops` yields in one transaction, then answers each caller. The next
+    /// operation is taken only once the previous one is written, and only while the batch
+    /// weighs less than `max_batch`: a caller that arrives while the batch is being written rides
+    /// in it instead of waiting for its commit and then one more (the writer's CPU per batch is of
+    /// the order of its fsync). An operation that fails is rolled back to its own savepoint and
+    /// only its caller hears of it; a transaction that fails to commit fails every operation in
+    /// it (none of them took effect). `replies` and `outcomes` are scratch space, left empty.
+    fn commit_batch(
+        &mut self,
+        ops: impl Iterator<Item = Envelope>,
+        replies: &mut Vec<oneshot::Sender<QueueResult<Outcome>>>,
+        outcomes: &mut Vec<QueueResult<Outcome>>,
+    ) {
         let seq_before = self.next_seq;
-        let mut outcomes = Vec::with_capacity(work.len());
-        match self.apply_batch(work, &mut outcomes, seq_before) {
+        match self.apply_batch(ops, replies, outcomes, seq_before) {
+            Ok(()) if replies.is_empty() => {}
             Ok(()) => {
                 let applied: u64 = outcomes.iter().flatten().map(Outcome::applied).sum();
                 self.stats.ops.fetch_add(applied, Ordering::AcqRel);
                 self.stats.batches.fetch_add(1, Ordering::AcqRel);
                 tracing::trace!(tenant = %self.tenant, ops = replies.len(), applied, "committed a batch");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.drain(..).zip(outcomes.drain(..)) {
                     // A caller that stopped waiting (its future was dropped) needs no answer.
                     let _ = reply.send(outcome);
                 }
@@ -1156,21 +1271,31 @@ impl Writer<'_> {
                     tenant = %self.tenant, path = %self.shown, error = %e, ops = replies.len(),
                     "a job store batch failed"
                 );
-                for reply in replies {
+                outcomes.clear();
+                for reply in replies.drain(..) {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
         }
     }
 
+    /// The transaction of [`Writer::commit_batch`]: every operation taken from `ops` has its
+    /// reply in `replies`, even when this fails, and on success its outcome in `outcomes`.
     fn apply_batch(
         &mut self,
-        work: Vec<(WriteOp, u64)>,
+        mut ops: impl Iterator<Item = Envelope>,
+        replies: &mut Vec<oneshot::Sender<QueueResult<Outcome>>>,
         outcomes: &mut Vec<QueueResult<Outcome>>,
         seq_before: u64,
     ) -> rusqlite::Result<()> {
-        self.hot.begin.execute([])?;
-        for (op, now_ms) in work {
+        let mut weight = 0;
+        while weight < self.max_batch {
+            let Some(Envelope { op, now_ms, reply }) = ops.next() else { break };
+            weight += op.weight();
+            replies.push(reply);
+            if replies.len() == 1 {
+                self.hot.begin.execute([])?;
+            }
             let what = op.name();
             let seq = self.next_seq;
             let savepoint = !op.writes_once();
@@ -1198,6 +1323,9 @@ impl Writer<'_> {
             }
             outcomes.push(outcome);
         }
+        if replies.is_empty() {
+            return Ok(());
+        }
         if self.next_seq != seq_before {
             let next = i64::try_from(self.next_seq).unwrap_or(i64::MAX);
             self.conn
@@ -1213,7 +1341,9 @@ impl Writer<'_> {
 
     fn apply(&mut self, op: WriteOp, now_ms: u64) -> Result<Outcome, Failure> {
         match op {
-            WriteOp::Create { job, payload } => self.create(job, &payload, now_ms).map(Outcome::Record),
+            WriteOp::Create { job, payload } => {
+                self.create(job, &payload, now_ms).map(|r| Outcome::Record(Box::new(r)))
+            }
             WriteOp::CreateMany(jobs) => {
                 let mut created = Vec::with_capacity(jobs.len());
                 for (job, payload) in jobs {
@@ -1229,10 +1359,10 @@ impl Writer<'_> {
                 Ok(Outcome::Records(created))
             }
             WriteOp::Transition { id, update, result } => self
-                .transition(&id, &update, result, now_ms)
+                .transition(&id, &update.into_update(), result, now_ms)
                 .map(|changed| Outcome::Transitioned(Box::new(changed))),
             WriteOp::Settle { id, update, result } => {
-                self.settle(&id, &update, result.as_deref(), now_ms).map(|()| Outcome::Settled)
+                self.settle(&id, &update.into_update(), result.as_deref(), now_ms).map(|()| Outcome::Settled)
             }
             WriteOp::Delete(id) => {
                 self.rows.forget(&id);
@@ -1324,20 +1454,21 @@ impl Writer<'_> {
         // The same fence and table as every other store; on error nothing was written. The
         // update carries no result (it comes as text), so `apply` leaves the result alone.
         record.apply(update, now_ms)?;
+        // An update that sets neither a result nor an error (a start) leaves both as stored.
+        let keeps_result_and_error = result.is_none() && update.error.is_none();
         let result = result.or(stored_result);
-        let write = JobStatus::ALL
+        let (all, keep) = JobStatus::ALL
             .iter()
             .position(|s| *s == record.status)
             .and_then(|i| self.hot.transition_write.get_mut(i))
             .ok_or_else(|| Failure::Corrupt(format!("job {id}: no statement writes {}", record.status)))?;
-        write.execute(params![
-            rowid,
-            i64::from(record.attempt),
-            to_sql_int(record.lease_epoch, "lease_epoch")?,
-            to_sql_int(record.updated_at_ms, "updated_at_ms")?,
-            result.as_deref(),
-            record.error.as_deref(),
-        ])?;
+        let (attempt, epoch) = (i64::from(record.attempt), to_sql_int(record.lease_epoch, "lease_epoch")?);
+        let updated = to_sql_int(record.updated_at_ms, "updated_at_ms")?;
+        if keeps_result_and_error {
+            keep.execute(params![rowid, attempt, epoch, updated])?;
+        } else {
+            all.execute(params![rowid, attempt, epoch, updated, result.as_deref(), record.error.as_deref()])?;
+        }
         self.rows.after(id, record.status);
         Ok(Transitioned { record, payload, result })
     }
@@ -1355,25 +1486,29 @@ impl Writer<'_> {
         let set_epoch = update.set_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
         let now = to_sql_int(now_ms, "updated_at_ms")?;
         let hint = self.rows.take_for(id, update.to);
+        let shape = SettleShape::of(update, result, hint.is_some());
         if let Some(to) = update.to
-            && let Some(guarded) = self.hot.settle_guarded(to, hint)
+            && let Some(guarded) = self.hot.settle_guarded(self.conn, to, shape)?
         {
-            let fence = update.expect_epoch.map(|e| to_sql_int(e, "lease_epoch")).transpose()?;
-            let (bump, error) = (i64::from(update.bump_attempt), update.error.as_deref());
-            let written = match hint {
-                Some(rowid) => guarded.execute(params![
-                    id.as_str(),
-                    set_epoch,
-                    bump,
-                    now,
-                    result,
-                    error,
-                    fence,
-                    rowid
-                ])?,
-                None => guarded.execute(params![id.as_str(), set_epoch, bump, now, result, error, fence])?,
-            };
-            if written > 0 {
+            // The parameters the statement of this shape has, at their fixed numbers.
+            guarded.raw_bind_parameter(1, id.as_str())?;
+            if let Some(epoch) = set_epoch {
+                guarded.raw_bind_parameter(2, epoch)?;
+            }
+            guarded.raw_bind_parameter(4, now)?;
+            if let Some(result) = result {
+                guarded.raw_bind_parameter(5, result)?;
+            }
+            if let Some(error) = &update.error {
+                guarded.raw_bind_parameter(6, error.as_str())?;
+            }
+            if let Some(fence) = update.expect_epoch {
+                guarded.raw_bind_parameter(7, to_sql_int(fence, "lease_epoch")?)?;
+            }
+            if let Some(rowid) = hint {
+                guarded.raw_bind_parameter(8, rowid)?;
+            }
+            if guarded.raw_execute()? > 0 {
                 return Ok(());
             }
             // Refused, absent, or a row this store did not write: the checks below say which.
@@ -1529,11 +1664,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let guard = Guard::of(&JobUpdate { to: Some(JobStatus::Done), ..JobUpdate::default() }).unwrap();
-        let args = ["a", "", "0", "5", "", "", "1"];
-        let plan = query_plan(&store, &settle_guarded_sql(guard, false), &args);
+        let shape = SettleShape::of(&JobUpdate::done(1, serde_json::Value::Null), Some("null"), false);
+        let args = ["a", "", "", "5", "null", "", "1"];
+        let plan = query_plan(&store, &settle_guarded_sql(guard, shape), &args);
         assert_eq!(plan, ["SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)"]);
         // With the writer's hint, the table alone.
-        let plan = query_plan(&store, &settle_guarded_sql(guard, true), &[&args[..], &["1"]].concat());
+        let hinted = SettleShape { at_rowid: true, ..shape };
+        let plan = query_plan(&store, &settle_guarded_sql(guard, hinted), &[&args[..], &["1"]].concat());
         assert_eq!(plan, ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"]);
         let plan = query_plan(&store, GET_AT_ROWID_SQL, &["1"]);
         assert_eq!(plan, ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"]);
@@ -1761,49 +1898,115 @@ mod tests {
         assert_eq!((done.status, done.result), (JobStatus::Done, Some(serde_json::json!(7))));
     }
 
-    /// Builds one batch by hand so the refused operations are certain to share a transaction
-    /// with the good ones.
-    #[test]
-    fn a_refused_operation_does_not_fail_the_rest_of_its_batch() {
+    /// Once the writer has stopped taking operations (its thread ended), a write is refused at
+    /// once with an error that says so, rather than waiting for an answer that cannot come.
+    #[tokio::test]
+    async fn a_write_after_the_writer_stopped_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.sqlite");
-        // The store prepares the file; its writer is stopped so this test can own the writing.
-        drop(store(&dir));
-        let mut conn = Connection::open(&path).unwrap();
+        let store = store(&dir);
+        store.create(new_job("before")).await.unwrap();
+        // What the guard of the writer thread does when the thread ends.
+        store.ops.stop_taking();
+        match store.create(new_job("after")).await {
+            Err(QueueError::Storage(m)) => assert!(m.contains("the writer thread has stopped"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A connection to a prepared store file in `dir` whose writer is stopped, so that a test can
+    /// own the writing, and the next `seq`.
+    fn writer_connection(dir: &tempfile::TempDir) -> (Connection, u64) {
+        drop(store(dir));
+        let mut conn = Connection::open(dir.path().join("jobs.sqlite")).unwrap();
         let next_seq = prepare_schema(&mut conn, &TenantId::default_tenant()).unwrap();
-        let stats = Arc::new(WriterStats::default());
-        let mut writer = Writer {
-            conn: &conn,
-            hot: HotStatements::prepare(&conn).unwrap(),
+        (conn, next_seq)
+    }
+
+    fn writer(conn: &Connection, next_seq: u64, max_batch: usize) -> Writer<'_> {
+        Writer {
+            conn,
+            hot: HotStatements::prepare(conn).unwrap(),
             rows: RowHints::default(),
             tenant: TenantId::default_tenant(),
             shown: "test".into(),
             next_seq,
             idempotency_ttl_ms: 1_000,
-            max_batch: 16,
-            stats: Arc::clone(&stats),
-        };
+            max_batch,
+            stats: Arc::new(WriterStats::default()),
+        }
+    }
+
+    fn envelope(op: WriteOp) -> (Envelope, oneshot::Receiver<QueueResult<Outcome>>) {
+        let (reply, answer) = oneshot::channel();
+        (Envelope { op, now_ms: 5, reply }, answer)
+    }
+
+    /// An operation that arrives while a batch is being written rides in that batch's commit
+    /// (instead of waiting for it and then for one more), up to `max_batch`: the batch takes its
+    /// next operation only after writing the previous one, as long as one is waiting.
+    #[test]
+    fn an_operation_that_arrives_while_a_batch_is_written_rides_in_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, next_seq) = writer_connection(&dir);
+        let mut writer = writer(&conn, next_seq, 3);
+        let (first, first_answer) = envelope(create_op("a"));
+        let mut answers = vec![first_answer];
+        let mut arrivals = 0;
+        let late = std::iter::from_fn(|| {
+            // What the batch has written when it asks for the next operation.
+            let written: i64 = conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0)).unwrap();
+            assert_eq!(written, arrivals + 1, "each operation is written before the next is taken");
+            arrivals += 1;
+            let (late, answer) = envelope(create_op(&format!("late-{arrivals}")));
+            answers.push(answer);
+            Some(late)
+        });
+        writer.commit_batch(std::iter::once(first).chain(late), &mut Vec::new(), &mut Vec::new());
+        // `max_batch` 3: the first and two that arrived while it was written.
+        assert_eq!(answers.len(), 3);
+        for mut answer in answers {
+            assert!(matches!(answer.try_recv(), Ok(Ok(Outcome::Record(_)))));
+        }
+        assert_eq!(writer.stats.batches.load(Ordering::Acquire), 1);
+        assert_eq!(writer.stats.ops.load(Ordering::Acquire), 3);
+    }
+
+    /// Builds one batch by hand so the refused operations are certain to share a transaction
+    /// with the good ones.
+    #[test]
+    fn a_refused_operation_does_not_fail_the_rest_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, next_seq) = writer_connection(&dir);
+        let mut writer = writer(&conn, next_seq, 16);
+        let stats = Arc::clone(&writer.stats);
         let mut answers = Vec::new();
-        let mut batch: Vec<Envelope> = [
+        let batch: Vec<Envelope> = [
             create_op("a"),
             create_op("a"),
             WriteOp::Transition {
                 id: JobId::new("missing").unwrap(),
-                update: JobUpdate::start(1),
+                update: SentUpdate::new(JobUpdate::start(1)),
                 result: None,
             },
             WriteOp::Transition {
                 id: JobId::new("a").unwrap(),
-                update: JobUpdate::done(0, serde_json::Value::Null),
+                update: SentUpdate::new(JobUpdate {
+                    result: None,
+                    ..JobUpdate::done(0, serde_json::Value::Null)
+                }),
                 result: Some("null".into()),
             },
             create_op("b"),
             WriteOp::Settle {
                 id: JobId::new("b").unwrap(),
-                update: JobUpdate::requeue(1, None),
+                update: SentUpdate::new(JobUpdate::requeue(1, None)),
                 result: None,
             },
-            WriteOp::Settle { id: JobId::new("b").unwrap(), update: JobUpdate::start(4), result: None },
+            WriteOp::Settle {
+                id: JobId::new("b").unwrap(),
+                update: SentUpdate::new(JobUpdate::start(4)),
+                result: None,
+            },
         ]
         .into_iter()
         .map(|op| {
@@ -1813,7 +2016,7 @@ mod tests {
         })
         .collect();
 
-        writer.commit_batch(&mut batch);
+        writer.commit_batch(batch.into_iter(), &mut Vec::new(), &mut Vec::new());
 
         let results: Vec<QueueResult<Outcome>> =
             answers.into_iter().map(|mut a| a.try_recv().unwrap()).collect();
