@@ -6,7 +6,7 @@
 //! as the [`ChatLaneStore`] contract requires.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -20,6 +20,15 @@ use queue_core::{
 /// twice its size after the last sweep, whichever is larger), so a busy tenant's memory stays
 /// bounded by the live window while a sweep still costs O(1) amortised per registration.
 const RECENT_SWEEP_FLOOR: usize = 1024;
+
+/// Emptied lanes stay held (parked) until this many are, or as many as the lanes with jobs,
+/// whichever is larger: then they all go in one sweep. A lane's removal from `order` one at a
+/// time cost about 950 instructions (a walk down a tree of lane ids); a sweep costs each lane
+/// far less, and memory stays within twice the lanes with jobs (plus this floor).
+const PARKED_SWEEP_FLOOR: usize = 1024;
+
+/// The smallest length of [`State::by_epoch`].
+const EPOCH_TABLE_MIN: usize = 64;
 
 /// One conversation: the running job's claim and the jobs waiting behind it, head first.
 #[derive(Debug, Default)]
@@ -79,10 +88,16 @@ impl Lane {
     }
 
     fn holds(&self, claim: &LaneClaim) -> bool {
-        self.active
-            .as_ref()
-            .is_some_and(|active| active.job_id == claim.job_id && active.epoch == claim.epoch)
+        self.active.as_ref().is_some_and(|active| {
+            active.epoch == claim.epoch && same_text(active.job_id.as_str(), claim.job_id.as_str())
+        })
     }
+}
+
+/// `a == b`, at once when both are the same text (clones of one id share it, as a claim's and
+/// its lane's do), else compared byte by byte.
+fn same_text(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 #[derive(Debug)]
@@ -91,14 +106,36 @@ struct RecentEntry {
     registered_at_ms: u64,
 }
 
+/// A lane with its id, in its slot of [`State::slots`].
+#[derive(Debug)]
+struct Held {
+    id: LaneId,
+    lane: Lane,
+}
+
 #[derive(Debug)]
 struct State {
-    /// Hashed: every dispatch renews and finishes its claim here, and a lookup by hash does not
-    /// walk a tree of lane ids comparing each one's text on the way.
-    lanes: HashMap<LaneId, Lane>,
-    /// The ids of `lanes`, ordered so that `snapshot` can page by lane id without sorting. It
-    /// changes only when a lane appears or empties, not at each of its jobs.
-    order: BTreeSet<LaneId>,
+    /// The lanes, each in a slot that stays its own while the lane has jobs; freed slots are
+    /// reused (`free`).
+    slots: Vec<Option<Held>>,
+    free: Vec<usize>,
+    /// Each lane's slot by its id. Hashed with std's keyed SipHash: lane ids come from users.
+    by_id: HashMap<LaneId, usize>,
+    /// The slot a claim was handed out for, at its epoch modulo the length (a power of two, at
+    /// least twice the lanes held): a claim's renewal and finish find their lane here, by a
+    /// number, without hashing its id's text (SipHash over a lane id cost about 200
+    /// instructions, twice per chat job). Only a hint: the lane in that slot is taken only if
+    /// its id and current claim are the caller's; an entry a later epoch took over, or a slot
+    /// reused since, sends the caller to `by_id`. Epochs come from this store's counter, never
+    /// from a caller, so nobody can pick colliding ones.
+    by_epoch: Vec<usize>,
+    /// The ids of the lanes held, with their slots, ordered so that `snapshot` can page by lane
+    /// id without sorting. It changes only when a lane appears or a sweep drops parked ones, not
+    /// at each of its jobs.
+    order: BTreeMap<LaneId, usize>,
+    /// How many lanes held are idle (parked): emptied, kept until the next sweep. An idle lane
+    /// answers as a lane without jobs does (no load, no position, no claim, not in a snapshot).
+    parked: usize,
     recent: HashMap<(LaneId, String), RecentEntry>,
     sweep_recent_at: usize,
     /// Store-wide and never reset, so an epoch handed out before a `reset` can never be current
@@ -109,27 +146,159 @@ struct State {
 impl State {
     fn new() -> Self {
         Self {
-            lanes: HashMap::new(),
-            order: BTreeSet::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            by_epoch: vec![usize::MAX; EPOCH_TABLE_MIN],
+            order: BTreeMap::new(),
+            parked: 0,
             recent: HashMap::new(),
             sweep_recent_at: RECENT_SWEEP_FLOOR,
             last_epoch: 0,
         }
     }
-}
 
-/// Hands out the next epoch. Takes the counter alone so that a lane can stay borrowed meanwhile.
-fn claim(last_epoch: &mut u64, job: JobId, lease_deadline_ms: u64) -> Active {
-    *last_epoch += 1;
-    Active { job_id: job, epoch: *last_epoch, lease_deadline_ms }
-}
-
-/// The lane of `claim` if `claim` is still its current claim; otherwise the fencing error.
-fn fenced<'a>(lanes: &'a mut HashMap<LaneId, Lane>, claim: &LaneClaim) -> QueueResult<&'a mut Lane> {
-    match lanes.get_mut(&claim.lane_id) {
-        Some(lane) if lane.holds(claim) => Ok(lane),
-        other => Err(stale(claim, other.map(|lane| &*lane))),
+    /// The lane in `slot`, which an index named.
+    fn held_mut(&mut self, slot: usize) -> &mut Held {
+        self.slots[slot].as_mut().unwrap_or_else(|| unreachable!("an indexed slot holds a lane"))
     }
+
+    /// Where [`State::by_epoch`] keeps the slot of the claim with `epoch`.
+    fn epoch_index(&self, epoch: u64) -> usize {
+        // The length is a power of two: the low bits of the epoch, consecutive epochs apart.
+        epoch_index(epoch, self.by_epoch.len())
+    }
+
+    /// Keeps `by_epoch` at least twice as long as the lanes held (rebuilt from their claims).
+    fn fit_epoch_table(&mut self) {
+        if self.by_id.len() * 2 <= self.by_epoch.len() {
+            return;
+        }
+        self.by_epoch = vec![usize::MAX; (self.by_id.len() * 2).next_power_of_two()];
+        let live: Vec<(u64, usize)> = self
+            .by_id
+            .values()
+            .filter_map(|&slot| Some((self.slots[slot].as_ref()?.lane.active.as_ref()?.epoch, slot)))
+            .collect();
+        for (epoch, slot) in live {
+            let at = self.epoch_index(epoch);
+            self.by_epoch[at] = slot;
+        }
+    }
+
+    /// The lane `id`, if it has jobs.
+    fn lane(&self, id: &LaneId) -> Option<&Lane> {
+        let slot = *self.by_id.get(id)?;
+        self.slots[slot].as_ref().map(|held| &held.lane)
+    }
+
+    /// The slot of the lane `id`, made (idle) if the lane had no jobs.
+    fn slot_for(&mut self, id: &LaneId) -> usize {
+        let Self { slots, free, by_id, order, parked, .. } = self;
+        // One lookup: the clone `entry` takes is a count on the id's shared text, cheaper than
+        // hashing the id a second time.
+        let slot = match by_id.entry(id.clone()) {
+            Entry::Occupied(slot) => {
+                let slot = *slot.get();
+                if slots[slot].as_ref().is_some_and(|held| held.lane.is_idle()) {
+                    // The caller gives an idle lane a job: it is no longer parked.
+                    *parked -= 1;
+                }
+                slot
+            }
+            Entry::Vacant(vacant) => {
+                let held = Some(Held { id: id.clone(), lane: Lane::default() });
+                let slot = if let Some(slot) = free.pop() {
+                    slots[slot] = held;
+                    slot
+                } else {
+                    slots.push(held);
+                    slots.len() - 1
+                };
+                order.insert(id.clone(), slot);
+                *vacant.insert(slot)
+            }
+        };
+        self.fit_epoch_table();
+        slot
+    }
+
+    /// The slot of `claim`'s lane if `claim` is still its current claim; otherwise the fencing
+    /// error.
+    fn fenced(&self, claim: &LaneClaim) -> QueueResult<usize> {
+        let hinted = self.by_epoch[self.epoch_index(claim.epoch)];
+        if let Some(Some(held)) = self.slots.get(hinted)
+            && same_text(held.id.as_str(), claim.lane_id.as_str())
+            && held.lane.holds(claim)
+        {
+            return Ok(hinted);
+        }
+        // Not where its epoch points: looked up by its id's hash.
+        if let Some(&slot) = self.by_id.get(&claim.lane_id)
+            && let Some(held) = &self.slots[slot]
+            && held.lane.holds(claim)
+        {
+            return Ok(slot);
+        }
+        // The error names the lane's current epoch: found by its id, as only a fenced-off caller
+        // pays for.
+        Err(stale(claim, self.lane(&claim.lane_id)))
+    }
+
+    /// Makes `active` the claim of the lane in `slot` (none: the lane runs nothing) and returns
+    /// it as a claim on `lane_id`.
+    fn set_active(&mut self, slot: usize, active: Option<Active>, lane_id: &LaneId) -> Option<LaneClaim> {
+        let claim = active.as_ref().map(|active| active.claim(lane_id));
+        if let Some(active) = &active {
+            let at = self.epoch_index(active.epoch);
+            self.by_epoch[at] = slot;
+        }
+        self.held_mut(slot).lane.active = active;
+        claim
+    }
+
+    /// A claim for `job` under the next epoch.
+    fn next_claim(&mut self, job: JobId, lease_deadline_ms: u64) -> Active {
+        self.last_epoch += 1;
+        Active { job_id: job, epoch: self.last_epoch, lease_deadline_ms }
+    }
+
+    /// Parks the lane in `slot` if it has no jobs left; sweeps the parked lanes once there are
+    /// enough of them ([`PARKED_SWEEP_FLOOR`]).
+    fn park_if_idle(&mut self, slot: usize) {
+        if !self.held_mut(slot).lane.is_idle() {
+            return;
+        }
+        self.parked += 1;
+        if self.parked >= PARKED_SWEEP_FLOOR.max(self.by_id.len() / 2) {
+            self.sweep();
+        }
+    }
+
+    /// Removes every parked lane: O(lanes held), once per as many parked lanes as held with jobs.
+    fn sweep(&mut self) {
+        let Self { slots, free, by_id, order, parked, .. } = self;
+        let idle = |slot: usize| slots[slot].as_ref().is_some_and(|held| held.lane.is_idle());
+        order.retain(|_, slot| !idle(*slot));
+        let first_freed = free.len();
+        by_id.retain(|_, slot| {
+            let keep = !idle(*slot);
+            if !keep {
+                free.push(*slot);
+            }
+            keep
+        });
+        for &slot in &free[first_freed..] {
+            slots[slot] = None;
+        }
+        *parked = 0;
+    }
+}
+
+/// Where a table of `len` (a power of two) entries keeps the claim with `epoch`: the epoch's low
+/// bits, so consecutive epochs take different entries.
+fn epoch_index(epoch: u64, len: usize) -> usize {
+    usize::try_from(epoch & (len as u64 - 1)).unwrap_or_default()
 }
 
 /// The fencing error for `claim`, whose lane (if it still has one) is `lane`.
@@ -182,16 +351,8 @@ impl MemoryLaneStore {
     fn enqueue_now(&self, job: &JobId, lane_id: &LaneId, capped: bool) -> QueueResult<LaneEnqueue> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
-        let State { lanes, order, last_epoch, .. } = &mut *state;
-        // One lookup: the clone `entry` takes is a count on the id's shared text, cheaper than
-        // hashing the id a second time.
-        let lane = match lanes.entry(lane_id.clone()) {
-            Entry::Occupied(lane) => lane.into_mut(),
-            Entry::Vacant(slot) => {
-                order.insert(lane_id.clone());
-                slot.insert(Lane::default())
-            }
-        };
+        let slot = state.slot_for(lane_id);
+        let lane = &state.held_mut(slot).lane;
 
         // A job already in the lane stays where it is: re-dispatching a running job would run it
         // twice, and re-appending a waiting one would let it lose or jump its place.
@@ -203,16 +364,16 @@ impl MemoryLaneStore {
 
         if lane.active.is_none() {
             // Invariant: a lane with waiting jobs always has an active one, so this lane is idle.
-            let active = claim(last_epoch, job.clone(), deadline);
-            let dispatch = active.claim(lane_id);
-            lane.active = Some(active);
-            let receipt = lane.receipt(job, lane_id, 0, true);
-            return Ok(LaneEnqueue { receipt, dispatch: Some(dispatch), added: true });
+            let active = state.next_claim(job.clone(), deadline);
+            let dispatch = state.set_active(slot, Some(active), lane_id);
+            let receipt = state.held_mut(slot).lane.receipt(job, lane_id, 0, true);
+            return Ok(LaneEnqueue { receipt, dispatch, added: true });
         }
 
         if capped && lane.waiting.len() >= self.config.max_queue {
             return Err(QueueError::LaneFull { lane: lane_id.clone(), max: self.config.max_queue });
         }
+        let lane = &mut state.held_mut(slot).lane;
         lane.waiting.push_back(job.clone());
         let receipt = lane.receipt(job, lane_id, lane.waiting.len(), false);
         Ok(LaneEnqueue { receipt, dispatch: None, added: true })
@@ -223,8 +384,8 @@ impl MemoryLaneStore {
         let mut state = self.state();
         // A lease past its deadline but not yet reaped is still the lane's current claim: the
         // job may carry on, and renewing it is what keeps the reaper away.
-        let lane = fenced(&mut state.lanes, held)?;
-        if let Some(active) = lane.active.as_mut() {
+        let slot = state.fenced(held)?;
+        if let Some(active) = state.held_mut(slot).lane.active.as_mut() {
             active.lease_deadline_ms = deadline;
         }
         Ok(deadline)
@@ -233,23 +394,11 @@ impl MemoryLaneStore {
     fn finish_claim(&self, held: &LaneClaim) -> QueueResult<Option<LaneClaim>> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
-        let State { lanes, order, last_epoch, .. } = &mut *state;
-        // One lookup for the fence and, when the lane empties, its removal: the entry's key is a
-        // count on the id's shared text, cheaper than hashing the id a second time.
-        let Entry::Occupied(mut entry) = lanes.entry(held.lane_id.clone()) else {
-            return Err(stale(held, None));
-        };
-        let lane = entry.get_mut();
-        if !lane.holds(held) {
-            return Err(stale(held, Some(lane)));
-        }
-        let next = lane.waiting.pop_front().map(|job| claim(last_epoch, job, deadline));
-        let dispatch = next.as_ref().map(|active| active.claim(&held.lane_id));
-        lane.active = next;
-        if lane.is_idle() {
-            entry.remove();
-            order.remove(&held.lane_id);
-        }
+        let slot = state.fenced(held)?;
+        let next = state.held_mut(slot).lane.waiting.pop_front();
+        let next = next.map(|job| state.next_claim(job, deadline));
+        let dispatch = state.set_active(slot, next, &held.lane_id);
+        state.park_if_idle(slot);
         Ok(dispatch)
     }
 
@@ -282,21 +431,21 @@ impl MemoryLaneStore {
     fn reclaim_now(&self, held: &LaneClaim) -> QueueResult<LaneClaim> {
         let deadline = self.lease_deadline(self.clock.now_ms());
         let mut state = self.state();
-        let State { lanes, last_epoch, .. } = &mut *state;
-        let lane = fenced(lanes, held)?;
-        let active = claim(last_epoch, held.job_id.clone(), deadline);
-        let new_claim = active.claim(&held.lane_id);
-        lane.active = Some(active);
-        Ok(new_claim)
+        let slot = state.fenced(held)?;
+        let active = state.next_claim(held.job_id.clone(), deadline);
+        let new_claim = state.set_active(slot, Some(active), &held.lane_id);
+        Ok(new_claim.unwrap_or_else(|| unreachable!("a claim was just set")))
     }
 
     fn reap_now(&self) -> Vec<LaneClaim> {
         let now = self.clock.now_ms();
         let deadline = self.lease_deadline(now);
         let mut state = self.state();
-        let State { lanes, last_epoch, .. } = &mut *state;
+        let State { slots, by_id, by_epoch, last_epoch, .. } = &mut *state;
         let mut reclaimed = Vec::new();
-        for (lane_id, lane) in lanes.iter_mut() {
+        // Over the lanes held (`by_id`), not over every slot: slots freed stay allocated.
+        for &slot in by_id.values() {
+            let Some(Held { id, lane }) = &mut slots[slot] else { continue };
             let Some(active) = lane.active.as_mut() else { continue };
             if active.lease_deadline_ms > now {
                 continue;
@@ -306,9 +455,11 @@ impl MemoryLaneStore {
             *last_epoch += 1;
             active.epoch = *last_epoch;
             active.lease_deadline_ms = deadline;
-            reclaimed.push(active.claim(lane_id));
+            let at = epoch_index(active.epoch, by_epoch.len());
+            by_epoch[at] = slot;
+            reclaimed.push(active.claim(id));
         }
-        // In lane order, not the map's arbitrary one, so that a reap is repeatable; reaped claims
+        // In lane order, not the slots' arbitrary one, so that a reap is repeatable; reaped claims
         // are rare, so the sort costs nothing in the steady state.
         reclaimed.sort_unstable_by(|a, b| a.lane_id.cmp(&b.lane_id));
         reclaimed
@@ -316,14 +467,11 @@ impl MemoryLaneStore {
 
     fn remove_waiting_now(&self, lane_id: &LaneId, job: &JobId) -> bool {
         let mut state = self.state();
-        let State { lanes, order, .. } = &mut *state;
-        let Some(lane) = lanes.get_mut(lane_id) else { return false };
+        let Some(&slot) = state.by_id.get(lane_id) else { return false };
+        let lane = &mut state.held_mut(slot).lane;
         let Some(index) = lane.waiting.iter().position(|waiting| waiting == job) else { return false };
         lane.waiting.remove(index);
-        if lane.is_idle() {
-            lanes.remove(lane_id);
-            order.remove(lane_id);
-        }
+        state.park_if_idle(slot);
         true
     }
 
@@ -366,9 +514,11 @@ impl MemoryLaneStore {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         state
             .order
-            .range((lower, Bound::Unbounded))
-            // Every id in `order` has its lane: they are added and removed together.
-            .filter_map(|lane_id| Some((lane_id, state.lanes.get(lane_id)?)))
+            .range::<LaneId, _>((lower, Bound::Unbounded))
+            // Every id in `order` has its lane: they are added and removed together. A parked
+            // lane has no jobs: it is not shown.
+            .filter_map(|(lane_id, &slot)| Some((lane_id, &state.slots[slot].as_ref()?.lane)))
+            .filter(|(_, lane)| !lane.is_idle())
             .take(limit)
             .map(|(lane_id, lane)| LaneSnapshot {
                 lane_id: lane_id.clone(),
@@ -386,11 +536,11 @@ impl ChatLaneStore for MemoryLaneStore {
     }
 
     async fn lane_load(&self, lane: &LaneId) -> QueueResult<LaneLoad> {
-        Ok(self.state().lanes.get(lane).map(Lane::load).unwrap_or_default())
+        Ok(self.state().lane(lane).map(Lane::load).unwrap_or_default())
     }
 
     async fn find_position(&self, lane: &LaneId, job: &JobId) -> QueueResult<usize> {
-        Ok(self.state().lanes.get(lane).and_then(|l| l.waiting_position(job)).unwrap_or(0))
+        Ok(self.state().lane(lane).and_then(|l| l.waiting_position(job)).unwrap_or(0))
     }
 
     async fn restore(&self, job: &JobId, lane: &LaneId) -> QueueResult<LaneEnqueue> {
@@ -456,8 +606,12 @@ impl ChatLaneStore for MemoryLaneStore {
 
     async fn reset(&self) -> QueueResult<()> {
         let mut state = self.state();
-        state.lanes.clear();
+        state.slots.clear();
+        state.free.clear();
+        state.by_id.clear();
+        state.by_epoch = vec![usize::MAX; EPOCH_TABLE_MIN];
         state.order.clear();
+        state.parked = 0;
         state.recent.clear();
         state.sweep_recent_at = RECENT_SWEEP_FLOOR;
         Ok(())
@@ -511,10 +665,31 @@ mod tests {
     /// The ids of the lanes held, checking that the map and the order kept for `snapshot` agree.
     fn lane_ids(store: &MemoryLaneStore) -> Vec<String> {
         let state = store.state();
-        let ordered: Vec<String> = state.order.iter().map(|l| l.as_str().to_owned()).collect();
-        let mut hashed: Vec<String> = state.lanes.keys().map(|l| l.as_str().to_owned()).collect();
+        let busy = |slot: usize| state.slots[slot].as_ref().is_some_and(|held| !held.lane.is_idle());
+        let parked = state.by_id.values().filter(|&&slot| !busy(slot)).count();
+        assert_eq!(parked, state.parked, "parked lanes counted");
+        let ordered: Vec<String> =
+            state.order.iter().filter(|(_, slot)| busy(**slot)).map(|(l, _)| l.as_str().to_owned()).collect();
+        assert_eq!(state.order.len(), state.by_id.len(), "every lane held is ordered");
+        let mut hashed: Vec<String> =
+            state.by_id.iter().filter(|(_, slot)| busy(**slot)).map(|(l, _)| l.as_str().to_owned()).collect();
         hashed.sort();
         assert_eq!(hashed, ordered, "the lanes and their order disagree");
+        let mut held: Vec<String> = state
+            .slots
+            .iter()
+            .flatten()
+            .filter(|held| !held.lane.is_idle())
+            .map(|held| held.id.as_str().to_owned())
+            .collect();
+        held.sort();
+        assert_eq!(held, ordered, "the lanes held and their order disagree");
+        // Every lane is found by its id, in its own slot.
+        for (id, &slot) in &state.by_id {
+            let held = state.slots[slot].as_ref().expect("an indexed slot holds a lane");
+            assert_eq!(&held.id, id, "slot {slot}");
+        }
+        assert!(state.by_epoch.len() >= 2 * state.by_id.len(), "the epoch table is long enough");
         ordered
     }
 
@@ -560,6 +735,59 @@ mod tests {
         assert!(matches!(store.finish_now(&first), Some(Err(QueueError::StaleLease { .. }))));
         assert_eq!(store.finish_now(&next).unwrap().unwrap(), None);
         assert!(lane_ids(&store).is_empty(), "the emptied lane is gone");
+    }
+
+    /// A pure speed structure, guarded: a claim whose entry in the epoch table a later epoch took
+    /// over is found by its lane's id instead, and still renews and finishes.
+    #[tokio::test]
+    async fn a_claim_whose_epoch_entry_was_taken_over_is_found_by_its_lane_id() {
+        let store = MemoryLaneStore::new(LaneStoreConfig::default(), Arc::new(ManualClock::new(0)));
+        let held = store.enqueue(&job("a1"), &lane("a")).await.unwrap().dispatch.unwrap();
+        let slot = store.state().by_id[&lane("a")];
+        let hint = |store: &MemoryLaneStore| {
+            let state = store.state();
+            state.by_epoch[state.epoch_index(held.epoch)]
+        };
+        assert_eq!(hint(&store), slot);
+        // As many later claims on another lane as the table has entries: one takes `held`'s.
+        let len = store.state().by_epoch.len();
+        let mut other = store.enqueue(&job("b0"), &lane("b")).await.unwrap().dispatch.unwrap();
+        for n in 1..=len {
+            store.enqueue(&job(&format!("b{n}")), &lane("b")).await.unwrap();
+            other = store.finish(&other).await.unwrap().expect("the next job of b");
+        }
+        assert_ne!(hint(&store), slot, "taken over");
+        assert_eq!(store.renew(&held).await.unwrap(), LaneStoreConfig::default().claim_ttl_ms);
+        assert_eq!(store.finish(&held).await.unwrap(), None);
+        assert!(matches!(store.renew(&held).await, Err(QueueError::StaleLease { .. })));
+        assert_eq!(lane_ids(&store), ["b"]);
+    }
+
+    /// A pure speed structure, guarded: emptied lanes stay parked until a sweep, which keeps the
+    /// lanes held within the floor (here, with one busy lane), and meanwhile answer as lanes
+    /// without jobs do.
+    #[tokio::test]
+    async fn emptied_lanes_are_parked_hidden_and_swept() {
+        let store = MemoryLaneStore::new(LaneStoreConfig::default(), Arc::new(ManualClock::new(0)));
+        let busy = store.enqueue(&job("busy"), &lane("a-busy")).await.unwrap().dispatch.unwrap();
+        for n in 0..3 * PARKED_SWEEP_FLOOR + 5 {
+            let l = lane(&format!("l{n:05}"));
+            let claim = store.enqueue(&job(&format!("j{n}")), &l).await.unwrap().dispatch.unwrap();
+            assert_eq!(store.finish(&claim).await.unwrap(), None);
+            assert_eq!(store.lane_load(&l).await.unwrap(), LaneLoad::default());
+            let held = store.state().by_id.len();
+            assert!(held <= PARKED_SWEEP_FLOOR + 1, "{held} lanes held after {n} emptied");
+        }
+        assert!(store.state().parked > 0, "some emptied lanes are parked");
+        let shown: Vec<LaneId> =
+            store.snapshot(None, usize::MAX).await.unwrap().into_iter().map(|s| s.lane_id).collect();
+        assert_eq!(shown, [lane("a-busy")]);
+        assert_eq!(lane_ids(&store), ["a-busy"]);
+        // A parked lane taking a job again runs it at once.
+        let again = store.enqueue(&job("again"), &lane("l00001")).await.unwrap();
+        assert!(again.dispatch.is_some());
+        assert_eq!(lane_ids(&store), ["a-busy", "l00001"]);
+        store.finish(&busy).await.unwrap();
     }
 
     #[tokio::test]
