@@ -268,6 +268,21 @@ impl JobUpdate {
         }
         Ok(())
     }
+
+    /// Moves a record's status, lease epoch and attempt as this update says, once
+    /// [`JobUpdate::check`] has passed: [`JobRecord::apply`]'s part for these three fields, for a
+    /// store that keeps its records in a shape of its own.
+    pub const fn move_state(&self, status: &mut JobStatus, lease_epoch: &mut u64, attempt: &mut u32) {
+        if let Some(to) = self.to {
+            *status = to;
+        }
+        if let Some(epoch) = self.set_epoch {
+            *lease_epoch = epoch;
+        }
+        if self.bump_attempt {
+            *attempt += 1;
+        }
+    }
 }
 
 impl JobRecord {
@@ -300,15 +315,7 @@ impl JobRecord {
     /// when the table forbids the move.
     pub fn apply(&mut self, update: &JobUpdate, now_ms: u64) -> Result<(), QueueError> {
         update.check(&self.id, self.status, self.lease_epoch)?;
-        if let Some(to) = update.to {
-            self.status = to;
-        }
-        if let Some(epoch) = update.set_epoch {
-            self.lease_epoch = epoch;
-        }
-        if update.bump_attempt {
-            self.attempt += 1;
-        }
+        update.move_state(&mut self.status, &mut self.lease_epoch, &mut self.attempt);
         if let Some(result) = &update.result {
             self.result = Some(result.clone());
         }

@@ -805,15 +805,7 @@ impl MemoryJobStore {
         // Nothing is written before the checks pass, so there is nothing to undo.
         update.check(id, stored.status, stored.lease_epoch)?;
         let before = Place::of(stored);
-        if let Some(to) = update.to {
-            stored.status = to;
-        }
-        if let Some(epoch) = update.set_epoch {
-            stored.lease_epoch = epoch;
-        }
-        if update.bump_attempt {
-            stored.attempt += 1;
-        }
+        update.move_state(&mut stored.status, &mut stored.lease_epoch, &mut stored.attempt);
         if let Some(error) = update.error {
             stored.set_error(error.into_boxed_str());
         }
