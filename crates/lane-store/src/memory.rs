@@ -181,8 +181,7 @@ impl State {
             .filter_map(|&slot| Some((self.slots[slot].as_ref()?.lane.active.as_ref()?.epoch, slot)))
             .collect();
         for (epoch, slot) in live {
-            let at = self.epoch_index(epoch);
-            self.by_epoch[at] = slot;
+            point_epoch(&mut self.by_epoch, epoch, slot);
         }
     }
 
@@ -250,8 +249,7 @@ impl State {
     fn set_active(&mut self, slot: usize, active: Option<Active>, lane_id: &LaneId) -> Option<LaneClaim> {
         let claim = active.as_ref().map(|active| active.claim(lane_id));
         if let Some(active) = &active {
-            let at = self.epoch_index(active.epoch);
-            self.by_epoch[at] = slot;
+            point_epoch(&mut self.by_epoch, active.epoch, slot);
         }
         self.held_mut(slot).lane.active = active;
         claim
@@ -299,6 +297,12 @@ impl State {
 /// bits, so consecutive epochs take different entries.
 fn epoch_index(epoch: u64, len: usize) -> usize {
     usize::try_from(epoch & (len as u64 - 1)).unwrap_or_default()
+}
+
+/// Points the entry of `by_epoch` (see [`State::by_epoch`]) for the claim with `epoch` at the
+/// lane in `slot`.
+fn point_epoch(by_epoch: &mut [usize], epoch: u64, slot: usize) {
+    by_epoch[epoch_index(epoch, by_epoch.len())] = slot;
 }
 
 /// The fencing error for `claim`, whose lane (if it still has one) is `lane`.
@@ -455,8 +459,7 @@ impl MemoryLaneStore {
             *last_epoch += 1;
             active.epoch = *last_epoch;
             active.lease_deadline_ms = deadline;
-            let at = epoch_index(active.epoch, by_epoch.len());
-            by_epoch[at] = slot;
+            point_epoch(by_epoch, active.epoch, slot);
             reclaimed.push(active.claim(id));
         }
         // In lane order, not the slots' arbitrary one, so that a reap is repeatable; reaped claims
@@ -606,14 +609,8 @@ impl ChatLaneStore for MemoryLaneStore {
 
     async fn reset(&self) -> QueueResult<()> {
         let mut state = self.state();
-        state.slots.clear();
-        state.free.clear();
-        state.by_id.clear();
-        state.by_epoch = vec![usize::MAX; EPOCH_TABLE_MIN];
-        state.order.clear();
-        state.parked = 0;
-        state.recent.clear();
-        state.sweep_recent_at = RECENT_SWEEP_FLOOR;
+        // A new state but for the epoch counter, which is never reset (see `last_epoch`).
+        *state = State { last_epoch: state.last_epoch, ..State::new() };
         Ok(())
     }
 }
