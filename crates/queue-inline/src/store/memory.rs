@@ -974,6 +974,11 @@ mod tests {
 
     use super::*;
 
+    /// An upload job `id` with `payload`.
+    fn upload(id: &JobId, payload: Value) -> NewJob {
+        NewJob { id: id.clone(), kind: JobKind::Upload, lane: None, request_id: None, payload }
+    }
+
     // Every record takes this much in the vector, whatever its JSON: a field added here costs
     // every queued job.
     #[cfg(target_pointer_width = "64")]
@@ -1042,14 +1047,7 @@ mod tests {
         let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(clock.clone()));
         let ids: Vec<JobId> = (0..6).map(|i| JobId::new(format!("j{i}")).unwrap()).collect();
         for id in &ids {
-            let job = NewJob {
-                id: id.clone(),
-                kind: JobKind::Upload,
-                lane: None,
-                request_id: None,
-                payload: json!(1),
-            };
-            store.create(job).await.unwrap();
+            store.create(upload(id, json!(1))).await.unwrap();
             store.transition(id, JobUpdate::start(1)).await.unwrap();
         }
         // Finished at 200, 150 (the clock stepped back), 300, 150, 250, 200.
@@ -1078,13 +1076,7 @@ mod tests {
         use queue_core::ManualClock;
 
         let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(ManualClock::new(1)));
-        let new = |id: &JobId| NewJob {
-            id: id.clone(),
-            kind: JobKind::Upload,
-            lane: None,
-            request_id: None,
-            payload: json!(1),
-        };
+        let new = |id: &JobId| upload(id, json!(1));
         let a = JobId::new("a").unwrap();
         store.create(new(&a)).await.unwrap();
         store.transition(&a, JobUpdate::start(1)).await.unwrap();
@@ -1112,14 +1104,7 @@ mod tests {
 
         let store = MemoryJobStore::new(TenantId::default_tenant(), Arc::new(ManualClock::new(7)));
         let id = JobId::new("j").unwrap();
-        let job = NewJob {
-            id: id.clone(),
-            kind: JobKind::Upload,
-            lane: None,
-            request_id: None,
-            payload: json!({ "a": 1 }),
-        };
-        store.create(job).await.unwrap();
+        store.create(upload(&id, json!({ "a": 1 }))).await.unwrap();
         let Ok(started) = store.transition_now(&id, JobUpdate::start(3)) else { panic!("not at once") };
         let started = started.unwrap();
         assert_eq!(
