@@ -1,5 +1,6 @@
 //! The machine and versions a run is measured on, and this process's memory from /proc.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::report::Machine;
@@ -66,6 +67,31 @@ pub fn load_average() -> String {
         .join(" ")
 }
 
+/// How an idle CPU of this machine waits for work, read under `sys` (`/sys`): the cpuidle
+/// driver and governor, and, with the `haltpoll` driver of a KVM guest, how long a CPU polls
+/// before it halts (`guest_halt_poll_ns`). A halted virtual CPU is woken through the host, which
+/// on some VMs costs an awaited Redis round trip as much as the rest of it: measured here, one
+/// client's back-to-back commands ran twice as fast with polling on. `unknown` when not exposed.
+#[must_use]
+pub fn cpu_idle(sys: &Path) -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(sys.join(path)).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    };
+    let Some(driver) = read("devices/system/cpu/cpuidle/current_driver") else {
+        return "unknown".to_owned();
+    };
+    let mut out = driver;
+    if let Some(governor) = read("devices/system/cpu/cpuidle/current_governor")
+        && governor != out
+    {
+        out = format!("{out} (governor {governor})");
+    }
+    if let Some(ns) = read("module/haltpoll/parameters/guest_halt_poll_ns") {
+        out = format!("{out}, guest halt polling {ns} ns");
+    }
+    out
+}
+
 /// What this machine is.
 #[must_use]
 pub fn describe() -> Machine {
@@ -86,6 +112,7 @@ pub fn describe() -> Machine {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
         rustc: first_line_of("rustc", &["--version"]),
         redis_server,
+        cpu_idle: cpu_idle(Path::new("/sys")),
         load_at_start: load_average(),
         load_at_end: String::new(),
     }
@@ -101,6 +128,25 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(12_345));
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(678));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn cpu_idle_names_the_driver_the_governor_and_the_halt_polling() {
+        let sys = std::env::temp_dir().join(format!("laneway-bench-sys-{}", std::process::id()));
+        let write = |path: &str, text: &str| {
+            let file = sys.join(path);
+            std::fs::create_dir_all(file.parent().expect("a parent")).expect("a directory");
+            std::fs::write(file, text).expect("a file");
+        };
+        assert_eq!(cpu_idle(&sys), "unknown");
+        write("devices/system/cpu/cpuidle/current_driver", "acpi_idle\n");
+        write("devices/system/cpu/cpuidle/current_governor", "menu\n");
+        assert_eq!(cpu_idle(&sys), "acpi_idle (governor menu)");
+        write("devices/system/cpu/cpuidle/current_driver", "haltpoll\n");
+        write("devices/system/cpu/cpuidle/current_governor", "haltpoll\n");
+        write("module/haltpoll/parameters/guest_halt_poll_ns", "0\n");
+        assert_eq!(cpu_idle(&sys), "haltpoll, guest halt polling 0 ns");
+        std::fs::remove_dir_all(&sys).expect("cleaned up");
     }
 
     #[test]

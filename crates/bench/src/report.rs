@@ -31,6 +31,11 @@ pub struct Machine {
     pub rustc: String,
     /// `redis-server --version`.
     pub redis_server: String,
+    /// How an idle CPU waits for work (the cpuidle driver and governor, and a guest's halt
+    /// polling window): on a VM, a CPU that halts when idle costs every awaited round trip a
+    /// wake-up through the host, which can double it ([`crate::machine::cpu_idle`]).
+    #[serde(default)]
+    pub cpu_idle: String,
     /// /proc/loadavg (1, 5, 15 min) when the run began: other work on the machine skews every
     /// figure.
     pub load_at_start: String,
@@ -313,7 +318,7 @@ pub fn render_markdown(r: &Results) -> String {
         writeln!(out, "Reproduce with `{}`{}.", r.command, if r.quick { " (the quick sizes)" } else { "" });
     let _ = writeln!(
         out,
-        "Measured on {} logical CPUs ({}), {} MiB RAM, Linux {}; {}; Redis {} on loopback \
+        "Measured on {} logical CPUs ({}), {} MiB RAM, Linux {}, CPU idle: {}; {}; Redis {} on loopback \
          (`--save \"\" --appendonly no`), started by the runner. Each figure is the median of {} runs \
          (W5: {} probes) with min–max; the whole run took {:.0} s (load average at its start: {}; \
          at its end: {}).",
@@ -321,6 +326,7 @@ pub fn render_markdown(r: &Results) -> String {
         m.cpu_model,
         m.mem_total_mib,
         m.kernel,
+        m.cpu_idle,
         m.rustc,
         m.redis_server,
         p.runs,
@@ -520,6 +526,7 @@ mod tests {
                 kernel: "6.1".to_owned(),
                 rustc: "rustc 1.95.0".to_owned(),
                 redis_server: "7.0.15".to_owned(),
+                cpu_idle: "haltpoll, guest halt polling 0 ns".to_owned(),
                 load_at_start: "0.10 0.20 0.30".to_owned(),
                 load_at_end: "1.10 1.20 1.30".to_owned(),
             },

@@ -177,7 +177,7 @@ pub fn render_markdown(r: &PeerResults) -> String {
         writeln!(out, "Reproduce with `{}`{}.", r.command, if r.quick { " (the quick sizes)" } else { "" });
     let _ = writeln!(
         out,
-        "Measured on {} logical CPUs ({}), {} MiB RAM, Linux {}; Redis {} on loopback \
+        "Measured on {} logical CPUs ({}), {} MiB RAM, Linux {}, CPU idle: {}; Redis {} on loopback \
          (`--save \"\" --appendonly no`), a fresh server started by the runner for each column in \
          each round, `FLUSHALL` between workloads. Each figure is {runs}; the columns take turns \
          round by round. The whole run took {:.0} s (load average at its start: {}; at its end: {}).",
@@ -185,6 +185,7 @@ pub fn render_markdown(r: &PeerResults) -> String {
         m.cpu_model,
         m.mem_total_mib,
         m.kernel,
+        m.cpu_idle,
         m.redis_server,
         r.duration_s,
         m.load_at_start,
@@ -313,6 +314,7 @@ mod tests {
                 kernel: "6.1".to_owned(),
                 rustc: "rustc 1.95.0".to_owned(),
                 redis_server: "7.0.15".to_owned(),
+                cpu_idle: "haltpoll, guest halt polling 0 ns".to_owned(),
                 load_at_start: "1.00 1.00 1.00".to_owned(),
                 load_at_end: "2.00 2.00 2.00".to_owned(),
             },
