@@ -176,12 +176,21 @@ async fn wake_tokens_stay_bounded_however_many_claims_are_pushed() {
     let server = shared_server();
     let store = store_on(&server.url(), &fresh_tenant("tokens"), config(), &ManualClock::default())
         .with_dispatch(true);
-    for i in 0..100 {
-        store.enqueue(&job(&format!("j{i}")), &lane(&format!("l{i}"))).await.unwrap();
-    }
     let keys = store.keys();
-    assert_eq!(server.command(&["LLEN", &keys.chat_ready()]), "100", "every claim is kept");
-    assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Chat)]), "64", "wake tokens are capped");
+    let tokens = || -> u64 { server.command(&["LLEN", &keys.signal(JobKind::Chat)]).parse().unwrap() };
+    for i in 1..=200 {
+        store.enqueue(&job(&format!("j{i}")), &lane(&format!("l{i}"))).await.unwrap();
+        // Cut back to 64 only when a push takes the list past 128: at the 129th and 194th.
+        let expected = if i <= 128 {
+            i
+        } else if i < 194 {
+            i - 65
+        } else {
+            i - 130
+        };
+        assert_eq!(tokens(), expected, "after claim {i}");
+    }
+    assert_eq!(server.command(&["LLEN", &keys.chat_ready()]), "200", "every claim is kept");
 }
 
 #[tokio::test]

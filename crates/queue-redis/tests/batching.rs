@@ -301,6 +301,33 @@ async fn a_lone_submit_writes_what_a_batch_writes_with_one_command_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_up_tokens_nobody_takes_are_cut_back_to_64_once_they_pass_128() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "tokens");
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let signal = TenantKeys::new(&rig.tenant).signal(JobKind::Upload);
+    let trims = calls(&server, "ltrim");
+    // No worker takes the tokens: each lone submit leaves one, and the list is not trimmed
+    // while it holds at most 128 (one command per submit, not two).
+    for i in 1..=129 {
+        producer
+            .submit(store.clone(), new_job(&format!("t{i}"), JobKind::Upload, None, &Behavior::Ok))
+            .await
+            .expect("a lone submit");
+        let len: u64 = server.command(&["LLEN", &signal]).parse().expect("a length");
+        if i <= 128 {
+            assert_eq!(len, i, "submit {i}: every token kept so far");
+            assert_eq!(calls(&server, "ltrim"), trims, "submit {i}: no trim yet");
+        } else {
+            assert_eq!(len, 64, "the push past 128 cuts the list back to 64");
+            assert_eq!(calls(&server, "ltrim"), trims + 1, "one trim");
+        }
+    }
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_chat_worker_pushes_its_dispatches_once_per_call_and_keeps_every_lane_in_order() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "chat-batching");

@@ -22,8 +22,10 @@ end
 local function push_dispatch(on, ready_key, signal_key, epoch, job, lane)
   if on == '1' then
     redis.call('RPUSH', ready_key, epoch .. '|' .. job .. '|' .. lane)
-    -- Tokens beyond 64 would wake no one more; trim only when there are that many.
-    if redis.call('LPUSH', signal_key, '1') > 64 then
+    -- Tokens beyond 64 would wake no one more; the list is cut back to 64 only when a push
+    -- takes it past 128, so a push onto a full list is one command 63 times in 64 (as the
+    -- Redis backend's `wake` does).
+    if redis.call('LPUSH', signal_key, '1') > 128 then
       redis.call('LTRIM', signal_key, '0', '63')
     end
   end
