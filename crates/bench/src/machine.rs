@@ -71,7 +71,7 @@ pub fn load_average() -> String {
 /// driver and governor, and, with the `haltpoll` driver of a KVM guest, how long a CPU polls
 /// before it halts (`guest_halt_poll_ns`). A halted virtual CPU is woken through the host, which
 /// on some VMs costs an awaited Redis round trip as much as the rest of it: measured here, one
-/// client's back-to-back commands ran twice as fast with polling on. `unknown` when not exposed.
+/// client's back-to-back commands ran two to three times as fast with polling on. `unknown` when not exposed.
 #[must_use]
 pub fn cpu_idle(sys: &Path) -> String {
     let read = |path: &str| {

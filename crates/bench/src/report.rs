@@ -635,6 +635,7 @@ mod tests {
         let md = render_markdown(&sample_results());
         assert!(md.contains("`cargo xtask bench --quick`"));
         assert!(md.contains("AMD EPYC"));
+        assert!(md.contains("Linux 6.1, CPU idle: haltpoll, guest halt polling 0 ns;"));
         assert!(
             md.contains("| W2 drain, 1 worker, concurrency 50 | jobs/s | — | — | 20,000 (19,000–21,500) |")
         );

@@ -363,6 +363,7 @@ mod tests {
     fn the_table_has_a_column_per_queue_and_says_what_is_missing() {
         let md = render_markdown(&sample());
         assert!(md.contains("`cargo xtask bench-peers --quick` (the quick sizes)"));
+        assert!(md.contains("Linux 6.1, CPU idle: haltpoll, guest halt polling 0 ns;"));
         assert!(md.contains("| workload | unit | Laneway (Redis) | BullMQ | apalis-redis | RQ |"));
         assert!(md.contains("|---|---|---:|---:|---:|---:|"));
         assert!(md.contains(
