@@ -116,7 +116,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(args)) {
+    // The work runs in a spawned task, on the runtime's worker threads, as a server's request
+    // handlers and the peers' drivers run theirs; not in `block_on` on this thread. A loop there
+    // that awaits one Redis call at a time crosses threads at every call (its connection's driver
+    // task runs on a worker): a third of one producer's awaited submits on this VM.
+    let work = runtime.block_on(async move {
+        tokio::spawn(dispatch(args))
+            .await
+            .unwrap_or_else(|e| Err(format!("the bench's task failed: {e}").into()))
+    });
+    match work {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("laneway-bench: error: {e}");
