@@ -116,14 +116,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The work runs in a spawned task, on the runtime's worker threads, as a server's request
-    // handlers and the peers' drivers run theirs; not in `block_on` on this thread. A loop there
-    // that awaits one Redis call at a time crosses threads at every call (its connection's driver
-    // task runs on a worker): a third of one producer's awaited submits on this VM.
+    // The runner's work (`run`, `peers`) runs in a spawned task, on the runtime's worker threads,
+    // as a server's request handlers and the peers' drivers run theirs; not in `block_on` on this
+    // thread. A loop there that awaits one Redis call at a time crosses threads at every call
+    // (its connection's driver task runs on a worker): a third of one producer's awaited submits
+    // on this VM. A child stays in `block_on`: its loop that waits for a drain's or a probe's end
+    // must not take a worker from the tasks it times.
+    let spawned = matches!(args.first().map(String::as_str), Some("run" | "peers"));
     let work = runtime.block_on(async move {
-        tokio::spawn(dispatch(args))
-            .await
-            .unwrap_or_else(|e| Err(format!("the bench's task failed: {e}").into()))
+        if spawned {
+            tokio::spawn(dispatch(args))
+                .await
+                .unwrap_or_else(|e| Err(format!("the bench's task failed: {e}").into()))
+        } else {
+            dispatch(args).await
+        }
     });
     match work {
         Ok(()) => ExitCode::SUCCESS,
