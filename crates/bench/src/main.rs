@@ -91,9 +91,9 @@ fn render(args: &[String]) -> BenchResult<()> {
 
 async fn dispatch(args: Vec<String>) -> BenchResult<()> {
     match args.first().map(String::as_str) {
-        Some("run") => runner::run(parse_run(&args[1..])?).await,
+        Some("run") => on_a_worker(runner::run(parse_run(&args[1..])?)).await,
         Some("render") => render(&args[1..]),
-        Some("peers") => peers::run(peers::parse_args(&args[1..])?).await,
+        Some("peers") => on_a_worker(peers::run(peers::parse_args(&args[1..])?)).await,
         Some("peers-render") => peers::render(&peers::parse_args(&args[1..])?),
         Some("child") => {
             let spec = args.get(1).ok_or("child needs a task")?;
@@ -101,6 +101,16 @@ async fn dispatch(args: Vec<String>) -> BenchResult<()> {
         }
         _ => Err(USAGE.into()),
     }
+}
+
+/// Runs the runner's work in a spawned task, on the runtime's worker threads, as a server's
+/// request handlers and the peers' drivers run theirs; not in `block_on` on the main thread. A
+/// loop there that awaits one Redis call at a time crosses threads at every call (its
+/// connection's driver task runs on a worker): a third of one producer's awaited submits on this
+/// VM. A child stays in `block_on`: its loop that waits for a drain's or a probe's end must not
+/// take a worker from the tasks it times.
+async fn on_a_worker(work: impl Future<Output = BenchResult<()>> + Send + 'static) -> BenchResult<()> {
+    tokio::spawn(work).await.unwrap_or_else(|e| Err(format!("the bench's task failed: {e}").into()))
 }
 
 fn main() -> ExitCode {
@@ -116,23 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The runner's work (`run`, `peers`) runs in a spawned task, on the runtime's worker threads,
-    // as a server's request handlers and the peers' drivers run theirs; not in `block_on` on this
-    // thread. A loop there that awaits one Redis call at a time crosses threads at every call
-    // (its connection's driver task runs on a worker): a third of one producer's awaited submits
-    // on this VM. A child stays in `block_on`: its loop that waits for a drain's or a probe's end
-    // must not take a worker from the tasks it times.
-    let spawned = matches!(args.first().map(String::as_str), Some("run" | "peers"));
-    let work = runtime.block_on(async move {
-        if spawned {
-            tokio::spawn(dispatch(args))
-                .await
-                .unwrap_or_else(|e| Err(format!("the bench's task failed: {e}").into()))
-        } else {
-            dispatch(args).await
-        }
-    });
-    match work {
+    match runtime.block_on(dispatch(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("laneway-bench: error: {e}");
