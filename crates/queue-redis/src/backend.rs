@@ -2280,10 +2280,8 @@ mod tests {
                 "id" => "c1".into(),
                 "status" => "processing".into(),
                 "epoch" | "attempt" => "7".into(),
-                "lane" => "student:s1:main".into(),
-                "seq" => "3".into(),
-                "updated" | "created" => "1000".into(),
-                "payload" => "{\"q\":1}".into(),
+                "updated" => "1000".into(),
+                "fixed" => "3|1000|student:s1:main||{\"q\":1}".into(),
                 _ => serde_json::Value::Null,
             })
             .collect();

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use lane_store::redis::Script;
 
-use crate::store::{CLAIM_FIELDS, claim_field};
+use crate::store::{CLAIM_FIELDS, LEGACY_FIXED_FIELDS, claim_field};
 
 /// `read_claim(jk)` and the positions of the fields a start checks and changes, generated from
 /// [`CLAIM_FIELDS`]: the one list of what a claim reads and answers, so that the scripts' `HMGET`
@@ -23,24 +23,35 @@ fn claim_fields_fn() -> String {
     const EPOCH: usize = at("epoch");
     const ATTEMPT: usize = at("attempt");
     const UPDATED: usize = at("updated");
+    const FIXED: usize = at("fixed");
     let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    let legacy: Vec<String> = LEGACY_FIXED_FIELDS.iter().map(|f| format!("'{f}'")).collect();
     format!(
         "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs); shared by claim_plain_fn.lua and
 -- start_chat_fn.lua (prepended before them). read_claim(jk): a job record's claimed fields, values
 -- only, in CLAIM_FIELDS's order (false for a field the hash lacks): one read serves a start's
--- checks and the claim's answer, patched after the start at the positions below.
+-- checks and the claim's answer, patched after the start at the positions below. A record
+-- written before the `fixed` field (job_create_fn.lua) holds its five parts apart: they are
+-- read and joined as `write_job` joins them, so such a record is claimed like any other.
 local CLAIM_ID, CLAIM_STATUS, CLAIM_EPOCH, CLAIM_ATTEMPT, CLAIM_UPDATED = {ID}, {STATUS}, {EPOCH}, {ATTEMPT}, {UPDATED}
 local function read_claim(jk)
-  return redis.call('HMGET', jk, {})
+  local h = redis.call('HMGET', jk, {})
+  if not h[{FIXED}] and h[{ID}] then
+    local f = redis.call('HMGET', jk, {})
+    if f[1] and f[2] and f[5] then
+      h[{FIXED}] = f[1] .. '|' .. f[2] .. '|' .. (f[3] or '') .. '|' .. (f[4] or '') .. '|' .. f[5]
+    end
+  end
+  return h
 end",
-        names.join(", ")
+        names.join(", "),
+        legacy.join(", ")
     )
 }
-/// `new_claim(id, at, seq, lane, request_id, payload, epoch)`, generated from [`CLAIM_FIELDS`]
-/// for `HANDOFF_NEW_FN` and `HANDOFF_CHAT_FN`: the values a start of a job just created at `at`,
-/// under `epoch` and attempt 1, would read, in CLAIM_FIELDS's order (`lane` and `request_id`
-/// already `cjson.null` when the job has none), built without reading them back and without a
-/// table of names.
+/// `new_claim(id, at, fixed, epoch)`, generated from [`CLAIM_FIELDS`] for `HANDOFF_NEW_FN` and
+/// `HANDOFF_CHAT_FN`: the values a start of a job just created at `at`, with the `fixed` field
+/// `write_job` wrote (job_create_fn.lua), under `epoch` and attempt 1, would read, in
+/// CLAIM_FIELDS's order, built without reading them back and without a table of names.
 static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
     let values: Vec<&str> = CLAIM_FIELDS
         .iter()
@@ -49,11 +60,8 @@ static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
             "status" => "'processing'",
             "epoch" => "epoch",
             "attempt" => "'1'",
-            "updated" | "created" => "at",
-            "lane" => "lane",
-            "request_id" => "request_id",
-            "seq" => "seq",
-            "payload" => "payload",
+            "updated" => "at",
+            "fixed" => "fixed",
             // What a new job cannot have yet.
             "error" | "result" => "cjson.null",
             other => panic!("new_claim: no value for the claimed field {other}"),
@@ -61,7 +69,7 @@ static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs).\n\
-         local function new_claim(id, at, seq, lane, request_id, payload, epoch)\n  return {{ {} }}\nend",
+         local function new_claim(id, at, fixed, epoch)\n  return {{ {} }}\nend",
         values.join(", ")
     )
 });

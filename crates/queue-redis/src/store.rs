@@ -9,10 +9,13 @@
 //!
 //! Key layout (all under the tenant's hash tag, see [`TenantKeys`]):
 //!
-//! - `job:<id>` HASH: `id`, `tenant`, `kind`, `lane`, `request_id`, `status`, `attempt`, `epoch`, `seq`,
-//!   `created`, `updated`, `payload` (JSON), `result` (JSON), `error`; optional fields are absent
-//!   when unset. A record finished by `transition` gets a TTL of the retention period; one
-//!   finished by the backend's `complete_many` gets none (its retention loop purges it).
+//! - `job:<id>` HASH: `id`, `tenant`, `kind`, `status`, `attempt`, `epoch`, `updated`, `fixed`
+//!   (`<seq>|<created>|<lane>|<request_id>|<payload JSON>`: what a job never changes, see
+//!   [`LEGACY_FIXED_FIELDS`]; lane and request id empty when unset), `result` (JSON), `error`
+//!   (absent when unset). Records written before `fixed` hold its parts as fields of their own
+//!   (`seq`, `created`, `lane`, `request_id`, `payload`); they are still read. A record finished
+//!   by `transition` gets a TTL of the retention period; one finished by the backend's
+//!   `complete_many` gets none (its retention loop purges it).
 //! - `seq` STRING: the last sequence number handed out.
 //! - `pending:<kind>` ZSET id -> seq: queued and processing jobs.
 //! - `finished:<kind>:<status>` ZSET id -> finish time (ms): the jobs of `kind` that ended in
@@ -382,24 +385,23 @@ fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
 /// The fields of a job record a claim reads (`HMGET`, in this order) and answers with, values
 /// only: what the worker's [`JobRecord`] holds, less what the caller already knows (the tenant,
 /// the backend's own; the kind, the one it claimed) and the `result`, which a job that can be
-/// claimed has not got (only `done` sets it, and `done` is final): a field the hash lacks costs
-/// `HMGET` a scan of the whole record (1.9 % of Redis's instructions per W2 job, callgrind). `status`, `epoch`, `attempt` and `updated`
-/// are also what the claim checks and changes. The one list both sides use: the scripts' `HMGET`
-/// is generated from it (`scripts.rs`, [`claim_field`] gives the positions), and
-/// [`parse_claimed`] reads an answer by it.
-pub(crate) const CLAIM_FIELDS: [&str; 11] = [
-    "id",
-    "status",
-    "epoch",
-    "attempt",
-    "updated",
-    "lane",
-    "request_id",
-    "seq",
-    "created",
-    "payload",
-    "error",
-];
+/// claimed has not got (only `done` sets it, and `done` is final). `fixed` holds the five fields
+/// a job never changes (see [`FIXED_PARTS`]): a claim reads seven fields where it read eleven, and
+/// only `error` is usually absent (an absent field costs `HMGET` a scan of the whole record).
+/// `status`, `epoch`, `attempt` and `updated` are also what the claim checks and changes. The one
+/// list both sides use: the scripts' `HMGET` is generated from it (`scripts.rs`, [`claim_field`]
+/// gives the positions), and [`parse_claimed`] reads an answer by it.
+pub(crate) const CLAIM_FIELDS: [&str; 7] = ["id", "status", "epoch", "attempt", "updated", "fixed", "error"];
+
+/// The parts of a record's `fixed` field, in its order, joined by `|`: what a job never changes
+/// after it is created, one field of its hash (`write_job`, job_create_fn.lua). `lane` and
+/// `request_id` are empty when unset; no id holds a `|`, and the payload (JSON, which may) comes
+/// last. Records written before the field hold these as fields of their own, under these names;
+/// both the claim's `read_claim` (scripts.rs) and [`build_record`] still read them.
+pub(crate) const LEGACY_FIXED_FIELDS: [&str; 5] = ["seq", "created", "lane", "request_id", "payload"];
+
+/// How many parts a `fixed` field has (see [`LEGACY_FIXED_FIELDS`] for their names and order).
+const FIXED_PARTS: usize = LEGACY_FIXED_FIELDS.len();
 
 /// Where `name` sits in [`CLAIM_FIELDS`] (0-based). In a `const`, a name that is not there fails
 /// the build.
@@ -506,15 +508,30 @@ fn build_record(
         ),
     };
     let status = JobStatus::parse(&required(take("status"), "status")?).map_err(|e| corrupt(&shown, &e))?;
-    let lane = take("lane").map(LaneId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
-    let request_id = take("request_id").map(RequestId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
+    // What a job never changes: one `fixed` field, or, in a record written before it, five.
+    let [seq, created, lane, request_id, payload] = match take("fixed") {
+        Some(fixed) => {
+            let mut parts = fixed.splitn(FIXED_PARTS, '|').map(str::to_owned);
+            let parts: [Option<String>; FIXED_PARTS] = std::array::from_fn(|_| parts.next());
+            if parts[FIXED_PARTS - 1].is_none() {
+                return Err(corrupt(
+                    &shown,
+                    &format_args!("the field fixed is not seq|created|lane|request_id|payload: {fixed:?}"),
+                ));
+            }
+            parts.map(|p| p.filter(|p| !p.is_empty()))
+        }
+        None => LEGACY_FIXED_FIELDS.map(&mut take),
+    };
+    let lane = lane.map(LaneId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
+    let request_id = request_id.map(RequestId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
     let attempt = number(take("attempt"), "attempt")?;
     let attempt = u32::try_from(attempt).map_err(|e| corrupt(&shown, &e))?;
     let lease_epoch = number(take("epoch"), "epoch")?;
-    let seq = number(take("seq"), "seq")?;
-    let created_at_ms = number(take("created"), "created")?;
+    let seq = number(seq, "seq")?;
+    let created_at_ms = number(created, "created")?;
     let updated_at_ms = number(take("updated"), "updated")?;
-    let payload = json(required(take("payload"), "payload")?, "payload")?;
+    let payload = json(required(payload, "payload")?, "payload")?;
     let result = take("result").map(|r| json(r, "result")).transpose()?;
     let error = take("error");
     Ok(JobRecord {
@@ -548,10 +565,8 @@ mod tests {
                 "id" => Some("u1".to_owned()),
                 "status" => Some("processing".to_owned()),
                 "epoch" | "attempt" => Some("1".to_owned()),
-                "seq" => Some("7".to_owned()),
-                "created" => Some("1000".to_owned()),
                 "updated" => Some("2000".to_owned()),
-                "payload" => Some(r#"{"k":1}"#.to_owned()),
+                "fixed" => Some(r#"7|1000|||{"k":1}"#.to_owned()),
                 _ => None,
             })
             .collect()
@@ -592,15 +607,32 @@ mod tests {
     #[test]
     fn a_claimed_record_reads_its_optional_fields_when_present() {
         let mut values = answer();
-        set(&mut values, "lane", "l1");
-        set(&mut values, "request_id", "req-1");
+        // The payload comes last: a `|` in it is the payload's.
+        set(&mut values, "fixed", r#"7|1000|l1|req-1|{"k":"a|b"}"#);
         set(&mut values, "error", "planned failure 1");
         let record = parse_claimed(values, &tenant(), JobKind::Chat).expect("parses");
         assert_eq!(record.kind, JobKind::Chat);
         assert_eq!(record.lane, Some(LaneId::new("l1").expect("lane")));
         assert_eq!(record.request_id, Some(RequestId::new("req-1").expect("request id")));
         assert_eq!(record.error.as_deref(), Some("planned failure 1"));
+        assert_eq!(record.payload, serde_json::json!({"k": "a|b"}));
         assert_eq!(record.result, None, "a claim does not read the result: a claimable job has none");
+    }
+
+    #[test]
+    fn a_fixed_field_short_of_a_part_or_with_an_empty_one_is_named_with_its_job() {
+        let short =
+            r#"job record u1: the field fixed is not seq|created|lane|request_id|payload: "7|1000||""#;
+        for (fixed, expected) in [
+            ("7|1000||", short),
+            ("7|1000|||", "job record u1: the field payload is missing"),
+            ("|1000|||{}", "job record u1: the field seq is missing"),
+        ] {
+            let mut values = answer();
+            set(&mut values, "fixed", fixed);
+            let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("a bad fixed field");
+            assert!(err.to_string().contains(expected), "{fixed}: {err}");
+        }
     }
 
     #[test]
@@ -632,9 +664,13 @@ mod tests {
             "{err:?}"
         );
         let mut values = answer();
-        values[claim_field("payload")] = None;
-        let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("no payload");
-        assert!(err.to_string().contains("job record u1: the field payload is missing"), "{err}");
+        set(&mut values, "fixed", "7|1000|||not json");
+        let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("a payload that is no JSON");
+        assert!(err.to_string().contains("job record u1: the field payload is not JSON"), "{err}");
+        let mut values = answer();
+        values[claim_field("fixed")] = None;
+        let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("no fixed field");
+        assert!(err.to_string().contains("job record u1: the field seq is missing"), "{err}");
     }
 
     #[test]
@@ -654,8 +690,30 @@ mod tests {
         fields.insert("kind".into(), "upload".into());
         let claimed = parse_claimed(answer(), &tenant(), JobKind::Upload).expect("parses");
         assert_eq!(parse_record(fields.clone()).expect("parses"), claimed);
-        fields.insert("seq".into(), "-1".into());
+        fields.insert("fixed".into(), r#"-1|1000|||{"k":1}"#.into());
         let err = parse_record(fields).expect_err("seq is not a number");
         assert!(err.to_string().contains(r#"job record u1: the field seq is not a number: "-1""#), "{err}");
+    }
+
+    /// A record written before the `fixed` field holds its parts as fields of their own: it is
+    /// read as the same record.
+    #[test]
+    fn a_record_of_the_fields_apart_is_read_as_one_with_a_fixed_field() {
+        let mut fields: HashMap<String, String> =
+            CLAIM_FIELDS.iter().zip(answer()).filter_map(|(f, v)| Some(((*f).to_owned(), v?))).collect();
+        fields.insert("tenant".into(), "acme".into());
+        fields.insert("kind".into(), "upload".into());
+        let joined = parse_record(fields.clone()).expect("parses");
+        fields.remove("fixed");
+        for (name, value) in [("seq", "7"), ("created", "1000"), ("payload", r#"{"k":1}"#)] {
+            fields.insert(name.into(), value.into());
+        }
+        assert_eq!(parse_record(fields.clone()).expect("parses"), joined);
+        fields.insert("lane".into(), "l1".into());
+        let record = parse_record(fields.clone()).expect("parses");
+        assert_eq!(record.lane, Some(LaneId::new("l1").expect("lane")));
+        fields.remove("created");
+        let err = parse_record(fields).expect_err("no created");
+        assert!(err.to_string().contains("job record u1: the field created is missing"), "{err}");
     }
 }

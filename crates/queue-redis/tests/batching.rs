@@ -250,15 +250,19 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     producer.stop().await.expect("stop producer");
 }
 
-/// The record's hash as `HGETALL` gives it, sorted by field, without the fields that differ
-/// between two jobs of one test (id, seq, times).
+/// The record's hash as `HGETALL` gives it, sorted by field, without what differs between two
+/// jobs of one test (id, seq, times: `updated`, and the first two parts of `fixed`).
 fn record_fields(server: &RedisServer, key: &str) -> Vec<(String, String)> {
     let reply = server.command(&["HGETALL", key]);
     let lines: Vec<&str> = reply.lines().collect();
     let mut fields: Vec<(String, String)> = lines
         .chunks(2)
         .map(|pair| (pair[0].to_owned(), pair.get(1).copied().unwrap_or_default().to_owned()))
-        .filter(|(f, _)| !["id", "seq", "created", "updated"].contains(&f.as_str()))
+        .filter(|(f, _)| !["id", "updated"].contains(&f.as_str()))
+        .map(|(f, v)| match f.as_str() {
+            "fixed" => (f, v.splitn(3, '|').nth(2).expect("seq|created|rest").to_owned()),
+            _ => (f, v),
+        })
         .collect();
     fields.sort();
     fields
@@ -292,7 +296,8 @@ async fn a_lone_submit_writes_what_a_batch_writes_with_one_command_each() {
     assert_eq!(fields, record_fields(&server, &b1_key), "the same record either way");
     for (key, id, seq) in [(&lone_key, "lone", lone.record.seq), (&b1_key, "b1", b1.record.seq)] {
         // Numbers are stored as integer text, in the record and as the pending index's score.
-        assert_eq!(server.command(&["HGET", key, "seq"]), seq.to_string());
+        let fixed = server.command(&["HGET", key, "fixed"]);
+        assert_eq!(fixed.split('|').next(), Some(seq.to_string().as_str()), "{fixed}");
         assert_eq!(server.command(&["ZSCORE", &keys.pending(JobKind::Upload), id]), seq.to_string());
     }
     assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Upload), "0", "-1"]), "lone\nb1\nb2");
@@ -1105,4 +1110,49 @@ async fn a_chat_retry_waits_out_its_backoff_without_holding_its_slot() {
         backend.stop().await.expect("stop");
         producer.stop().await.expect("stop producer");
     }
+}
+
+/// A record written before the `fixed` field, with its five parts (seq, created, lane, request
+/// id, payload) as fields of their own, as an earlier build's submit left it: the store reads
+/// it, and a worker claims and runs it like any other, so jobs a Redis holds across an upgrade
+/// are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_in_the_record_format_before_the_fixed_field_is_read_claimed_and_run() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "legacy");
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let keys = TenantKeys::new(&rig.tenant);
+    let job = new_job("old1", JobKind::Upload, None, &Behavior::Ok);
+    let (id, payload) = (job.id.clone(), job.payload.to_string());
+    #[rustfmt::skip]
+    server.command(&[
+        "HSET", &keys.job(&id), "id", "old1", "tenant", rig.tenant.as_str(), "kind", "upload",
+        "status", "queued", "attempt", "0", "epoch", "0", "seq", "1", "created", "1000",
+        "updated", "1000", "payload", &payload, "request_id", "req-old",
+    ]);
+    server.command(&["SET", &keys.seq(), "1"]);
+    server.command(&["ZADD", &keys.pending(JobKind::Upload), "1", "old1"]);
+    server.command(&["RPUSH", &keys.ready(JobKind::Upload), "old1"]);
+    server.command(&["LPUSH", &keys.signal(JobKind::Upload), "1"]);
+    let queued = store.get(&id).await.expect("get").expect("the old record");
+    assert_eq!(
+        (queued.status, queued.seq, queued.created_at_ms, queued.request_id.as_ref().map(RequestId::as_str)),
+        (JobStatus::Queued, 1, 1000, Some("req-old"))
+    );
+    assert_eq!(queued.payload, job.payload);
+
+    let backend = rig.backend(RedisBackendConfig::default());
+    backend.start().await.expect("start");
+    eventually("the old job is done", Duration::from_secs(10), || async {
+        status(&store, id.as_str()).await == JobStatus::Done
+    })
+    .await;
+    assert_eq!(handler.invocations(&id), 1, "it ran once");
+    let done = store.get(&id).await.expect("get").expect("the finished record");
+    assert_eq!((done.seq, done.created_at_ms, done.attempt), (1, 1000, 1));
+    assert_eq!((done.payload, done.request_id), (job.payload, queued.request_id));
+    // The next submit numbers on from the old record's seq.
+    let next = store.create(new_job("new1", JobKind::Upload, None, &Behavior::Ok)).await.expect("create");
+    assert_eq!(next.seq, 2);
+    backend.stop().await.expect("stop");
 }

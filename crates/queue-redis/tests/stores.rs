@@ -273,9 +273,9 @@ mod redis_job_store {
             fields.insert(pair[0].to_owned(), pair[1].to_owned());
         }
         assert_eq!(RedisJobStore::parse_record(fields.clone()).unwrap(), created);
-        fields.remove("seq");
+        fields.remove("fixed");
         let err = RedisJobStore::parse_record(fields).unwrap_err();
-        assert!(matches!(&err, QueueError::Storage(m) if m.contains("seq")), "{err}");
+        assert!(matches!(&err, QueueError::Storage(m) if m.contains("the field seq is missing")), "{err}");
     }
 }
 

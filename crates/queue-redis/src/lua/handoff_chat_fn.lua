@@ -35,11 +35,10 @@ local function hand_new_chat(K, A, w, waiting)
   end
   local answer = lane_append(K[4], K[5], K[6], K[7], K[8], K[9], K[10], id, lane, deadline, '0', false, waiting)
   local epoch = answer[4]
-  local seq, text = add_job(K, A, epoch)
+  local seq, _, fixed = add_job(K, A, epoch)
   redis.call('ZREM', prefix .. 'idle:chat', w)
   redis.call('HINCRBY', prefix .. 'stats', 'count:chat:processing', 1)
-  local null = cjson.null
-  local values = new_claim(id, A[6], text, lane, A[5] ~= '' and A[5] or null, A[7], epoch)
+  local values = new_claim(id, A[6], fixed, epoch)
   local list = prefix .. 'handoff:chat:' .. w
   redis.call('RPUSH', list, cjson.encode({ 'run', epoch, lane, deadline, values }))
   redis.call('PEXPIRE', list, string.format('%d', math.max(tonumber(deadline) - now, 1)))

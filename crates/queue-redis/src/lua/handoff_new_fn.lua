@@ -14,18 +14,16 @@
 -- calls/s).
 -- Returns the new seq (>= 1), or 0 when the id is taken (nothing written).
 local function hand_new(K, A, prefix, now, lease, w)
-  local seq, text = create_job(K, A, '1')
+  local seq, _, fixed = create_job(K, A, '1')
   if seq == 0 then
     return 0
   end
-  local id, kind, lane, request_id, at, payload = A[1], A[2], A[4], A[5], A[6], A[7]
+  local id, kind, at = A[1], A[2], A[6]
   redis.call('ZREM', prefix .. 'idle:' .. kind, w)
   local deadline = string.format('%d', now + lease)
   -- The keeper first, as claim_plain adds it: a new `inflight` is created as a skiplist.
   redis.call('ZADD', prefix .. 'inflight', '+inf', INFLIGHT_KEEPER, deadline, id)
   redis.call('HINCRBY', prefix .. 'stats', 'count:' .. kind .. ':processing', 1)
-  local null = cjson.null
-  push_handed(prefix, kind, w, new_claim(id, at, text, lane ~= '' and lane or null,
-    request_id ~= '' and request_id or null, payload, '1'), deadline, lease)
+  push_handed(prefix, kind, w, new_claim(id, at, fixed, '1'), deadline, lease)
   return seq
 end

@@ -1,13 +1,17 @@
--- write_job(jk, ...): writes the hash `jk` of a new job record. Numbers go in as text (`seq`
--- too): Redis would format a Lua number with a float format, at a cost. One HSET with the fields
--- as arguments; only the optional ones (lane, request_id) go through a table, made only for a
--- job that has them: building and unpacking a table of all the fields cost a submit more than a
--- tenth of its Lua. Shared by `add_job` below and the batched `submit_plain.lua`; `hand_new`
+-- write_job(jk, ...): writes the hash `jk` of a new job record and returns its `fixed` field.
+-- Numbers go in as text (`seq` too): Redis would format a Lua number with a float format, at a
+-- cost. What a job never changes after it is created (seq, created, lane, request id, payload) is
+-- one field, `fixed` = `<seq>|<created>|<lane>|<request_id>|<payload>` (lane and request id ''
+-- when unset; no id contains '|', and the payload comes last, so it may): a claim reads it with
+-- one of its `HMGET`'s fields where it read five, two of them usually absent (an absent field
+-- costs `HMGET` a scan of the whole record), and a new record is one `HSET` of eight fields, each
+-- a `realloc` of the hash's listpack. Records written before it (the five fields apart) are still
+-- read: `read_claim` (scripts.rs) and `build_record` (store.rs) fall back to them.
+-- Shared by `add_job` below and the batched `submit_plain.lua`; `hand_new`
 -- (handoff_new_fn.lua) and `hand_new_chat` (handoff_chat_fn.lua) pass `epoch` (text) through
 -- `create_job` or `add_job`: the record as a start of the new job under
 -- that epoch leaves it, `processing`, attempt 1 (epoch 1 for a non-chat job's first claim, the
 -- lane claim's epoch for a chat job).
-local NO_FIELDS = {}
 local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, seq, epoch)
   local status, attempt = 'queued', '0'
   if epoch then
@@ -15,19 +19,10 @@ local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, s
   else
     epoch = '0'
   end
-  local optional = NO_FIELDS
-  if lane ~= '' or request_id ~= '' then
-    optional = {}
-    if lane ~= '' then
-      optional[1], optional[2] = 'lane', lane
-    end
-    if request_id ~= '' then
-      optional[#optional + 1] = 'request_id'
-      optional[#optional + 1] = request_id
-    end
-  end
+  local fixed = seq .. '|' .. now .. '|' .. lane .. '|' .. request_id .. '|' .. payload
   redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'kind', kind, 'status', status, 'attempt', attempt,
-    'epoch', epoch, 'seq', seq, 'created', now, 'updated', now, 'payload', payload, unpack(optional))
+    'epoch', epoch, 'updated', now, 'fixed', fixed)
+  return fixed
 end
 
 -- create_job(K, A, epoch) (job_create.lua, submit_one.lua, submit_chat.lua between its lane checks
@@ -38,17 +33,18 @@ end
 -- A[1] id, A[2] kind, A[3] tenant, A[4] lane ('' = none), A[5] request id ('' = none),
 --   A[6] now (ms), A[7] payload (JSON text)
 -- epoch: nil for a queued job, or the epoch (text) of a job created already started (write_job).
--- Returns the new seq (>= 1) and its text, or 0 when the id is taken (nothing written).
+-- Returns the new seq (>= 1), its text and the record's `fixed` field, or 0 when the id is taken
+-- (nothing written).
 -- add_job(K, A, epoch): what `create_job` writes once the id is known to be free: assigns the next
--- sequence number, writes the record and indexes the job as pending; returns the seq and its
--- text. `hand_new_chat` (handoff_chat_fn.lua) checks the id itself, before it claims the lane
--- whose epoch the record is written under.
+-- sequence number, writes the record and indexes the job as pending; returns the seq, its text
+-- and the record's `fixed` field. `hand_new_chat` (handoff_chat_fn.lua) checks the id itself,
+-- before it claims the lane whose epoch the record is written under.
 local function add_job(K, A, epoch)
   local seq = redis.call('INCR', K[2])
   local text = string.format('%d', seq)
-  write_job(K[1], A[1], A[2], A[3], A[4], A[5], A[6], A[7], text, epoch)
+  local fixed = write_job(K[1], A[1], A[2], A[3], A[4], A[5], A[6], A[7], text, epoch)
   redis.call('ZADD', K[3], text, A[1])
-  return seq, text
+  return seq, text, fixed
 end
 
 local function create_job(K, A, epoch)
