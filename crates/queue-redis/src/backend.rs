@@ -2281,7 +2281,8 @@ mod tests {
                 "status" => "processing".into(),
                 "epoch" | "attempt" => "7".into(),
                 "updated" => "1000".into(),
-                "fixed" => "3|1000|student:s1:main||{\"q\":1}".into(),
+                "fixed" => "3|1000|student:s1:main|".into(),
+                "payload" => "{\"q\":1}".into(),
                 _ => serde_json::Value::Null,
             })
             .collect();

@@ -31,15 +31,15 @@ fn claim_fields_fn() -> String {
 -- start_chat_fn.lua (prepended before them). read_claim(jk): a job record's claimed fields, values
 -- only, in CLAIM_FIELDS's order (false for a field the hash lacks): one read serves a start's
 -- checks and the claim's answer, patched after the start at the positions below. A record
--- written before the `fixed` field (job_create_fn.lua) holds its five parts apart: they are
+-- written before the `fixed` field (job_create_fn.lua) holds its four parts apart: they are
 -- read and joined as `write_job` joins them, so such a record is claimed like any other.
 local CLAIM_ID, CLAIM_STATUS, CLAIM_EPOCH, CLAIM_ATTEMPT, CLAIM_UPDATED = {ID}, {STATUS}, {EPOCH}, {ATTEMPT}, {UPDATED}
 local function read_claim(jk)
   local h = redis.call('HMGET', jk, {})
   if not h[{FIXED}] and h[{ID}] then
     local f = redis.call('HMGET', jk, {})
-    if f[1] and f[2] and f[5] then
-      h[{FIXED}] = f[1] .. '|' .. f[2] .. '|' .. (f[3] or '') .. '|' .. (f[4] or '') .. '|' .. f[5]
+    if f[1] and f[2] then
+      h[{FIXED}] = f[1] .. '|' .. f[2] .. '|' .. (f[3] or '') .. '|' .. (f[4] or '')
     end
   end
   return h
@@ -48,10 +48,10 @@ end",
         legacy.join(", ")
     )
 }
-/// `new_claim(id, at, fixed, epoch)`, generated from [`CLAIM_FIELDS`] for `HANDOFF_NEW_FN` and
-/// `HANDOFF_CHAT_FN`: the values a start of a job just created at `at`, with the `fixed` field
-/// `write_job` wrote (job_create_fn.lua), under `epoch` and attempt 1, would read, in
-/// CLAIM_FIELDS's order, built without reading them back and without a table of names.
+/// `new_claim(id, at, fixed, payload, epoch)`, generated from [`CLAIM_FIELDS`] for
+/// `HANDOFF_NEW_FN` and `HANDOFF_CHAT_FN`: the values a start of a job just created at `at`, with
+/// the `fixed` field `write_job` wrote (job_create_fn.lua), under `epoch` and attempt 1, would
+/// read, in CLAIM_FIELDS's order, built without reading them back and without a table of names.
 static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
     let values: Vec<&str> = CLAIM_FIELDS
         .iter()
@@ -62,6 +62,7 @@ static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
             "attempt" => "'1'",
             "updated" => "at",
             "fixed" => "fixed",
+            "payload" => "payload",
             // What a new job cannot have yet.
             "error" | "result" => "cjson.null",
             other => panic!("new_claim: no value for the claimed field {other}"),
@@ -69,7 +70,7 @@ static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs).\n\
-         local function new_claim(id, at, fixed, epoch)\n  return {{ {} }}\nend",
+         local function new_claim(id, at, fixed, payload, epoch)\n  return {{ {} }}\nend",
         values.join(", ")
     )
 });

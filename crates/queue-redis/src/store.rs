@@ -10,10 +10,10 @@
 //! Key layout (all under the tenant's hash tag, see [`TenantKeys`]):
 //!
 //! - `job:<id>` HASH: `id`, `tenant`, `kind`, `status`, `attempt`, `epoch`, `updated`, `fixed`
-//!   (`<seq>|<created>|<lane>|<request_id>|<payload JSON>`: what a job never changes, see
-//!   [`LEGACY_FIXED_FIELDS`]; lane and request id empty when unset), `result` (JSON), `error`
-//!   (absent when unset). Records written before `fixed` hold its parts as fields of their own
-//!   (`seq`, `created`, `lane`, `request_id`, `payload`); they are still read. A record finished
+//!   (`<seq>|<created>|<lane>|<request_id>`: what a job never changes but its payload, see
+//!   [`LEGACY_FIXED_FIELDS`]; lane and request id empty when unset), `payload` (JSON), `result`
+//!   (JSON), `error` (absent when unset). Records written before `fixed` hold its parts as fields
+//!   of their own (`seq`, `created`, `lane`, `request_id`); they are still read. A record finished
 //!   by `transition` gets a TTL of the retention period; one finished by the backend's
 //!   `complete_many` gets none (its retention loop purges it).
 //! - `seq` STRING: the last sequence number handed out.
@@ -385,20 +385,24 @@ fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
 /// The fields of a job record a claim reads (`HMGET`, in this order) and answers with, values
 /// only: what the worker's [`JobRecord`] holds, less what the caller already knows (the tenant,
 /// the backend's own; the kind, the one it claimed) and the `result`, which a job that can be
-/// claimed has not got (only `done` sets it, and `done` is final). `fixed` holds the five fields
-/// a job never changes (see [`FIXED_PARTS`]): a claim reads seven fields where it read eleven, and
-/// only `error` is usually absent (an absent field costs `HMGET` a scan of the whole record).
+/// claimed has not got (only `done` sets it, and `done` is final). `fixed` holds four fields a
+/// job never changes (see [`LEGACY_FIXED_FIELDS`]): a claim reads eight fields where it read
+/// eleven, and only `error` is usually absent (an absent field costs `HMGET` a scan of the whole
+/// record).
 /// `status`, `epoch`, `attempt` and `updated` are also what the claim checks and changes. The one
 /// list both sides use: the scripts' `HMGET` is generated from it (`scripts.rs`, [`claim_field`]
 /// gives the positions), and [`parse_claimed`] reads an answer by it.
-pub(crate) const CLAIM_FIELDS: [&str; 7] = ["id", "status", "epoch", "attempt", "updated", "fixed", "error"];
+pub(crate) const CLAIM_FIELDS: [&str; 8] =
+    ["id", "status", "epoch", "attempt", "updated", "fixed", "payload", "error"];
 
 /// The parts of a record's `fixed` field, in its order, joined by `|`: what a job never changes
-/// after it is created, one field of its hash (`write_job`, job_create_fn.lua). `lane` and
-/// `request_id` are empty when unset; no id holds a `|`, and the payload (JSON, which may) comes
-/// last. Records written before the field hold these as fields of their own, under these names;
-/// both the claim's `read_claim` (scripts.rs) and [`build_record`] still read them.
-pub(crate) const LEGACY_FIXED_FIELDS: [&str; 5] = ["seq", "created", "lane", "request_id", "payload"];
+/// after it is created but its payload, one field of its hash (`write_job`, job_create_fn.lua).
+/// `lane` and `request_id` are empty when unset; no id holds a `|`. The payload keeps a field of
+/// its own: a hash whose values are all at most `hash-max-listpack-value` (64 bytes by default)
+/// is a compact listpack, and a payload that fits alone would not always fit with these. Records
+/// written before the field hold these as fields of their own, under these names; both the
+/// claim's `read_claim` (scripts.rs) and [`build_record`] still read them.
+pub(crate) const LEGACY_FIXED_FIELDS: [&str; 4] = ["seq", "created", "lane", "request_id"];
 
 /// How many parts a `fixed` field has (see [`LEGACY_FIXED_FIELDS`] for their names and order).
 const FIXED_PARTS: usize = LEGACY_FIXED_FIELDS.len();
@@ -508,15 +512,16 @@ fn build_record(
         ),
     };
     let status = JobStatus::parse(&required(take("status"), "status")?).map_err(|e| corrupt(&shown, &e))?;
-    // What a job never changes: one `fixed` field, or, in a record written before it, five.
-    let [seq, created, lane, request_id, payload] = match take("fixed") {
+    // What a job never changes but its payload: one `fixed` field, or, in a record written
+    // before it, four.
+    let [seq, created, lane, request_id] = match take("fixed") {
         Some(fixed) => {
             let mut parts = fixed.splitn(FIXED_PARTS, '|').map(str::to_owned);
             let parts: [Option<String>; FIXED_PARTS] = std::array::from_fn(|_| parts.next());
             if parts[FIXED_PARTS - 1].is_none() {
                 return Err(corrupt(
                     &shown,
-                    &format_args!("the field fixed is not seq|created|lane|request_id|payload: {fixed:?}"),
+                    &format_args!("the field fixed is not seq|created|lane|request_id: {fixed:?}"),
                 ));
             }
             parts.map(|p| p.filter(|p| !p.is_empty()))
@@ -531,7 +536,7 @@ fn build_record(
     let seq = number(seq, "seq")?;
     let created_at_ms = number(created, "created")?;
     let updated_at_ms = number(take("updated"), "updated")?;
-    let payload = json(required(payload, "payload")?, "payload")?;
+    let payload = json(required(take("payload"), "payload")?, "payload")?;
     let result = take("result").map(|r| json(r, "result")).transpose()?;
     let error = take("error");
     Ok(JobRecord {
@@ -566,7 +571,8 @@ mod tests {
                 "status" => Some("processing".to_owned()),
                 "epoch" | "attempt" => Some("1".to_owned()),
                 "updated" => Some("2000".to_owned()),
-                "fixed" => Some(r#"7|1000|||{"k":1}"#.to_owned()),
+                "fixed" => Some("7|1000||".to_owned()),
+                "payload" => Some(r#"{"k":1}"#.to_owned()),
                 _ => None,
             })
             .collect()
@@ -607,26 +613,24 @@ mod tests {
     #[test]
     fn a_claimed_record_reads_its_optional_fields_when_present() {
         let mut values = answer();
-        // The payload comes last: a `|` in it is the payload's.
-        set(&mut values, "fixed", r#"7|1000|l1|req-1|{"k":"a|b"}"#);
+        set(&mut values, "fixed", "7|1000|l1|req-1");
         set(&mut values, "error", "planned failure 1");
         let record = parse_claimed(values, &tenant(), JobKind::Chat).expect("parses");
         assert_eq!(record.kind, JobKind::Chat);
         assert_eq!(record.lane, Some(LaneId::new("l1").expect("lane")));
         assert_eq!(record.request_id, Some(RequestId::new("req-1").expect("request id")));
         assert_eq!(record.error.as_deref(), Some("planned failure 1"));
-        assert_eq!(record.payload, serde_json::json!({"k": "a|b"}));
         assert_eq!(record.result, None, "a claim does not read the result: a claimable job has none");
     }
 
     #[test]
     fn a_fixed_field_short_of_a_part_or_with_an_empty_one_is_named_with_its_job() {
-        let short =
-            r#"job record u1: the field fixed is not seq|created|lane|request_id|payload: "7|1000||""#;
+        let short = r#"job record u1: the field fixed is not seq|created|lane|request_id: "7|1000|""#;
         for (fixed, expected) in [
-            ("7|1000||", short),
-            ("7|1000|||", "job record u1: the field payload is missing"),
-            ("|1000|||{}", "job record u1: the field seq is missing"),
+            ("7|1000|", short),
+            ("7|1000|||", "job record u1: request_id: contains the forbidden character '|'"),
+            ("|1000||", "job record u1: the field seq is missing"),
+            ("7|||", "job record u1: the field created is missing"),
         ] {
             let mut values = answer();
             set(&mut values, "fixed", fixed);
@@ -664,7 +668,7 @@ mod tests {
             "{err:?}"
         );
         let mut values = answer();
-        set(&mut values, "fixed", "7|1000|||not json");
+        set(&mut values, "payload", "not json");
         let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("a payload that is no JSON");
         assert!(err.to_string().contains("job record u1: the field payload is not JSON"), "{err}");
         let mut values = answer();
@@ -690,7 +694,7 @@ mod tests {
         fields.insert("kind".into(), "upload".into());
         let claimed = parse_claimed(answer(), &tenant(), JobKind::Upload).expect("parses");
         assert_eq!(parse_record(fields.clone()).expect("parses"), claimed);
-        fields.insert("fixed".into(), r#"-1|1000|||{"k":1}"#.into());
+        fields.insert("fixed".into(), "-1|1000||".into());
         let err = parse_record(fields).expect_err("seq is not a number");
         assert!(err.to_string().contains(r#"job record u1: the field seq is not a number: "-1""#), "{err}");
     }
@@ -705,7 +709,7 @@ mod tests {
         fields.insert("kind".into(), "upload".into());
         let joined = parse_record(fields.clone()).expect("parses");
         fields.remove("fixed");
-        for (name, value) in [("seq", "7"), ("created", "1000"), ("payload", r#"{"k":1}"#)] {
+        for (name, value) in [("seq", "7"), ("created", "1000")] {
             fields.insert(name.into(), value.into());
         }
         assert_eq!(parse_record(fields.clone()).expect("parses"), joined);

@@ -1112,8 +1112,8 @@ async fn a_chat_retry_waits_out_its_backoff_without_holding_its_slot() {
     }
 }
 
-/// A record written before the `fixed` field, with its five parts (seq, created, lane, request
-/// id, payload) as fields of their own, as an earlier build's submit left it: the store reads
+/// A record written before the `fixed` field, with its four parts (seq, created, lane, request
+/// id) as fields of their own, as an earlier build's submit left it: the store reads
 /// it, and a worker claims and runs it like any other, so jobs a Redis holds across an upgrade
 /// are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,6 +277,26 @@ mod redis_job_store {
         let err = RedisJobStore::parse_record(fields).unwrap_err();
         assert!(matches!(&err, QueueError::Storage(m) if m.contains("the field seq is missing")), "{err}");
     }
+
+    /// A hash whose values are all at most `hash-max-listpack-value` (64 bytes by default) is a
+    /// compact listpack, about a third of a hashtable's memory: packing what a job never changes
+    /// into one field must not push a record that fitted before over it. A payload of 64 bytes
+    /// with a lane and a request id of everyday lengths keeps its record a listpack.
+    #[tokio::test]
+    async fn a_record_whose_values_fit_the_listpack_limit_alone_stays_a_listpack() {
+        let f = single_node_fixture();
+        let text = "x".repeat(64 - r#"{"m":""}"#.len());
+        let job = NewJob {
+            lane: Some(queue_core::LaneId::new("student:s42:main").unwrap()),
+            request_id: Some(request("req-0123456789abcdef")),
+            payload: json!({ "m": text }),
+            ..new_job("c1", JobKind::Chat)
+        };
+        assert_eq!(job.payload.to_string().len(), 64);
+        f.store.create(job).await.unwrap();
+        let key = f.store.keys().job(&id("c1"));
+        assert_eq!(f.target.command_on_key(&["OBJECT", "ENCODING", &key]), "listpack");
+    }
 }
 
 mod tenant_isolation {

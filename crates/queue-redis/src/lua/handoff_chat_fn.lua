@@ -38,7 +38,7 @@ local function hand_new_chat(K, A, w, waiting)
   local seq, _, fixed = add_job(K, A, epoch)
   redis.call('ZREM', prefix .. 'idle:chat', w)
   redis.call('HINCRBY', prefix .. 'stats', 'count:chat:processing', 1)
-  local values = new_claim(id, A[6], fixed, epoch)
+  local values = new_claim(id, A[6], fixed, A[7], epoch)
   local list = prefix .. 'handoff:chat:' .. w
   redis.call('RPUSH', list, cjson.encode({ 'run', epoch, lane, deadline, values }))
   redis.call('PEXPIRE', list, string.format('%d', math.max(tonumber(deadline) - now, 1)))

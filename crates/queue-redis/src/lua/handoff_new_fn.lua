@@ -24,6 +24,6 @@ local function hand_new(K, A, prefix, now, lease, w)
   -- The keeper first, as claim_plain adds it: a new `inflight` is created as a skiplist.
   redis.call('ZADD', prefix .. 'inflight', '+inf', INFLIGHT_KEEPER, deadline, id)
   redis.call('HINCRBY', prefix .. 'stats', 'count:' .. kind .. ':processing', 1)
-  push_handed(prefix, kind, w, new_claim(id, at, fixed, '1'), deadline, lease)
+  push_handed(prefix, kind, w, new_claim(id, at, fixed, A[7], '1'), deadline, lease)
   return seq
 end

@@ -1,12 +1,13 @@
 -- write_job(jk, ...): writes the hash `jk` of a new job record and returns its `fixed` field.
 -- Numbers go in as text (`seq` too): Redis would format a Lua number with a float format, at a
--- cost. What a job never changes after it is created (seq, created, lane, request id, payload) is
--- one field, `fixed` = `<seq>|<created>|<lane>|<request_id>|<payload>` (lane and request id ''
--- when unset; no id contains '|', and the payload comes last, so it may): a claim reads it with
--- one of its `HMGET`'s fields where it read five, two of them usually absent (an absent field
--- costs `HMGET` a scan of the whole record), and a new record is one `HSET` of eight fields, each
--- a `realloc` of the hash's listpack. Records written before it (the five fields apart) are still
--- read: `read_claim` (scripts.rs) and `build_record` (store.rs) fall back to them.
+-- cost. What a job never changes but its payload (seq, created, lane, request id) is one field,
+-- `fixed` = `<seq>|<created>|<lane>|<request_id>` (lane and request id '' when unset; no id
+-- contains '|'): a claim reads it with one of its `HMGET`'s fields where it read four, two of
+-- them usually absent (an absent field costs `HMGET` a scan of the whole record), and a new
+-- record is one `HSET` of nine fields, each a `realloc` of the hash's listpack. The payload keeps
+-- a field of its own, so that a payload of up to `hash-max-listpack-value` (64 bytes by default)
+-- still leaves the record a listpack. Records written before `fixed` (its four parts apart) are
+-- still read: `read_claim` (scripts.rs) and `build_record` (store.rs) fall back to them.
 -- Shared by `add_job` below and the batched `submit_plain.lua`; `hand_new`
 -- (handoff_new_fn.lua) and `hand_new_chat` (handoff_chat_fn.lua) pass `epoch` (text) through
 -- `create_job` or `add_job`: the record as a start of the new job under
@@ -19,9 +20,9 @@ local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, s
   else
     epoch = '0'
   end
-  local fixed = seq .. '|' .. now .. '|' .. lane .. '|' .. request_id .. '|' .. payload
+  local fixed = seq .. '|' .. now .. '|' .. lane .. '|' .. request_id
   redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'kind', kind, 'status', status, 'attempt', attempt,
-    'epoch', epoch, 'updated', now, 'fixed', fixed)
+    'epoch', epoch, 'updated', now, 'fixed', fixed, 'payload', payload)
   return fixed
 end
 
