@@ -9,10 +9,11 @@
 //!
 //! Key layout (all under the tenant's hash tag, see [`TenantKeys`]):
 //!
-//! - `job:<id>` HASH: `id`, `tenant`, `kind`, `status`, `attempt`, `epoch`, `updated`, `fixed`
+//! - `job:<id>` HASH: `status`, `epoch`, `updated`, `attempt`, `id`, `fixed`
 //!   (`<seq>|<created>|<lane>|<request_id>`: what a job never changes but its payload, see
-//!   [`LEGACY_FIXED_FIELDS`]; lane and request id empty when unset), `payload` (JSON), `result`
-//!   (JSON), `error` (absent when unset). Records written before `fixed` hold its parts as fields
+//!   [`LEGACY_FIXED_FIELDS`]; lane and request id empty when unset), `payload` (JSON), `kind`,
+//!   `tenant`, `result` (JSON), `error` (absent when unset); written in that order, the hot
+//!   path's most looked-up first. Records written before `fixed` hold its parts as fields
 //!   of their own (`seq`, `created`, `lane`, `request_id`); they are still read. A record finished
 //!   by `transition` gets a TTL of the retention period; one finished by the backend's
 //!   `complete_many` gets none (its retention loop purges it).
