@@ -687,12 +687,19 @@ mod tests {
         assert!(err.to_string().contains(&short), "{err}");
     }
 
-    #[test]
-    fn parse_record_still_reads_an_hgetall_reply_and_names_a_bad_field() {
+    /// [`answer`]'s record as `HGETALL` gives it: its fields by name, with the tenant and kind a
+    /// claim leaves out.
+    fn hgetall_of_answer() -> HashMap<String, String> {
         let mut fields: HashMap<String, String> =
             CLAIM_FIELDS.iter().zip(answer()).filter_map(|(f, v)| Some(((*f).to_owned(), v?))).collect();
         fields.insert("tenant".into(), "acme".into());
         fields.insert("kind".into(), "upload".into());
+        fields
+    }
+
+    #[test]
+    fn parse_record_still_reads_an_hgetall_reply_and_names_a_bad_field() {
+        let mut fields = hgetall_of_answer();
         let claimed = parse_claimed(answer(), &tenant(), JobKind::Upload).expect("parses");
         assert_eq!(parse_record(fields.clone()).expect("parses"), claimed);
         fields.insert("fixed".into(), "-1|1000||".into());
@@ -704,10 +711,7 @@ mod tests {
     /// read as the same record.
     #[test]
     fn a_record_of_the_fields_apart_is_read_as_one_with_a_fixed_field() {
-        let mut fields: HashMap<String, String> =
-            CLAIM_FIELDS.iter().zip(answer()).filter_map(|(f, v)| Some(((*f).to_owned(), v?))).collect();
-        fields.insert("tenant".into(), "acme".into());
-        fields.insert("kind".into(), "upload".into());
+        let mut fields = hgetall_of_answer();
         let joined = parse_record(fields.clone()).expect("parses");
         fields.remove("fixed");
         for (name, value) in [("seq", "7"), ("created", "1000")] {
