@@ -389,10 +389,9 @@ fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
 /// claimed has not got (only `done` sets it, and `done` is final). `fixed` holds four fields a
 /// job never changes (see [`LEGACY_FIXED_FIELDS`]): a claim reads eight fields where it read
 /// eleven, and only `error` is usually absent (an absent field costs `HMGET` a scan of the whole
-/// record).
-/// `status`, `epoch`, `attempt` and `updated` are also what the claim checks and changes. The one
-/// list both sides use: the scripts' `HMGET` is generated from it (`scripts.rs`, [`claim_field`]
-/// gives the positions), and [`parse_claimed`] reads an answer by it.
+/// record). `status`, `epoch`, `attempt` and `updated` are also what the claim checks and
+/// changes. The one list both sides use: the scripts' `HMGET` is generated from it (`scripts.rs`,
+/// [`claim_field`] gives the positions), and [`parse_claimed`] reads an answer by it.
 pub(crate) const CLAIM_FIELDS: [&str; 8] =
     ["id", "status", "epoch", "attempt", "updated", "fixed", "payload", "error"];
 
@@ -522,7 +521,7 @@ fn build_record(
             if parts[FIXED_PARTS - 1].is_none() {
                 return Err(corrupt(
                     &shown,
-                    &format_args!("the field fixed is not seq|created|lane|request_id: {fixed:?}"),
+                    &format_args!("the field fixed is not {}: {fixed:?}", LEGACY_FIXED_FIELDS.join("|")),
                 ));
             }
             parts.map(|p| p.filter(|p| !p.is_empty()))
