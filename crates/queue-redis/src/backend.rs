@@ -2278,9 +2278,7 @@ mod tests {
             .iter()
             .map(|f| match *f {
                 "id" => "c1".into(),
-                "status" => "processing".into(),
-                "epoch" | "attempt" => "7".into(),
-                "updated" => "1000".into(),
+                "state" => "processing|7|7|1000".into(),
                 "fixed" => "3|1000|student:s1:main|".into(),
                 "payload" => "{\"q\":1}".into(),
                 _ => serde_json::Value::Null,

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use lane_store::redis::Script;
 
-use crate::store::{CLAIM_FIELDS, LEGACY_FIXED_FIELDS, claim_field};
+use crate::store::{CLAIM_FIELDS, LEGACY_FIXED_FIELDS, STATE_FN, claim_field};
 
 /// `read_claim(jk)` and the positions of the fields a start checks and changes, generated from
 /// [`CLAIM_FIELDS`]: the one list of what a claim reads and answers, so that the scripts' `HMGET`
@@ -19,24 +19,26 @@ fn claim_fields_fn() -> String {
         claim_field(name) + 1
     }
     const ID: usize = at("id");
-    const STATUS: usize = at("status");
-    const EPOCH: usize = at("epoch");
-    const ATTEMPT: usize = at("attempt");
-    const UPDATED: usize = at("updated");
+    const STATE: usize = at("state");
     const FIXED: usize = at("fixed");
     let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
     let legacy: Vec<String> = LEGACY_FIXED_FIELDS.iter().map(|f| format!("'{f}'")).collect();
     format!(
-        "-- Generated in scripts.rs from CLAIM_FIELDS (store.rs); shared by claim_plain_fn.lua and
--- start_chat_fn.lua (prepended before them). read_claim(jk): a job record's claimed fields, values
--- only, in CLAIM_FIELDS's order (false for a field the hash lacks): one read serves a start's
--- checks and the claim's answer, patched after the start at the positions below. A record
--- written before the `fixed` field (job_create_fn.lua) holds its four parts apart: they are
--- read and joined as `write_job` joins them, so such a record is claimed like any other.
-local CLAIM_ID, CLAIM_STATUS, CLAIM_EPOCH, CLAIM_ATTEMPT, CLAIM_UPDATED = {ID}, {STATUS}, {EPOCH}, {ATTEMPT}, {UPDATED}
+        "{STATE_FN}
+-- Generated in scripts.rs from CLAIM_FIELDS (store.rs); shared by claim_plain_fn.lua and
+-- start_chat_fn.lua (prepended before them), after state_fn.lua. read_claim(jk): a job record's
+-- claimed fields, values only, in CLAIM_FIELDS's order (false for a field the hash lacks): one
+-- read serves a start's checks and the claim's answer, patched after the start at CLAIM_STATE. A
+-- record written before the `state` field is moved to it (legacy_state); one written before the
+-- `fixed` field holds its four parts apart: they are read and joined as `write_job` joins them,
+-- so such a record is claimed like any other.
+local CLAIM_ID, CLAIM_STATE = {ID}, {STATE}
 local function read_claim(jk)
   local h = redis.call('HMGET', jk, {})
-  if not h[{FIXED}] and h[{ID}] then
+  if h[{ID}] and not h[{STATE}] then
+    h[{STATE}] = legacy_state(jk)
+  end
+  if h[{ID}] and not h[{FIXED}] then
     local f = redis.call('HMGET', jk, {})
     if f[1] and f[2] then
       h[{FIXED}] = f[1] .. '|' .. f[2] .. '|' .. (f[3] or '') .. '|' .. (f[4] or '')
@@ -57,10 +59,7 @@ static NEW_CLAIM_FN: LazyLock<String> = LazyLock::new(|| {
         .iter()
         .map(|f| match *f {
             "id" => "id",
-            "status" => "'processing'",
-            "epoch" => "epoch",
-            "attempt" => "'1'",
-            "updated" => "at",
+            "state" => "'processing|' .. epoch .. '|1|' .. at",
             "fixed" => "fixed",
             "payload" => "payload",
             // What a new job cannot have yet.
@@ -222,10 +221,10 @@ pub(crate) static CHAT_ORPHAN_GAP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/chat_orphan_gap.lua")));
 /// Puts a queued non-chat job on its ready list.
 pub(crate) static ENQUEUE_PLAIN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/enqueue_plain.lua")));
+    LazyLock::new(|| Script::new(&format!("{STATE_FN}\n{}", include_str!("lua/enqueue_plain.lua"))));
 /// Extends non-chat leases.
 pub(crate) static RENEW_PLAIN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/renew_plain.lua")));
 /// Re-queues expired non-chat leases and releases due retries.
 pub(crate) static REAP_PLAIN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/reap_plain.lua")));
+    LazyLock::new(|| Script::new(&format!("{STATE_FN}\n{}", include_str!("lua/reap_plain.lua"))));

@@ -9,12 +9,14 @@
 //!
 //! Key layout (all under the tenant's hash tag, see [`TenantKeys`]):
 //!
-//! - `job:<id>` HASH: `status`, `epoch`, `updated`, `attempt`, `id`, `fixed`
-//!   (`<seq>|<created>|<lane>|<request_id>`: what a job never changes but its payload, see
-//!   [`LEGACY_FIXED_FIELDS`]; lane and request id empty when unset), `payload` (JSON), `kind`,
-//!   `tenant`, `result` (JSON), `error` (absent when unset); written in that order, the hot
-//!   path's most looked-up first. Records written before `fixed` hold its parts as fields
-//!   of their own (`seq`, `created`, `lane`, `request_id`); they are still read. A record finished
+//! - `job:<id>` HASH: `state` (`<status>|<epoch>|<attempt>|<updated>`: what a claim and an end
+//!   change, see [`LEGACY_STATE_FIELDS`]), `id`, `fixed` (`<seq>|<created>|<lane>|<request_id>`:
+//!   what a job never changes but its payload, see [`LEGACY_FIXED_FIELDS`]; lane and request id
+//!   empty when unset), `payload` (JSON), `kind`, `tenant`, `result` (JSON), `error` (absent when
+//!   unset); written in that order, the hot path's most looked-up first. Records written before
+//!   `state` or `fixed` hold their parts as fields of their own (`status`, `epoch`, `attempt`,
+//!   `updated`; `seq`, `created`, `lane`, `request_id`); they are still read, and a script that
+//!   reads such a record's state moves it to `state` first. A record finished
 //!   by `transition` gets a TTL of the retention period; one finished by the backend's
 //!   `complete_many` gets none (its retention loop purges it).
 //! - `seq` STRING: the last sequence number handed out.
@@ -41,11 +43,17 @@ use queue_core::{
 /// `submit_chat.lua` and `hand_new` run `create_job`, `hand_new_chat` runs `add_job` (it checks the
 /// id first itself); the backend's batched `submit_plain.lua` writes records with `write_job`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
+/// `job_state`, `legacy_state`, `state_parts`, `state_status` and `state_of`: a record's `state`
+/// field (see [`LEGACY_STATE_FIELDS`]), for every script that reads or writes it.
+pub(crate) const STATE_FN: &str = include_str!("lua/state_fn.lua");
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));
-static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_transition.lua")));
-static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_delete.lua")));
-static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_purge.lua")));
+static TRANSITION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{STATE_FN}\n{}", include_str!("lua/job_transition.lua"))));
+static DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{STATE_FN}\n{}", include_str!("lua/job_delete.lua"))));
+static PURGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{STATE_FN}\n{}", include_str!("lua/job_purge.lua"))));
 static COUNTS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/job_counts.lua")));
 
 /// Finished entries one purge script examines; a batch bounds how long the script blocks Redis.
@@ -386,14 +394,20 @@ fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
 /// The fields of a job record a claim reads (`HMGET`, in this order) and answers with, values
 /// only: what the worker's [`JobRecord`] holds, less what the caller already knows (the tenant,
 /// the backend's own; the kind, the one it claimed) and the `result`, which a job that can be
-/// claimed has not got (only `done` sets it, and `done` is final). `fixed` holds four fields a
-/// job never changes (see [`LEGACY_FIXED_FIELDS`]): a claim reads eight fields where it read
-/// eleven, and only `error` is usually absent (an absent field costs `HMGET` a scan of the whole
-/// record). `status`, `epoch`, `attempt` and `updated` are also what the claim checks and
-/// changes. The one list both sides use: the scripts' `HMGET` is generated from it (`scripts.rs`,
-/// [`claim_field`] gives the positions), and [`parse_claimed`] reads an answer by it.
-pub(crate) const CLAIM_FIELDS: [&str; 8] =
-    ["id", "status", "epoch", "attempt", "updated", "fixed", "payload", "error"];
+/// claimed has not got (only `done` sets it, and `done` is final). `state` holds the four fields
+/// a claim checks and changes, `fixed` four a job never changes (see [`LEGACY_STATE_FIELDS`] and
+/// [`LEGACY_FIXED_FIELDS`]): a claim reads five fields where it read eleven, and only `error` is
+/// usually absent (an absent field costs `HMGET` a scan of the whole record). The one list both
+/// sides use: the scripts' `HMGET` is generated from it (`scripts.rs`, [`claim_field`] gives the
+/// positions), and [`parse_claimed`] reads an answer by it.
+pub(crate) const CLAIM_FIELDS: [&str; 5] = ["id", "state", "fixed", "payload", "error"];
+
+/// The parts of a record's `state` field, in its order, joined by `|`: what a job's claims and
+/// ends change, one field of its hash (`state_fn.lua`): its status, lease epoch, attempt and
+/// last update (ms). Records written before the field hold these as fields of their own, under
+/// these names: the scripts move such a record to the field at their first read of it
+/// (`legacy_state`), and [`build_record`] reads either.
+pub(crate) const LEGACY_STATE_FIELDS: [&str; 4] = ["status", "epoch", "attempt", "updated"];
 
 /// The parts of a record's `fixed` field, in its order, joined by `|`: what a job never changes
 /// after it is created but its payload, one field of its hash (`write_job`, job_create_fn.lua).
@@ -403,9 +417,6 @@ pub(crate) const CLAIM_FIELDS: [&str; 8] =
 /// written before the field hold these as fields of their own, under these names; both the
 /// claim's `read_claim` (scripts.rs) and [`build_record`] still read them.
 pub(crate) const LEGACY_FIXED_FIELDS: [&str; 4] = ["seq", "created", "lane", "request_id"];
-
-/// How many parts a `fixed` field has (see [`LEGACY_FIXED_FIELDS`] for their names and order).
-const FIXED_PARTS: usize = LEGACY_FIXED_FIELDS.len();
 
 /// Where `name` sits in [`CLAIM_FIELDS`] (0-based). In a `const`, a name that is not there fails
 /// the build.
@@ -511,31 +522,27 @@ fn build_record(
             JobKind::parse(&required(take("kind"), "kind")?).map_err(|e| corrupt(&shown, &e))?,
         ),
     };
-    let status = JobStatus::parse(&required(take("status"), "status")?).map_err(|e| corrupt(&shown, &e))?;
+    // What a job's claims and ends change: one `state` field, or, in a record written before
+    // it, four.
+    let [status, epoch, attempt, updated] = match take("state") {
+        Some(state) => split_parts(&shown, "state", &state, &LEGACY_STATE_FIELDS)?,
+        None => LEGACY_STATE_FIELDS.map(&mut take),
+    };
+    let status = JobStatus::parse(&required(status, "status")?).map_err(|e| corrupt(&shown, &e))?;
     // What a job never changes but its payload: one `fixed` field, or, in a record written
     // before it, four.
     let [seq, created, lane, request_id] = match take("fixed") {
-        Some(fixed) => {
-            let mut parts = fixed.splitn(FIXED_PARTS, '|').map(str::to_owned);
-            let parts: [Option<String>; FIXED_PARTS] = std::array::from_fn(|_| parts.next());
-            if parts[FIXED_PARTS - 1].is_none() {
-                return Err(corrupt(
-                    &shown,
-                    &format_args!("the field fixed is not {}: {fixed:?}", LEGACY_FIXED_FIELDS.join("|")),
-                ));
-            }
-            parts.map(|p| p.filter(|p| !p.is_empty()))
-        }
+        Some(fixed) => split_parts(&shown, "fixed", &fixed, &LEGACY_FIXED_FIELDS)?,
         None => LEGACY_FIXED_FIELDS.map(&mut take),
     };
     let lane = lane.map(LaneId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
     let request_id = request_id.map(RequestId::new).transpose().map_err(|e| corrupt(&shown, &e))?;
-    let attempt = number(take("attempt"), "attempt")?;
+    let attempt = number(attempt, "attempt")?;
     let attempt = u32::try_from(attempt).map_err(|e| corrupt(&shown, &e))?;
-    let lease_epoch = number(take("epoch"), "epoch")?;
+    let lease_epoch = number(epoch, "epoch")?;
     let seq = number(seq, "seq")?;
     let created_at_ms = number(created, "created")?;
-    let updated_at_ms = number(take("updated"), "updated")?;
+    let updated_at_ms = number(updated, "updated")?;
     let payload = json(required(take("payload"), "payload")?, "payload")?;
     let result = take("result").map(|r| json(r, "result")).transpose()?;
     let error = take("error");
@@ -557,6 +564,25 @@ fn build_record(
     })
 }
 
+/// The `N` parts of the field `name` of job `shown`, joined by `|` (`names` gives them, in that
+/// order); an empty part is `None` (absent). The last part takes the rest of the text.
+///
+/// # Errors
+/// [`QueueError::Storage`] naming the job and the field when `value` has fewer parts.
+fn split_parts<const N: usize>(
+    shown: &str,
+    name: &str,
+    value: &str,
+    names: &[&str; N],
+) -> QueueResult<[Option<String>; N]> {
+    let mut parts = value.splitn(N, '|').map(str::to_owned);
+    let parts: [Option<String>; N] = std::array::from_fn(|_| parts.next());
+    if parts[N - 1].is_none() {
+        return Err(corrupt(shown, &format_args!("the field {name} is not {}: {value:?}", names.join("|"))));
+    }
+    Ok(parts.map(|p| p.filter(|p| !p.is_empty())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,9 +594,7 @@ mod tests {
             .iter()
             .map(|f| match *f {
                 "id" => Some("u1".to_owned()),
-                "status" => Some("processing".to_owned()),
-                "epoch" | "attempt" => Some("1".to_owned()),
-                "updated" => Some("2000".to_owned()),
+                "state" => Some("processing|1|1|2000".to_owned()),
                 "fixed" => Some("7|1000||".to_owned()),
                 "payload" => Some(r#"{"k":1}"#.to_owned()),
                 _ => None,
@@ -661,7 +685,7 @@ mod tests {
     #[test]
     fn a_corrupt_claimed_field_is_named_with_its_job() {
         let mut values = answer();
-        set(&mut values, "attempt", "two");
+        set(&mut values, "state", "processing|1|two|2000");
         let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("attempt is not a number");
         assert!(
             matches!(&err, QueueError::Storage(m) if m == r#"redis: job record u1: the field attempt is not a number: "two""#),
@@ -675,6 +699,23 @@ mod tests {
         values[claim_field("fixed")] = None;
         let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("no fixed field");
         assert!(err.to_string().contains("job record u1: the field seq is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_state_field_short_of_a_part_or_with_an_empty_one_is_named_with_its_job() {
+        let short = r#"job record u1: the field state is not status|epoch|attempt|updated: "processing|1|1""#;
+        for (state, expected) in [
+            ("processing|1|1", short),
+            ("|1|1|2000", "job record u1: the field status is missing"),
+            ("processing||1|2000", "job record u1: the field epoch is missing"),
+            ("processing|1|1|", "job record u1: the field updated is missing"),
+            ("running|1|1|2000", r#"job record u1: status: unknown job status "running""#),
+        ] {
+            let mut values = answer();
+            set(&mut values, "state", state);
+            let err = parse_claimed(values, &tenant(), JobKind::Upload).expect_err("a bad state field");
+            assert!(err.to_string().contains(expected), "{state}: {err}");
+        }
     }
 
     #[test]
@@ -723,5 +764,21 @@ mod tests {
         fields.remove("created");
         let err = parse_record(fields).expect_err("no created");
         assert!(err.to_string().contains("job record u1: the field created is missing"), "{err}");
+    }
+
+    /// A record written before the `state` field holds its parts as fields of their own: it is
+    /// read as the same record.
+    #[test]
+    fn a_record_of_the_state_fields_apart_is_read_as_one_with_a_state_field() {
+        let mut fields = hgetall_of_answer();
+        let joined = parse_record(fields.clone()).expect("parses");
+        fields.remove("state");
+        for (name, value) in [("status", "processing"), ("epoch", "1"), ("attempt", "1"), ("updated", "2000")] {
+            fields.insert(name.into(), value.into());
+        }
+        assert_eq!(parse_record(fields.clone()).expect("parses"), joined);
+        fields.remove("epoch");
+        let err = parse_record(fields).expect_err("no epoch");
+        assert!(err.to_string().contains("job record u1: the field epoch is missing"), "{err}");
     }
 }

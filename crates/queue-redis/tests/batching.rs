@@ -251,16 +251,18 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
 }
 
 /// The record's hash as `HGETALL` gives it, sorted by field, without what differs between two
-/// jobs of one test (id, seq, times: `updated`, and the first two parts of `fixed`).
+/// jobs of one test (id, seq, times: the last part of `state`, and the first two parts of
+/// `fixed`).
 fn record_fields(server: &RedisServer, key: &str) -> Vec<(String, String)> {
     let reply = server.command(&["HGETALL", key]);
     let lines: Vec<&str> = reply.lines().collect();
     let mut fields: Vec<(String, String)> = lines
         .chunks(2)
         .map(|pair| (pair[0].to_owned(), pair.get(1).copied().unwrap_or_default().to_owned()))
-        .filter(|(f, _)| !["id", "updated"].contains(&f.as_str()))
+        .filter(|(f, _)| f != "id")
         .map(|(f, v)| match f.as_str() {
             "fixed" => (f, v.splitn(3, '|').nth(2).expect("seq|created|rest").to_owned()),
+            "state" => (f, v.rsplit_once('|').expect("status|epoch|attempt|updated").0.to_owned()),
             _ => (f, v),
         })
         .collect();
@@ -290,9 +292,7 @@ async fn a_lone_submit_writes_what_a_batch_writes_with_one_command_each() {
     let keys = TenantKeys::new(&rig.tenant);
     let (lone_key, b1_key) = (keys.job(&lone.record.id), keys.job(&b1.record.id));
     let fields = record_fields(&server, &lone_key);
-    assert!(
-        fields.contains(&("attempt".into(), "0".into())) && fields.contains(&("epoch".into(), "0".into()))
-    );
+    assert!(fields.contains(&("state".into(), "queued|0|0".into())), "{fields:?}");
     assert_eq!(fields, record_fields(&server, &b1_key), "the same record either way");
     for (key, id, seq) in [(&lone_key, "lone", lone.record.seq), (&b1_key, "b1", b1.record.seq)] {
         // Numbers are stored as integer text, in the record and as the pending index's score.
@@ -1112,12 +1112,12 @@ async fn a_chat_retry_waits_out_its_backoff_without_holding_its_slot() {
     }
 }
 
-/// A record written before the `fixed` field, with its four parts (seq, created, lane, request
-/// id) as fields of their own, as an earlier build's submit left it: the store reads
-/// it, and a worker claims and runs it like any other, so jobs a Redis holds across an upgrade
-/// are kept.
+/// A record written before the `state` and `fixed` fields, with their parts (status, epoch,
+/// attempt, updated; seq, created, lane, request id) as fields of their own, as an earlier
+/// build's submit left it: the store reads it, and a worker claims and runs it like any other,
+/// so jobs a Redis holds across an upgrade are kept. The claim moves it to the `state` field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_queued_in_the_record_format_before_the_fixed_field_is_read_claimed_and_run() {
+async fn a_job_queued_in_the_record_format_before_the_state_and_fixed_fields_is_read_claimed_and_run() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "legacy");
     let (store, handler) = (rig.store.clone(), &rig.handler);
@@ -1151,6 +1151,12 @@ async fn a_job_queued_in_the_record_format_before_the_fixed_field_is_read_claime
     let done = store.get(&id).await.expect("get").expect("the finished record");
     assert_eq!((done.seq, done.created_at_ms, done.attempt), (1, 1000, 1));
     assert_eq!((done.payload, done.request_id), (job.payload, queued.request_id));
+    let key = keys.job(&id);
+    for field in ["status", "epoch", "attempt", "updated"] {
+        assert_eq!(server.command(&["HEXISTS", &key, field]), "0", "{field} is left apart in the record");
+    }
+    let state = server.command(&["HGET", &key, "state"]);
+    assert!(state.starts_with("done|1|1|"), "{state}");
     // The next submit numbers on from the old record's seq.
     let next = store.create(new_job("new1", JobKind::Upload, None, &Behavior::Ok)).await.expect("create");
     assert_eq!(next.seq, 2);

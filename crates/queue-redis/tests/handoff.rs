@@ -253,7 +253,7 @@ async fn a_long_job_handed_over_gets_a_full_lease_while_it_runs() {
 
 /// The values a handed-over job's JSON array holds, in its order (store.rs's `CLAIM_FIELDS`,
 /// which the claim scripts read with `HMGET`), then the short lease's end.
-const HANDED_FIELDS: [&str; 8] = ["id", "status", "epoch", "attempt", "updated", "fixed", "payload", "error"];
+const HANDED_FIELDS: [&str; 5] = ["id", "state", "fixed", "payload", "error"];
 
 /// The job `worker`'s hand-off list holds first, as `HMGET` renders its values (`(nil)` for
 /// null), and the lease's end it was handed with.

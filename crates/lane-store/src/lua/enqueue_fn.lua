@@ -18,7 +18,10 @@ local function lane_admit(active_key, waiting_key, record_key, job, max_queue)
   if at then
     return {'waiting', at + 1, waiting + 1}
   end
-  local status = redis.call('HGET', record_key, 'status')
+  -- The record's status: the head of its `state` field (`<status>|<epoch>|<attempt>|<updated>`),
+  -- or, in a record written before that field, a field of its own.
+  local record = redis.call('HMGET', record_key, 'state', 'status')
+  local status = record[1] and string.match(record[1], '^%a*') or record[2]
   if status == 'done' or status == 'failed' or status == 'cancelled' then
     return {'finished', 0, waiting + (active_job and 1 or 0)}
   end

@@ -15,17 +15,16 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
     if not ids then break end
     for _, id in ipairs(ids) do
       local jk = prefix .. 'job:' .. id
-      -- One read serves the checks and the answer: the fields the claim changes are patched in
-      -- the reply (read_claim and the CLAIM_ positions are generated from CLAIM_FIELDS).
+      -- One read serves the checks and the answer: the state the claim writes is patched in the
+      -- reply (read_claim and the CLAIM_ positions are generated from CLAIM_FIELDS).
       local h = read_claim(jk)
-      local st = h[CLAIM_STATUS]
+      local st, epoch, attempt = state_parts(h[CLAIM_STATE])
       -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped;
       -- so is a second entry of a job this call took (its lease is still in `b`).
       local live = st == 'processing' and redis.call('ZSCORE', inflight, id)
-      if not taken[id] and h[CLAIM_EPOCH] and h[CLAIM_ATTEMPT] and h[CLAIM_UPDATED]
-        and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
-        local epoch, attempt = successor(h[CLAIM_EPOCH]), successor(h[CLAIM_ATTEMPT])
-        redis.call('HSET', jk, 'status', 'processing', 'updated', updated, 'epoch', epoch, 'attempt', attempt)
+      if not taken[id] and (st == 'queued' or (st == 'processing' and (not live or tonumber(live) <= now))) then
+        local state = 'processing|' .. successor(epoch) .. '|' .. successor(attempt) .. '|' .. updated
+        redis.call('HSET', jk, 'state', state)
         if st == 'queued' then
           started = started + 1
         end
@@ -34,7 +33,7 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
         end
         batch_zadd(b, inflight, deadline, id)
         taken[id] = true
-        h[CLAIM_STATUS], h[CLAIM_EPOCH], h[CLAIM_ATTEMPT], h[CLAIM_UPDATED] = 'processing', epoch, attempt, updated
+        h[CLAIM_STATE] = state
         out[#out + 1] = h
       end
     end

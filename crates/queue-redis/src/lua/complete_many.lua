@@ -69,10 +69,12 @@ for i = 5, #ARGV, 8 do
     counts[ARGV[i + 6]] = n
   end
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'status', 'epoch')
+  local state = job_state(jk)
+  local st, current, attempt = state_parts(state)
   local ak = kind == 'chat' and prefix .. 'lane:' .. lane .. ':active'
-  local answer, current = nil, f[2] or '0'
-  local fenced = f[1] ~= 'processing' or f[2] ~= epoch
+  local answer
+  current = current or '0'
+  local fenced = st ~= 'processing' or current ~= epoch
   if kind == 'chat' then
     local active = redis.call('HMGET', ak, 'job', 'epoch')
     if active[1] ~= id or active[2] ~= epoch then
@@ -81,14 +83,15 @@ for i = 5, #ARGV, 8 do
     end
   end
   local at, chat_next = #answers + 1, nil
-  if not f[1] then
+  if not state then
     answer = 'notfound'
   else
     if fenced then
       redis.call('HINCRBY', KEYS[2], 'fenced', 1)
       answer = 'stale:' .. current
     else
-      record_outcome(b, jk, KEYS[1], names_of(kind), KEYS[2], KEYS[3], id, outcome, value, ARGV[1], due, kind)
+      record_outcome(b, jk, KEYS[1], names_of(kind), KEYS[2], KEYS[3], id, epoch, attempt, outcome, value, ARGV[1],
+        due, kind)
       answer = 'ok'
       if kind == 'chat' and outcome ~= 'retry' then
         -- Straight to this slot only while no other lane's job waits for a worker: lanes are

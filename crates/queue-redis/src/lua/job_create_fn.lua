@@ -1,10 +1,11 @@
 -- write_job(jk, ...): writes the hash `jk` of a new job record and returns its `fixed` field.
 -- Numbers go in as text (`seq` too): Redis would format a Lua number with a float format, at a
--- cost. What a job never changes but its payload (seq, created, lane, request id) is one field,
+-- cost. What its claims and ends change (status, epoch, attempt, updated) is one field, `state`
+-- (state_fn.lua). What a job never changes but its payload (seq, created, lane, request id) is one field,
 -- `fixed` = `<seq>|<created>|<lane>|<request_id>` (lane and request id '' when unset; no id
 -- contains '|'): a claim reads it with one of its `HMGET`'s fields where it read four, two of
 -- them usually absent (an absent field costs `HMGET` a scan of the whole record), and a new
--- record is one `HSET` of nine fields, each a `realloc` of the hash's listpack. The payload keeps
+-- record is one `HSET` of six fields, each a `realloc` of the hash's listpack. The payload keeps
 -- a field of its own, so that a payload of up to `hash-max-listpack-value` (64 bytes by default)
 -- still leaves the record a listpack. Records written before `fixed` (its four parts apart) are
 -- still read: `read_claim` (scripts.rs) and `build_record` (store.rs) fall back to them.
@@ -14,18 +15,16 @@
 -- that epoch leaves it, `processing`, attempt 1 (epoch 1 for a non-chat job's first claim, the
 -- lane claim's epoch for a chat job).
 local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, seq, epoch)
-  local status, attempt = 'queued', '0'
+  local state = 'queued|0|0|' .. now
   if epoch then
-    status, attempt = 'processing', '1'
-  else
-    epoch = '0'
+    state = 'processing|' .. epoch .. '|1|' .. now
   end
   local fixed = seq .. '|' .. now .. '|' .. lane .. '|' .. request_id
   -- In the order of how often the hot path looks a field up (a listpack finds a field by a scan
-  -- from its head): `status` at every claim, end and fence, `epoch` at each but the end's write,
-  -- `updated` and `attempt` at every claim, the rest once per claim or not at all.
-  redis.call('HSET', jk, 'status', status, 'epoch', epoch, 'updated', now, 'attempt', attempt, 'id', id,
-    'fixed', fixed, 'payload', payload, 'kind', kind, 'tenant', tenant)
+  -- from its head): `state` at every claim, end and fence, the rest once per claim or not at
+  -- all.
+  redis.call('HSET', jk, 'state', state, 'id', id, 'fixed', fixed, 'payload', payload, 'kind', kind,
+    'tenant', tenant)
   return fixed
 end
 

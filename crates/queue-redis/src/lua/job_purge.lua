@@ -1,5 +1,5 @@
 -- Deletes one batch of finished records of one kind and state that finished strictly before a
--- cut-off, with their entries in that state's index.
+-- cut-off, with their entries in that state's index (state_fn.lua is prepended).
 -- KEYS[1] the index: finished:<kind>:<status>
 -- ARGV[1] cut-off (ms, exclusive), ARGV[2] batch size, ARGV[3] prefix of job hash keys
 --   (`lw:{tenant}:job:`), ARGV[4] kind, ARGV[5] status. The job hashes are named from the
@@ -13,8 +13,8 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT'
 local purged = 0
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
-  local cur = redis.call('HMGET', key, 'kind', 'status')
-  if cur[1] == ARGV[4] and cur[2] == ARGV[5] then
+  local cur = redis.call('HMGET', key, 'kind', 'state')
+  if cur[1] == ARGV[4] and state_status(cur[2] or legacy_state(key)) == ARGV[5] then
     redis.call('DEL', key)
     purged = purged + 1
   end

@@ -1,5 +1,5 @@
 -- Applies one JobUpdate: fence, then the transition table, then the writes; on refusal nothing
--- is written. Mirrors JobRecord::apply.
+-- is written. Mirrors JobRecord::apply. state_fn.lua is prepended.
 -- KEYS[1] job hash, KEYS[2] stats hash, KEYS[3..6] pending zsets of the kinds named in
 --   ARGV[12..15], in that order
 -- ARGV[1] id, ARGV[2] now (ms), ARGV[3] to ('' = keep), ARGV[4] expected epoch ('' = no fence),
@@ -10,8 +10,9 @@
 -- Counters: only `processing` is counted; queued is derived, finished states are index sizes.
 -- Returns the record (HGETALL, a flat array) or one of 'notfound', 'stale:<current epoch>',
 -- 'invalid:<current status>'.
-local cur = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'kind')
-local from, epoch, kind = cur[1], cur[2] or '0', cur[3]
+local cur = redis.call('HMGET', KEYS[1], 'state', 'kind')
+local kind = cur[2]
+local from, epoch, attempt = state_parts(cur[1] or (kind and legacy_state(KEYS[1])))
 if not from then
   return 'notfound'
 end
@@ -30,15 +31,10 @@ if to ~= '' then
 end
 
 local id = ARGV[1]
-local fields = { 'updated', ARGV[2] }
-if to ~= '' then
-  fields[#fields + 1] = 'status'
-  fields[#fields + 1] = to
+if ARGV[6] == '1' then
+  attempt = string.format('%d', tonumber(attempt) + 1)
 end
-if ARGV[5] ~= '' then
-  fields[#fields + 1] = 'epoch'
-  fields[#fields + 1] = ARGV[5]
-end
+local fields = { 'state', state_of(to ~= '' and to or from, ARGV[5] ~= '' and ARGV[5] or epoch, attempt, ARGV[2]) }
 if ARGV[7] == '1' then
   fields[#fields + 1] = 'result'
   fields[#fields + 1] = ARGV[8]
@@ -48,9 +44,6 @@ if ARGV[9] == '1' then
   fields[#fields + 1] = ARGV[10]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[6] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-end
 
 if to ~= '' and to ~= from then
   local running = 'count:' .. kind .. ':processing'

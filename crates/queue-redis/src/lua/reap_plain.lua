@@ -1,5 +1,6 @@
 -- Returns non-chat jobs whose worker lease expired to their ready list (the next claim takes them
--- over under a new epoch, fencing the old worker), and moves retries whose backoff is over.
+-- over under a new epoch, fencing the old worker), and moves retries whose backoff is over
+-- (state_fn.lua is prepended).
 -- KEYS[1] inflight  KEYS[2] delayed  KEYS[3] stats
 -- ARGV[1] now (ms)  ARGV[2] tenant prefix  ARGV[3] limit
 -- Returns {expired leases re-queued, delayed retries released}.
@@ -9,8 +10,9 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, li
 local reaped = 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
-  local fields = redis.call('HMGET', ARGV[2] .. 'job:' .. id, 'kind', 'status')
-  if fields[2] == 'processing' then
+  local jk = ARGV[2] .. 'job:' .. id
+  local fields = redis.call('HMGET', jk, 'kind', 'state')
+  if fields[1] and state_status(fields[2] or legacy_state(jk)) == 'processing' then
     redis.call('RPUSH', ARGV[2] .. 'ready:' .. fields[1], id)
     redis.call('LPUSH', ARGV[2] .. 'signal:' .. fields[1], '1')
     redis.call('LTRIM', ARGV[2] .. 'signal:' .. fields[1], 0, 63)

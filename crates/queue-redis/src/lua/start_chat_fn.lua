@@ -14,17 +14,16 @@
 -- lane must move on).
 local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
   local jk = prefix .. 'job:' .. job
-  -- One read serves the check and the answer: the fields the start changes are patched in it.
+  -- One read serves the check and the answer: the state the start writes is patched in it.
   local h = read_claim(jk)
-  local st = h[CLAIM_STATUS]
-  if (st == 'queued' or st == 'processing') and h[CLAIM_EPOCH] and h[CLAIM_ATTEMPT] and h[CLAIM_UPDATED] then
+  local st, _, attempt = state_parts(h[CLAIM_STATE])
+  if st == 'queued' or st == 'processing' then
     if st == 'queued' then
       batch_incr(b, stats, 'count:chat:processing', 1)
     end
-    local attempt = successor(h[CLAIM_ATTEMPT])
-    local updated = decimal(now)
-    redis.call('HSET', jk, 'status', 'processing', 'epoch', epoch, 'updated', updated, 'attempt', attempt)
-    h[CLAIM_STATUS], h[CLAIM_EPOCH], h[CLAIM_ATTEMPT], h[CLAIM_UPDATED] = 'processing', epoch, attempt, updated
+    local state = 'processing|' .. epoch .. '|' .. successor(attempt) .. '|' .. decimal(now)
+    redis.call('HSET', jk, 'state', state)
+    h[CLAIM_STATE] = state
     local left = tonumber(old_deadline)
     local keep = left and (lease_set or (left - now) * 10 >= ttl * 9)
     local deadline = keep and old_deadline or decimal(now + ttl)

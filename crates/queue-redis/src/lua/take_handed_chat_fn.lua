@@ -1,5 +1,5 @@
 -- The worker's side of the chat hand-off (handoff_chat_fn.lua): used by claim_chat.lua (after
--- the generated read_claim, for CLAIM_ID, and handed_fn.lua).
+-- the generated read_claim, for CLAIM_ID and state_fn.lua's functions, and handed_fn.lua).
 -- take_handed_chat(prefix, idle, list, worker, leases, deadline): withdraws `worker`'s
 -- registration in idle:chat and takes what was handed to it and not yet read from `list`, each
 -- as a claim of ready:chat answers it: {'run', epoch, lane, deadline, record values (false for a
@@ -17,13 +17,17 @@ local function take_handed_chat(prefix, idle, list, worker, leases, full)
     local ak = prefix .. 'lane:' .. lane .. ':active'
     local active = redis.call('HMGET', ak, 'job', 'epoch')
     if active[1] == job and active[2] == epoch then
-      local now = redis.call('HMGET', prefix .. 'job:' .. job, 'status', 'epoch')
-      if now[1] == 'processing' and now[2] == epoch then
+      local state = job_state(prefix .. 'job:' .. job)
+      local st, now_epoch = state_parts(state)
+      if st == 'processing' and now_epoch == epoch then
         redis.call('HSET', ak, 'deadline', full)
         redis.call('ZADD', leases, full, lane)
         out[#out + 1] = { 'run', epoch, lane, full, h }
-      elseif not now[1] or now[1] == 'done' or now[1] == 'failed' or now[1] == 'cancelled' then
-        out[#out + 1] = { 'finish', epoch, lane, deadline, job }
+      else
+        local status = state_status(state)
+        if not status or status == 'done' or status == 'failed' or status == 'cancelled' then
+          out[#out + 1] = { 'finish', epoch, lane, deadline, job }
+        end
       end
     end
   end

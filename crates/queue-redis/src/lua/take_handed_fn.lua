@@ -1,6 +1,6 @@
 -- Direct hand-off to idle workers (handoff_fn.lua), the worker's side: used by claim_plain.lua
--- (after batch_fn.lua, the generated read_claim, claim_plain_fn.lua, for INFLIGHT_KEEPER, and
--- handed_fn.lua).
+-- (after batch_fn.lua, the generated read_claim with state_fn.lua, claim_plain_fn.lua, for
+-- INFLIGHT_KEEPER, and handed_fn.lua).
 -- take_handed(b, prefix, idle, list, worker, inflight, deadline): withdraws `worker`'s
 -- registration and takes what was handed to it and not yet read from `list`: each job still
 -- `processing` under the epoch it was handed with gets the worker's full lease (`deadline`,
@@ -13,8 +13,9 @@ local function take_handed(b, prefix, idle, list, worker, inflight, deadline)
     h[#h] = nil
     claimed_values(h)
     local id = h[CLAIM_ID]
-    local now = redis.call('HMGET', prefix .. 'job:' .. id, 'status', 'epoch')
-    if now[1] == 'processing' and now[2] == h[CLAIM_EPOCH] then
+    local _, handed_epoch = state_parts(h[CLAIM_STATE])
+    local st, epoch = state_parts(job_state(prefix .. 'job:' .. id))
+    if st == 'processing' and epoch == handed_epoch then
       if #out == 0 then
         batch_zadd(b, inflight, '+inf', INFLIGHT_KEEPER)
       end
