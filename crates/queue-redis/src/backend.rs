@@ -36,7 +36,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::combine::{Combiner, Lead, Waiter, answer_each};
 use crate::scripts;
-use crate::store::{create_args, parse_claimed, parse_handed};
+use crate::store::{CLAIM_FIELDS, create_args, parse_claimed, parse_handed};
 
 /// How the Redis backend behaves.
 #[derive(Debug, Clone)]
@@ -986,7 +986,7 @@ impl Inner {
             self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
             raw.into_iter().map(|c| parse_chat_claim(c, &self.deps.tenant)).collect()
         } else {
-            let (handed, raw): (u64, Vec<Vec<Option<String>>>) = scripts::CLAIM_PLAIN
+            let raw: Vec<Value> = scripts::CLAIM_PLAIN
                 .key(keys.ready(kind))
                 .key(keys.inflight())
                 .key(keys.stats())
@@ -1003,9 +1003,16 @@ impl Inner {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
+            let bad = |e: redis::ParsingError| QueueError::Storage(format!("redis: a claim answered {e}"));
+            let mut raw = raw.into_iter();
+            let handed: u64 = redis::from_redis_value(raw.next().unwrap_or(Value::Nil)).map_err(bad)?;
+            let values = raw.map(redis::from_redis_value).collect::<Result<Vec<Option<String>>, _>>().map_err(bad)?;
             // Jobs handed to this worker that its block did not read: handed over all the same.
             self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
-            raw.into_iter().map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain)).collect()
+            claimed_records(values)?
+                .into_iter()
+                .map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain))
+                .collect()
         }
     }
 
@@ -1986,6 +1993,23 @@ fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64
     }
 }
 
+/// The claimed records of a flat answer that holds their values one after the other, each
+/// record the values of [`CLAIM_FIELDS`] in its order.
+///
+/// # Errors
+/// [`QueueError::Storage`] when the values do not make whole records.
+fn claimed_records(values: Vec<Option<String>>) -> QueueResult<Vec<Vec<Option<String>>>> {
+    let per = CLAIM_FIELDS.len();
+    if values.len() % per != 0 {
+        return Err(QueueError::Storage(format!(
+            "redis: a claim answered {} record values, not whole records of {per}",
+            values.len()
+        )));
+    }
+    let mut values = values.into_iter();
+    Ok((0..values.len() / per).map(|_| values.by_ref().take(per).collect()).collect())
+}
+
 /// Reads the flat answer of a `complete_many` call of `count` outcomes: for each, in order, its
 /// answer, how many non-chat records and how many chat answers follow, then those (see the
 /// script's header).
@@ -2009,15 +2033,12 @@ fn parse_complete_answers(flat: Vec<Value>, count: usize) -> QueueResult<Vec<Com
             None => return Err(bad(&format!("{} outcomes of {count}", answers.len()))),
         };
         let (plain, chat) = (how_many(items.next())?, how_many(items.next())?);
-        let records = items
+        let values = items
             .by_ref()
-            .take(plain)
-            .map(|v| match v {
-                Value::Array(_) => redis::from_redis_value(v)
-                    .map_err(|e| bad(&format!("a record that is not a list of values: {e}"))),
-                _ => Err(bad("a record that is not a list of values")),
-            })
-            .collect::<QueueResult<Vec<Vec<Option<String>>>>>()?;
+            .take(plain * CLAIM_FIELDS.len())
+            .map(|v| redis::from_redis_value(v).map_err(|e| bad(&format!("a record value that is not text: {e}"))))
+            .collect::<QueueResult<Vec<Option<String>>>>()?;
+        let records = claimed_records(values)?;
         let started: Vec<Value> = items.by_ref().take(chat).collect();
         if records.len() != plain || started.len() != chat {
             return Err(bad("fewer claimed jobs than it counted"));
@@ -2325,32 +2346,34 @@ mod tests {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
-    /// A claimed record as a script returns it: a list of values, null for an absent field.
-    fn record(id: &str) -> Value {
-        Value::Array(vec![text(id), Value::Nil, text("processing")])
+    /// A claimed record as a script returns it: its values, in the answer itself, null for an
+    /// absent field.
+    fn record(id: &str) -> Vec<Value> {
+        let mut values = vec![text(id), Value::Nil, text("processing")];
+        values.resize(CLAIM_FIELDS.len(), Value::Nil);
+        values
     }
 
     #[test]
     fn a_flat_complete_answer_is_split_per_outcome_in_order() {
         let chat_start = Value::Array(vec![text("finish"), text("3"), text("l1"), text("0"), text("c9")]);
-        let flat = vec![
-            text("ok"),
-            Value::Int(2),
-            Value::Int(0),
+        let flat = [
+            vec![text("ok"), Value::Int(2), Value::Int(0)],
             record("a"),
             record("b"),
-            text("stale:4"),
-            Value::Int(0),
-            Value::Int(0),
-            text("ok"),
-            Value::Int(1),
-            Value::Int(1),
+            vec![text("stale:4"), Value::Int(0), Value::Int(0)],
+            vec![text("ok"), Value::Int(1), Value::Int(1)],
             record("c"),
-            chat_start.clone(),
-        ];
+            vec![chat_start.clone()],
+        ]
+        .concat();
         let answers = parse_complete_answers(flat, 3).expect("parses");
         let some = |s: &str| Some(s.to_owned());
-        let claimed = |id: &str| vec![some(id), None, some("processing")];
+        let claimed = |id: &str| {
+            let mut values = vec![some(id), None, some("processing")];
+            values.resize(CLAIM_FIELDS.len(), None);
+            values
+        };
         assert_eq!(answers.len(), 3);
         assert_eq!(answers[0], ("ok".to_owned(), vec![claimed("a"), claimed("b")], vec![]));
         assert_eq!(answers[1], ("stale:4".to_owned(), vec![], vec![]));
@@ -2367,7 +2390,7 @@ mod tests {
         let err = parse_complete_answers(long, 1).expect_err("two outcomes for one");
         assert!(err.to_string().contains("more than the 1 outcomes"), "{err}");
 
-        let missing_record = vec![text("ok"), Value::Int(2), Value::Int(0), record("a")];
+        let missing_record = [vec![text("ok"), Value::Int(2), Value::Int(0)], record("a")].concat();
         let err = parse_complete_answers(missing_record, 1).expect_err("a record short");
         assert!(err.to_string().contains("fewer claimed jobs"), "{err}");
 
@@ -2379,8 +2402,12 @@ mod tests {
         let err = parse_complete_answers(no_count, 1).expect_err("text where a count goes");
         assert!(err.to_string().contains("without a count"), "{err}");
 
-        let not_a_record = vec![text("ok"), Value::Int(1), Value::Int(0), Value::Int(5)];
-        let err = parse_complete_answers(not_a_record, 1).expect_err("a number for a record");
-        assert!(err.to_string().contains("not a list of values"), "{err}");
+        let not_a_record = vec![text("ok"), Value::Int(1), Value::Int(0), text("a")];
+        let err = parse_complete_answers(not_a_record, 1).expect_err("one value for a record");
+        assert!(err.to_string().contains("1 record values, not whole records of"), "{err}");
+
+        let nested = vec![text("ok"), Value::Int(1), Value::Int(0), Value::Array(record("a"))];
+        let err = parse_complete_answers(nested, 1).expect_err("a record as a list");
+        assert!(err.to_string().contains("a record value that is not text"), "{err}");
     }
 }

@@ -21,6 +21,7 @@ fn claim_fields_fn() -> String {
     const ID: usize = at("id");
     const STATE: usize = at("state");
     const FIXED: usize = at("fixed");
+    const COUNT: usize = CLAIM_FIELDS.len();
     let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
     let legacy: Vec<String> = LEGACY_FIXED_FIELDS.iter().map(|f| format!("'{f}'")).collect();
     format!(
@@ -31,8 +32,8 @@ fn claim_fields_fn() -> String {
 -- read serves a start's checks and the claim's answer, patched after the start at CLAIM_STATE. A
 -- record written before the `state` field is moved to it (legacy_state); one written before the
 -- `fixed` field holds its four parts apart: they are read and joined as `write_job` joins them,
--- so such a record is claimed like any other.
-local CLAIM_ID, CLAIM_STATE = {ID}, {STATE}
+-- so such a record is claimed like any other. CLAIM_COUNT: how many values a record has.
+local CLAIM_ID, CLAIM_STATE, CLAIM_COUNT = {ID}, {STATE}, {COUNT}
 local function read_claim(jk)
   local h = redis.call('HMGET', jk, {})
   if h[{ID}] and not h[{STATE}] then

@@ -8,9 +8,9 @@
 -- KEYS[5] handoff:<kind>:<worker>
 -- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] lease (ms)  ARGV[4] tenant prefix  ARGV[5] kind
 -- ARGV[6] worker id  ARGV[7] register ('1' or '0')  ARGV[8] registration deadline (ms)
--- Returns {how many of the claimed jobs were handed to the worker (take_handed; they come first),
--- the claimed records}: one record per claimed job, each the values of CLAIM_FIELDS (store.rs) in
--- its order, as after the claim (`read_claim`, patched).
+-- Returns one flat array: how many of the claimed jobs were handed to the worker (take_handed;
+-- they come first), then the claimed records: per claimed job, the values of CLAIM_FIELDS
+-- (store.rs) in its order, as after the claim (`read_claim`, patched), CLAIM_COUNT of them.
 local n, now, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local b = new_batch()
 local out = take_handed(b, ARGV[4], KEYS[4], KEYS[5], ARGV[6], KEYS[2], decimal(now + lease))
@@ -24,4 +24,11 @@ if #out < n and ARGV[7] == '1' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2])
   redis.call('ZADD', KEYS[4], ARGV[8], ARGV[6])
 end
-return { handed, out }
+-- The records' values in the answer itself: no table per record (complete_many.lua says why).
+local reply = { handed }
+for _, h in ipairs(out) do
+  for j = 1, CLAIM_COUNT do
+    reply[#reply + 1] = h[j]
+  end
+end
+return reply

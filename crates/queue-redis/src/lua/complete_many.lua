@@ -25,8 +25,9 @@
 -- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
 -- Returns one flat array: per job, in the calls' order, `ok` | `notfound` | `stale:<current
 -- epoch>`, how many non-chat records were claimed for its slot, how many chat jobs were started
--- next for it, then those records (each the values of CLAIM_FIELDS, store.rs, in its order) and
--- those `start_chat` answers (its own lane's first). Flat, because Redis converts every table a
+-- next for it, then those records (each the values of CLAIM_FIELDS, store.rs, in its order,
+-- CLAIM_COUNT values in the array itself) and those `start_chat` answers (its own lane's
+-- first, each an array). Flat, because Redis converts every table a
 -- script returns by looking up seven special fields in it first (err, ok, double, ...): a
 -- {answer, records, chat jobs} table per job cost more than the job's own HSET (callgrind).
 local now, lease, prefix, chat_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -180,6 +181,16 @@ for i, at in ipairs(want_at) do
   next_at[kind] = from + n
 end
 local reply, k = {}, 0
+-- The records' values go into the reply itself, CLAIM_COUNT each: a table in the reply costs
+-- its conversion seven look-ups of special fields first (see above).
+local function append_records(list)
+  for _, r in ipairs(list) do
+    for j = 1, CLAIM_COUNT do
+      reply[k + j] = r[j]
+    end
+    k = k + CLAIM_COUNT
+  end
+end
 local function append(list)
   for _, r in ipairs(list) do
     k = k + 1
@@ -191,7 +202,7 @@ for at = 1, #answers do
   reply[k + 1], reply[k + 2], reply[k + 3] = answers[at], p and #p or 0, c and #c or 0
   k = k + 3
   if p then
-    append(p)
+    append_records(p)
   end
   if c then
     append(c)
