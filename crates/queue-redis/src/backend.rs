@@ -196,6 +196,8 @@ struct Stats {
 struct Held {
     kind: JobKind,
     epoch: u64,
+    /// The attempt the claim started (the fence's fast path, see `complete_many.lua`).
+    attempt: u32,
     claim: Option<LaneClaim>,
     permits: Option<PermitSet>,
 }
@@ -203,7 +205,7 @@ struct Held {
 impl Held {
     /// A non-chat job of `kind` claimed under the epoch `record` carries (its lease in `inflight`).
     const fn plain(kind: JobKind, record: &JobRecord) -> Self {
-        Self { kind, epoch: record.lease_epoch, claim: None, permits: None }
+        Self { kind, epoch: record.lease_epoch, attempt: record.attempt, claim: None, permits: None }
     }
 }
 
@@ -247,6 +249,9 @@ struct Inner {
 struct Completion {
     job: JobId,
     epoch: u64,
+    /// The attempt the worker's claim started: with the epoch, what the record's state must
+    /// begin with for the outcome's fast fence (`complete_many.lua`).
+    attempt: u32,
     kind: JobKind,
     /// A chat job's lane.
     lane: Option<LaneId>,
@@ -1349,7 +1354,7 @@ impl Inner {
         &self,
         kind: JobKind,
         job: &JobId,
-        epoch: u64,
+        (epoch, attempt): (u64, u32),
         lane: Option<&LaneId>,
         outcome: &'static str,
         value: &str,
@@ -1361,6 +1366,7 @@ impl Inner {
             .complete_batched(Completion {
                 job: job.clone(),
                 epoch,
+                attempt,
                 kind,
                 lane: lane.cloned(),
                 outcome,
@@ -1488,6 +1494,7 @@ impl Inner {
         for (c, _) in &batch {
             call.arg(c.job.as_str())
                 .arg(c.epoch)
+                .arg(c.attempt)
                 .arg(c.outcome)
                 .arg(&c.value)
                 .arg(c.due_ms)
@@ -1637,11 +1644,12 @@ impl Inner {
         for c in claimed {
             let (id, entry) = match c {
                 Claimed::Plain(r) => (&r.id, Held::plain(kind, r)),
-                Claimed::Chat(claim, _) => (
+                Claimed::Chat(claim, record) => (
                     &claim.job_id,
                     Held {
                         kind: JobKind::Chat,
                         epoch: claim.epoch,
+                        attempt: record.attempt,
                         claim: Some(claim.clone()),
                         permits: None,
                     },
@@ -1748,7 +1756,7 @@ impl Inner {
             }
             Err(e) => ("failed", e.message.clone(), 0),
         };
-        match self.complete(kind, &record.id, epoch, lane, outcome, &value, due, claim_next).await {
+        match self.complete(kind, &record.id, (epoch, record.attempt), lane, outcome, &value, due, claim_next).await {
             Ok((true, claimed)) => {
                 let counter = match outcome {
                     "done" => &self.stats.completed,
@@ -1927,7 +1935,7 @@ impl Inner {
             let lane = h.claim.as_ref().map(|c| c.lane_id.clone());
             let now = self.deps.clock.now_ms();
             match self
-                .complete(h.kind, &job, h.epoch, lane.as_ref(), "retry", "handed back at stop", now, 0)
+                .complete(h.kind, &job, (h.epoch, h.attempt), lane.as_ref(), "retry", "handed back at stop", now, 0)
                 .await
             {
                 Ok((true, _)) => {

@@ -21,8 +21,9 @@
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
 -- ARGV[1] now  ARGV[2] lease (ms) of the non-chat claims  ARGV[3] tenant prefix
 -- ARGV[4] claim TTL (ms) of the chat claims (the lane store's)
--- then 8 per job: id, epoch, outcome (done | failed | retry), result JSON or error, due (ms, a
--- non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
+-- then 9 per job: id, epoch, attempt (the claim's: with the epoch, what the record's state
+-- begins with while the claim is current), outcome (done | failed | retry), result JSON or error,
+-- due (ms, a non-chat retry), kind, n (how many next jobs to claim), lane ('' for a non-chat job)
 -- Returns one flat array: per job, in the calls' order, `ok` | `notfound` | `stale:<current
 -- epoch>`, how many non-chat records were claimed for its slot, how many chat jobs were started
 -- next for it, then those records (each the values of CLAIM_FIELDS, store.rs, in its order,
@@ -62,20 +63,29 @@ local counts = {}
 -- batch, at its first flush). `chat_wants`: {answer position, how many} of the chat slots that
 -- want jobs from ready:chat (what their own lane did not give them).
 local waiting, dispatched, chat_wants = nil, 0, {}
-for i = 5, #ARGV, 8 do
-  local id, epoch, outcome, value, due, kind, n, lane =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], counts[ARGV[i + 6]], ARGV[i + 7]
+for i = 5, #ARGV, 9 do
+  local id, epoch, attempt, outcome, value, due, kind, n, lane = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], counts[ARGV[i + 7]], ARGV[i + 8]
   if not n then
-    n = tonumber(ARGV[i + 6])
-    counts[ARGV[i + 6]] = n
+    n = tonumber(ARGV[i + 7])
+    counts[ARGV[i + 7]] = n
   end
   local jk = prefix .. 'job:' .. id
   local state = job_state(jk)
-  local st, current, attempt = state_parts(state)
+  -- The fence: the record `processing` under the caller's epoch. Its fast path compares the
+  -- state's head with what the caller's claim left there (no pattern match); any other state is
+  -- taken apart (the attempt the outcome keeps is then the record's).
+  local fenced, current = false, epoch
+  local head = 'processing|' .. epoch .. '|' .. attempt .. '|'
+  if not state or string.sub(state, 1, #head) ~= head then
+    local st, at
+    st, current, at = state_parts(state)
+    current = current or '0'
+    fenced = st ~= 'processing' or current ~= epoch
+    attempt = at
+  end
   local ak = kind == 'chat' and prefix .. 'lane:' .. lane .. ':active'
   local answer
-  current = current or '0'
-  local fenced = st ~= 'processing' or current ~= epoch
   if kind == 'chat' then
     local active = redis.call('HMGET', ak, 'job', 'epoch')
     if active[1] ~= id or active[2] ~= epoch then

@@ -26,10 +26,15 @@ local function job_state(jk)
   return redis.call('HGET', jk, 'state') or legacy_state(jk)
 end
 
--- The status, epoch and attempt (text) of state `s`; nil when `s` is false or not a state.
+-- The status, epoch and attempt (text) of state `s`; nil when `s` is false or not a state. A new
+-- job's state (the claims' usual case) is told by its head, without a pattern match, which costs
+-- Redis several times as much.
 local function state_parts(s)
   if not s then
     return nil
+  end
+  if string.sub(s, 1, 11) == 'queued|0|0|' then
+    return 'queued', '0', '0'
   end
   return string.match(s, '^(%a+)|(%d+)|(%d+)|')
 end
