@@ -1011,7 +1011,8 @@ impl Inner {
             let bad = |e: redis::ParsingError| QueueError::Storage(format!("redis: a claim answered {e}"));
             let mut raw = raw.into_iter();
             let handed: u64 = redis::from_redis_value(raw.next().unwrap_or(Value::Nil)).map_err(bad)?;
-            let values = raw.map(redis::from_redis_value).collect::<Result<Vec<Option<String>>, _>>().map_err(bad)?;
+            let values =
+                raw.map(redis::from_redis_value).collect::<Result<Vec<Option<String>>, _>>().map_err(bad)?;
             // Jobs handed to this worker that its block did not read: handed over all the same.
             self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
             claimed_records(values)?
@@ -1756,7 +1757,10 @@ impl Inner {
             }
             Err(e) => ("failed", e.message.clone(), 0),
         };
-        match self.complete(kind, &record.id, (epoch, record.attempt), lane, outcome, &value, due, claim_next).await {
+        match self
+            .complete(kind, &record.id, (epoch, record.attempt), lane, outcome, &value, due, claim_next)
+            .await
+        {
             Ok((true, claimed)) => {
                 let counter = match outcome {
                     "done" => &self.stats.completed,
@@ -1935,7 +1939,16 @@ impl Inner {
             let lane = h.claim.as_ref().map(|c| c.lane_id.clone());
             let now = self.deps.clock.now_ms();
             match self
-                .complete(h.kind, &job, (h.epoch, h.attempt), lane.as_ref(), "retry", "handed back at stop", now, 0)
+                .complete(
+                    h.kind,
+                    &job,
+                    (h.epoch, h.attempt),
+                    lane.as_ref(),
+                    "retry",
+                    "handed back at stop",
+                    now,
+                    0,
+                )
                 .await
             {
                 Ok((true, _)) => {
@@ -2008,7 +2021,7 @@ fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64
 /// [`QueueError::Storage`] when the values do not make whole records.
 fn claimed_records(values: Vec<Option<String>>) -> QueueResult<Vec<Vec<Option<String>>>> {
     let per = CLAIM_FIELDS.len();
-    if values.len() % per != 0 {
+    if !values.len().is_multiple_of(per) {
         return Err(QueueError::Storage(format!(
             "redis: a claim answered {} record values, not whole records of {per}",
             values.len()
@@ -2044,7 +2057,9 @@ fn parse_complete_answers(flat: Vec<Value>, count: usize) -> QueueResult<Vec<Com
         let values = items
             .by_ref()
             .take(plain * CLAIM_FIELDS.len())
-            .map(|v| redis::from_redis_value(v).map_err(|e| bad(&format!("a record value that is not text: {e}"))))
+            .map(|v| {
+                redis::from_redis_value(v).map_err(|e| bad(&format!("a record value that is not text: {e}")))
+            })
             .collect::<QueueResult<Vec<Option<String>>>>()?;
         let records = claimed_records(values)?;
         let started: Vec<Value> = items.by_ref().take(chat).collect();

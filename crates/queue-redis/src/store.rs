@@ -773,7 +773,8 @@ mod tests {
         let mut fields = hgetall_of_answer();
         let joined = parse_record(fields.clone()).expect("parses");
         fields.remove("state");
-        for (name, value) in [("status", "processing"), ("epoch", "1"), ("attempt", "1"), ("updated", "2000")] {
+        for (name, value) in [("status", "processing"), ("epoch", "1"), ("attempt", "1"), ("updated", "2000")]
+        {
             fields.insert(name.into(), value.into());
         }
         assert_eq!(parse_record(fields.clone()).expect("parses"), joined);
