@@ -264,7 +264,7 @@ struct Completion {
 /// A completion's answer as the script gives it: `ok`, `notfound` or `stale:<epoch>`, the
 /// records of the non-chat jobs claimed next (each the values of `CLAIM_FIELDS`, see
 /// [`parse_claimed`]), and the chat jobs started next for the slot (`start_chat` answers).
-type CompleteAnswer = (String, Vec<Vec<Option<String>>>, Vec<Value>);
+type CompleteAnswer = (String, Vec<Vec<Option<String>>>, Vec<Vec<Value>>);
 
 /// An outcome waiting to be sent, and where its answer goes.
 type Waiting = Waiter<Completion, QueueResult<CompleteAnswer>>;
@@ -972,7 +972,7 @@ impl Inner {
         let mut conn = self.deps.pool.get().await?;
         let until = now.saturating_add(ms(self.config.block).saturating_mul(2)).saturating_add(1_000);
         if kind == JobKind::Chat {
-            let (handed, raw): (u64, Vec<Value>) = scripts::CLAIM_CHAT
+            let raw: Vec<Value> = scripts::CLAIM_CHAT
                 .key(keys.chat_ready())
                 .key(keys.stats())
                 .key(keys.leases())
@@ -988,8 +988,17 @@ impl Inner {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
+            let mut raw = raw.into_iter().peekable();
+            let handed =
+                raw.next().as_ref().and_then(value_str).and_then(|n| n.parse().ok()).ok_or_else(|| {
+                    QueueError::Storage("redis: a chat claim answered without its handed-over count".into())
+                })?;
             self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
-            raw.into_iter().map(|c| parse_chat_claim(c, &self.deps.tenant)).collect()
+            let mut claimed = Vec::new();
+            while raw.peek().is_some() {
+                claimed.push(chat_claim_from_parts(take_chat_parts(&mut raw)?, &self.deps.tenant)?);
+            }
+            Ok(claimed)
         } else {
             let raw: Vec<Value> = scripts::CLAIM_PLAIN
                 .key(keys.ready(kind))
@@ -1381,7 +1390,7 @@ impl Inner {
             .map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain))
             .collect::<QueueResult<Vec<_>>>()?;
         for start in chat_next {
-            claimed.push(parse_chat_claim(start, &self.deps.tenant)?);
+            claimed.push(chat_claim_from_parts(start, &self.deps.tenant)?);
         }
         match answer.as_str() {
             "ok" => Ok((true, claimed)),
@@ -2062,8 +2071,8 @@ fn parse_complete_answers(flat: Vec<Value>, count: usize) -> QueueResult<Vec<Com
             })
             .collect::<QueueResult<Vec<Option<String>>>>()?;
         let records = claimed_records(values)?;
-        let started: Vec<Value> = items.by_ref().take(chat).collect();
-        if records.len() != plain || started.len() != chat {
+        let started = (0..chat).map(|_| take_chat_parts(&mut items)).collect::<QueueResult<Vec<_>>>()?;
+        if records.len() != plain {
             return Err(bad("fewer claimed jobs than it counted"));
         }
         answers.push((answer, records, started));
@@ -2074,12 +2083,46 @@ fn parse_complete_answers(flat: Vec<Value>, count: usize) -> QueueResult<Vec<Com
     Ok(answers)
 }
 
-/// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`: `{run, epoch, lane, deadline,
-/// claimed record}` or `{finish, epoch, lane, deadline, job}`.
+/// The parts of the next flat `start_chat` answer in `items` (`append_chat_answers`,
+/// start_chat_fn.lua): its verb, epoch, lane and deadline, then a `run`'s claimed record (the
+/// values of [`CLAIM_FIELDS`]) or a `finish`'s job.
+///
+/// # Errors
+/// [`QueueError::Storage`] when `items` ends before the answer does.
+fn take_chat_parts(items: &mut impl Iterator<Item = Value>) -> QueueResult<Vec<Value>> {
+    let mut parts: Vec<Value> = items.by_ref().take(4).collect();
+    let rest =
+        if parts.first().and_then(value_str).as_deref() == Some("run") { CLAIM_FIELDS.len() } else { 1 };
+    parts.extend(items.by_ref().take(rest));
+    if parts.len() == 4 + rest {
+        Ok(parts)
+    } else {
+        Err(QueueError::Storage(format!(
+            "redis: a chat claim's answer ended after {} of its {} parts",
+            parts.len(),
+            4 + rest
+        )))
+    }
+}
+
+/// A `start_chat` answer (start_chat_fn.lua) of a job of `tenant`, as a nested array (a chat job
+/// handed over, decoded from its JSON): `{run, epoch, lane, deadline, claimed record}` or
+/// `{finish, epoch, lane, deadline, job}`.
 fn parse_chat_claim(v: Value, tenant: &TenantId) -> QueueResult<Claimed> {
+    let Value::Array(mut parts) = v else {
+        return Err(QueueError::Storage("unexpected chat claim reply".into()));
+    };
+    if let Some(Value::Array(record)) = parts.pop_if(|p| matches!(p, Value::Array(_))) {
+        parts.extend(record);
+    }
+    chat_claim_from_parts(parts, tenant)
+}
+
+/// A `start_chat` answer from its parts, flat: `run, epoch, lane, deadline` and the claimed
+/// record's [`CLAIM_FIELDS`] values, or `finish, epoch, lane, deadline, job`.
+fn chat_claim_from_parts(parts: Vec<Value>, tenant: &TenantId) -> QueueResult<Claimed> {
     let bad = || QueueError::Storage("unexpected chat claim reply".into());
-    let Value::Array(parts) = v else { return Err(bad()) };
-    if parts.len() != 5 {
+    if parts.len() < 5 {
         return Err(bad());
     }
     let verb = value_str(&parts[0]).ok_or_else(bad)?;
@@ -2088,14 +2131,18 @@ fn parse_chat_claim(v: Value, tenant: &TenantId) -> QueueResult<Claimed> {
     let deadline: u64 = value_str(&parts[3]).and_then(|s| s.parse().ok()).unwrap_or(0);
     match verb.as_str() {
         "run" => {
-            let values: Vec<Option<String>> = redis::from_redis_value(parts[4].clone())
+            let values = parts
+                .into_iter()
+                .skip(4)
+                .map(redis::from_redis_value)
+                .collect::<Result<Vec<Option<String>>, _>>()
                 .map_err(|e| QueueError::Storage(format!("chat claim reply: {e}")))?;
             let record = parse_claimed(values, tenant, JobKind::Chat)?;
             let claim =
                 LaneClaim { job_id: record.id.clone(), lane_id: lane, epoch, lease_deadline_ms: deadline };
             Ok(Claimed::Chat(claim, record))
         }
-        "finish" => {
+        "finish" if parts.len() == 5 => {
             let job = JobId::new(value_str(&parts[4]).ok_or_else(bad)?)?;
             Ok(Claimed::FinishLane(LaneClaim {
                 job_id: job,
@@ -2379,7 +2426,7 @@ mod tests {
 
     #[test]
     fn a_flat_complete_answer_is_split_per_outcome_in_order() {
-        let chat_start = Value::Array(vec![text("finish"), text("3"), text("l1"), text("0"), text("c9")]);
+        let chat_start = vec![text("finish"), text("3"), text("l1"), text("0"), text("c9")];
         let flat = [
             vec![text("ok"), Value::Int(2), Value::Int(0)],
             record("a"),
@@ -2387,7 +2434,7 @@ mod tests {
             vec![text("stale:4"), Value::Int(0), Value::Int(0)],
             vec![text("ok"), Value::Int(1), Value::Int(1)],
             record("c"),
-            vec![chat_start.clone()],
+            chat_start.clone(),
         ]
         .concat();
         let answers = parse_complete_answers(flat, 3).expect("parses");
@@ -2401,6 +2448,30 @@ mod tests {
         assert_eq!(answers[0], ("ok".to_owned(), vec![claimed("a"), claimed("b")], vec![]));
         assert_eq!(answers[1], ("stale:4".to_owned(), vec![], vec![]));
         assert_eq!(answers[2], ("ok".to_owned(), vec![claimed("c")], vec![chat_start]));
+    }
+
+    #[test]
+    fn flat_chat_answers_are_taken_one_by_one_by_their_verb() {
+        let tenant = TenantId::new("t").expect("tenant");
+        let mut record = record("c1");
+        record[crate::store::claim_field("state")] = text("processing|7|1|1000");
+        record[crate::store::claim_field("fixed")] = text("3|1000|l1|");
+        record[crate::store::claim_field("payload")] = text("{}");
+        let run = [vec![text("run"), text("7"), text("l1"), text("31000")], record].concat();
+        let finish = vec![text("finish"), text("8"), text("l2"), text("0"), text("c2")];
+        let mut items = [run.clone(), finish.clone(), vec![text("run"), text("9")]].concat().into_iter();
+        assert_eq!(take_chat_parts(&mut items).expect("a run"), run);
+        assert_eq!(take_chat_parts(&mut items).expect("a finish"), finish);
+        let err = take_chat_parts(&mut items).expect_err("a run cut short");
+        assert!(err.to_string().contains("ended after 2 of its 9 parts"), "{err}");
+        let Claimed::Chat(claim, started) = chat_claim_from_parts(run, &tenant).expect("run") else {
+            panic!("a started claim")
+        };
+        assert_eq!((claim.job_id.as_str(), claim.epoch, started.attempt), ("c1", 7, 1));
+        let Claimed::FinishLane(claim) = chat_claim_from_parts(finish, &tenant).expect("finish") else {
+            panic!("a finish")
+        };
+        assert_eq!((claim.job_id.as_str(), claim.lane_id.as_str()), ("c2", "l2"));
     }
 
     #[test]

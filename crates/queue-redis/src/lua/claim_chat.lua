@@ -8,9 +8,9 @@
 -- KEYS[5] handoff:chat:<worker>
 -- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] tenant prefix  ARGV[4] claim TTL (ms)  ARGV[5] worker id
 -- ARGV[6] register ('1' or '0')  ARGV[7] registration deadline (ms)
--- Returns {how many of the answers were handed to the worker (they come first), an array of
--- `start_chat` answers: {'run', epoch, lane, deadline, claimed record} or
--- {'finish', epoch, lane, deadline, job}}.
+-- Returns one flat array: how many of the answers were handed to the worker (they come first),
+-- then the `start_chat` answers, each its parts in the array itself: 'run', epoch, lane,
+-- deadline and the claimed record's CLAIM_COUNT values, or 'finish', epoch, lane, deadline, job.
 local n = tonumber(ARGV[1])
 local out = take_handed_chat(ARGV[3], KEYS[4], KEYS[5], ARGV[5], KEYS[3], decimal(tonumber(ARGV[2]) + tonumber(ARGV[4])))
 local handed = #out
@@ -24,4 +24,7 @@ if #out < n and ARGV[6] == '1' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2])
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[5])
 end
-return { handed, out }
+-- Flat: the answers' parts in the array itself (append_chat_answers, start_chat_fn.lua).
+local reply = { handed }
+append_chat_answers(reply, 1, out)
+return reply

@@ -28,7 +28,7 @@
 -- epoch>`, how many non-chat records were claimed for its slot, how many chat jobs were started
 -- next for it, then those records (each the values of CLAIM_FIELDS, store.rs, in its order,
 -- CLAIM_COUNT values in the array itself) and those `start_chat` answers (its own lane's
--- first, each an array). Flat, because Redis converts every table a
+-- first, flat too: `append_chat_answers`, start_chat_fn.lua). Flat, because Redis converts every table a
 -- script returns by looking up seven special fields in it first (err, ok, double, ...): a
 -- {answer, records, chat jobs} table per job cost more than the job's own HSET (callgrind).
 local now, lease, prefix, chat_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -201,11 +201,8 @@ local function append_records(list)
     k = k + CLAIM_COUNT
   end
 end
-local function append(list)
-  for _, r in ipairs(list) do
-    k = k + 1
-    reply[k] = r
-  end
+local function append_chat(list)
+  k = append_chat_answers(reply, k, list)
 end
 for at = 1, #answers do
   local p, c = plain[at], chat[at]
@@ -215,7 +212,7 @@ for at = 1, #answers do
     append_records(p)
   end
   if c then
-    append(c)
+    append_chat(c)
   end
 end
 return reply

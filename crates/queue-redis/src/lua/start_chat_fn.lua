@@ -12,6 +12,28 @@
 -- CLAIM_FIELDS, store.rs, in its order), after the start}, or
 -- {'finish', epoch, lane, deadline, job} for a claim whose job is already finished or gone (the
 -- lane must move on).
+-- Appends `start_chat` answers to the flat array `reply` after its position `k`, in the array
+-- itself (Redis converts every table of a reply by looking up seven special fields in it first):
+-- for each, its verb, epoch, lane and deadline, then a `run`'s CLAIM_COUNT record values or a
+-- `finish`'s job. Returns the new last position.
+local function append_chat_answers(reply, k, answers)
+  for _, a in ipairs(answers) do
+    reply[k + 1], reply[k + 2], reply[k + 3], reply[k + 4] = a[1], a[2], a[3], a[4]
+    k = k + 4
+    if a[1] == 'run' then
+      local h = a[5]
+      for j = 1, CLAIM_COUNT do
+        reply[k + j] = h[j]
+      end
+      k = k + CLAIM_COUNT
+    else
+      k = k + 1
+      reply[k] = a[5]
+    end
+  end
+  return k
+end
+
 local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
   local jk = prefix .. 'job:' .. job
   -- One read serves the check and the answer: the state the start writes is patched in it.
