@@ -2419,8 +2419,9 @@ mod tests {
     /// A claimed record as a script returns it: its values, in the answer itself, null for an
     /// absent field.
     fn record(id: &str) -> Vec<Value> {
-        let mut values = vec![text(id), Value::Nil, text("processing")];
-        values.resize(CLAIM_FIELDS.len(), Value::Nil);
+        let mut values = vec![Value::Nil; CLAIM_FIELDS.len()];
+        values[crate::store::claim_field("id")] = text(id);
+        values[crate::store::claim_field("state")] = text("processing");
         values
     }
 
@@ -2440,8 +2441,9 @@ mod tests {
         let answers = parse_complete_answers(flat, 3).expect("parses");
         let some = |s: &str| Some(s.to_owned());
         let claimed = |id: &str| {
-            let mut values = vec![some(id), None, some("processing")];
-            values.resize(CLAIM_FIELDS.len(), None);
+            let mut values = vec![None; CLAIM_FIELDS.len()];
+            values[crate::store::claim_field("id")] = some(id);
+            values[crate::store::claim_field("state")] = some("processing");
             values
         };
         assert_eq!(answers.len(), 3);

@@ -7,7 +7,7 @@ use lane_store::redis::Script;
 
 use crate::store::{CLAIM_FIELDS, LEGACY_FIXED_FIELDS, STATE_FN, claim_field};
 
-/// `read_claim(jk)` and the positions of the fields a start checks and changes, generated from
+/// `read_claim(jk, id)` and the positions of the fields a start checks and changes, generated from
 /// [`CLAIM_FIELDS`]: the one list of what a claim reads and answers, so that the scripts' `HMGET`
 /// and the client's positional parse (`store::parse_claimed`) cannot drift apart. Needed by
 /// `CLAIM_PLAIN_FN` and `START_CHAT_FN`, so every script that includes either starts with it.
@@ -22,24 +22,28 @@ fn claim_fields_fn() -> String {
     const STATE: usize = at("state");
     const FIXED: usize = at("fixed");
     const COUNT: usize = CLAIM_FIELDS.len();
-    let names: Vec<String> = CLAIM_FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    // The claim knows the job's id: the record's `id` field is not read back.
+    let names: Vec<String> = CLAIM_FIELDS.iter().filter(|f| **f != "id").map(|f| format!("'{f}'")).collect();
+    assert_eq!(ID, CLAIM_FIELDS.len(), "read_claim puts the id last, after what HMGET read");
     let legacy: Vec<String> = LEGACY_FIXED_FIELDS.iter().map(|f| format!("'{f}'")).collect();
     format!(
         "{STATE_FN}
 -- Generated in scripts.rs from CLAIM_FIELDS (store.rs); shared by claim_plain_fn.lua and
--- start_chat_fn.lua (prepended before them), after state_fn.lua. read_claim(jk): a job record's
--- claimed fields, values only, in CLAIM_FIELDS's order (false for a field the hash lacks): one
--- read serves a start's checks and the claim's answer, patched after the start at CLAIM_STATE. A
--- record written before the `state` field is moved to it (legacy_state); one written before the
--- `fixed` field holds its four parts apart: they are read and joined as `write_job` joins them,
--- so such a record is claimed like any other. CLAIM_COUNT: how many values a record has.
+-- start_chat_fn.lua (prepended before them), after state_fn.lua. read_claim(jk, id): the claimed
+-- fields of job `id`'s record `jk`, values only, in CLAIM_FIELDS's order (false for a field the
+-- hash lacks; the id, last, from the caller, not read back): one read serves a start's checks and
+-- the claim's answer, patched after the start at CLAIM_STATE. A record written before the
+-- `state` field is moved to it (legacy_state); one written before the `fixed` field holds its
+-- four parts apart: they are read and joined as `write_job` joins them, so such a record is
+-- claimed like any other. CLAIM_COUNT: how many values a record has.
 local CLAIM_ID, CLAIM_STATE, CLAIM_COUNT = {ID}, {STATE}, {COUNT}
-local function read_claim(jk)
+local function read_claim(jk, id)
   local h = redis.call('HMGET', jk, {})
-  if h[{ID}] and not h[{STATE}] then
+  h[{ID}] = id
+  if not h[{STATE}] then
     h[{STATE}] = legacy_state(jk)
   end
-  if h[{ID}] and not h[{FIXED}] then
+  if h[{STATE}] and not h[{FIXED}] then
     local f = redis.call('HMGET', jk, {})
     if f[1] and f[2] then
       h[{FIXED}] = f[1] .. '|' .. f[2] .. '|' .. (f[3] or '') .. '|' .. (f[4] or '')

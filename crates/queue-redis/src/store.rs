@@ -396,11 +396,12 @@ fn corrupt(job: &str, what: &dyn fmt::Display) -> QueueError {
 /// the backend's own; the kind, the one it claimed) and the `result`, which a job that can be
 /// claimed has not got (only `done` sets it, and `done` is final). `state` holds the four fields
 /// a claim checks and changes, `fixed` four a job never changes (see [`LEGACY_STATE_FIELDS`] and
-/// [`LEGACY_FIXED_FIELDS`]): a claim reads five fields where it read eleven, and only `error` is
-/// usually absent (an absent field costs `HMGET` a scan of the whole record). The one list both
-/// sides use: the scripts' `HMGET` is generated from it (`scripts.rs`, [`claim_field`] gives the
-/// positions), and [`parse_claimed`] reads an answer by it.
-pub(crate) const CLAIM_FIELDS: [&str; 5] = ["id", "state", "fixed", "payload", "error"];
+/// [`LEGACY_FIXED_FIELDS`]), and the `id`, last, is the claim's own (the scripts do not read it
+/// back): a claim reads four fields where it read eleven, and only `error` is usually absent (an
+/// absent field costs `HMGET` a scan of the whole record). The one list both sides use: the
+/// scripts' `HMGET` is generated from it (`scripts.rs`, [`claim_field`] gives the positions), and
+/// [`parse_claimed`] reads an answer by it.
+pub(crate) const CLAIM_FIELDS: [&str; 5] = ["state", "fixed", "payload", "error", "id"];
 
 /// The parts of a record's `state` field, in its order, joined by `|`: what a job's claims and
 /// ends change, one field of its hash (`state_fn.lua`): its status, lease epoch, attempt and

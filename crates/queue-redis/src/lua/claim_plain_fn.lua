@@ -17,7 +17,7 @@ local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kin
       local jk = prefix .. 'job:' .. id
       -- One read serves the checks and the answer: the state the claim writes is patched in the
       -- reply (read_claim and the CLAIM_ positions are generated from CLAIM_FIELDS).
-      local h = read_claim(jk)
+      local h = read_claim(jk, id)
       local st, epoch, attempt = state_parts(h[CLAIM_STATE])
       -- A duplicate entry of a job that a live worker holds, or of a finished job, is dropped;
       -- so is a second entry of a job this call took (its lease is still in `b`).

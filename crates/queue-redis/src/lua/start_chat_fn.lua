@@ -37,7 +37,7 @@ end
 local function start_chat(b, prefix, stats, leases, job, epoch, lane, now, ttl, old_deadline, lease_set)
   local jk = prefix .. 'job:' .. job
   -- One read serves the check and the answer: the state the start writes is patched in it.
-  local h = read_claim(jk)
+  local h = read_claim(jk, job)
   local st, _, attempt = state_parts(h[CLAIM_STATE])
   if st == 'queued' or st == 'processing' then
     if st == 'queued' then
