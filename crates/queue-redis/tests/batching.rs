@@ -1119,6 +1119,16 @@ async fn a_chat_retry_waits_out_its_backoff_without_holding_its_slot() {
     }
 }
 
+/// Asserts that the record at `key` holds its state in the `state` field, beginning with `head`,
+/// and none of the four fields an earlier build kept it in.
+fn assert_moved_to_state(server: &RedisServer, key: &str, head: &str) {
+    for field in ["status", "epoch", "attempt", "updated"] {
+        assert_eq!(server.command(&["HEXISTS", key, field]), "0", "{field} is left apart in the record");
+    }
+    let state = server.command(&["HGET", key, "state"]);
+    assert!(state.starts_with(head), "{state} does not begin with {head}");
+}
+
 /// A record written before the `state` field whose worker died while it ran (`processing`
 /// under epoch 3, its lease run out): the reaper reads its state apart (and moves it to the
 /// field), puts it back on its ready list, and a worker of this build runs it under the next
@@ -1152,13 +1162,8 @@ async fn a_job_left_running_in_the_record_format_before_the_state_field_is_reape
     assert_eq!(handler.invocations(&id), 1, "it ran once, here");
     let done = store.get(&id).await.expect("get").expect("the finished record");
     assert_eq!((done.lease_epoch, done.attempt, done.seq), (4, 2, 1), "the next epoch and attempt");
-    let key = keys.job(&id);
-    for field in ["status", "epoch", "attempt", "updated"] {
-        assert_eq!(server.command(&["HEXISTS", &key, field]), "0", "{field} is left apart in the record");
-    }
-    let state = server.command(&["HGET", &key, "state"]);
-    assert!(state.starts_with("done|4|2|"), "{state}");
-    assert_eq!(server.command(&["HGET", &keys.stats(), "count:upload:processing"]), "0", "{state}");
+    assert_moved_to_state(&server, &keys.job(&id), "done|4|2|");
+    assert_eq!(server.command(&["HGET", &keys.stats(), "count:upload:processing"]), "0");
     backend.stop().await.expect("stop");
 }
 
@@ -1201,12 +1206,7 @@ async fn a_job_queued_in_the_record_format_before_the_state_and_fixed_fields_is_
     let done = store.get(&id).await.expect("get").expect("the finished record");
     assert_eq!((done.seq, done.created_at_ms, done.attempt), (1, 1000, 1));
     assert_eq!((done.payload, done.request_id), (job.payload, queued.request_id));
-    let key = keys.job(&id);
-    for field in ["status", "epoch", "attempt", "updated"] {
-        assert_eq!(server.command(&["HEXISTS", &key, field]), "0", "{field} is left apart in the record");
-    }
-    let state = server.command(&["HGET", &key, "state"]);
-    assert!(state.starts_with("done|1|1|"), "{state}");
+    assert_moved_to_state(&server, &keys.job(&id), "done|1|1|");
     // The next submit numbers on from the old record's seq.
     let next = store.create(new_job("new1", JobKind::Upload, None, &Behavior::Ok)).await.expect("create");
     assert_eq!(next.seq, 2);
