@@ -989,10 +989,7 @@ impl Inner {
                 .await
                 .map_err(|e| redis_error(&e))?;
             let mut raw = raw.into_iter().peekable();
-            let handed =
-                raw.next().as_ref().and_then(value_str).and_then(|n| n.parse().ok()).ok_or_else(|| {
-                    QueueError::Storage("redis: a chat claim answered without its handed-over count".into())
-                })?;
+            let handed = handed_count(raw.next().as_ref())?;
             self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
             let mut claimed = Vec::new();
             while raw.peek().is_some() {
@@ -1017,14 +1014,11 @@ impl Inner {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(&e))?;
-            let bad = |e: redis::ParsingError| QueueError::Storage(format!("redis: a claim answered {e}"));
             let mut raw = raw.into_iter();
-            let handed: u64 = redis::from_redis_value(raw.next().unwrap_or(Value::Nil)).map_err(bad)?;
-            let values =
-                raw.map(redis::from_redis_value).collect::<Result<Vec<Option<String>>, _>>().map_err(bad)?;
+            let handed = handed_count(raw.next().as_ref())?;
             // Jobs handed to this worker that its block did not read: handed over all the same.
             self.stats.handed_over.fetch_add(handed, Ordering::Relaxed);
-            claimed_records(values)?
+            claimed_records(raw)?
                 .into_iter()
                 .map(|v| parse_claimed(v, &self.deps.tenant, kind).map(Claimed::Plain))
                 .collect()
@@ -2023,12 +2017,30 @@ fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64
     }
 }
 
-/// The claimed records of a flat answer that holds their values one after the other, each
-/// record the values of [`CLAIM_FIELDS`] in its order.
+/// The first value of a claim script's answer: how many of its jobs were handed to the worker.
 ///
 /// # Errors
-/// [`QueueError::Storage`] when the values do not make whole records.
-fn claimed_records(values: Vec<Option<String>>) -> QueueResult<Vec<Vec<Option<String>>>> {
+/// [`QueueError::Storage`] when it is missing or not a count.
+fn handed_count(first: Option<&Value>) -> QueueResult<u64> {
+    first
+        .and_then(value_str)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| QueueError::Storage("redis: a claim answered without its handed-over count".into()))
+}
+
+/// The claimed records of a flat answer that holds their values one after the other, each
+/// record the values of [`CLAIM_FIELDS`] in its order (nil for an absent field).
+///
+/// # Errors
+/// [`QueueError::Storage`] when a value is not text or nil, or the values do not make whole
+/// records.
+fn claimed_records(values: impl Iterator<Item = Value>) -> QueueResult<Vec<Vec<Option<String>>>> {
+    let values = values
+        .map(|v| {
+            redis::from_redis_value(v)
+                .map_err(|e| QueueError::Storage(format!("redis: a record value that is not text: {e}")))
+        })
+        .collect::<QueueResult<Vec<Option<String>>>>()?;
     let per = CLAIM_FIELDS.len();
     if !values.len().is_multiple_of(per) {
         return Err(QueueError::Storage(format!(
@@ -2063,14 +2075,7 @@ fn parse_complete_answers(flat: Vec<Value>, count: usize) -> QueueResult<Vec<Com
             None => return Err(bad(&format!("{} outcomes of {count}", answers.len()))),
         };
         let (plain, chat) = (how_many(items.next())?, how_many(items.next())?);
-        let values = items
-            .by_ref()
-            .take(plain * CLAIM_FIELDS.len())
-            .map(|v| {
-                redis::from_redis_value(v).map_err(|e| bad(&format!("a record value that is not text: {e}")))
-            })
-            .collect::<QueueResult<Vec<Option<String>>>>()?;
-        let records = claimed_records(values)?;
+        let records = claimed_records(items.by_ref().take(plain * CLAIM_FIELDS.len()))?;
         let started = (0..chat).map(|_| take_chat_parts(&mut items)).collect::<QueueResult<Vec<_>>>()?;
         if records.len() != plain {
             return Err(bad("fewer claimed jobs than it counted"));

@@ -43,8 +43,8 @@ use queue_core::{
 /// `submit_chat.lua` and `hand_new` run `create_job`, `hand_new_chat` runs `add_job` (it checks the
 /// id first itself); the backend's batched `submit_plain.lua` writes records with `write_job`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
-/// `job_state`, `legacy_state`, `state_parts`, `state_status` and `state_of`: a record's `state`
-/// field (see [`LEGACY_STATE_FIELDS`]), for every script that reads or writes it.
+/// `job_state`, `kind_and_state`, `legacy_state`, `state_parts`, `state_status` and `state_of`: a
+/// record's `state` field (see [`LEGACY_STATE_FIELDS`]), for every script that reads or writes it.
 pub(crate) const STATE_FN: &str = include_str!("lua/state_fn.lua");
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CREATE_FN}\n{}", include_str!("lua/job_create.lua"))));

@@ -24,11 +24,7 @@ if #out < n and ARGV[7] == '1' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2])
   redis.call('ZADD', KEYS[4], ARGV[8], ARGV[6])
 end
--- The records' values in the answer itself: no table per record (complete_many.lua says why).
+-- The records' values in the answer itself (append_records, claim_plain_fn.lua).
 local reply = { handed }
-for _, h in ipairs(out) do
-  for j = 1, CLAIM_COUNT do
-    reply[#reply + 1] = h[j]
-  end
-end
+append_records(reply, 1, out)
 return reply

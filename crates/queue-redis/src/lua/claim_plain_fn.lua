@@ -7,6 +7,19 @@
 -- The leases (`inflight`) and the `processing` counter are written through the batch `b`
 -- (batch_fn.lua): the caller flushes it, before any read of `inflight`.
 -- `INFLIGHT_KEEPER` (inflight_keeper.lua) is prepended.
+-- Appends the values of claimed records (as claim_plain returns them) to the flat array `reply`
+-- after its position `k`, CLAIM_COUNT each, in the array itself: a table in a script's reply
+-- costs its conversion seven look-ups of special fields first. Returns the new last position.
+local function append_records(reply, k, records)
+  for _, r in ipairs(records) do
+    for j = 1, CLAIM_COUNT do
+      reply[k + j] = r[j]
+    end
+    k = k + CLAIM_COUNT
+  end
+  return k
+end
+
 local function claim_plain(b, ready, inflight, stats, n, now, lease, prefix, kind)
   local out, taken, started = {}, {}, 0
   local deadline, updated = decimal(now + lease), decimal(now)

@@ -190,29 +190,18 @@ for i, at in ipairs(want_at) do
   end
   next_at[kind] = from + n
 end
+-- The records' and chat answers' parts go into the reply itself (append_records,
+-- claim_plain_fn.lua; append_chat_answers, start_chat_fn.lua).
 local reply, k = {}, 0
--- The records' values go into the reply itself, CLAIM_COUNT each: a table in the reply costs
--- its conversion seven look-ups of special fields first (see above).
-local function append_records(list)
-  for _, r in ipairs(list) do
-    for j = 1, CLAIM_COUNT do
-      reply[k + j] = r[j]
-    end
-    k = k + CLAIM_COUNT
-  end
-end
-local function append_chat(list)
-  k = append_chat_answers(reply, k, list)
-end
 for at = 1, #answers do
   local p, c = plain[at], chat[at]
   reply[k + 1], reply[k + 2], reply[k + 3] = answers[at], p and #p or 0, c and #c or 0
   k = k + 3
   if p then
-    append_records(p)
+    k = append_records(reply, k, p)
   end
   if c then
-    append_chat(c)
+    k = append_chat_answers(reply, k, c)
   end
 end
 return reply

@@ -3,10 +3,10 @@
 -- KEYS[1] job hash  KEYS[2] ready:<kind>  KEYS[3] signal:<kind>
 -- ARGV[1] job  ARGV[2] kind
 -- Returns `ok`, `notfound`, `kind:<actual>` or `status:<actual>`.
-local fields = redis.call('HMGET', KEYS[1], 'kind', 'state')
-if not fields[1] then return 'notfound' end
-if fields[1] ~= ARGV[2] then return 'kind:' .. fields[1] end
-local status = state_status(fields[2] or legacy_state(KEYS[1]))
+local kind, state = kind_and_state(KEYS[1])
+if not kind then return 'notfound' end
+if kind ~= ARGV[2] then return 'kind:' .. kind end
+local status = state_status(state)
 if status ~= 'queued' then return 'status:' .. tostring(status) end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if redis.call('LPUSH', KEYS[3], '1') > 64 then

@@ -5,12 +5,11 @@
 -- ARGV[1] id, ARGV[2..5] kind names, ARGV[6] the tenant's key prefix (for the finished indexes)
 -- Returns 1 when a record was deleted, 0 when there was none.
 local id = ARGV[1]
-local cur = redis.call('HMGET', KEYS[1], 'kind', 'state')
-local kind = cur[1]
+local kind, state = kind_and_state(KEYS[1])
 if not kind then
   return 0
 end
-local status = state_status(cur[2] or legacy_state(KEYS[1]))
+local status = state_status(state)
 if status == 'processing' then
   local running = 'count:' .. kind .. ':processing'
   if redis.call('HINCRBY', KEYS[2], running, -1) <= 0 then

@@ -13,8 +13,8 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT'
 local purged = 0
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
-  local cur = redis.call('HMGET', key, 'kind', 'state')
-  if cur[1] == ARGV[4] and state_status(cur[2] or legacy_state(key)) == ARGV[5] then
+  local kind, state = kind_and_state(key)
+  if kind == ARGV[4] and state_status(state) == ARGV[5] then
     redis.call('DEL', key)
     purged = purged + 1
   end

@@ -10,9 +10,8 @@
 -- Counters: only `processing` is counted; queued is derived, finished states are index sizes.
 -- Returns the record (HGETALL, a flat array) or one of 'notfound', 'stale:<current epoch>',
 -- 'invalid:<current status>'.
-local cur = redis.call('HMGET', KEYS[1], 'state', 'kind')
-local kind = cur[2]
-local from, epoch, attempt = state_parts(cur[1] or (kind and legacy_state(KEYS[1])))
+local kind, state = kind_and_state(KEYS[1])
+local from, epoch, attempt = state_parts(state)
 if not from then
   return 'notfound'
 end

@@ -10,12 +10,11 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, li
 local reaped = 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
-  local jk = ARGV[2] .. 'job:' .. id
-  local fields = redis.call('HMGET', jk, 'kind', 'state')
-  if fields[1] and state_status(fields[2] or legacy_state(jk)) == 'processing' then
-    redis.call('RPUSH', ARGV[2] .. 'ready:' .. fields[1], id)
-    redis.call('LPUSH', ARGV[2] .. 'signal:' .. fields[1], '1')
-    redis.call('LTRIM', ARGV[2] .. 'signal:' .. fields[1], 0, 63)
+  local kind, state = kind_and_state(ARGV[2] .. 'job:' .. id)
+  if kind and state_status(state) == 'processing' then
+    redis.call('RPUSH', ARGV[2] .. 'ready:' .. kind, id)
+    redis.call('LPUSH', ARGV[2] .. 'signal:' .. kind, '1')
+    redis.call('LTRIM', ARGV[2] .. 'signal:' .. kind, 0, 63)
     redis.call('HINCRBY', KEYS[3], 'lease_expiries', 1)
     reaped = reaped + 1
   end

@@ -21,6 +21,12 @@ local function legacy_state(jk)
   return s
 end
 
+-- The kind and the state (text) of the record `jk`, each false when there is no record.
+local function kind_and_state(jk)
+  local f = redis.call('HMGET', jk, 'kind', 'state')
+  return f[1], f[2] or (f[1] and legacy_state(jk))
+end
+
 -- The state of the record `jk` (text), or false when there is none.
 local function job_state(jk)
   return redis.call('HGET', jk, 'state') or legacy_state(jk)
