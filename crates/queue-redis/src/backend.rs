@@ -36,7 +36,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::combine::{Combiner, Lead, Waiter, answer_each};
 use crate::scripts;
-use crate::store::{CLAIM_FIELDS, create_args, parse_claimed, parse_handed};
+use crate::store::{CLAIM_FIELDS, parse_claimed, parse_handed};
 
 /// How the Redis backend behaves.
 #[derive(Debug, Clone)]
@@ -241,6 +241,9 @@ struct Inner {
     /// Single non-chat submits on their way to Redis, sent together in `submit_plain` calls
     /// (`submit_combined`).
     submits: Combiner<NewJob, QueueResult<Submitted>>,
+    /// Single chat submits on their way to Redis, sent together in `submit_chat` calls
+    /// (`submit_chat_combined`).
+    chat_submits: Combiner<NewJob, QueueResult<Submitted>>,
     /// This value itself, to spawn the flush of what arrived during a flush.
     me: Weak<Self>,
 }
@@ -377,6 +380,7 @@ impl RedisQueueBackend {
                 registry,
                 completions: Combiner::new(COMPLETE_BATCH_MAX, FLUSHES_IN_FLIGHT),
                 submits: Combiner::new(SUBMIT_BATCH_MAX, FLUSHES_IN_FLIGHT),
+                chat_submits: Combiner::new(SUBMIT_BATCH_MAX, FLUSHES_IN_FLIGHT),
                 me: me.clone(),
             }),
         }
@@ -472,69 +476,8 @@ impl RedisQueueBackend {
     /// pushes the dispatch in one step).
     async fn enqueue_in_lane(&self, job_id: &JobId, lane: &LaneId) -> QueueResult<ChatEnqueueReceipt> {
         let outcome = self.inner.deps.lanes.enqueue(job_id, lane).await?;
-        self.enqueued_in_lane(job_id, lane, &outcome);
+        self.inner.enqueued_in_lane(job_id, lane, &outcome);
         Ok(outcome.receipt)
-    }
-
-    /// Counts and logs a chat job that `outcome` says was added to `lane`.
-    fn enqueued_in_lane(&self, job_id: &JobId, lane: &LaneId, outcome: &LaneEnqueue) {
-        if outcome.added {
-            self.inner.stats.enqueued.fetch_add(1, Ordering::Relaxed);
-            self.inner.config.metrics.record_enqueued(JobKind::Chat);
-            info!(
-                tenant = %self.inner.deps.tenant,
-                lane = %lane,
-                job = %job_id,
-                kind = "chat",
-                position = outcome.receipt.lane_queue_position,
-                "job enqueued"
-            );
-        }
-    }
-
-    /// Creates a chat job's record and puts it in its lane in one `submit_chat` call, all or
-    /// nothing: a taken id or a full lane writes nothing. The record is written in this
-    /// backend's tenant keyspace, where its own job store reads.
-    async fn submit_chat(&self, job: NewJob) -> QueueResult<Submitted> {
-        let Some(lane) = job.lane.clone() else {
-            return Err(QueueError::invalid("lane", "required for a chat job"));
-        };
-        let lanes = &self.inner.deps.lanes;
-        let (keys, tenant) = (&self.inner.keys, &self.inner.deps.tenant);
-        let now = self.inner.deps.clock.now_ms();
-        let terms = lanes.enqueue_terms();
-        let mut call = scripts::SUBMIT_CHAT.prepare_invoke();
-        create_args(&mut call, keys, tenant, &job, now)?;
-        call.key(keys.lanes())
-            .key(keys.leases())
-            .key(keys.epoch())
-            .key(keys.lane_active(&lane))
-            .key(keys.lane_waiting(&lane))
-            .key(keys.chat_ready())
-            .key(keys.signal(JobKind::Chat))
-            .arg(terms.lease_deadline_ms)
-            .arg(terms.max_queue)
-            .arg(terms.dispatch)
-            .arg(keys.prefix())
-            .arg(ms(self.inner.config.handoff_lease));
-        let mut conn = self.inner.deps.pool.get().await?;
-        let out: Vec<String> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
-        let Some((seq, answer)) = out.split_first() else {
-            return Err(QueueError::Storage("the chat submit script answered nothing".into()));
-        };
-        if answer.is_empty() {
-            return Err(QueueError::AlreadyExists { job: job.id });
-        }
-        // A full lane: the lane store's own error (and log line), as its `enqueue` gives it.
-        let outcome = lanes.enqueue_answered(answer, &job.id, &lane, &terms)?;
-        let seq: u64 = seq.parse().map_err(|_| {
-            QueueError::Storage(format!("the chat submit script answered {seq:?} as the seq"))
-        })?;
-        self.enqueued_in_lane(&job.id, &lane, &outcome);
-        Ok(Submitted {
-            record: JobRecord::from_new(tenant.clone(), job, seq, now),
-            lane: Some(outcome.receipt),
-        })
     }
 
     /// Puts back on its ready list every pending job of `kind` that no list or lease holds.
@@ -707,7 +650,7 @@ impl QueueBackend for RedisQueueBackend {
     async fn submit(&self, _store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
         self.ensure_running()?;
         if job.kind == JobKind::Chat {
-            return self.submit_chat(job).await;
+            return self.inner.submit_chat_combined(job).await;
         }
         self.inner.submit_combined(job).await
     }
@@ -734,8 +677,18 @@ impl QueueBackend for RedisQueueBackend {
                 results[*at] = Some(result);
             }
         }
-        for (at, job) in chat {
-            results[at] = Some(self.submit_chat(job).await);
+        // A chat job without a lane gets its error; the others go in one call.
+        chat.retain(|(at, job)| match chat_lane(job) {
+            Ok(_) => true,
+            Err(e) => {
+                results[*at] = Some(Err(e));
+                false
+            }
+        });
+        if !chat.is_empty() {
+            for ((at, _), result) in chat.iter().zip(self.inner.submit_chats(&chat).await?) {
+                results[*at] = Some(result);
+            }
         }
         Ok(results
             .into_iter()
@@ -922,6 +875,132 @@ impl Inner {
         let (jobs, replies): (Vec<(usize, NewJob)>, Vec<_>) =
             batch.into_iter().enumerate().map(|(at, (job, reply))| ((at, job), reply)).unzip();
         answer_each(replies, self.submit_plain(&jobs).await);
+    }
+
+    /// Counts and logs a chat job that `outcome` says was added to `lane`.
+    fn enqueued_in_lane(&self, job_id: &JobId, lane: &LaneId, outcome: &LaneEnqueue) {
+        if outcome.added {
+            self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            self.config.metrics.record_enqueued(JobKind::Chat);
+            info!(
+                tenant = %self.deps.tenant,
+                lane = %lane,
+                job = %job_id,
+                kind = "chat",
+                position = outcome.receipt.lane_queue_position,
+                "job enqueued"
+            );
+        }
+    }
+
+    /// Creates chat jobs, one or many, each in its lane, in one `submit_chat` call: per job, all
+    /// or nothing (a taken id or a full lane writes nothing for it; the others go on), in the
+    /// order of `jobs` (jobs of one lane take it in that order). Every job must have a lane
+    /// (`chat_lane`). The records are written in this backend's tenant keyspace, where its own
+    /// job store reads.
+    async fn submit_chats(&self, jobs: &[(usize, NewJob)]) -> QueueResult<Vec<QueueResult<Submitted>>> {
+        let (keys, lanes) = (&self.keys, &self.deps.lanes);
+        let now = self.deps.clock.now_ms();
+        let terms = lanes.enqueue_terms();
+        let mut call = scripts::SUBMIT_CHAT.prepare_invoke();
+        call.key(keys.seq())
+            .key(keys.pending(JobKind::Chat))
+            .key(keys.lanes())
+            .key(keys.leases())
+            .key(keys.epoch())
+            .key(keys.chat_ready())
+            .key(keys.signal(JobKind::Chat))
+            .arg(self.deps.tenant.as_str())
+            .arg(now)
+            .arg(terms.lease_deadline_ms)
+            .arg(terms.max_queue)
+            .arg(terms.dispatch)
+            .arg(keys.prefix())
+            .arg(ms(self.config.handoff_lease));
+        for (_, job) in jobs {
+            let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
+            call.arg(job.id.as_str())
+                .arg(chat_lane(job)?.as_str())
+                .arg(job.request_id.as_ref().map_or("", queue_core::RequestId::as_str))
+                .arg(payload);
+        }
+        let mut conn = self.deps.pool.get().await?;
+        let out: Vec<String> = call.invoke_async(&mut conn).await.map_err(|e| redis_error(&e))?;
+        let mut rest = out.as_slice();
+        let mut results = Vec::with_capacity(jobs.len());
+        for (_, job) in jobs {
+            let (answer, tail) = split_counted(rest).ok_or_else(|| {
+                QueueError::Storage(format!(
+                    "the chat submit script answered {} values for {} jobs",
+                    out.len(),
+                    jobs.len()
+                ))
+            })?;
+            rest = tail;
+            results.push(self.chat_submitted(job, answer, now, &terms));
+        }
+        if !rest.is_empty() {
+            return Err(QueueError::Storage(format!(
+                "the chat submit script answered {} values more than its {} jobs",
+                rest.len(),
+                jobs.len()
+            )));
+        }
+        Ok(results)
+    }
+
+    /// The result of one chat job of a `submit_chat` call from its answer: the seq, then the lane
+    /// store's enqueue answer (none when the id was taken).
+    fn chat_submitted(
+        &self,
+        job: &NewJob,
+        answer: &[String],
+        now: u64,
+        terms: &lane_store::EnqueueTerms,
+    ) -> QueueResult<Submitted> {
+        let Some((seq, answer)) = answer.split_first() else {
+            return Err(QueueError::Storage("the chat submit script answered nothing for a job".into()));
+        };
+        if answer.is_empty() {
+            return Err(QueueError::AlreadyExists { job: job.id.clone() });
+        }
+        let lane = chat_lane(job)?;
+        // A full lane: the lane store's own error (and log line), as its `enqueue` gives it.
+        let outcome = self.deps.lanes.enqueue_answered(answer, &job.id, lane, terms)?;
+        let seq: u64 = seq.parse().map_err(|_| {
+            QueueError::Storage(format!("the chat submit script answered {seq:?} as the seq"))
+        })?;
+        self.enqueued_in_lane(&job.id, lane, &outcome);
+        Ok(Submitted {
+            record: JobRecord::from_new(self.deps.tenant.clone(), job.clone(), seq, now),
+            lane: Some(outcome.receipt),
+        })
+    }
+
+    /// Submits one chat job through the chat submit combiner: chat submits that arrive while a
+    /// `submit_chat` call is on its way go together in the next call.
+    async fn submit_chat_combined(&self, job: NewJob) -> QueueResult<Submitted> {
+        chat_lane(&job)?;
+        let (answer, lead) = self.chat_submits.push(job);
+        if let Some(lead) = lead {
+            self.lead_flush(
+                |inner| &inner.chat_submits,
+                |inner, batch| Box::pin(inner.send_chat_submits(batch)),
+                lead,
+            )
+            .await;
+        }
+        answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a chat submit got no answer".into())))
+    }
+
+    /// Sends one batch of combined chat submits and answers each.
+    async fn send_chat_submits(&self, batch: Vec<Waiter<NewJob, QueueResult<Submitted>>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (jobs, replies): (Vec<(usize, NewJob)>, Vec<_>) =
+            batch.into_iter().enumerate().map(|(at, (job, reply))| ((at, job), reply)).unzip();
+        answer_each(replies, self.submit_chats(&jobs).await);
     }
 
     /// This process's registry entry as of now.
@@ -2015,6 +2094,20 @@ fn parse_handed_chat(text: &str, tenant: &TenantId) -> QueueResult<(Claimed, u64
         }
         _ => Err(QueueError::Storage("redis: a chat job handed over is not a started claim".into())),
     }
+}
+
+/// A chat job's lane, which it must have.
+fn chat_lane(job: &NewJob) -> QueueResult<&LaneId> {
+    job.lane.as_ref().ok_or_else(|| QueueError::invalid("lane", "required for a chat job"))
+}
+
+/// The first answer of a flat script reply made of counted answers (how many values, then the
+/// values), and the rest of the reply; `None` when the count is missing, not a number, or more
+/// than the reply holds.
+fn split_counted(reply: &[String]) -> Option<(&[String], &[String])> {
+    let (count, rest) = reply.split_first()?;
+    let n: usize = count.parse().ok()?;
+    (n <= rest.len()).then(|| rest.split_at(n))
 }
 
 /// The first value of a claim script's answer: how many of its jobs were handed to the worker.

@@ -172,11 +172,12 @@ impl RedisJobStore {
 }
 
 /// Adds the keys and arguments of `create_job` (lua/job_create_fn.lua) for `job` to `call`: the
-/// first three keys and seven arguments of `job_create` and of the backend's `submit_chat`.
+/// first three keys and seven arguments of `job_create` (`submit_chat.lua` builds the same per
+/// job from its own arguments).
 ///
 /// # Errors
 /// `QueueError::Storage` when the payload cannot be written as JSON.
-pub(crate) fn create_args(
+fn create_args(
     call: &mut ScriptInvocation<'_>,
     keys: &TenantKeys,
     tenant: &TenantId,

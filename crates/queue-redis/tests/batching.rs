@@ -643,8 +643,12 @@ async fn chat_submits_keep_their_lane_order_and_an_idle_lane_claims_its_first() 
     let second = producer.submit(store.clone(), chat("c2", lane)).await.expect("submit c2");
     let batch = vec![chat("c3", lane), new_job("u1", JobKind::Upload, None, &Behavior::Ok), chat("c4", lane)];
     let answers = producer.submit_many(store.clone(), batch).await.expect("the batch");
-    // Four chat submits, four calls; the batch's upload one more.
-    assert_eq!(calls(&server, "evalsha") - scripts, 5, "one script call per chat job");
+    // c1 and c2 one call each; the batch's two chat jobs one call, its upload another.
+    assert_eq!(
+        calls(&server, "evalsha") - scripts,
+        4,
+        "one script call per lone chat job, one for a batch's"
+    );
     let receipts: Vec<_> = [Ok(first), Ok(second), answers[0].clone(), answers[2].clone()]
         .into_iter()
         .map(|s| {
@@ -676,6 +680,79 @@ async fn chat_submits_keep_their_lane_order_and_an_idle_lane_claims_its_first() 
     // Sequence numbers follow submission order.
     assert_eq!(server.command(&["ZRANGE", &keys.pending(JobKind::Chat), "0", "-1"]), "warm\nc1\nc2\nc3\nc4");
     assert_eq!(producer.stats().enqueued, 7, "warm, u0, c1 to c4 and u1");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chat_submits_share_script_calls_and_each_lane_keeps_its_order_and_its_cap() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "chat-submits");
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let keys = TenantKeys::new(&rig.tenant);
+    let max_queue = LaneStoreConfig::default().max_queue;
+    // Each producer fills a lane of its own and submits two more than it takes (its active job
+    // and `max_queue` waiting); its first submit is an id every producer submits.
+    let (producers, per_producer) = (50, max_queue + 3);
+    producer.submit(store.clone(), chat("warm", "student:warm:main")).await.expect("warm up");
+    let scripts_before = calls(&server, "evalsha");
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let (producer, store) = (producer.clone(), store.clone());
+        tasks.spawn(async move {
+            let lane = format!("student:p{p}:main");
+            let mut answers = Vec::new();
+            for i in 0..per_producer {
+                let id = if i == 0 { "shared".to_owned() } else { format!("p{p}-{i}") };
+                let answer = producer.submit(store.clone(), chat(&id, &lane)).await;
+                answers.push((id, answer));
+            }
+            (lane, answers)
+        });
+    }
+    let (mut accepted, mut shared_accepted, mut full) = (0, 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (lane, answers) = done.expect("a producer");
+        let mut in_lane = Vec::new();
+        for (id, answer) in answers {
+            match answer {
+                Ok(submitted) => {
+                    assert_eq!(
+                        submitted.record.id.as_str(),
+                        id,
+                        "each submit gets the answer for its own job"
+                    );
+                    let receipt = submitted.lane.expect("a lane receipt");
+                    assert_eq!(receipt.lane_queue_position, in_lane.len(), "{id}: its place in {lane}");
+                    in_lane.push(id.clone());
+                    accepted += 1;
+                    shared_accepted += usize::from(id == "shared");
+                }
+                Err(QueueError::AlreadyExists { job }) => assert_eq!(job.as_str(), "shared"),
+                Err(QueueError::LaneFull { lane: got, max }) => {
+                    assert_eq!((got.as_str(), max), (lane.as_str(), max_queue), "{id}");
+                    assert_eq!(in_lane.len(), max_queue + 1, "{id}: refused only once the lane is full");
+                    full += 1;
+                }
+                Err(e) => panic!("{id}: {e}"),
+            }
+        }
+        // The lane holds what it accepted, in the order each was submitted.
+        let lane_id = LaneId::new(&lane).expect("lane");
+        assert_eq!(server.command(&["HGET", &keys.lane_active(&lane_id), "job"]), in_lane[0], "{lane}");
+        assert_eq!(
+            server.command(&["LRANGE", &keys.lane_waiting(&lane_id), "0", "-1"]),
+            in_lane[1..].join("\n")
+        );
+    }
+    let scripts = calls(&server, "evalsha") - scripts_before;
+    let submits = producers * per_producer;
+    assert_eq!(shared_accepted, 1, "one of the {producers} submits of the same id is accepted");
+    assert_eq!(accepted, producers * (max_queue + 1), "every lane filled to its cap");
+    assert_eq!(full, submits - accepted - (producers - 1), "the rest refused as full");
+    assert_eq!(store.counts(JobKind::Chat).await.expect("counts").queued, accepted as u64 + 1, "and warm");
+    // One call per submit without combining; 50 producers at once share calls.
+    assert!(scripts < submits as u64 / 2, "{scripts} script calls for {submits} concurrent chat submits");
     producer.stop().await.expect("stop producer");
 }
 

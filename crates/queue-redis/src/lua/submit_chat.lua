@@ -1,51 +1,80 @@
--- Submits one chat job in one atomic call (job_create_fn.lua and the lane store's common.lua and
--- enqueue_fn.lua are prepended): the lane's verdict first (`lane_admit`, which writes nothing),
--- then the record (`create_job`), then its place in the lane (`lane_append`: at the back of the
--- waiting jobs, or claimed at once in an idle lane and dispatched), as the lane store's
--- `enqueue` makes it (a job handed to an idle worker: its place in the lane, then its record,
--- see below; one script either way). Nothing is written when the id is taken or the lane is full.
--- KEYS[1] job hash, KEYS[2] seq counter, KEYS[3] pending:chat (create_job's), KEYS[4] lanes,
---   KEYS[5] leases, KEYS[6] epoch, KEYS[7] lane active, KEYS[8] lane waiting, KEYS[9] ready:chat,
---   KEYS[10] signal:chat
--- ARGV[1] id, ARGV[2] kind ('chat'), ARGV[3] tenant, ARGV[4] lane, ARGV[5] request id
---   ('' = none), ARGV[6] now (ms), ARGV[7] payload (create_job's); ARGV[8] lease deadline (ms) of
---   an idle lane's claim, ARGV[9] max_queue, ARGV[10] dispatch ('1' or '0') (the lane store's);
---   ARGV[11] tenant prefix (idle:chat and the hand-off lists are built from it), ARGV[12] lease
---   (ms) of a claim handed to an idle worker
+-- Submits chat jobs, one or many, in one atomic call (job_create_fn.lua and the lane store's
+-- common.lua and enqueue_fn.lua are prepended). Each job, in the call's order, as if it had a call
+-- of its own: the lane's verdict first (`lane_admit`, which writes nothing), then the record
+-- (`create_job`), then its place in the lane (`lane_append`: at the back of the waiting jobs, or
+-- claimed at once in an idle lane and dispatched), as the lane store's `enqueue` makes it (a job
+-- handed to an idle worker: its place in the lane, then its record, see below). Nothing is
+-- written for a job whose id is taken or whose lane is full; the others of the call go on. Jobs
+-- of one lane in one call take the lane in the call's order. Concurrent submits of a process are
+-- sent together (the backend's chat submit combiner): one script call, not one per job.
+-- KEYS[1] seq counter, KEYS[2] pending:chat (create_job's), KEYS[3] lanes, KEYS[4] leases,
+--   KEYS[5] epoch, KEYS[6] ready:chat, KEYS[7] signal:chat
+-- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] lease deadline (ms) of an idle lane's claim,
+--   ARGV[4] max_queue, ARGV[5] dispatch ('1' or '0') (the lane store's), ARGV[6] tenant prefix
+--   (the job hashes, lane keys, idle:chat and the hand-off lists are built from it: they share
+--   the tenant's hash tag, hence the slot), ARGV[7] lease (ms) of a claim handed to an idle
+--   worker; then 4 per job: id, lane, request id ('' = none), payload (JSON text)
 -- A job that would claim an idle lane, with dispatch on, goes to a chat worker registered as idle
 -- when one is and no other lane's job waits in ready:chat (first come, first served):
 -- `hand_new_chat` (handoff_chat_fn.lua) creates it already started for that worker and pushes it
 -- onto its hand-off list, instead of the dispatch and wake-up. It is built on first use by
--- `chat_hand_fns` (scripts.rs), so that a submit that hands nothing over does not make its
+-- `chat_hand_fns` (scripts.rs), so that a call that hands nothing over does not make its
 -- closures.
--- Returns the new seq followed by the enqueue's answer: {seq, 'queued', position, size},
--- {seq, 'claimed', 0, size, epoch}, or {seq, 'running' | 'waiting', position, size} (a job of
--- that id was already in the lane and stays where it is; the record is new). {0} when the id is
--- taken, {0, 'full'} when the lane is full: nothing written.
-local id = ARGV[1]
-local answer, active_job, waiting = lane_admit(KEYS[7], KEYS[8], KEYS[1], id, ARGV[9])
-if answer and answer[1] == 'full' then
-  -- A taken id is refused as taken, whatever its lane holds: the record is checked first.
-  if redis.call('EXISTS', KEYS[1]) == 1 then
+-- Returns one flat array: per job, how many values its answer has, then the answer: the new seq
+-- followed by the enqueue's answer: {seq, 'queued', position, size}, {seq, 'claimed', 0, size,
+-- epoch}, or {seq, 'running' | 'waiting', position, size} (a job of that id was already in the
+-- lane and stays where it is; the record is new). {0} when the id is taken, {0, 'full'} when the
+-- lane is full: nothing written for that job.
+
+-- The keys and arguments of one job, in the order create_job, lane_append and hand_new_chat
+-- read them: K[1] job hash, K[2] seq, K[3] pending:chat, K[4] lanes, K[5] leases, K[6] epoch,
+-- K[7] lane active, K[8] lane waiting, K[9] ready:chat, K[10] signal:chat; A[1] id, A[2] kind,
+-- A[3] tenant, A[4] lane, A[5] request id, A[6] now, A[7] payload, A[8] lease deadline,
+-- A[9] max_queue, A[10] dispatch, A[11] prefix, A[12] hand-off lease. Two tables for the whole
+-- call: each job sets its own entries (none of the functions keeps them).
+local K = { false, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], false, false, KEYS[6], KEYS[7] }
+local A = { false, 'chat', ARGV[1], false, false, ARGV[2], false, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] }
+local prefix, hand = ARGV[6], nil
+
+local function submit(id, lane, request_id, payload)
+  local lk = prefix .. 'lane:' .. lane
+  K[1], K[7], K[8] = prefix .. 'job:' .. id, lk .. ':active', lk .. ':q'
+  A[1], A[4], A[5], A[7] = id, lane, request_id, payload
+  local answer, active_job, waiting = lane_admit(K[7], K[8], K[1], id, A[9])
+  if answer and answer[1] == 'full' then
+    -- A taken id is refused as taken, whatever its lane holds: the record is checked first.
+    if redis.call('EXISTS', K[1]) == 1 then
+      return {0}
+    end
+    return {0, 'full'}
+  end
+  -- An idle chat worker, when this job claims an idle lane and no other lane's job waits.
+  if not answer and not active_job and A[10] == '1' then
+    local worker = redis.call('ZRANGEBYSCORE', prefix .. 'idle:chat', A[6], '+inf', 'LIMIT', '0', '1')[1]
+    if worker and redis.call('LLEN', K[9]) == 0 then
+      hand = hand or chat_hand_fns()
+      return hand(K, A, worker, waiting)
+    end
+  end
+  -- A taken id (its record pending or finished) gets 0 and nothing is written.
+  local seq = create_job(K, A)
+  if seq == 0 then
     return {0}
   end
-  return {0, 'full'}
-end
--- An idle chat worker, when this job claims an idle lane and no other lane's job waits.
-if not answer and not active_job and ARGV[10] == '1' then
-  local worker = redis.call('ZRANGEBYSCORE', ARGV[11] .. 'idle:chat', ARGV[6], '+inf', 'LIMIT', '0', '1')[1]
-  if worker and redis.call('LLEN', KEYS[9]) == 0 then
-    return chat_hand_fns()(KEYS, ARGV, worker, waiting)
+  if not answer then
+    answer = lane_append(K[4], K[5], K[6], K[7], K[8], K[9], K[10], id, lane, A[8], A[10], active_job, waiting)
   end
+  table.insert(answer, 1, seq)
+  return answer
 end
--- A taken id (its record pending or finished) gets 0 and nothing is written.
-local seq = create_job(KEYS, ARGV)
-if seq == 0 then
-  return {0}
+
+local reply, k = {}, 0
+for i = 8, #ARGV, 4 do
+  local answer = submit(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  reply[k + 1] = #answer
+  for j = 1, #answer do
+    reply[k + 1 + j] = answer[j]
+  end
+  k = k + 1 + #answer
 end
-if not answer then
-  answer = lane_append(KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-                       id, ARGV[4], ARGV[8], ARGV[10], active_job, waiting)
-end
-table.insert(answer, 1, seq)
-return answer
+return reply
