@@ -39,9 +39,10 @@ use queue_core::{
     RequestId, SharedClock, StatusCounts, TenantId,
 };
 
-/// `write_job`, `add_job` and `create_job`: `job_create.lua` and the backend's `submit_one.lua`,
-/// `submit_chat.lua` and `hand_new` run `create_job`, `hand_new_chat` runs `add_job` (it checks the
-/// id first itself); the backend's batched `submit_plain.lua` writes records with `write_job`.
+/// `write_job`, `add_job` and `create_job`: `job_create.lua` and the backend's `submit_one.lua` and
+/// `hand_new` run `create_job`; `submit_chat.lua` and its `hand_new_chat` run `add_job` (the script
+/// checks the id first itself); the backend's batched `submit_plain.lua` writes records with
+/// `write_job`.
 pub(crate) const CREATE_FN: &str = include_str!("lua/job_create_fn.lua");
 /// `job_state`, `kind_and_state`, `legacy_state`, `state_parts`, `state_status` and `state_of`: a
 /// record's `state` field (see [`LEGACY_STATE_FIELDS`]), for every script that reads or writes it.

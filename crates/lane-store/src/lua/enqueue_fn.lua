@@ -7,7 +7,8 @@
 -- {'finished', 0, size} (the job's record at `record_key` is already finished: a recovery sweep
 -- that read it as pending just before it finished must not put it back), {'full'} (an active
 -- claim and `max_queue` jobs waiting) — or nil, then the lane's active job (false when idle) and
--- how many jobs wait, for `lane_append`.
+-- how many jobs wait, for `lane_append`. `record_key` false: the caller knows that no record of
+-- `job` exists (the backend's submit checks that first), and its status is not read.
 local function lane_admit(active_key, waiting_key, record_key, job, max_queue)
   local active_job = redis.call('HGET', active_key, 'job')
   local waiting = redis.call('LLEN', waiting_key)
@@ -20,10 +21,12 @@ local function lane_admit(active_key, waiting_key, record_key, job, max_queue)
   end
   -- The record's status: the head of its `state` field (`<status>|<epoch>|<attempt>|<updated>`),
   -- or, in a record written before that field, a field of its own.
-  local record = redis.call('HMGET', record_key, 'state', 'status')
-  local status = record[1] and string.match(record[1], '^%a*') or record[2]
-  if status == 'done' or status == 'failed' or status == 'cancelled' then
-    return {'finished', 0, waiting + (active_job and 1 or 0)}
+  if record_key then
+    local record = redis.call('HMGET', record_key, 'state', 'status')
+    local status = record[1] and string.match(record[1], '^%a*') or record[2]
+    if status == 'done' or status == 'failed' or status == 'cancelled' then
+      return {'finished', 0, waiting + (active_job and 1 or 0)}
+    end
   end
   if active_job and waiting >= tonumber(max_queue) then
     return {'full'}

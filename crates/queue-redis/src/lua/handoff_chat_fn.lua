@@ -12,9 +12,8 @@
 -- long a job handed to a worker that died while registered waits for the lane reaper; the
 -- worker lengthens it to the claim TTL while the job runs.
 
--- hand_new_chat(K, A, w, waiting) (K and A submit_chat.lua's KEYS and ARGV; `waiting`, the
--- idle lane's waiting jobs that `lane_admit` counted): refuses a taken id (nothing written);
--- otherwise claims the lane for the job (`lane_append`, no dispatch) until the earlier of the
+-- hand_new_chat(K, A, w, waiting) (K and A submit_chat.lua's keys and arguments of the job, whose
+-- id it has found free; `waiting`, the idle lane's waiting jobs that `lane_admit` counted): claims the lane for the job (`lane_append`, no dispatch) until the earlier of the
 -- claim TTL's deadline and the hand-off lease's, and writes what `create_job`, `lane_append`
 -- and then a start of the claim (start_chat_fn.lua) would leave: the record `processing` under
 -- the claim's epoch, attempt 1, its sequence number and pending index, the chat `processing`
@@ -23,11 +22,8 @@
 -- JSON, as `start_chat` answers a claim. The list expires with the lease should no one ever read
 -- it. Not made: the record written queued and then read back and written again, the lease
 -- written twice, the batch's functions. Returns submit_chat's answer: {seq, 'claimed', 0, size,
--- epoch}, or {0} when the id is taken.
+-- epoch}.
 local function hand_new_chat(K, A, w, waiting)
-  if redis.call('EXISTS', K[1]) == 1 then
-    return {0}
-  end
   local prefix, id, lane, now, lease = A[11], A[1], A[4], tonumber(A[6]), tonumber(A[12])
   local deadline = A[8]
   if now + lease < tonumber(deadline) then

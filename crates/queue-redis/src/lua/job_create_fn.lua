@@ -28,9 +28,8 @@ local function write_job(jk, id, kind, tenant, lane, request_id, now, payload, s
   return fixed
 end
 
--- create_job(K, A, epoch) (job_create.lua, submit_one.lua, submit_chat.lua between its lane checks
--- and its append, and `hand_new`, handoff_new_fn.lua): creates one job record: refuses an
--- existing id, then `add_job`. No counter: a kind's queued count is derived (its pending index
+-- create_job(K, A, epoch) (job_create.lua, submit_one.lua and `hand_new`, handoff_new_fn.lua):
+-- creates one job record: refuses an existing id, then `add_job`. No counter: a kind's queued count is derived (its pending index
 -- less its `processing` counter).
 -- K[1] job hash, K[2] seq counter, K[3] pending zset of the job's kind
 -- A[1] id, A[2] kind, A[3] tenant, A[4] lane ('' = none), A[5] request id ('' = none),
@@ -40,8 +39,9 @@ end
 -- (nothing written).
 -- add_job(K, A, epoch): what `create_job` writes once the id is known to be free: assigns the next
 -- sequence number, writes the record and indexes the job as pending; returns the seq, its text
--- and the record's `fixed` field. `hand_new_chat` (handoff_chat_fn.lua) checks the id itself,
--- before it claims the lane whose epoch the record is written under.
+-- and the record's `fixed` field. submit_chat.lua checks the id itself, before its lane checks
+-- (and before its `hand_new_chat`, handoff_chat_fn.lua, claims the lane whose epoch the record is
+-- written under).
 local function add_job(K, A, epoch)
   local seq = redis.call('INCR', K[2])
   local text = string.format('%d', seq)

@@ -1,13 +1,14 @@
 -- Submits chat jobs, one or many, in one atomic call (job_create_fn.lua and the lane store's
 -- common.lua and enqueue_fn.lua are prepended). Each job, in the call's order, as if it had a call
--- of its own: the lane's verdict first (`lane_admit`, which writes nothing), then the record
--- (`create_job`), then its place in the lane (`lane_append`: at the back of the waiting jobs, or
--- claimed at once in an idle lane and dispatched), as the lane store's `enqueue` makes it (a job
--- handed to an idle worker: its place in the lane, then its record, see below). Nothing is
--- written for a job whose id is taken or whose lane is full; the others of the call go on. Jobs
--- of one lane in one call take the lane in the call's order. Concurrent submits of a process are
--- sent together (the backend's chat submit combiner): one script call, not one per job.
--- KEYS[1] seq counter, KEYS[2] pending:chat (create_job's), KEYS[3] lanes, KEYS[4] leases,
+-- of its own: its id checked free first, then the lane's verdict (`lane_admit`, which writes
+-- nothing), then the record (`add_job`), then its place in the lane (`lane_append`: at the back
+-- of the waiting jobs, or claimed at once in an idle lane and dispatched), as the lane store's
+-- `enqueue` makes it (a job handed to an idle worker: its place in the lane, then its record, see
+-- below). Nothing is written for a job whose id is taken or whose lane is full; the others of the
+-- call go on. Jobs of one lane in one call take the lane in the call's order. Concurrent submits
+-- of a process are sent together (the backend's chat submit combiner): one script call, not one
+-- per job.
+-- KEYS[1] seq counter, KEYS[2] pending:chat (add_job's), KEYS[3] lanes, KEYS[4] leases,
 --   KEYS[5] epoch, KEYS[6] ready:chat, KEYS[7] signal:chat
 -- ARGV[1] tenant, ARGV[2] now (ms), ARGV[3] lease deadline (ms) of an idle lane's claim,
 --   ARGV[4] max_queue, ARGV[5] dispatch ('1' or '0') (the lane store's), ARGV[6] tenant prefix
@@ -26,7 +27,7 @@
 -- lane and stays where it is; the record is new). {0} when the id is taken, {0, 'full'} when the
 -- lane is full: nothing written for that job.
 
--- The keys and arguments of one job, in the order create_job, lane_append and hand_new_chat
+-- The keys and arguments of one job, in the order add_job, lane_append and hand_new_chat
 -- read them: K[1] job hash, K[2] seq, K[3] pending:chat, K[4] lanes, K[5] leases, K[6] epoch,
 -- K[7] lane active, K[8] lane waiting, K[9] ready:chat, K[10] signal:chat; A[1] id, A[2] kind,
 -- A[3] tenant, A[4] lane, A[5] request id, A[6] now, A[7] payload, A[8] lease deadline,
@@ -35,34 +36,40 @@
 local K = { false, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], false, false, KEYS[6], KEYS[7] }
 local A = { false, 'chat', ARGV[1], false, false, ARGV[2], false, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] }
 local prefix, hand = ARGV[6], nil
+-- Whether a job of this call that claims an idle lane may still be handed to an idle worker:
+-- not once a look-up found none registered (none registers during the call) or found another
+-- lane's job waiting in ready:chat, nor once this call dispatched a job there (ready:chat only
+-- grows during the call).
+local handing = ARGV[5] == '1'
 
 local function submit(id, lane, request_id, payload)
   local lk = prefix .. 'lane:' .. lane
   K[1], K[7], K[8] = prefix .. 'job:' .. id, lk .. ':active', lk .. ':q'
   A[1], A[4], A[5], A[7] = id, lane, request_id, payload
-  local answer, active_job, waiting = lane_admit(K[7], K[8], K[1], id, A[9])
+  -- A taken id (its record pending or finished) is refused, whatever its lane holds, and nothing
+  -- is written. Checked first: `lane_admit` then need not read the record.
+  if redis.call('EXISTS', K[1]) == 1 then
+    return {0}
+  end
+  local answer, active_job, waiting = lane_admit(K[7], K[8], false, id, A[9])
   if answer and answer[1] == 'full' then
-    -- A taken id is refused as taken, whatever its lane holds: the record is checked first.
-    if redis.call('EXISTS', K[1]) == 1 then
-      return {0}
-    end
     return {0, 'full'}
   end
   -- An idle chat worker, when this job claims an idle lane and no other lane's job waits.
-  if not answer and not active_job and A[10] == '1' then
+  if handing and not answer and not active_job then
     local worker = redis.call('ZRANGEBYSCORE', prefix .. 'idle:chat', A[6], '+inf', 'LIMIT', '0', '1')[1]
     if worker and redis.call('LLEN', K[9]) == 0 then
       hand = hand or chat_hand_fns()
       return hand(K, A, worker, waiting)
     end
+    handing = false
   end
-  -- A taken id (its record pending or finished) gets 0 and nothing is written.
-  local seq = create_job(K, A)
-  if seq == 0 then
-    return {0}
-  end
+  local seq = add_job(K, A)
   if not answer then
     answer = lane_append(K[4], K[5], K[6], K[7], K[8], K[9], K[10], id, lane, A[8], A[10], active_job, waiting)
+    if answer[1] == 'claimed' then
+      handing = false
+    end
   end
   table.insert(answer, 1, seq)
   return answer
