@@ -242,7 +242,7 @@ struct Inner {
     /// (`submit_combined`).
     submits: Combiner<NewJob, QueueResult<Submitted>>,
     /// Single chat submits on their way to Redis, sent together in `submit_chat` calls
-    /// (`submit_chat_combined`).
+    /// (`submit_combined`).
     chat_submits: Combiner<NewJob, QueueResult<Submitted>>,
     /// This value itself, to spawn the flush of what arrived during a flush.
     me: Weak<Self>,
@@ -650,9 +650,10 @@ impl QueueBackend for RedisQueueBackend {
     async fn submit(&self, _store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
         self.ensure_running()?;
         if job.kind == JobKind::Chat {
-            return self.inner.submit_chat_combined(job).await;
+            chat_lane(&job)?;
+            return self.inner.submit_combined(job, |inner| &inner.chat_submits).await;
         }
-        self.inner.submit_combined(job).await
+        self.inner.submit_combined(job, |inner| &inner.submits).await
     }
 
     /// Non-chat jobs: one `submit_plain` call for all of them (records, ready lists, one
@@ -855,26 +856,35 @@ impl Inner {
             .collect())
     }
 
-    /// Submits one non-chat job through the submit combiner: submits that arrive while a
-    /// `submit_plain` call is on its way go together in the next call (one script call, one
-    /// wake-up per kind, for all of them).
-    async fn submit_combined(&self, job: NewJob) -> QueueResult<Submitted> {
-        let (answer, lead) = self.submits.push(job);
+    /// Submits one job through a submit combiner (`pick`: the non-chat or the chat one): submits
+    /// that arrive while a call is on its way go together in the next call (one `submit_plain`
+    /// or `submit_chat` call for all of them).
+    async fn submit_combined(
+        &self,
+        job: NewJob,
+        pick: Pick<NewJob, QueueResult<Submitted>>,
+    ) -> QueueResult<Submitted> {
+        let (answer, lead) = pick(self).push(job);
         if let Some(lead) = lead {
-            self.lead_flush(|inner| &inner.submits, |inner, batch| Box::pin(inner.send_submits(batch)), lead)
-                .await;
+            self.lead_flush(pick, |inner, batch| Box::pin(inner.send_submits(batch)), lead).await;
         }
         answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a submit got no answer".into())))
     }
 
-    /// Sends one batch of combined submits and answers each.
+    /// Sends one batch of combined submits (of one combiner: all chat jobs or none) and answers
+    /// each.
     async fn send_submits(&self, batch: Vec<Waiter<NewJob, QueueResult<Submitted>>>) {
         if batch.is_empty() {
             return;
         }
         let (jobs, replies): (Vec<(usize, NewJob)>, Vec<_>) =
             batch.into_iter().enumerate().map(|(at, (job, reply))| ((at, job), reply)).unzip();
-        answer_each(replies, self.submit_plain(&jobs).await);
+        let results = if jobs[0].1.kind == JobKind::Chat {
+            self.submit_chats(&jobs).await
+        } else {
+            self.submit_plain(&jobs).await
+        };
+        answer_each(replies, results);
     }
 
     /// Counts and logs a chat job that `outcome` says was added to `lane`.
@@ -975,32 +985,6 @@ impl Inner {
             record: JobRecord::from_new(self.deps.tenant.clone(), job.clone(), seq, now),
             lane: Some(outcome.receipt),
         })
-    }
-
-    /// Submits one chat job through the chat submit combiner: chat submits that arrive while a
-    /// `submit_chat` call is on its way go together in the next call.
-    async fn submit_chat_combined(&self, job: NewJob) -> QueueResult<Submitted> {
-        chat_lane(&job)?;
-        let (answer, lead) = self.chat_submits.push(job);
-        if let Some(lead) = lead {
-            self.lead_flush(
-                |inner| &inner.chat_submits,
-                |inner, batch| Box::pin(inner.send_chat_submits(batch)),
-                lead,
-            )
-            .await;
-        }
-        answer.await.unwrap_or_else(|_| Err(QueueError::Storage("a chat submit got no answer".into())))
-    }
-
-    /// Sends one batch of combined chat submits and answers each.
-    async fn send_chat_submits(&self, batch: Vec<Waiter<NewJob, QueueResult<Submitted>>>) {
-        if batch.is_empty() {
-            return;
-        }
-        let (jobs, replies): (Vec<(usize, NewJob)>, Vec<_>) =
-            batch.into_iter().enumerate().map(|(at, (job, reply))| ((at, job), reply)).unzip();
-        answer_each(replies, self.submit_chats(&jobs).await);
     }
 
     /// This process's registry entry as of now.
