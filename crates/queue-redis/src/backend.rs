@@ -643,10 +643,11 @@ impl QueueBackend for RedisQueueBackend {
         self.enqueue_in_lane(&job_id, &lane).await
     }
 
-    /// A chat job is one `submit_chat` call (record and lane, all or nothing). A non-chat job
-    /// goes through the submit combiner: one `submit_plain` call carries the submits that arrive
-    /// together (from concurrent producers), one round trip when alone. Either script writes the
-    /// record where this backend's own job store reads: `store` is not used.
+    /// Every job goes through a submit combiner, one for chat jobs and one for the others: one
+    /// `submit_chat` call (each job's record and lane, all or nothing per job) or one
+    /// `submit_plain` call carries the submits that arrive together (from concurrent producers),
+    /// one round trip when alone. Either script writes the record where this backend's own job
+    /// store reads: `store` is not used.
     async fn submit(&self, _store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {
         self.ensure_running()?;
         if job.kind == JobKind::Chat {
@@ -657,9 +658,10 @@ impl QueueBackend for RedisQueueBackend {
     }
 
     /// Non-chat jobs: one `submit_plain` call for all of them (records, ready lists, one
-    /// wake-up per kind): one round trip for the batch. Chat jobs: one `submit_chat` call each,
-    /// one job after the other so that a lane takes them in the batch's order. As in `submit`,
-    /// `store` is not used.
+    /// wake-up per kind): one round trip for the batch. Chat jobs: one `submit_chat` call for
+    /// all of them, which takes them one after the other, so that a lane takes them in the
+    /// batch's order (a chat job without a lane gets its error alone). As in `submit`, `store`
+    /// is not used.
     async fn submit_many(
         &self,
         _store: Arc<dyn JobStore>,
