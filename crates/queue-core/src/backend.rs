@@ -77,7 +77,7 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// be attempted (`Unavailable`, `NotRunning`, a batch over [`MAX_SUBMIT_BATCH`]).
     ///
     /// The default submits one after the other; `RedisQueueBackend` sends the batch's non-chat
-    /// jobs in one script call, and `InlineQueueBackend` creates the batch with one
+    /// jobs in one script call and its chat jobs in another, and `InlineQueueBackend` creates the batch with one
     /// [`JobStore::create_many`] (one SQLite transaction).
     ///
     /// # Errors
