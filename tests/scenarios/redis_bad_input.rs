@@ -1,6 +1,7 @@
 //! Bad input and tenant isolation over Redis, on an API-only `laneway serve --no-workers` serving
 //! tenants `a` and `b`: ids that could inject a hash tag, a glob or a key separator are refused
-//! before any Redis command is sent, and a tenant sees neither the jobs nor the keys of another.
+//! before any Redis command is sent, a tenant sees neither the jobs nor the keys of another, and a
+//! chat start that fails midway leaves its request id free for the retry.
 
 use laneway_tests::{LanewayProcess, student_chat};
 use redis_harness::RedisServer;
@@ -163,4 +164,34 @@ async fn a_tenant_sees_neither_the_jobs_nor_the_keys_of_another() {
             "tenant {tenant}'s job record is not under {prefix}: {keys:?}"
         );
     }
+}
+
+/// A chat start that fails after its request id was claimed frees the id again, so the client's
+/// retry of the same request creates the job instead of being answered with one that was never
+/// made. The failure here: the lane's waiting list holds a value of the wrong type, so reading the
+/// lane (and submitting into it) fails with Redis's `WRONGTYPE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_start_that_fails_after_claiming_its_request_id_leaves_it_free_for_the_retry() {
+    let redis = RedisServer::start();
+    let (_dir, api) = start(&redis).await;
+    let waiting = "lw:{a}:lane:student:s9:main:q";
+    redis.command(&["SET", waiting, "not a list"]);
+    let body = student_chat("retry-after-error", "s9", "hello");
+    let (status, answer) = api.post_json("/t/a/chat/start", &body).await;
+    assert!(status >= 500, "a lane Redis cannot read fails the start: {status} {answer}\n{}", api.context());
+    assert_eq!(
+        redis.command(&["EXISTS", "lw:{a}:idem:retry-after-error"]),
+        "0",
+        "the request id was freed; keys now: {}",
+        redis.command(&["KEYS", "lw:{a}:*"])
+    );
+
+    redis.command(&["DEL", waiting]);
+    let (status, answer) = api.post_json("/t/a/chat/start", &body).await;
+    assert_eq!(status, 200, "the retry is a new start: {answer}\n{}", api.context());
+    assert_eq!(answer["debounced"], json!(false), "{answer}");
+    let job = answer["job_id"].as_str().expect("a job id");
+    let (status, view) = api.get(&format!("/t/a/jobs/{job}")).await;
+    assert_eq!(status, 200, "the job the retry names exists: {view}");
+    assert_eq!(view["lane_id"], json!("student:s9:main"), "{view}");
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use queue_core::{
-    ChatLaneStore, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, Mode, NewJob, RequestId,
-    SharedClock, Submitted, SystemClock, TenantId,
+    ChatEnqueueReceipt, ChatLaneStore, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, LaneLoad,
+    Mode, NewJob, QueueResult, RequestId, SharedClock, SystemClock, TenantId,
 };
 use runtime_manager::{
     RuntimeState, TenantBuilder, TenantRegistry, TenantRuntime, validate_master_key_policy,
@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{
     ChatStartRequest, ChatStartResponse, ChatStatusResponse, ExamRequest, JobAccepted, JobView,
-    ProfileUpdateRequest, UploadRequest,
+    ProfileUpdateRequest, UploadRequest, ValidChat,
 };
 use crate::error::AppError;
 use crate::metrics::TenantMetrics;
@@ -393,7 +393,8 @@ impl Laneway {
 
     /// The chat start flow of the original: idempotency by `request_id`, then coalescing by
     /// fingerprint within the debounce window, then the lane cap, then the job is created and
-    /// enqueued. A refused submit leaves nothing behind.
+    /// enqueued. A refused submit leaves nothing behind, and a request that fails before its job
+    /// is accepted leaves its `request_id` free for the client's retry.
     ///
     /// # Errors
     /// `BadRequest` naming the field, `LaneFull`, `NotReady`, `NotFound` (tenant).
@@ -405,51 +406,32 @@ impl Laneway {
         let chat = req.validate()?;
         let rt = self.tenant(tenant)?;
         let job_id = JobId::generate();
-        if let IdempotencyClaim::Existing(existing) = rt.idempotency.claim(&chat.request_id, &job_id).await? {
+        // The two reads of the lane go with the claim: none of the three needs another's answer,
+        // and on Redis they take one round trip's time instead of three. A request that turns
+        // out to be a repeat has read them for nothing: two reads, no write.
+        let (claim, recent, load) = tokio::join!(
+            rt.idempotency.claim(&chat.request_id, &job_id),
+            rt.lanes.recent_job(&chat.lane, &chat.fingerprint),
+            rt.lanes.lane_load(&chat.lane),
+        );
+        if let IdempotencyClaim::Existing(existing) = claim? {
             return chat_receipt(&rt, &existing, false).await;
         }
-        let release = |rt: Arc<TenantRuntime>, request: RequestId, job: JobId| async move {
-            if let Err(e) = rt.idempotency.release(&request, &job).await {
-                warn!(error = %e, "could not release an idempotency key");
-            }
-        };
-        if let Some(earlier) = rt.lanes.recent_job(&chat.lane, &chat.fingerprint).await? {
-            let pending = rt.store.get(&earlier).await?.is_some_and(|r| r.status.is_pending());
-            if pending {
-                // The same message again within the window: answer with the earlier job, and
-                // make this request id point at it too.
-                release(rt.clone(), chat.request_id.clone(), job_id).await;
-                let _ = rt.idempotency.claim(&chat.request_id, &earlier).await?;
-                return chat_receipt(&rt, &earlier, true).await;
-            }
-        }
-        let load = rt.lanes.lane_load(&chat.lane).await?;
-        let max = self.settings.chat_lane_max_queue;
-        if load.queued >= max {
-            release(rt.clone(), chat.request_id.clone(), job_id).await;
-            return Err(AppError::LaneFull(format!(
-                "lane full: lane {} already has {max} waiting jobs (CHAT_LANE_MAX_QUEUE={max})",
-                chat.lane
-            )));
-        }
-        let payload = serde_json::to_value(&chat.payload).map_err(|e| AppError::Internal(e.to_string()))?;
-        let new_job = NewJob {
-            id: job_id.clone(),
-            kind: JobKind::Chat,
-            lane: Some(chat.lane.clone()),
-            request_id: Some(chat.request_id.clone()),
-            payload,
-        };
-        // One step, all or nothing: on a refusal (a lane that filled meanwhile, Redis down) no
-        // record is left; then the request id is free again too.
-        let receipt = match rt.backend.submit(rt.store.clone(), new_job).await {
-            Ok(Submitted { lane: Some(receipt), .. }) => receipt,
-            Ok(Submitted { lane: None, .. }) => {
+        // The request id is this job's now. Whatever refuses or fails before the job is accepted
+        // frees it again: a key left behind would answer the client's retry with a job that was
+        // never made (404) until the key expired.
+        let receipt = match self.chat_accept(&rt, &chat, &job_id, recent, load).await {
+            Ok(ChatAccept::Accepted(Some(receipt))) => receipt,
+            // Accepted (the request id stays the job's), but not as a chat job should be.
+            Ok(ChatAccept::Accepted(None)) => {
                 return Err(AppError::Internal(format!("chat job {job_id} was accepted without a lane")));
             }
+            Ok(ChatAccept::Coalesced(earlier)) => return Ok(earlier),
             Err(e) => {
-                release(rt.clone(), chat.request_id.clone(), job_id).await;
-                return Err(e.into());
+                if let Err(release) = rt.idempotency.release(&chat.request_id, &job_id).await {
+                    warn!(error = %release, "could not release an idempotency key");
+                }
+                return Err(e);
             }
         };
         if let Err(e) = rt.lanes.register_recent(&chat.lane, &chat.fingerprint, &job_id).await {
@@ -466,6 +448,48 @@ impl Laneway {
             lane_active: receipt.lane_active,
             debounced: false,
         })
+    }
+
+    /// The part of [`Laneway::chat_start`] between the request id's claim and the job's
+    /// acceptance, given the lane's two reads: coalescing onto an earlier pending job, the lane
+    /// cap, then the submit (one step, all or nothing: on a refusal, a lane that filled meanwhile
+    /// or Redis down, no record is left). The caller frees the request id on an error.
+    async fn chat_accept(
+        &self,
+        rt: &Arc<TenantRuntime>,
+        chat: &ValidChat,
+        job_id: &JobId,
+        recent: QueueResult<Option<JobId>>,
+        load: QueueResult<LaneLoad>,
+    ) -> Result<ChatAccept, AppError> {
+        if let Some(earlier) = recent? {
+            let pending = rt.store.get(&earlier).await?.is_some_and(|r| r.status.is_pending());
+            if pending {
+                // The same message again within the window: answer with the earlier job, and
+                // make this request id point at it too.
+                if let Err(e) = rt.idempotency.release(&chat.request_id, job_id).await {
+                    warn!(error = %e, "could not release an idempotency key");
+                }
+                let _ = rt.idempotency.claim(&chat.request_id, &earlier).await?;
+                return Ok(ChatAccept::Coalesced(chat_receipt(rt, &earlier, true).await?));
+            }
+        }
+        let max = self.settings.chat_lane_max_queue;
+        if load?.queued >= max {
+            return Err(AppError::LaneFull(format!(
+                "lane full: lane {} already has {max} waiting jobs (CHAT_LANE_MAX_QUEUE={max})",
+                chat.lane
+            )));
+        }
+        let payload = serde_json::to_value(&chat.payload).map_err(|e| AppError::Internal(e.to_string()))?;
+        let new_job = NewJob {
+            id: job_id.clone(),
+            kind: JobKind::Chat,
+            lane: Some(chat.lane.clone()),
+            request_id: Some(chat.request_id.clone()),
+            payload,
+        };
+        Ok(ChatAccept::Accepted(rt.backend.submit(rt.store.clone(), new_job).await?.lane))
     }
 
     /// A chat job's status, live lane position and, once done, its reply.
@@ -609,6 +633,15 @@ fn accepted(record: &JobRecord) -> JobAccepted {
         status: record.status.as_str().to_owned(),
         kind: record.kind.as_str().to_owned(),
     }
+}
+
+/// What [`Laneway::chat_accept`] made of a chat start.
+enum ChatAccept {
+    /// A new job, accepted: its lane's receipt (none would be a backend's bug).
+    Accepted(Option<ChatEnqueueReceipt>),
+    /// The same message as a pending job of the lane, within the debounce window: that job's
+    /// receipt.
+    Coalesced(ChatStartResponse),
 }
 
 async fn chat_receipt(
