@@ -689,8 +689,19 @@ impl QueueBackend for RedisQueueBackend {
             }
         });
         if !chat.is_empty() {
-            for ((at, _), result) in chat.iter().zip(self.inner.submit_chats(&chat).await?) {
-                results[*at] = Some(result);
+            match self.inner.submit_chats(&chat).await {
+                Ok(answers) => {
+                    for ((at, _), result) in chat.iter().zip(answers) {
+                        results[*at] = Some(result);
+                    }
+                }
+                // The batch's non-chat jobs may be accepted already: the chat call's error is
+                // each chat job's result, not the whole batch's.
+                Err(e) => {
+                    for (at, _) in &chat {
+                        results[*at] = Some(Err(e.clone()));
+                    }
+                }
             }
         }
         Ok(results
@@ -962,7 +973,7 @@ impl Inner {
     }
 
     /// The result of one chat job of a `submit_chat` call from its answer: the seq, then the lane
-    /// store's enqueue answer (none when the id was taken).
+    /// store's enqueue answer (none when the id was taken), or `error` and Redis's message.
     fn chat_submitted(
         &self,
         job: &NewJob,
@@ -973,6 +984,13 @@ impl Inner {
         let Some((seq, answer)) = answer.split_first() else {
             return Err(QueueError::Storage("the chat submit script answered nothing for a job".into()));
         };
+        if seq == "error" {
+            let message = answer.first().map_or("", String::as_str);
+            return Err(QueueError::Storage(format!(
+                "redis: the chat submit of job {} failed: {message}",
+                job.id
+            )));
+        }
         if answer.is_empty() {
             return Err(QueueError::AlreadyExists { job: job.id.clone() });
         }

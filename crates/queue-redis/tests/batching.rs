@@ -625,6 +625,41 @@ async fn a_chat_submit_with_a_taken_id_is_refused_and_leaves_every_lane_alone() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_job_whose_lane_redis_cannot_read_fails_alone_and_the_rest_of_its_call_is_accepted() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "chat-error");
+    let store = rig.store.clone();
+    let producer = rig.producer().await;
+    let keys = TenantKeys::new(&rig.tenant);
+    let broken = LaneId::new("student:broken:main").expect("lane");
+    // The lane's waiting list holds a string: reading the lane fails with WRONGTYPE.
+    server.command(&["SET", &keys.lane_waiting(&broken), "not a list"]);
+    let batch = vec![
+        chat("c1", "student:s1:main"),
+        chat("bad", broken.as_str()),
+        chat("c2", "student:s2:main"),
+        new_job("u1", JobKind::Upload, None, &Behavior::Ok),
+    ];
+    let answers = producer.submit_many(store.clone(), batch).await.expect("the batch is answered per job");
+    let ids: Vec<_> = answers.iter().map(|a| a.as_ref().map(|s| s.record.id.to_string())).collect();
+    assert_eq!(ids[0].as_deref(), Ok("c1"));
+    assert_eq!(ids[2].as_deref(), Ok("c2"), "the job after the failed one goes on");
+    assert_eq!(ids[3].as_deref(), Ok("u1"));
+    match &answers[1] {
+        Err(QueueError::Storage(message)) => assert!(message.contains("WRONGTYPE"), "{message}"),
+        other => panic!("the broken lane's job: {other:?}"),
+    }
+    // Accepted as answered: both records and their lanes; the failed job wrote nothing.
+    assert_eq!(server.command(&["ZRANGE", &keys.pending(JobKind::Chat), "0", "-1"]), "c1\nc2");
+    for (lane, job) in [("student:s1:main", "c1"), ("student:s2:main", "c2")] {
+        let lane = LaneId::new(lane).expect("lane");
+        assert_eq!(server.command(&["HGET", &keys.lane_active(&lane), "job"]), job);
+    }
+    assert_eq!(server.command(&["EXISTS", &keys.job(&JobId::new("bad").expect("id"))]), "0");
+    producer.stop().await.expect("stop producer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_submits_keep_their_lane_order_and_an_idle_lane_claims_its_first() {
     let server = RedisServer::start();
     let clock = ManualClock::new(1_000_000);

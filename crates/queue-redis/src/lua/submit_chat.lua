@@ -25,7 +25,7 @@
 -- followed by the enqueue's answer: {seq, 'queued', position, size}, {seq, 'claimed', 0, size,
 -- epoch}, or {seq, 'running' | 'waiting', position, size} (a job of that id was already in the
 -- lane and stays where it is; the record is new). {0} when the id is taken, {0, 'full'} when the
--- lane is full: nothing written for that job.
+-- lane is full: nothing written for that job. {'error', message} when a command failed for it.
 
 -- The keys and arguments of one job, in the order add_job, lane_append and hand_new_chat
 -- read them: K[1] job hash, K[2] seq, K[3] pending:chat, K[4] lanes, K[5] leases, K[6] epoch,
@@ -77,7 +77,14 @@ end
 
 local reply, k = {}, 0
 for i = 8, #ARGV, 4 do
-  local answer = submit(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  -- Each job on its own: a command that fails for one job (a key of the wrong type, say) makes
+  -- {'error', message} its answer, and the call's other jobs go on, those before it accepted as
+  -- answered. What the failed job wrote before its error stays, as it did when each job had a
+  -- call of its own (the lane's reads come before any write).
+  local ok, answer = pcall(submit, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  if not ok then
+    answer = { 'error', type(answer) == 'table' and answer.err or tostring(answer) }
+  end
   reply[k + 1] = #answer
   for j = 1, #answer do
     reply[k + 1 + j] = answer[j]
