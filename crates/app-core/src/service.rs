@@ -428,9 +428,7 @@ impl Laneway {
             }
             Ok(ChatAccept::Coalesced(earlier)) => return Ok(earlier),
             Err(e) => {
-                if let Err(release) = rt.idempotency.release(&chat.request_id, &job_id).await {
-                    warn!(error = %release, "could not release an idempotency key");
-                }
+                release_request(&rt, &chat.request_id, &job_id).await;
                 return Err(e);
             }
         };
@@ -467,9 +465,7 @@ impl Laneway {
             if pending {
                 // The same message again within the window: answer with the earlier job, and
                 // make this request id point at it too.
-                if let Err(e) = rt.idempotency.release(&chat.request_id, job_id).await {
-                    warn!(error = %e, "could not release an idempotency key");
-                }
+                release_request(rt, &chat.request_id, job_id).await;
                 let _ = rt.idempotency.claim(&chat.request_id, &earlier).await?;
                 return Ok(ChatAccept::Coalesced(chat_receipt(rt, &earlier, true).await?));
             }
@@ -591,7 +587,7 @@ impl Laneway {
             Ok(submitted) => submitted.record,
             Err(e) => {
                 if let Some(req) = request_id {
-                    let _ = rt.idempotency.release(&req, &job_id).await;
+                    release_request(&rt, &req, &job_id).await;
                 }
                 return Err(e.into());
             }
@@ -632,6 +628,13 @@ fn accepted(record: &JobRecord) -> JobAccepted {
         job_id: record.id.clone(),
         status: record.status.as_str().to_owned(),
         kind: record.kind.as_str().to_owned(),
+    }
+}
+
+/// Frees `request` if it still maps to `job`; a failure is logged (the key then expires).
+async fn release_request(rt: &TenantRuntime, request: &RequestId, job: &JobId) {
+    if let Err(e) = rt.idempotency.release(request, job).await {
+        warn!(error = %e, "could not release an idempotency key");
     }
 }
 

@@ -13,8 +13,9 @@
 -- worker lengthens it to the claim TTL while the job runs.
 
 -- hand_new_chat(K, A, w, waiting) (K and A submit_chat.lua's keys and arguments of the job, whose
--- id it has found free; `waiting`, the idle lane's waiting jobs that `lane_admit` counted): claims the lane for the job (`lane_append`, no dispatch) until the earlier of the
--- claim TTL's deadline and the hand-off lease's, and writes what `create_job`, `lane_append`
+-- id it has found free; `waiting`, the idle lane's waiting jobs that `lane_admit` counted):
+-- claims the lane for the job (`lane_append`, no dispatch) until the earlier of the claim TTL's
+-- deadline and the hand-off lease's, and writes what `create_job`, `lane_append`
 -- and then a start of the claim (start_chat_fn.lua) would leave: the record `processing` under
 -- the claim's epoch, attempt 1, its sequence number and pending index, the chat `processing`
 -- count, the worker's registration withdrawn; then pushes {'run', epoch, lane, deadline, the
