@@ -194,7 +194,7 @@ pub fn redis_backend_config(settings: &Settings, run_workers: bool) -> RedisBack
         lease: ttl,
         heartbeat_interval: InlineRuntimeConfig::heartbeat_for_ttl(ttl),
         // Never longer than the lease it stands in for.
-        handoff_lease: defaults.handoff_lease.min(ttl),
+        short_lease: defaults.short_lease.min(ttl),
         retention: Duration::from_secs(settings.job_retention_hours.saturating_mul(3600)),
         ..defaults
     }

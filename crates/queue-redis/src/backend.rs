@@ -80,13 +80,18 @@ pub struct RedisBackendConfig {
     pub reaper_interval: Duration,
     /// How long an idle worker blocks waiting for work before looking again.
     pub block: Duration,
-    /// The lease of a non-chat job a submit hands straight to an idle worker (a worker whose
-    /// last claim found too few jobs registers as idle, and the next submit claims its job for
-    /// it, so that it starts without a claim round trip of its own). The worker that gets the
-    /// job lengthens it to [`Self::lease`] after a third of it, if the job still runs then; it
-    /// bounds how long a job handed to a worker that died while idle waits for the reaper.
-    /// Set by the submitting process.
-    pub handoff_lease: Duration,
+    /// The short lease a non-chat job is first claimed under, by a worker's own claim (its fetch
+    /// loop's, or an outcome call's claim of the slot's next jobs) or by a submit that hands it
+    /// straight to an idle worker (a worker whose last claim found too few jobs registers as
+    /// idle, and the next submit claims its job for it, so that it starts without a claim round
+    /// trip of its own). The worker that holds the job lengthens it to [`Self::lease`] within a
+    /// third of it: every third of it for the jobs it claimed (one call for all of them), a third
+    /// of the way for a job handed to it. It bounds how long a job waits for the reaper when the
+    /// answer of the call that claimed it is lost (a call that timed out but that Redis ran), or
+    /// when its worker dies before it lengthens the lease: a worker claims up to two jobs ahead
+    /// of the one it runs. A hand-off's is set by the submitting process; a claim's is at most
+    /// [`Self::lease`].
+    pub short_lease: Duration,
     /// How long `stop` lets running jobs finish before handing them back.
     pub stop_deadline: Duration,
     /// How long finished records are kept. A record its workers finish gets no TTL: the
@@ -121,7 +126,7 @@ impl Default for RedisBackendConfig {
             heartbeat_interval: Duration::from_secs(60),
             reaper_interval: Duration::from_secs(1),
             block: Duration::from_secs(1),
-            handoff_lease: Duration::from_secs(30),
+            short_lease: Duration::from_secs(30),
             stop_deadline: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(600),
@@ -200,12 +205,16 @@ struct Held {
     attempt: u32,
     claim: Option<LaneClaim>,
     permits: Option<PermitSet>,
+    /// Claimed by this process under the short lease and not lengthened yet
+    /// (`lengthen_loop`).
+    short: bool,
 }
 
 impl Held {
-    /// A non-chat job of `kind` claimed under the epoch `record` carries (its lease in `inflight`).
-    const fn plain(kind: JobKind, record: &JobRecord) -> Self {
-        Self { kind, epoch: record.lease_epoch, attempt: record.attempt, claim: None, permits: None }
+    /// A non-chat job of `kind` claimed under the epoch `record` carries (its lease in
+    /// `inflight`), under the short lease when `short`.
+    const fn plain(kind: JobKind, record: &JobRecord, short: bool) -> Self {
+        Self { kind, epoch: record.lease_epoch, attempt: record.attempt, claim: None, permits: None, short }
     }
 }
 
@@ -753,6 +762,9 @@ impl QueueBackend for RedisQueueBackend {
                 ));
             }
             life.background.push(tokio::spawn(Inner::heartbeat_loop(self.inner.clone())));
+            if self.inner.claims_short() {
+                life.background.push(tokio::spawn(Inner::lengthen_loop(self.inner.clone())));
+            }
             let span = info_span!("reaper", tenant = %self.inner.deps.tenant);
             life.background
                 .push(tokio::spawn(Inner::reaper_loop(self.inner.clone(), rx.clone()).instrument(span)));
@@ -830,7 +842,7 @@ impl Inner {
             .arg(tenant.as_str())
             .arg(now)
             .arg(keys.prefix())
-            .arg(ms(self.config.handoff_lease));
+            .arg(ms(self.config.short_lease));
         for (_, job) in jobs {
             let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
             call.arg(job.id.as_str())
@@ -939,7 +951,7 @@ impl Inner {
             .arg(terms.max_queue)
             .arg(terms.dispatch)
             .arg(keys.prefix())
-            .arg(ms(self.config.handoff_lease));
+            .arg(ms(self.config.short_lease));
         for (_, job) in jobs {
             let payload = serde_json::to_string(&job.payload).map_err(QueueError::storage)?;
             call.arg(job.id.as_str())
@@ -1088,7 +1100,7 @@ impl Inner {
                 .key(keys.handoff(kind, &self.worker_id))
                 .arg(n)
                 .arg(now)
-                .arg(ms(self.config.lease))
+                .arg(ms(self.claim_lease()))
                 .arg(keys.prefix())
                 .arg(kind.as_str())
                 .arg(&self.worker_id)
@@ -1573,7 +1585,7 @@ impl Inner {
             .key(keys.chat_ready())
             .key(keys.signal(JobKind::Chat))
             .arg(self.deps.clock.now_ms())
-            .arg(ms(self.config.lease))
+            .arg(ms(self.claim_lease()))
             .arg(keys.prefix())
             .arg(self.deps.lanes.claim_ttl_ms());
         // A stopping process claims nothing more.
@@ -1730,7 +1742,7 @@ impl Inner {
         let mut held = lock(&self.held);
         for c in claimed {
             let (id, entry) = match c {
-                Claimed::Plain(r) => (&r.id, Held::plain(kind, r)),
+                Claimed::Plain(r) => (&r.id, Held::plain(kind, r, self.claims_short())),
                 Claimed::Chat(claim, record) => (
                     &claim.job_id,
                     Held {
@@ -1739,6 +1751,7 @@ impl Inner {
                         attempt: record.attempt,
                         claim: Some(claim.clone()),
                         permits: None,
+                        short: false,
                     },
                 ),
                 Claimed::FinishLane(_) => continue,
@@ -1790,7 +1803,7 @@ impl Inner {
         {
             let mut held = lock(&self.held);
             for r in &records {
-                held.insert(r.id.clone(), Held::plain(kind, r));
+                held.insert(r.id.clone(), Held::plain(kind, r, self.claims_short()));
             }
         }
         for r in &records {
@@ -1884,6 +1897,58 @@ impl Inner {
                 // Redis unreachable: the lease lapses and the reaper re-dispatches the job.
                 warn!(job = %record.id, error = %e, "could not record the outcome; the lease will lapse");
                 (Settled::Fenced, Vec::new())
+            }
+        }
+    }
+
+    /// The lease a worker's own claims of non-chat jobs are made under: the short lease, at most
+    /// the full one.
+    fn claim_lease(&self) -> Duration {
+        self.config.short_lease.min(self.config.lease)
+    }
+
+    /// Whether this process's claims of non-chat jobs are made under a lease shorter than the
+    /// full one (then `lengthen_loop` runs).
+    fn claims_short(&self) -> bool {
+        self.config.short_lease < self.config.lease
+    }
+
+    /// Every third of the short lease, lengthens to a full lease the non-chat jobs this process
+    /// claimed under the short lease and still holds, running or claimed ahead (one script call
+    /// for all of them; the heartbeat renews them from then on). A job is claimed under the short
+    /// lease and lengthened within a third of it, or within two thirds when the first call
+    /// fails: if the answer of the call that claimed it is lost, or the process dies first, the
+    /// reaper queues it again once the short lease runs out, not the full one.
+    async fn lengthen_loop(self: Arc<Self>) {
+        let every = (self.config.short_lease / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let short: Vec<(JobId, u64)> = lock(&self.held)
+                .iter()
+                .filter(|(_, h)| h.short)
+                .map(|(id, h)| (id.clone(), h.epoch))
+                .collect();
+            if short.is_empty() {
+                continue;
+            }
+            let ids: Vec<JobId> = short.iter().map(|(id, _)| id.clone()).collect();
+            match self.renew_plain(&ids).await {
+                Ok(_) => {
+                    let mut held = lock(&self.held);
+                    for (id, epoch) in &short {
+                        if let Some(h) = held.get_mut(id)
+                            && h.epoch == *epoch
+                        {
+                            h.short = false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, jobs = ids.len(), "could not lengthen the short leases of claimed jobs; trying again");
+                }
             }
         }
     }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use lane_store::TenantKeys;
 use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
-    HandlerError, JobHandler, JobId, JobKind, JobRecord, JobStatus, LaneId, LaneStoreConfig, LimitClass,
-    ManualClock, NewJob, QueueBackend, QueueError, RequestId, SystemClock,
+    Clock, HandlerError, JobHandler, JobId, JobKind, JobRecord, JobStatus, LaneId, LaneStoreConfig,
+    LimitClass, ManualClock, NewJob, QueueBackend, QueueError, RequestId, SystemClock,
 };
 use queue_redis::{RedisBackendConfig, RedisQueueBackend};
 use redis_harness::RedisServer;
@@ -1102,19 +1102,25 @@ async fn j2_and_j3_finish_elsewhere(rig: &Rig, config: RedisBackendConfig) -> Re
     worker
 }
 
-/// A job claimed ahead by a worker that dies before running it is not lost: its lease runs out
-/// and another worker runs it, once. (The clock is a manual one: leases run out when the test
-/// moves it, not while a loaded machine delays a heartbeat.)
+/// A job claimed ahead by a worker that dies before running it is not lost: once its short lease
+/// runs out (the worker died before it lengthened it; its full lease is twice as long), another
+/// worker runs it, once. (The clock is a manual one: leases run out when the test moves it, not
+/// while a loaded machine delays a heartbeat. The worker would lengthen its leases 100 s after
+/// it started, long after the test kills it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
+async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once_its_short_lease_runs_out() {
     let server = RedisServer::start();
     let clock = ManualClock::new(1_000_000);
     let rig = Rig::with(&server, "ahead-crash", Arc::new(clock.clone()), LaneStoreConfig::default());
-    let config =
-        RedisBackendConfig { reaper_interval: Duration::from_millis(100), ..RedisBackendConfig::default() };
+    let config = RedisBackendConfig {
+        reaper_interval: Duration::from_millis(100),
+        lease: Duration::from_secs(600),
+        short_lease: Duration::from_secs(300),
+        ..RedisBackendConfig::default()
+    };
     let (producer, doomed) = j2_stuck_with_j3_claimed_ahead(&rig, config.clone()).await;
     doomed.kill().await;
-    clock.advance(u64::try_from(config.lease.as_millis()).expect("lease") + 1_000);
+    clock.advance(u64::try_from(config.short_lease.as_millis()).expect("lease") + 1_000);
     let rescuer = j2_and_j3_finish_elsewhere(&rig, config).await;
     assert_eq!(
         rig.handler.invocations(&JobId::new("j2").expect("id")),
@@ -1122,6 +1128,52 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once() {
         "j2 ran again after its worker died"
     );
     rescuer.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// A worker claims non-chat jobs under the short lease and lengthens it to a full one while it
+/// holds them: a job that runs for longer than the short lease keeps its lease, runs once and is
+/// not reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_claimed_under_the_short_lease_gets_a_full_lease_while_it_runs() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "short-lease");
+    let keys = TenantKeys::new(&rig.tenant);
+    // Queued before the worker starts: its fetch loop claims it (no hand-off).
+    let producer = queue_uploads(&rig, &[("long", Behavior::GateFirst("g".into()))]).await;
+    let short = 3_000;
+    let worker = rig.backend(RedisBackendConfig {
+        upload_concurrency: 1,
+        short_lease: Duration::from_millis(short),
+        reaper_interval: Duration::from_millis(100),
+        ..RedisBackendConfig::default()
+    });
+    worker.start().await.expect("start");
+    let long = JobId::new("long").expect("id");
+    eventually("the job runs", Duration::from_secs(20), || async {
+        rig.handler.in_flight() == [long.clone()]
+    })
+    .await;
+    let lease = || server.command(&["ZSCORE", &keys.inflight(), "long"]).parse::<u64>().expect("a lease");
+    // Claimed under the short lease: the worker lengthens it a third of the way (1 s) at the
+    // earliest.
+    assert!(lease() <= SystemClock.now_ms() + short, "claimed under the short lease ({})", lease());
+    let full = u64::try_from(RedisBackendConfig::default().lease.as_millis()).expect("ms");
+    eventually("the lease is lengthened to a full one", Duration::from_secs(20), || async {
+        lease() > SystemClock.now_ms() + full / 2
+    })
+    .await;
+    // Past the short lease, with the reaper looking every 100 ms: nothing to see is the point.
+    tokio::time::sleep(Duration::from_millis(short + 500)).await;
+    assert_eq!(rig.handler.in_flight(), std::slice::from_ref(&long), "still running");
+    assert_eq!(worker.stats().lease_expiries, 0, "not reaped");
+    rig.handler.open("g");
+    eventually("the job is done", Duration::from_secs(20), || async {
+        status(&rig.store, "long").await == JobStatus::Done
+    })
+    .await;
+    assert_eq!(rig.handler.invocations(&long), 1, "ran once");
+    worker.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
 

@@ -111,10 +111,10 @@ async fn a_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_lease_
         .submit(rig.store.clone(), new_job("d1", JobKind::Upload, None, &Behavior::Ok))
         .await
         .expect("submit");
-    let handoff_lease = RedisBackendConfig::default().handoff_lease.as_millis();
+    let short_lease = RedisBackendConfig::default().short_lease.as_millis();
     assert_eq!(
         server.command(&["ZSCORE", &keys.inflight(), "d1"]),
-        (1_000_000 + handoff_lease).to_string(),
+        (1_000_000 + short_lease).to_string(),
         "claimed for the dead worker under the short lease"
     );
     assert_eq!(handed_to(&server, &rig, JobKind::Upload, "dead"), "1");
@@ -125,7 +125,7 @@ async fn a_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_lease_
         rig.backend(RedisBackendConfig { reaper_interval: Duration::from_millis(50), ..Default::default() });
     rescuer.start().await.expect("start");
     assert_eq!(status(&rig.store, "d1").await, JobStatus::Processing, "d1 waits for its lease");
-    clock.advance(u64::try_from(handoff_lease).expect("ms") + 1);
+    clock.advance(u64::try_from(short_lease).expect("ms") + 1);
     eventually("d1 runs elsewhere", PATIENCE, || async { status(&rig.store, "d1").await == JobStatus::Done })
         .await;
     assert_eq!(rig.handler.invocations(&id("d1")), 1, "d1 ran once");
@@ -167,25 +167,28 @@ async fn hand_to_busy_worker(
 
 /// A worker all of whose slots are busy is not registered, but a registration can outlive the
 /// moment its slots fill (this test writes one): a job handed to it then waits in its hand-off
-/// list, and the worker's next claim takes it, under a full lease, before any ready job.
+/// list, and the worker's next claim takes it, before any ready job, under the short lease of
+/// the worker's claims, which the worker then lengthens to a full lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_with_a_full_lease() {
+async fn a_job_handed_to_a_busy_worker_is_taken_by_its_next_claim_and_gets_a_full_lease() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "handoff-busy");
     let keys = TenantKeys::new(&rig.tenant);
     let producer = rig.producer().await;
-    let worker = idle_worker(&rig, &server, RedisBackendConfig::default()).await;
+    // A short lease of 600 ms: the worker lengthens what it claimed every 200 ms.
+    let config = RedisBackendConfig { short_lease: Duration::from_millis(600), ..Default::default() };
+    let worker = idle_worker(&rig, &server, config).await;
     let gate = |name: &str| Behavior::GateFirst(name.into());
     hand_to_busy_worker(&rig, &server, &producer, &worker, ("b1", gate("g1")), ("b2", gate("g2"))).await;
 
     rig.handler.open("g1");
     eventually("b2 runs", PATIENCE, || async { rig.handler.in_flight() == [id("b2")] }).await;
-    let lease: u64 = server.command(&["ZSCORE", &keys.inflight(), "b2"]).parse().expect("a lease");
     let full = RedisBackendConfig::default().lease.as_millis();
-    assert!(
-        u128::from(lease) > u128::from(SystemClock.now_ms()) + full / 2,
-        "b2's lease ({lease}) is a full one"
-    );
+    let lease = || server.command(&["ZSCORE", &keys.inflight(), "b2"]).parse::<u64>().expect("a lease");
+    eventually("b2's lease is lengthened to a full one", PATIENCE, || async {
+        u128::from(lease()) > u128::from(SystemClock.now_ms()) + full / 2
+    })
+    .await;
     assert_eq!(handed_to(&server, &rig, JobKind::Upload, worker.worker_id()), "0");
     rig.handler.open("g2");
     eventually("b2 is done", PATIENCE, || async { status(&rig.store, "b2").await == JobStatus::Done }).await;
@@ -229,7 +232,7 @@ async fn a_long_job_handed_over_gets_a_full_lease_while_it_runs() {
     let keys = TenantKeys::new(&rig.tenant);
     let producer = rig.backend(RedisBackendConfig {
         run_workers: false,
-        handoff_lease: Duration::from_millis(600),
+        short_lease: Duration::from_millis(600),
         ..Default::default()
     });
     producer.start().await.expect("start producer");
@@ -286,7 +289,7 @@ async fn a_job_submitted_to_an_idle_worker_with_none_ready_is_created_claimed_fo
     assert_eq!(server.command(&["LLEN", &keys.ready(JobKind::Upload)]), "0");
     assert_eq!(handed_to(&server, &rig, JobKind::Upload, "w"), "1");
     assert_eq!(server.command(&["ZCARD", &keys.idle(JobKind::Upload)]), "0", "the registration served once");
-    let lease = RedisBackendConfig::default().handoff_lease.as_millis();
+    let lease = RedisBackendConfig::default().short_lease.as_millis();
     let until = (2_000_000 + lease).to_string();
     assert_eq!(server.command(&["ZSCORE", &keys.inflight(), "n1"]), until, "the short lease");
     let (values, handed_until) = first_handed(&server, &rig, "w");

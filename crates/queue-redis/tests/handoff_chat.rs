@@ -126,11 +126,11 @@ async fn a_chat_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_l
     server.command(&["ZADD", &keys.idle(JobKind::Chat), "1010000", "dead"]);
     let producer = rig.producer().await;
     submit(&rig, &producer, "d1", "ld", &Behavior::Ok).await;
-    let handoff_lease = u64::try_from(RedisBackendConfig::default().handoff_lease.as_millis()).expect("ms");
+    let short_lease = u64::try_from(RedisBackendConfig::default().short_lease.as_millis()).expect("ms");
     assert_eq!(handed_to(&server, &rig, JobKind::Chat, "dead"), "1");
     assert_eq!(
         server.command(&["ZSCORE", &keys.leases(), "ld"]),
-        (1_000_000 + handoff_lease).to_string(),
+        (1_000_000 + short_lease).to_string(),
         "the lane's claim is cut to the short lease"
     );
     assert_eq!(status(&rig.store, "d1").await, JobStatus::Processing, "started for the dead worker");
@@ -138,7 +138,7 @@ async fn a_chat_job_handed_to_a_worker_that_died_runs_elsewhere_once_its_short_l
     let rescuer =
         rig.backend(RedisBackendConfig { reaper_interval: Duration::from_millis(50), ..Default::default() });
     rescuer.start().await.expect("start");
-    clock.advance(handoff_lease + 1);
+    clock.advance(short_lease + 1);
     eventually("d1 runs elsewhere", PATIENCE, || async { status(&rig.store, "d1").await == JobStatus::Done })
         .await;
     assert_eq!(rig.handler.invocations(&id("d1")), 1, "d1 ran once");
@@ -232,7 +232,7 @@ async fn a_long_chat_job_handed_over_gets_a_full_lease_while_it_runs() {
     let keys = TenantKeys::new(&rig.tenant);
     let producer = rig.backend(RedisBackendConfig {
         run_workers: false,
-        handoff_lease: Duration::from_millis(600),
+        short_lease: Duration::from_millis(600),
         ..Default::default()
     });
     producer.start().await.expect("start producer");

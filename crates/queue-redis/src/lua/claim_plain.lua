@@ -6,7 +6,8 @@
 -- handoff_fn.lua).
 -- KEYS[1] ready:<kind>  KEYS[2] inflight  KEYS[3] stats  KEYS[4] idle:<kind>
 -- KEYS[5] handoff:<kind>:<worker>
--- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] lease (ms)  ARGV[4] tenant prefix  ARGV[5] kind
+-- ARGV[1] n  ARGV[2] now (ms)  ARGV[3] lease (ms): the worker's short lease, which it lengthens
+-- while it holds the jobs  ARGV[4] tenant prefix  ARGV[5] kind
 -- ARGV[6] worker id  ARGV[7] register ('1' or '0')  ARGV[8] registration deadline (ms)
 -- Returns one flat array: how many of the claimed jobs were handed to the worker (take_handed;
 -- they come first), then the claimed records: per claimed job, the values of CLAIM_FIELDS

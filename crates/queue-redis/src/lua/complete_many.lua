@@ -19,7 +19,8 @@
 -- round trip of its own. Idle workers are woken for what is left of the dispatches.
 -- KEYS[1] inflight  KEYS[2] stats  KEYS[3] delayed  KEYS[4] lanes  KEYS[5] leases  KEYS[6] epoch
 -- KEYS[7] ready:chat  KEYS[8] signal:chat
--- ARGV[1] now  ARGV[2] lease (ms) of the non-chat claims  ARGV[3] tenant prefix
+-- ARGV[1] now  ARGV[2] lease (ms) of the non-chat claims (the worker's short lease, which it
+-- lengthens while it holds the jobs)  ARGV[3] tenant prefix
 -- ARGV[4] claim TTL (ms) of the chat claims (the lane store's)
 -- then 9 per job: id, epoch, attempt (the claim's: with the epoch, what the record's state
 -- begins with while the claim is current), outcome (done | failed | retry), result JSON or error,

@@ -8,7 +8,7 @@
 -- creates the job already started for that worker (`hand_new_chat`) instead of creating it
 -- queued and dispatching its claim, and pushes the start onto the worker's list: its `BLPOP`
 -- returns the job itself. The lane's claim is made with a short lease, the hand-off lease
--- (`RedisBackendConfig::handoff_lease`), when that is shorter than the claim TTL: it bounds how
+-- (`RedisBackendConfig::short_lease`), when that is shorter than the claim TTL: it bounds how
 -- long a job handed to a worker that died while registered waits for the lane reaper; the
 -- worker lengthens it to the claim TTL while the job runs.
 

@@ -9,7 +9,7 @@
 -- starts it without a claim round trip of its own (one hand-off between processes instead of
 -- two). A registration serves one hand-off. The short lease bounds how long a job handed to a
 -- worker that died while registered waits for the reaper; the worker lengthens it while the job
--- runs (`RedisBackendConfig::handoff_lease`).
+-- runs (`RedisBackendConfig::short_lease`).
 
 -- hand_off(prefix, kind, now, lease, w) (now and lease numbers): withdraws the registration of
 -- worker `w` in idle:<kind> (the caller found it, not past its deadline), claims the head of

@@ -21,7 +21,7 @@ local prefix = ARGV[3]
 -- use by `handoff_fns` (scripts.rs: the generated read_claim, claim_plain_fn.lua, handoff_fn.lua,
 -- the generated CLAIM_NAMES and handoff_new_fn.lua inside one function, which returns the two): defined
 -- at the top, their closures would be made by every call, and most calls find no idle worker.
-local now, handoff_lease, hand_off = tonumber(ARGV[2]), tonumber(ARGV[4]), nil
+local now, short_lease, hand_off = tonumber(ARGV[2]), tonumber(ARGV[4]), nil
 -- The idle worker of `kind` registered longest whose registration has not run out, if any.
 local function idle_worker(kind)
   return redis.call('ZRANGEBYSCORE', prefix .. 'idle:' .. kind, ARGV[2], '+inf', 'LIMIT', '0', '1')[1]
@@ -35,7 +35,7 @@ local function dispatch(kind, n)
       break
     end
     hand_off = hand_off or handoff_fns()
-    if not hand_off(prefix, kind, now, handoff_lease, worker) then
+    if not hand_off(prefix, kind, now, short_lease, worker) then
       break
     end
     n = n - 1

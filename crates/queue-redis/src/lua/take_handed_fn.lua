@@ -3,13 +3,14 @@
 -- INFLIGHT_KEEPER, and handed_fn.lua).
 -- take_handed(b, prefix, idle, list, worker, inflight, deadline): withdraws `worker`'s
 -- registration and takes what was handed to it and not yet read from `list`: each job still
--- `processing` under the epoch it was handed with gets the worker's full lease (`deadline`,
--- through the batch `b`) and is returned, as claim_plain returns its claims; a job whose short
--- lease ran out and was queued again meanwhile is dropped.
+-- `processing` under the epoch it was handed with gets the lease of the worker's claims
+-- (`deadline`, through the batch `b`: its short lease, which the worker lengthens) and is
+-- returned, as claim_plain returns its claims; a job whose short lease ran out and was queued
+-- again meanwhile is dropped.
 local function take_handed(b, prefix, idle, list, worker, inflight, deadline)
   local out = {}
   for _, h in ipairs(withdraw_and_read(idle, list, worker)) do
-    -- The last value is the short lease's end: the job gets a full lease here.
+    -- The last value is the hand-off's lease end: the job gets the claim's lease here.
     h[#h] = nil
     claimed_values(h)
     local id = h[CLAIM_ID]
