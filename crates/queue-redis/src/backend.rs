@@ -1856,10 +1856,33 @@ impl Inner {
             }
             Err(e) => ("failed", e.message.clone(), 0),
         };
-        match self
-            .complete(kind, &record.id, (epoch, record.attempt), lane, outcome, &value, due, claim_next)
-            .await
-        {
+        // A call that failed for want of Redis (no answer in time, a lost connection, an error
+        // reply such as BUSY) is sent again: it may have run, its answer lost, but outcomes are
+        // fenced, so a second run records nothing twice (it is rejected as a late result).
+        // Given up after the short lease: then the job's lease lapses and it runs again.
+        let give_up = Instant::now() + self.config.short_lease;
+        let mut wait = Duration::from_millis(100);
+        let answer = loop {
+            match self
+                .complete(kind, &record.id, (epoch, record.attempt), lane, outcome, &value, due, claim_next)
+                .await
+            {
+                Err(e @ (QueueError::Unavailable(_) | QueueError::Storage(_)))
+                    if Instant::now() + wait < give_up =>
+                {
+                    warn!(
+                        job = %record.id,
+                        error = %e,
+                        retry_ms = ms(wait),
+                        "could not record the outcome; sending it again (rejected as late if the first call ran)"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                answer => break answer,
+            }
+        };
+        match answer {
             Ok((true, claimed)) => {
                 let counter = match outcome {
                     "done" => &self.stats.completed,
@@ -1894,7 +1917,8 @@ impl Inner {
             }
             Ok((false, claimed)) => (Settled::Fenced, claimed),
             Err(e) => {
-                // Redis unreachable: the lease lapses and the reaper re-dispatches the job.
+                // Redis unreachable for the whole short lease: the lease lapses and the reaper
+                // re-dispatches the job.
                 warn!(job = %record.id, error = %e, "could not record the outcome; the lease will lapse");
                 (Settled::Fenced, Vec::new())
             }

@@ -1177,6 +1177,50 @@ async fn a_long_job_claimed_under_the_short_lease_gets_a_full_lease_while_it_run
     producer.stop().await.expect("stop producer");
 }
 
+/// An outcome call that fails (here: Redis busy for 3 s with a script, past the pool's 2 s wait
+/// for an answer) is sent again, fenced as every outcome is: the job's outcome is recorded once
+/// Redis answers, and the job does not wait out its lease (600 s, lengthened while it ran) to
+/// run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_call_that_fails_is_sent_again_and_the_job_runs_once() {
+    let server = Arc::new(RedisServer::start());
+    let rig = Rig::new(&server, "outcome-again");
+    let producer =
+        queue_uploads(&rig, &[("first", Behavior::GateFirst("g".into())), ("next", Behavior::Ok)]).await;
+    let worker = rig.backend(RedisBackendConfig {
+        upload_concurrency: 1,
+        reaper_interval: Duration::from_millis(100),
+        ..RedisBackendConfig::default()
+    });
+    worker.start().await.expect("start");
+    let (first, next) = (JobId::new("first").expect("id"), JobId::new("next").expect("id"));
+    eventually("the first job runs", Duration::from_secs(20), || async {
+        rig.handler.in_flight() == [first.clone()]
+    })
+    .await;
+    let busy = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let spin = "local t0 = redis.call('TIME') local s0 = t0[1] * 1000000 + t0[2] \
+                        repeat local t = redis.call('TIME') until t[1] * 1000000 + t[2] - s0 > 3000000 return 1";
+            server.command(&["EVAL", spin, "0"])
+        })
+    };
+    // The script runs once its thread has sent it (a `PING` would wait behind it).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rig.handler.open("g");
+    assert_eq!(busy.join().expect("the busy script"), "1");
+    eventually("both jobs are done", Duration::from_secs(20), || async {
+        status(&rig.store, "first").await == JobStatus::Done
+            && status(&rig.store, "next").await == JobStatus::Done
+    })
+    .await;
+    assert_eq!((rig.handler.invocations(&first), rig.handler.invocations(&next)), (1, 1), "each ran once");
+    assert_eq!(worker.stats().lease_expiries, 0, "no lease ran out");
+    worker.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
 /// A chat slot claims ahead too: with its lane idle, a quick job's outcome call brings the next
 /// two lanes' jobs from `ready:chat`; the slot runs one while it holds the other (its lane's
 /// claim renewed like a running job's). With claiming ahead off it takes one. Each job runs
