@@ -1828,13 +1828,20 @@ impl Inner {
             }
             Err(e) => records.iter().map(|_| Err(HandlerError::retryable(format!("limiter: {e}")))).collect(),
         };
-        let mut results = results.into_iter();
-        for r in &records {
+        // The outcomes go at once, so that they share `complete_many` calls (one call for the
+        // batch, where one after another made a call each).
+        let (mut results, run_ms) = (results.into_iter(), ms(since.elapsed()));
+        let mut settling = JoinSet::new();
+        for r in records {
             let result =
                 results.next().unwrap_or_else(|| Err(HandlerError::permanent("handler returned no result")));
-            self.settle(kind, r, None, result, 0, ms(since.elapsed())).await;
-            lock(&self.held).remove(&r.id);
+            let me = self.clone();
+            settling.spawn(async move {
+                me.settle(kind, &r, None, result, 0, run_ms).await;
+                lock(&me.held).remove(&r.id);
+            });
         }
+        while settling.join_next().await.is_some() {}
     }
 
     /// Records the outcome of one attempt. Returns whether the lane (chat) should move on.

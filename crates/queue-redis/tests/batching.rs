@@ -1221,6 +1221,42 @@ async fn an_outcome_call_that_fails_is_sent_again_and_the_job_runs_once() {
     producer.stop().await.expect("stop producer");
 }
 
+/// A batch of profile updates records its outcomes together: they share `complete_many` calls
+/// (they went one call per update), and each update runs once. Counted by `ZREM`, which every
+/// outcome call sends once per key for all its jobs (`inflight`, `pending:profile_update`): one
+/// call per update sent about 100 for 40 updates, with the claims' own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_update_batch_shares_its_outcome_calls() {
+    let server = RedisServer::start();
+    let rig = Rig::new(&server, "profile-batch");
+    let producer = rig.producer().await;
+    let jobs = 40;
+    let ids: Vec<JobId> = (0..jobs).map(|i| JobId::new(format!("p{i}")).expect("id")).collect();
+    let batch =
+        ids.iter().map(|id| new_job(id.as_str(), JobKind::ProfileUpdate, None, &Behavior::Ok)).collect();
+    for r in producer.submit_many(rig.store.clone(), batch).await.expect("submit_many") {
+        r.expect("accepted");
+    }
+    let zrem_before = calls(&server, "zrem");
+    let worker = rig.backend(RedisBackendConfig {
+        profile_concurrency: 1,
+        profile_batch_max: 64,
+        ..RedisBackendConfig::default()
+    });
+    worker.start().await.expect("start");
+    eventually("every update is done", Duration::from_secs(20), || async {
+        rig.store.counts(JobKind::ProfileUpdate).await.expect("counts").done == jobs
+    })
+    .await;
+    let zrem = calls(&server, "zrem") - zrem_before;
+    assert!(zrem < 40, "{zrem} ZREM for {jobs} profile updates' outcomes (one call each: about 100)");
+    for id in &ids {
+        assert_eq!(rig.handler.invocations(id), 1, "{id} ran once");
+    }
+    worker.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
 /// A chat slot claims ahead too: with its lane idle, a quick job's outcome call brings the next
 /// two lanes' jobs from `ready:chat`; the slot runs one while it holds the other (its lane's
 /// claim renewed like a running job's). With claiming ahead off it takes one. Each job runs
