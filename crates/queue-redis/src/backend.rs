@@ -1957,19 +1957,15 @@ impl Inner {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let short: Vec<(JobId, u64)> = lock(&self.held)
-                .iter()
-                .filter(|(_, h)| h.short)
-                .map(|(id, h)| (id.clone(), h.epoch))
-                .collect();
-            if short.is_empty() {
+            let (ids, epochs): (Vec<JobId>, Vec<u64>) =
+                lock(&self.held).iter().filter(|(_, h)| h.short).map(|(id, h)| (id.clone(), h.epoch)).unzip();
+            if ids.is_empty() {
                 continue;
             }
-            let ids: Vec<JobId> = short.iter().map(|(id, _)| id.clone()).collect();
             match self.renew_plain(&ids).await {
                 Ok(_) => {
                     let mut held = lock(&self.held);
-                    for (id, epoch) in &short {
+                    for (id, epoch) in ids.iter().zip(&epochs) {
                         if let Some(h) = held.get_mut(id)
                             && h.epoch == *epoch
                         {

@@ -1133,11 +1133,13 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once_its_short
 
 /// A worker claims non-chat jobs under the short lease and lengthens it to a full one while it
 /// holds them: a job that runs for longer than the short lease keeps its lease, runs once and is
-/// not reaped.
+/// not reaped. (The clock is a manual one: the test moves it past the short lease, and the lease
+/// then still lies ahead of it, so the reaper, looking every 100 ms, cannot take the job.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_job_claimed_under_the_short_lease_gets_a_full_lease_while_it_runs() {
     let server = RedisServer::start();
-    let rig = Rig::new(&server, "short-lease");
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "short-lease", Arc::new(clock.clone()), LaneStoreConfig::default());
     let keys = TenantKeys::new(&rig.tenant);
     // Queued before the worker starts: its fetch loop claims it (no hand-off).
     let producer = queue_uploads(&rig, &[("long", Behavior::GateFirst("g".into()))]).await;
@@ -1155,16 +1157,16 @@ async fn a_long_job_claimed_under_the_short_lease_gets_a_full_lease_while_it_run
     })
     .await;
     let lease = || server.command(&["ZSCORE", &keys.inflight(), "long"]).parse::<u64>().expect("a lease");
-    // Claimed under the short lease: the worker lengthens it a third of the way (1 s) at the
-    // earliest.
-    assert!(lease() <= SystemClock.now_ms() + short, "claimed under the short lease ({})", lease());
     let full = u64::try_from(RedisBackendConfig::default().lease.as_millis()).expect("ms");
+    // Claimed under the short lease: the worker lengthens it a third of the way (1 s of the
+    // runtime's time) at the earliest.
+    assert_eq!(lease(), 1_000_000 + short, "claimed under the short lease");
     eventually("the lease is lengthened to a full one", Duration::from_secs(20), || async {
-        lease() > SystemClock.now_ms() + full / 2
+        lease() == 1_000_000 + full
     })
     .await;
-    // Past the short lease, with the reaper looking every 100 ms: nothing to see is the point.
-    tokio::time::sleep(Duration::from_millis(short + 500)).await;
+    clock.advance(short + 1);
+    assert!(lease() > clock.now_ms(), "the lease lies past the short one's end");
     assert_eq!(rig.handler.in_flight(), std::slice::from_ref(&long), "still running");
     assert_eq!(worker.stats().lease_expiries, 0, "not reaped");
     rig.handler.open("g");
@@ -1177,13 +1179,13 @@ async fn a_long_job_claimed_under_the_short_lease_gets_a_full_lease_while_it_run
     producer.stop().await.expect("stop producer");
 }
 
-/// An outcome call that fails (here: Redis busy for 3 s with a script, past the pool's 2 s wait
-/// for an answer) is sent again, fenced as every outcome is: the job's outcome is recorded once
-/// Redis answers, and the job does not wait out its lease (600 s, lengthened while it ran) to
-/// run a second time.
+/// An outcome call that fails (here: Redis holds every write for 3 s, `CLIENT PAUSE WRITE`, past
+/// the pool's 2 s wait for an answer) is sent again, fenced as every outcome is: the job's
+/// outcome is recorded once Redis answers, and the job does not wait out its lease (600 s,
+/// lengthened while it ran) to run a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_call_that_fails_is_sent_again_and_the_job_runs_once() {
-    let server = Arc::new(RedisServer::start());
+    let server = RedisServer::start();
     let rig = Rig::new(&server, "outcome-again");
     let producer =
         queue_uploads(&rig, &[("first", Behavior::GateFirst("g".into())), ("next", Behavior::Ok)]).await;
@@ -1198,18 +1200,10 @@ async fn an_outcome_call_that_fails_is_sent_again_and_the_job_runs_once() {
         rig.handler.in_flight() == [first.clone()]
     })
     .await;
-    let busy = {
-        let server = server.clone();
-        std::thread::spawn(move || {
-            let spin = "local t0 = redis.call('TIME') local s0 = t0[1] * 1000000 + t0[2] \
-                        repeat local t = redis.call('TIME') until t[1] * 1000000 + t[2] - s0 > 3000000 return 1";
-            server.command(&["EVAL", spin, "0"])
-        })
-    };
-    // The script runs once its thread has sent it (a `PING` would wait behind it).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
     rig.handler.open("g");
-    assert_eq!(busy.join().expect("the busy script"), "1");
+    // A write of the test's own waits for the pause to end.
+    assert_eq!(server.command(&["SET", "outcome-again:probe", "1"]), "OK");
     eventually("both jobs are done", Duration::from_secs(20), || async {
         status(&rig.store, "first").await == JobStatus::Done
             && status(&rig.store, "next").await == JobStatus::Done
