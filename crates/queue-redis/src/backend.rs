@@ -1723,8 +1723,22 @@ impl Inner {
                 while timers.try_join_next().is_some() {}
                 timers.spawn(async move {
                     tokio::time::sleep(backoff).await;
-                    if let Err(e) = me.deps.lanes.reclaim(&claim).await {
-                        debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
+                    // Sent again while Redis does not answer: otherwise the lane would wait for
+                    // its claim to run out before its job ran again.
+                    match me
+                        .resend("queue the lane's job again", &claim.job_id, || me.deps.lanes.reclaim(&claim))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e @ QueueError::StaleLease { .. }) => {
+                            debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
+                        }
+                        Err(e) => warn!(
+                            lane = %claim.lane_id,
+                            job = %claim.job_id,
+                            error = %e,
+                            "could not queue the lane's job again; the reaper will once its claim runs out"
+                        ),
                     }
                     lock(&me.held).remove(&claim.job_id);
                 });
@@ -1863,32 +1877,22 @@ impl Inner {
             }
             Err(e) => ("failed", e.message.clone(), 0),
         };
-        // A call that failed for want of Redis (no answer in time, a lost connection, an error
-        // reply such as BUSY) is sent again: it may have run, its answer lost, but outcomes are
-        // fenced, so a second run records nothing twice (it is rejected as a late result).
+        // Outcomes are fenced: a call sent again after its first ran records nothing twice.
         // Given up after the short lease: then the job's lease lapses and it runs again.
-        let give_up = Instant::now() + self.config.short_lease;
-        let mut wait = Duration::from_millis(100);
-        let answer = loop {
-            match self
-                .complete(kind, &record.id, (epoch, record.attempt), lane, outcome, &value, due, claim_next)
-                .await
-            {
-                Err(e @ (QueueError::Unavailable(_) | QueueError::Storage(_)))
-                    if Instant::now() + wait < give_up =>
-                {
-                    warn!(
-                        job = %record.id,
-                        error = %e,
-                        retry_ms = ms(wait),
-                        "could not record the outcome; sending it again (rejected as late if the first call ran)"
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                answer => break answer,
-            }
-        };
+        let answer = self
+            .resend("record the outcome", &record.id, || {
+                self.complete(
+                    kind,
+                    &record.id,
+                    (epoch, record.attempt),
+                    lane,
+                    outcome,
+                    &value,
+                    due,
+                    claim_next,
+                )
+            })
+            .await;
         match answer {
             Ok((true, claimed)) => {
                 let counter = match outcome {
@@ -2016,10 +2020,52 @@ impl Inner {
         }
     }
 
+    /// Makes a fenced call, and makes it again while it fails for want of Redis (no answer in
+    /// time, a lost connection, an error reply such as `BUSY`): from 100 ms, doubling to 2 s, for
+    /// up to the short lease. The call may have run and only its answer been lost; since it is
+    /// fenced (on a job's epoch, or its lane's claim), a second run is rejected as late, not
+    /// applied twice. Returns the last answer. `what` names the call in the warning.
+    async fn resend<T, F: Future<Output = QueueResult<T>>>(
+        &self,
+        what: &str,
+        job: &JobId,
+        mut call: impl FnMut() -> F,
+    ) -> QueueResult<T> {
+        let give_up = Instant::now() + self.config.short_lease;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Err(e @ (QueueError::Unavailable(_) | QueueError::Storage(_)))
+                    if Instant::now() + wait < give_up =>
+                {
+                    warn!(
+                        job = %job,
+                        error = %e,
+                        retry_ms = ms(wait),
+                        "could not {what}; sending it again (rejected as late if the first call ran)"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Moves a lane on past its finished head (a `FinishLane` claim): the lane store's script
+    /// fences the claim and dispatches the next job. Sent again while Redis does not answer: a
+    /// lane whose move is lost waits for its claim to run out (the claim TTL, 10 minutes by
+    /// default) before the reaper moves it on.
     async fn advance_lane(&self, claim: &LaneClaim) {
-        // The lane store's script fences the claim and dispatches the next job.
-        if let Err(e) = self.deps.lanes.finish(claim).await {
-            debug!(error = %e, "lane already moved on");
+        match self.resend("move the lane on", &claim.job_id, || self.deps.lanes.finish(claim)).await {
+            Ok(_) => {}
+            Err(e @ QueueError::StaleLease { .. }) => debug!(error = %e, "lane already moved on"),
+            Err(e) => warn!(
+                lane = %claim.lane_id,
+                job = %claim.job_id,
+                error = %e,
+                "could not move the lane on; the reaper will once its claim runs out"
+            ),
         }
     }
 

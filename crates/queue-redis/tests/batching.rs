@@ -17,7 +17,7 @@ use redis_harness::RedisServer;
 use serde_json::Value;
 
 mod support;
-use support::{Rig, calls, queue_uploads, status};
+use support::{Rig, calls, id, queue_uploads, status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
@@ -1211,6 +1211,53 @@ async fn an_outcome_call_that_fails_is_sent_again_and_the_job_runs_once() {
     .await;
     assert_eq!((rig.handler.invocations(&first), rig.handler.invocations(&next)), (1, 1), "each ran once");
     assert_eq!(worker.stats().lease_expiries, 0, "no lease ran out");
+    worker.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// A chat job that failed is queued again at its lane's head once its backoff has passed (the
+/// lane store's `reclaim`). When Redis does not answer that call (here: every write held for 3 s,
+/// `CLIENT PAUSE WRITE`, past the pool's 2 s wait for an answer), it is sent again: the job's
+/// second attempt runs once Redis answers, and its lane does not wait for its claim to run out
+/// (60 s here, 10 minutes by default) before it, and the lane's next job, run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lanes_retry_call_that_fails_is_sent_again_and_the_lane_moves_on() {
+    let server = RedisServer::start();
+    let lanes = LaneStoreConfig { claim_ttl_ms: 60_000, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "reclaim-again", Arc::new(SystemClock), lanes);
+    let producer = rig.producer().await;
+    let lane = Some("student:a:main");
+    for job in [
+        new_job("c1", JobKind::Chat, lane, &Behavior::FailTimes(1)),
+        new_job("c2", JobKind::Chat, lane, &Behavior::Ok),
+    ] {
+        producer.submit(rig.store.clone(), job).await.expect("submit");
+    }
+    let worker = rig.backend(RedisBackendConfig {
+        chat_concurrency: 1,
+        backoff_base: Duration::from_millis(500),
+        ..RedisBackendConfig::default()
+    });
+    worker.start().await.expect("start");
+    let (c1, c2) = (id("c1"), id("c2"));
+    // The failure is recorded (the job queued again) at once; its lane's reclaim follows 500 ms
+    // later, into the pause.
+    eventually("c1's first attempt has failed", Duration::from_secs(20), || async {
+        rig.handler.invocations(&c1) == 1 && status(&rig.store, "c1").await == JobStatus::Queued
+    })
+    .await;
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
+    // A write of the test's own waits for the pause to end.
+    assert_eq!(server.command(&["SET", "reclaim-again:probe", "1"]), "OK");
+    eventually("both jobs are done", Duration::from_secs(20), || async {
+        status(&rig.store, "c1").await == JobStatus::Done && status(&rig.store, "c2").await == JobStatus::Done
+    })
+    .await;
+    assert_eq!((rig.handler.invocations(&c1), rig.handler.invocations(&c2)), (2, 1), "c1 ran twice, c2 once");
+    let starts: Vec<String> =
+        rig.handler.events().into_iter().filter(|e| e.start).map(|e| e.job.to_string()).collect();
+    assert_eq!(starts, ["c1", "c1", "c2"], "the lane kept its order");
+    assert_eq!(worker.stats().lease_expiries, 0, "no claim ran out");
     worker.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
