@@ -198,7 +198,7 @@ async fn concurrent_submits_share_script_calls_and_each_gets_its_own_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
+async fn a_batch_writes_one_command_per_job_and_keeps_its_order() {
     let server = RedisServer::start();
     let rig = Rig::new(&server, "batch");
     let store = rig.store.clone();
@@ -245,15 +245,28 @@ async fn a_batch_writes_two_commands_per_job_and_keeps_its_order() {
     // Five new jobs, numbered one after another in the batch's order.
     let first = seqs[0];
     assert_eq!(seqs, (first..first + 5).collect::<Vec<_>>());
-    // One EXISTS per distinct id and one HSET per new job; per batch one INCRBY; per kind one
-    // ZADD, one RPUSH and one wake-up.
-    assert_eq!(spent, vec![6, 5, 0, 1, 2, 2, 2], "calls of {commands:?}");
+    // One EXISTS for the whole batch, and since an id is taken, one per distinct id; one HSET per
+    // new job; per batch one INCRBY; per kind one ZADD, one RPUSH and one wake-up.
+    assert_eq!(spent, vec![1 + 6, 5, 0, 1, 2, 2, 2], "calls of {commands:?}");
     let keys = TenantKeys::new(&rig.tenant);
     assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Upload), "0", "-1"]), "old\nu1\nu2\nu3");
     assert_eq!(server.command(&["LRANGE", &keys.ready(JobKind::Exam), "0", "-1"]), "e1\ne2");
     let uploads = store.counts(JobKind::Upload).await.expect("counts");
     assert_eq!(uploads.queued, 4);
     assert_eq!(store.counts(JobKind::Exam).await.expect("counts").queued, 2);
+    // A batch whose ids are all free (the usual case): one EXISTS in all, one HSET per job.
+    let before: Vec<u64> = commands.iter().map(|c| calls(&server, c)).collect();
+    let free = [("f1", JobKind::Upload), ("f2", JobKind::Exam), ("f3", JobKind::Upload)];
+    for answer in producer
+        .submit_many(store.clone(), free.iter().map(|(id, kind)| plain(id, *kind)).collect())
+        .await
+        .expect("the batch")
+    {
+        answer.expect("a free id is accepted");
+    }
+    let spent: Vec<u64> = commands.iter().zip(&before).map(|(c, b)| calls(&server, c) - b).collect();
+    assert_eq!(spent, vec![1, 3, 0, 1, 2, 2, 2], "calls of {commands:?}");
+    assert_eq!(store.counts(JobKind::Upload).await.expect("counts").queued, 6);
     producer.stop().await.expect("stop producer");
 }
 

@@ -1,8 +1,9 @@
 -- Submits non-chat jobs in one call (batch_fn.lua, wake_fn.lua, job_create_fn.lua and
 -- `handoff_fns`, see below, are prepended), with the effect of
--- `create_job` and a ready-list push for each, in order, but with the per-job work cut to two
--- commands (EXISTS and HSET): the sequence numbers come from one INCRBY, and each kind gets one
--- ZADD to its pending index and one RPUSH to its ready list. Then, per kind, as many jobs as
+-- `create_job` and a ready-list push for each, in order, but with the per-job work cut to one
+-- command (HSET): one EXISTS checks every id at once (a job each only when one is taken), the
+-- sequence numbers come from one INCRBY, and each kind gets one ZADD to its pending index and
+-- one RPUSH to its ready list. Then, per kind, as many jobs as
 -- there are idle workers registered are handed to them (hand_off, handoff_fn.lua: the head of
 -- the ready list, claimed for the worker), and the rest get a wake-up with as many tokens as
 -- jobs (at most 64), so that as many other idle workers wake as there is work for.
@@ -47,11 +48,18 @@ end
 -- out: the answer per job (0 until numbered); of each new job, its answer's position, its first
 -- ARGV and its record's key (parallel lists: no table per job).
 local out, fresh_at, fresh_arg, fresh_key, seen = {}, {}, {}, {}, {}
+-- The records' keys, and one EXISTS for all of them (they share the tenant's hash tag, hence the
+-- slot): when none is taken, the usual case, no job needs an EXISTS of its own.
+local keys = {}
+for i = 5, #ARGV, 5 do
+  keys[#keys + 1] = prefix .. 'job:' .. ARGV[i]
+end
+local any_taken = #keys > 0 and redis.call('EXISTS', unpack(keys)) > 0
 for i = 5, #ARGV, 5 do
   local id = ARGV[i]
-  local jk = prefix .. 'job:' .. id
+  local jk = keys[#out + 1]
   out[#out + 1] = 0
-  if not seen[id] and redis.call('EXISTS', jk) == 0 then
+  if not seen[id] and not (any_taken and redis.call('EXISTS', jk) == 1) then
     seen[id] = true
     local f = #fresh_at + 1
     fresh_at[f], fresh_arg[f], fresh_key[f] = #out, i, jk
