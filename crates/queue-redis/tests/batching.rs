@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lane_store::TenantKeys;
+use lane_store::{RedisPool, TenantKeys};
 use queue_core::conformance::{Behavior, RecordingHandler, eventually, new_job};
 use queue_core::{
     Clock, HandlerError, JobHandler, JobId, JobKind, JobRecord, JobStatus, LaneId, LaneStoreConfig,
@@ -17,7 +17,7 @@ use redis_harness::RedisServer;
 use serde_json::Value;
 
 mod support;
-use support::{Rig, calls, id, queue_uploads, status};
+use support::{LossyProxy, Rig, calls, id, queue_uploads, status, wait_registered};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
@@ -1141,6 +1141,133 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once_its_short
         "j2 ran again after its worker died"
     );
     rescuer.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// The answer to a claim is lost (the connection drops after Redis ran the claim, through a
+/// proxy that does so on purpose): the jobs that call claimed are held by no one, as if their
+/// worker had died. They are queued again once the short lease runs out, not the full one, and
+/// each runs once. (A manual clock, moved past the short lease, 300 s, half the full lease.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_whose_claim_answer_is_lost_run_once_after_the_short_lease() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "lost-claim", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let keys = TenantKeys::new(&rig.tenant);
+    let config = RedisBackendConfig {
+        upload_concurrency: 2,
+        reaper_interval: Duration::from_millis(100),
+        lease: Duration::from_secs(600),
+        short_lease: Duration::from_secs(300),
+        ..RedisBackendConfig::default()
+    };
+    // A worker of its own claims first, with nothing queued, so that Redis has the claim script:
+    // the answer lost must be that of a claim Redis ran, not a `NOSCRIPT` error.
+    let warm = rig.backend(config.clone());
+    warm.start().await.expect("start");
+    wait_registered(&rig, &server, &warm, JobKind::Upload).await;
+    warm.stop().await.expect("stop");
+    let jobs = ["l1", "l2"];
+    let producer = queue_uploads(&rig, &jobs.map(|j| (j, Behavior::Ok))).await;
+    let proxy = LossyProxy::start(&server).await;
+    let short = u64::try_from(config.short_lease.as_millis()).expect("ms");
+    let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
+    let worker = rig.backend_on(&pool, config, Arc::new(rig.handler.clone()));
+    // The upload claim: the only call that names both the ready list and this worker's hand-off
+    // list (the start's orphan check names the one, the blocking wait the other).
+    proxy.arm(&[&keys.ready(JobKind::Upload), &keys.handoff(JobKind::Upload, worker.worker_id())]);
+    worker.start().await.expect("start");
+    eventually("a claim's answer is lost", Duration::from_secs(20), || async { proxy.lost() == 1 }).await;
+    // Redis ran the claim (the fetch loop's first asks for a job per free slot: two): both jobs are
+    // leased under the short lease (with the lease index's keeper entry), and the ready list is
+    // empty; neither has run.
+    assert_eq!(server.command(&["ZCARD", &keys.inflight()]), "3", "both jobs and the keeper");
+    for job in jobs {
+        let lease = server.command(&["ZSCORE", &keys.inflight(), job]);
+        assert_eq!(lease, (1_000_000 + short).to_string(), "{job} claimed under the short lease");
+        assert_eq!(rig.handler.invocations(&id(job)), 0, "{job} has not run");
+    }
+    assert_eq!(server.command(&["LLEN", &keys.ready(JobKind::Upload)]), "0");
+    clock.advance(short + 1_000);
+    eventually("every job is done", Duration::from_secs(20), || async {
+        server.command(&["ZCARD", &keys.finished(JobKind::Upload, JobStatus::Done)]) == "2"
+    })
+    .await;
+    for job in jobs {
+        assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
+    }
+    assert_eq!(worker.stats().lease_expiries, 2, "both leases ran out");
+    worker.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
+/// The answer to an outcome call is lost after Redis ran it (the proxy drops the connection): the
+/// call is sent again, and its outcome, already recorded, is rejected as late (counted in
+/// `fenced`), so the job is done once and runs once. The jobs the lost call claimed ahead are
+/// held by no one; they run once after the short lease. (A manual clock, as above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_whose_answer_is_lost_is_recorded_once_and_its_claims_run_after_the_short_lease() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let rig = Rig::with(&server, "lost-outcome", Arc::new(clock.clone()), LaneStoreConfig::default());
+    let keys = TenantKeys::new(&rig.tenant);
+    let config = RedisBackendConfig {
+        upload_concurrency: 1,
+        reaper_interval: Duration::from_millis(100),
+        lease: Duration::from_secs(600),
+        short_lease: Duration::from_secs(300),
+        ..RedisBackendConfig::default()
+    };
+    let short = u64::try_from(config.short_lease.as_millis()).expect("ms");
+    // A worker of its own runs a job first, so that Redis has the claim and outcome scripts: the
+    // answer lost must be that of a call Redis ran, not a `NOSCRIPT` error.
+    let warm = rig.backend(config.clone());
+    warm.start().await.expect("start");
+    let producer = queue_uploads(&rig, &[("w0", Behavior::Ok)]).await;
+    eventually("the warm-up job is done", Duration::from_secs(20), || async {
+        status(&rig.store, "w0").await == JobStatus::Done
+    })
+    .await;
+    warm.stop().await.expect("stop");
+    let jobs = ["o1", "o2", "o3"];
+    for job in jobs {
+        producer
+            .submit(rig.store.clone(), new_job(job, JobKind::Upload, None, &Behavior::Ok))
+            .await
+            .expect("submit");
+    }
+    let proxy = LossyProxy::start(&server).await;
+    let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
+    let worker = rig.backend_on(&pool, config, Arc::new(rig.handler.clone()));
+    // o1's outcome call: `complete_many` is the call that names the delayed set and the lanes'
+    // index (the reaper's names the one, the lane store's calls the other).
+    proxy.arm(&[&keys.delayed(), &keys.lanes(), "o1"]);
+    worker.start().await.expect("start");
+    eventually("o1 is done", Duration::from_secs(20), || async {
+        status(&rig.store, "o1").await == JobStatus::Done
+    })
+    .await;
+    eventually("the resent outcome is rejected as late", Duration::from_secs(20), || async {
+        worker.stats().fenced == 1
+    })
+    .await;
+    assert_eq!(proxy.lost(), 1, "the outcome call's answer was lost");
+    // The lost call claimed o2 and o3 for the slot, ahead, under the short lease; they wait for it.
+    for job in ["o2", "o3"] {
+        let lease = server.command(&["ZSCORE", &keys.inflight(), job]);
+        assert_eq!(lease, (1_000_000 + short).to_string(), "{job} claimed under the short lease");
+        assert_eq!(rig.handler.invocations(&id(job)), 0, "{job} has not run");
+    }
+    clock.advance(short + 1_000);
+    eventually("every job is done", Duration::from_secs(20), || async {
+        server.command(&["ZCARD", &keys.finished(JobKind::Upload, JobStatus::Done)]) == "4"
+    })
+    .await;
+    for job in jobs {
+        assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
+    }
+    assert_eq!(worker.stats().lease_expiries, 2, "the leases of o2 and o3 ran out");
+    worker.stop().await.expect("stop");
     producer.stop().await.expect("stop producer");
 }
 
