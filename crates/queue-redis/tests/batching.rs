@@ -17,7 +17,7 @@ use redis_harness::RedisServer;
 use serde_json::Value;
 
 mod support;
-use support::{LossyProxy, Rig, calls, id, queue_uploads, status, wait_registered};
+use support::{LossyProxy, Rig, calls, id, queue_uploads, status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
@@ -1144,61 +1144,108 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once_its_short
     producer.stop().await.expect("stop producer");
 }
 
+/// What the lost-answer tests share: a tenant on a manual clock (at 1,000,000 ms), whose producer
+/// has queued `jobs` (uploads that succeed), and a stopped worker with `upload_concurrency`
+/// slots whose calls go through a [`LossyProxy`]. Claims are made under a 300 s short lease, half
+/// the full one.
+struct LostAnswer {
+    server: RedisServer,
+    clock: ManualClock,
+    rig: Rig,
+    keys: TenantKeys,
+    producer: RedisQueueBackend,
+    proxy: LossyProxy,
+    worker: RedisQueueBackend,
+    short: u64,
+}
+
+impl LostAnswer {
+    async fn new(tenant: &str, upload_concurrency: usize, jobs: &[&str]) -> Self {
+        let server = RedisServer::start();
+        let clock = ManualClock::new(1_000_000);
+        let rig = Rig::with(&server, tenant, Arc::new(clock.clone()), LaneStoreConfig::default());
+        let keys = TenantKeys::new(&rig.tenant);
+        let config = RedisBackendConfig {
+            upload_concurrency,
+            reaper_interval: Duration::from_millis(100),
+            lease: Duration::from_secs(600),
+            short_lease: Duration::from_secs(300),
+            ..RedisBackendConfig::default()
+        };
+        // A worker of its own runs a job first, so that Redis has the claim and outcome scripts:
+        // the answer lost must be that of a call Redis ran, not a `NOSCRIPT` error.
+        let warm = rig.backend(config.clone());
+        warm.start().await.expect("start");
+        let producer = queue_uploads(&rig, &[("warm-up", Behavior::Ok)]).await;
+        eventually("the warm-up job is done", Duration::from_secs(20), || async {
+            status(&rig.store, "warm-up").await == JobStatus::Done
+        })
+        .await;
+        warm.stop().await.expect("stop");
+        for job in jobs {
+            producer
+                .submit(rig.store.clone(), new_job(job, JobKind::Upload, None, &Behavior::Ok))
+                .await
+                .expect("submit");
+        }
+        let proxy = LossyProxy::start(&server).await;
+        let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
+        let worker = rig.backend_on(&pool, config.clone(), Arc::new(rig.handler.clone()));
+        let short = u64::try_from(config.short_lease.as_millis()).expect("ms");
+        Self { server, clock, rig, keys, producer, proxy, worker, short }
+    }
+
+    /// Asserts that `jobs` are leased under the short lease and have not run.
+    fn assert_waiting(&self, jobs: &[&str]) {
+        for job in jobs {
+            let lease = self.server.command(&["ZSCORE", &self.keys.inflight(), job]);
+            assert_eq!(lease, (1_000_000 + self.short).to_string(), "{job} claimed under the short lease");
+            assert_eq!(self.rig.handler.invocations(&id(job)), 0, "{job} has not run");
+        }
+    }
+
+    /// Moves the clock past the short lease: the reaper queues `waiting` again, and then every
+    /// one of `jobs` (and the warm-up job) is done, each run once. Stops the worker and producer.
+    async fn finish(self, jobs: &[&str], waiting: &[&str]) {
+        self.clock.advance(self.short + 1_000);
+        let done = self.keys.finished(JobKind::Upload, JobStatus::Done);
+        let all = (jobs.len() + 1).to_string();
+        eventually("every job is done", Duration::from_secs(20), || async {
+            self.server.command(&["ZCARD", &done]) == all
+        })
+        .await;
+        for job in jobs {
+            assert_eq!(self.rig.handler.invocations(&id(job)), 1, "{job} ran once");
+        }
+        assert_eq!(
+            self.worker.stats().lease_expiries,
+            waiting.len() as u64,
+            "the leases of {waiting:?} ran out"
+        );
+        self.worker.stop().await.expect("stop");
+        self.producer.stop().await.expect("stop producer");
+    }
+}
+
 /// The answer to a claim is lost (the connection drops after Redis ran the claim, through a
 /// proxy that does so on purpose): the jobs that call claimed are held by no one, as if their
 /// worker had died. They are queued again once the short lease runs out, not the full one, and
-/// each runs once. (A manual clock, moved past the short lease, 300 s, half the full lease.)
+/// each runs once. (A manual clock, moved past the short lease.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_whose_claim_answer_is_lost_run_once_after_the_short_lease() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(1_000_000);
-    let rig = Rig::with(&server, "lost-claim", Arc::new(clock.clone()), LaneStoreConfig::default());
-    let keys = TenantKeys::new(&rig.tenant);
-    let config = RedisBackendConfig {
-        upload_concurrency: 2,
-        reaper_interval: Duration::from_millis(100),
-        lease: Duration::from_secs(600),
-        short_lease: Duration::from_secs(300),
-        ..RedisBackendConfig::default()
-    };
-    // A worker of its own claims first, with nothing queued, so that Redis has the claim script:
-    // the answer lost must be that of a claim Redis ran, not a `NOSCRIPT` error.
-    let warm = rig.backend(config.clone());
-    warm.start().await.expect("start");
-    wait_registered(&rig, &server, &warm, JobKind::Upload).await;
-    warm.stop().await.expect("stop");
     let jobs = ["l1", "l2"];
-    let producer = queue_uploads(&rig, &jobs.map(|j| (j, Behavior::Ok))).await;
-    let proxy = LossyProxy::start(&server).await;
-    let short = u64::try_from(config.short_lease.as_millis()).expect("ms");
-    let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
-    let worker = rig.backend_on(&pool, config, Arc::new(rig.handler.clone()));
+    let t = LostAnswer::new("lost-claim", 2, &jobs).await;
     // The upload claim: the only call that names both the ready list and this worker's hand-off
     // list (the start's orphan check names the one, the blocking wait the other).
-    proxy.arm(&[&keys.ready(JobKind::Upload), &keys.handoff(JobKind::Upload, worker.worker_id())]);
-    worker.start().await.expect("start");
-    eventually("a claim's answer is lost", Duration::from_secs(20), || async { proxy.lost() == 1 }).await;
-    // Redis ran the claim (the fetch loop's first asks for a job per free slot: two): both jobs are
-    // leased under the short lease (with the lease index's keeper entry), and the ready list is
-    // empty; neither has run.
-    assert_eq!(server.command(&["ZCARD", &keys.inflight()]), "3", "both jobs and the keeper");
-    for job in jobs {
-        let lease = server.command(&["ZSCORE", &keys.inflight(), job]);
-        assert_eq!(lease, (1_000_000 + short).to_string(), "{job} claimed under the short lease");
-        assert_eq!(rig.handler.invocations(&id(job)), 0, "{job} has not run");
-    }
-    assert_eq!(server.command(&["LLEN", &keys.ready(JobKind::Upload)]), "0");
-    clock.advance(short + 1_000);
-    eventually("every job is done", Duration::from_secs(20), || async {
-        server.command(&["ZCARD", &keys.finished(JobKind::Upload, JobStatus::Done)]) == "2"
-    })
-    .await;
-    for job in jobs {
-        assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
-    }
-    assert_eq!(worker.stats().lease_expiries, 2, "both leases ran out");
-    worker.stop().await.expect("stop");
-    producer.stop().await.expect("stop producer");
+    t.proxy.arm(&[&t.keys.ready(JobKind::Upload), &t.keys.handoff(JobKind::Upload, t.worker.worker_id())]);
+    t.worker.start().await.expect("start");
+    eventually("a claim's answer is lost", Duration::from_secs(20), || async { t.proxy.lost() == 1 }).await;
+    // Redis ran the claim (the fetch loop's first asks for a job per free slot: two): both jobs
+    // are leased (with the lease index's keeper entry) and the ready list is empty.
+    assert_eq!(t.server.command(&["ZCARD", &t.keys.inflight()]), "3", "both jobs and the keeper");
+    assert_eq!(t.server.command(&["LLEN", &t.keys.ready(JobKind::Upload)]), "0");
+    t.assert_waiting(&jobs);
+    t.finish(&jobs, &jobs).await;
 }
 
 /// The answer to an outcome call is lost after Redis ran it (the proxy drops the connection): the
@@ -1207,68 +1254,24 @@ async fn jobs_whose_claim_answer_is_lost_run_once_after_the_short_lease() {
 /// held by no one; they run once after the short lease. (A manual clock, as above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_whose_answer_is_lost_is_recorded_once_and_its_claims_run_after_the_short_lease() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(1_000_000);
-    let rig = Rig::with(&server, "lost-outcome", Arc::new(clock.clone()), LaneStoreConfig::default());
-    let keys = TenantKeys::new(&rig.tenant);
-    let config = RedisBackendConfig {
-        upload_concurrency: 1,
-        reaper_interval: Duration::from_millis(100),
-        lease: Duration::from_secs(600),
-        short_lease: Duration::from_secs(300),
-        ..RedisBackendConfig::default()
-    };
-    let short = u64::try_from(config.short_lease.as_millis()).expect("ms");
-    // A worker of its own runs a job first, so that Redis has the claim and outcome scripts: the
-    // answer lost must be that of a call Redis ran, not a `NOSCRIPT` error.
-    let warm = rig.backend(config.clone());
-    warm.start().await.expect("start");
-    let producer = queue_uploads(&rig, &[("w0", Behavior::Ok)]).await;
-    eventually("the warm-up job is done", Duration::from_secs(20), || async {
-        status(&rig.store, "w0").await == JobStatus::Done
-    })
-    .await;
-    warm.stop().await.expect("stop");
     let jobs = ["o1", "o2", "o3"];
-    for job in jobs {
-        producer
-            .submit(rig.store.clone(), new_job(job, JobKind::Upload, None, &Behavior::Ok))
-            .await
-            .expect("submit");
-    }
-    let proxy = LossyProxy::start(&server).await;
-    let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
-    let worker = rig.backend_on(&pool, config, Arc::new(rig.handler.clone()));
+    let t = LostAnswer::new("lost-outcome", 1, &jobs).await;
     // o1's outcome call: `complete_many` is the call that names the delayed set and the lanes'
     // index (the reaper's names the one, the lane store's calls the other).
-    proxy.arm(&[&keys.delayed(), &keys.lanes(), "o1"]);
-    worker.start().await.expect("start");
+    t.proxy.arm(&[&t.keys.delayed(), &t.keys.lanes(), "o1"]);
+    t.worker.start().await.expect("start");
     eventually("o1 is done", Duration::from_secs(20), || async {
-        status(&rig.store, "o1").await == JobStatus::Done
+        status(&t.rig.store, "o1").await == JobStatus::Done
     })
     .await;
     eventually("the resent outcome is rejected as late", Duration::from_secs(20), || async {
-        worker.stats().fenced == 1
+        t.worker.stats().fenced == 1
     })
     .await;
-    assert_eq!(proxy.lost(), 1, "the outcome call's answer was lost");
-    // The lost call claimed o2 and o3 for the slot, ahead, under the short lease; they wait for it.
-    for job in ["o2", "o3"] {
-        let lease = server.command(&["ZSCORE", &keys.inflight(), job]);
-        assert_eq!(lease, (1_000_000 + short).to_string(), "{job} claimed under the short lease");
-        assert_eq!(rig.handler.invocations(&id(job)), 0, "{job} has not run");
-    }
-    clock.advance(short + 1_000);
-    eventually("every job is done", Duration::from_secs(20), || async {
-        server.command(&["ZCARD", &keys.finished(JobKind::Upload, JobStatus::Done)]) == "4"
-    })
-    .await;
-    for job in jobs {
-        assert_eq!(rig.handler.invocations(&id(job)), 1, "{job} ran once");
-    }
-    assert_eq!(worker.stats().lease_expiries, 2, "the leases of o2 and o3 ran out");
-    worker.stop().await.expect("stop");
-    producer.stop().await.expect("stop producer");
+    assert_eq!(t.proxy.lost(), 1, "the outcome call's answer was lost");
+    // The lost call claimed o2 and o3 for the slot, ahead; they wait for the short lease.
+    t.assert_waiting(&["o2", "o3"]);
+    t.finish(&jobs, &["o2", "o3"]).await;
 }
 
 /// A worker claims non-chat jobs under the short lease and lengthens it to a full one while it
