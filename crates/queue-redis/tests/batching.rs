@@ -1144,10 +1144,10 @@ async fn a_job_claimed_ahead_by_a_worker_that_dies_runs_elsewhere_once_its_short
     producer.stop().await.expect("stop producer");
 }
 
-/// What the lost-answer tests share: a tenant on a manual clock (at 1,000,000 ms), whose producer
-/// has queued `jobs` (uploads that succeed), and a stopped worker with `upload_concurrency`
-/// slots whose calls go through a [`LossyProxy`]. Claims are made under a 300 s short lease, half
-/// the full one.
+/// What the lost-answer tests share: a tenant on a manual clock (at 1,000,000 ms) whose chat
+/// claims last 600 s (the lane store's TTL), whose producer has queued `jobs`, and a stopped
+/// worker with `config` (on top of the settings below) whose calls go through a [`LossyProxy`].
+/// Non-chat claims are made under a 300 s short lease, half the full one.
 struct LostAnswer {
     server: RedisServer,
     clock: ManualClock,
@@ -1160,39 +1160,52 @@ struct LostAnswer {
 }
 
 impl LostAnswer {
-    async fn new(tenant: &str, upload_concurrency: usize, jobs: &[&str]) -> Self {
+    /// The claim TTL of the lanes' claims (ms).
+    const CLAIM_TTL: u64 = 600_000;
+
+    async fn new(tenant: &str, config: RedisBackendConfig, jobs: Vec<NewJob>) -> Self {
         let server = RedisServer::start();
         let clock = ManualClock::new(1_000_000);
-        let rig = Rig::with(&server, tenant, Arc::new(clock.clone()), LaneStoreConfig::default());
+        let lanes = LaneStoreConfig { claim_ttl_ms: Self::CLAIM_TTL, ..LaneStoreConfig::default() };
+        let rig = Rig::with(&server, tenant, Arc::new(clock.clone()), lanes);
         let keys = TenantKeys::new(&rig.tenant);
         let config = RedisBackendConfig {
-            upload_concurrency,
             reaper_interval: Duration::from_millis(100),
             lease: Duration::from_secs(600),
             short_lease: Duration::from_secs(300),
-            ..RedisBackendConfig::default()
+            ..config
         };
-        // A worker of its own runs a job first, so that Redis has the claim and outcome scripts:
-        // the answer lost must be that of a call Redis ran, not a `NOSCRIPT` error.
+        // A worker of its own runs an upload and a chat job first, so that Redis has the claim
+        // and outcome scripts: the answer lost must be that of a call Redis ran, not a `NOSCRIPT`
+        // error.
         let warm = rig.backend(config.clone());
         warm.start().await.expect("start");
-        let producer = queue_uploads(&rig, &[("warm-up", Behavior::Ok)]).await;
-        eventually("the warm-up job is done", Duration::from_secs(20), || async {
+        let producer = rig.producer().await;
+        for job in [
+            new_job("warm-up", JobKind::Upload, None, &Behavior::Ok),
+            new_job("warm-chat", JobKind::Chat, Some("student:warm:main"), &Behavior::Ok),
+        ] {
+            producer.submit(rig.store.clone(), job).await.expect("submit");
+        }
+        eventually("the warm-up jobs are done", Duration::from_secs(20), || async {
             status(&rig.store, "warm-up").await == JobStatus::Done
+                && status(&rig.store, "warm-chat").await == JobStatus::Done
         })
         .await;
         warm.stop().await.expect("stop");
         for job in jobs {
-            producer
-                .submit(rig.store.clone(), new_job(job, JobKind::Upload, None, &Behavior::Ok))
-                .await
-                .expect("submit");
+            producer.submit(rig.store.clone(), job).await.expect("submit");
         }
         let proxy = LossyProxy::start(&server).await;
         let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
         let worker = rig.backend_on(&pool, config.clone(), Arc::new(rig.handler.clone()));
         let short = u64::try_from(config.short_lease.as_millis()).expect("ms");
         Self { server, clock, rig, keys, producer, proxy, worker, short }
+    }
+
+    /// Uploads that succeed.
+    fn uploads(ids: &[&str]) -> Vec<NewJob> {
+        ids.iter().map(|id| new_job(id, JobKind::Upload, None, &Behavior::Ok)).collect()
     }
 
     /// Asserts that `jobs` are leased under the short lease and have not run.
@@ -1204,24 +1217,24 @@ impl LostAnswer {
         }
     }
 
-    /// Moves the clock past the short lease: the reaper queues `waiting` again, and then every
-    /// one of `jobs` (and the warm-up job) is done, each run once. Stops the worker and producer.
-    async fn finish(self, jobs: &[&str], waiting: &[&str]) {
-        self.clock.advance(self.short + 1_000);
-        let done = self.keys.finished(JobKind::Upload, JobStatus::Done);
-        let all = (jobs.len() + 1).to_string();
+    /// Moves the clock by `by` ms: the reaper queues again what waited for a lease (`expiries`
+    /// of them), and then every one of `jobs` is done, each run once. Stops the worker and
+    /// producer.
+    async fn finish(self, by: u64, jobs: &[&str], expiries: u64) {
+        self.clock.advance(by);
         eventually("every job is done", Duration::from_secs(20), || async {
-            self.server.command(&["ZCARD", &done]) == all
+            for job in jobs {
+                if status(&self.rig.store, job).await != JobStatus::Done {
+                    return false;
+                }
+            }
+            true
         })
         .await;
         for job in jobs {
             assert_eq!(self.rig.handler.invocations(&id(job)), 1, "{job} ran once");
         }
-        assert_eq!(
-            self.worker.stats().lease_expiries,
-            waiting.len() as u64,
-            "the leases of {waiting:?} ran out"
-        );
+        assert_eq!(self.worker.stats().lease_expiries, expiries, "leases that ran out");
         self.worker.stop().await.expect("stop");
         self.producer.stop().await.expect("stop producer");
     }
@@ -1234,7 +1247,8 @@ impl LostAnswer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_whose_claim_answer_is_lost_run_once_after_the_short_lease() {
     let jobs = ["l1", "l2"];
-    let t = LostAnswer::new("lost-claim", 2, &jobs).await;
+    let config = RedisBackendConfig { upload_concurrency: 2, ..RedisBackendConfig::default() };
+    let t = LostAnswer::new("lost-claim", config, LostAnswer::uploads(&jobs)).await;
     // The upload claim: the only call that names both the ready list and this worker's hand-off
     // list (the start's orphan check names the one, the blocking wait the other).
     t.proxy.arm(&[&t.keys.ready(JobKind::Upload), &t.keys.handoff(JobKind::Upload, t.worker.worker_id())]);
@@ -1245,7 +1259,8 @@ async fn jobs_whose_claim_answer_is_lost_run_once_after_the_short_lease() {
     assert_eq!(t.server.command(&["ZCARD", &t.keys.inflight()]), "3", "both jobs and the keeper");
     assert_eq!(t.server.command(&["LLEN", &t.keys.ready(JobKind::Upload)]), "0");
     t.assert_waiting(&jobs);
-    t.finish(&jobs, &jobs).await;
+    let past_short = t.short + 1_000;
+    t.finish(past_short, &jobs, 2).await;
 }
 
 /// The answer to an outcome call is lost after Redis ran it (the proxy drops the connection): the
@@ -1255,7 +1270,8 @@ async fn jobs_whose_claim_answer_is_lost_run_once_after_the_short_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_whose_answer_is_lost_is_recorded_once_and_its_claims_run_after_the_short_lease() {
     let jobs = ["o1", "o2", "o3"];
-    let t = LostAnswer::new("lost-outcome", 1, &jobs).await;
+    let config = RedisBackendConfig { upload_concurrency: 1, ..RedisBackendConfig::default() };
+    let t = LostAnswer::new("lost-outcome", config, LostAnswer::uploads(&jobs)).await;
     // o1's outcome call: `complete_many` is the call that names the delayed set and the lanes'
     // index (the reaper's names the one, the lane store's calls the other).
     t.proxy.arm(&[&t.keys.delayed(), &t.keys.lanes(), "o1"]);
@@ -1271,7 +1287,41 @@ async fn an_outcome_whose_answer_is_lost_is_recorded_once_and_its_claims_run_aft
     assert_eq!(t.proxy.lost(), 1, "the outcome call's answer was lost");
     // The lost call claimed o2 and o3 for the slot, ahead; they wait for the short lease.
     t.assert_waiting(&["o2", "o3"]);
-    t.finish(&jobs, &["o2", "o3"]).await;
+    let past_short = t.short + 1_000;
+    t.finish(past_short, &jobs, 2).await;
+}
+
+/// The answer to a chat claim is lost after Redis ran it: the lane's head job is started in
+/// Redis for no one, as if its worker had died. Its lease is its lane's claim: once the claim
+/// TTL runs out, the reaper dispatches it again, and the lane's jobs run once each, in order,
+/// one at a time. (A manual clock, moved past the claim TTL.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_whose_claim_answer_is_lost_runs_on_in_order_after_its_claim_ttl() {
+    let jobs = ["c1", "c2"];
+    let lane = Some("student:a:main");
+    let config = RedisBackendConfig { chat_concurrency: 1, ..RedisBackendConfig::default() };
+    let chats = jobs.iter().map(|j| new_job(j, JobKind::Chat, lane, &Behavior::Ok)).collect();
+    let t = LostAnswer::new("lost-chat", config, chats).await;
+    // The chat claim: the only call that names both `ready:chat` and this worker's chat hand-off
+    // list.
+    t.proxy.arm(&[&t.keys.chat_ready(), &t.keys.handoff(JobKind::Chat, t.worker.worker_id())]);
+    t.worker.start().await.expect("start");
+    eventually("a chat claim's answer is lost", Duration::from_secs(20), || async { t.proxy.lost() == 1 })
+        .await;
+    // Redis ran the claim: c1 is `processing` for no one; c2 waits behind it in the lane.
+    assert_eq!(status(&t.rig.store, "c1").await, JobStatus::Processing);
+    assert_eq!(status(&t.rig.store, "c2").await, JobStatus::Queued);
+    assert_eq!(t.rig.handler.invocations(&id("c1")), 0, "c1 has not run");
+    let handler = t.rig.handler.clone();
+    t.finish(LostAnswer::CLAIM_TTL + 1_000, &jobs, 1).await;
+    let events: Vec<(String, bool)> = handler
+        .events()
+        .into_iter()
+        .filter(|e| jobs.contains(&e.job.as_str()))
+        .map(|e| (e.job.to_string(), e.start))
+        .collect();
+    let expected = [("c1", true), ("c1", false), ("c2", true), ("c2", false)].map(|(j, s)| (j.to_owned(), s));
+    assert_eq!(events, expected, "the lane's jobs ran in order, one at a time");
 }
 
 /// A worker claims non-chat jobs under the short lease and lengthens it to a full one while it
