@@ -13,11 +13,11 @@ use queue_core::{
     LimitClass, ManualClock, NewJob, QueueBackend, QueueError, RequestId, SystemClock,
 };
 use queue_redis::{RedisBackendConfig, RedisQueueBackend};
-use redis_harness::RedisServer;
+use redis_harness::{LossyProxy, RedisServer};
 use serde_json::Value;
 
 mod support;
-use support::{LossyProxy, Rig, calls, id, queue_uploads, status};
+use support::{Rig, calls, id, queue_uploads, status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_sends_many_outcomes_per_call_and_runs_each_job_once() {
@@ -1196,7 +1196,7 @@ impl LostAnswer {
         for job in jobs {
             producer.submit(rig.store.clone(), job).await.expect("submit");
         }
-        let proxy = LossyProxy::start(&server).await;
+        let proxy = LossyProxy::start(&server);
         let pool = RedisPool::from_url(&proxy.url()).expect("a pool through the proxy");
         let worker = rig.backend_on(&pool, config.clone(), Arc::new(rig.handler.clone()));
         let short = u64::try_from(config.short_lease.as_millis()).expect("ms");

@@ -5,6 +5,9 @@
 //! (std only), so sync and async tests alike can hold one for their whole body. Nothing assumes a
 //! server on 6379.
 //!
+//! For fault tests, [`LossyProxy`] stands between a client and a server and loses the answer to
+//! a chosen request after Redis has run it.
+//!
 //! For TLS tests, [`TestCa`] makes a throwaway certificate authority with the `openssl` command
 //! and signs server certificates; [`RedisServer::start_tls`] serves TLS with one of them on a
 //! second port, beside the plain port the harness itself uses.
@@ -19,6 +22,7 @@
 mod binaries;
 mod cluster;
 mod ports;
+mod proxy;
 mod resp;
 mod server;
 mod shared;
@@ -26,6 +30,7 @@ mod tls;
 
 pub use binaries::require_redis_server;
 pub use cluster::RedisCluster;
+pub use proxy::LossyProxy;
 pub use server::RedisServer;
 pub use shared::{shared_cluster, shared_server};
 pub use tls::{ServerCert, TestCa};

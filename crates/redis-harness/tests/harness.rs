@@ -367,3 +367,35 @@ fn a_missing_redis_cli_fails_the_cluster_with_an_install_hint() {
         "{printed}"
     );
 }
+
+/// Sends `command` as RESP over `conn` and reads what comes back (empty when the connection is
+/// closed without an answer).
+fn send_raw(conn: &mut std::net::TcpStream, command: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let mut request = format!("*{}\r\n", command.len());
+    for part in command {
+        request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+    }
+    conn.write_all(request.as_bytes()).expect("write");
+    let mut buf = [0_u8; 512];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn a_lossy_proxy_passes_commands_through_and_loses_the_answer_it_is_armed_for_after_redis_ran_it() {
+    let server = RedisServer::start();
+    let proxy = redis_harness::LossyProxy::start(&server);
+    let addr = proxy.url().trim_start_matches("redis://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect through the proxy");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    assert_eq!(send_raw(&mut conn, &["SET", "plain", "1"]), "+OK\r\n", "unarmed: answered");
+    proxy.arm(&["SET", "doomed"]);
+    assert_eq!(send_raw(&mut conn, &["SET", "other", "1"]), "+OK\r\n", "a request without every pattern");
+    assert_eq!(send_raw(&mut conn, &["SET", "doomed", "1"]), "", "the armed request's answer is lost");
+    assert_eq!(proxy.lost(), 1);
+    assert_eq!(server.command(&["GET", "doomed"]), "1", "Redis ran the command whose answer was lost");
+    let mut again = std::net::TcpStream::connect(&addr).expect("a new connection");
+    again.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    assert_eq!(send_raw(&mut again, &["SET", "doomed", "2"]), "+OK\r\n", "one answer only is lost");
+}

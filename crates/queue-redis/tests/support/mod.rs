@@ -3,9 +3,7 @@
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lane_store::TenantKeys;
@@ -17,9 +15,6 @@ use queue_core::{
 };
 use queue_redis::{RedisBackendConfig, RedisBackendDeps, RedisJobStore, RedisLimiter, RedisQueueBackend};
 use redis_harness::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 /// `calls` of `cmdstat_<command>` in `INFO commandstats`.
 pub fn calls(server: &RedisServer, command: &str) -> u64 {
@@ -144,102 +139,4 @@ pub async fn wait_registered(rig: &Rig, server: &RedisServer, worker: &RedisQueu
 /// any).
 pub fn handed_to(server: &RedisServer, rig: &Rig, kind: JobKind, worker: &str) -> String {
     server.command(&["LLEN", &TenantKeys::new(&rig.tenant).handoff(kind, worker)])
-}
-
-/// A TCP proxy in front of a Redis server that loses one answer on purpose. Once armed, the first
-/// request that contains every one of its patterns is passed to Redis, and when Redis answers,
-/// the proxy closes that client's connection instead of passing the answer on: Redis ran the
-/// command, and the client learns only that its connection was lost (as when a network fails
-/// after a request has reached the server). Everything else passes through unchanged.
-pub struct LossyProxy {
-    addr: SocketAddr,
-    armed: Arc<Mutex<Option<Vec<Vec<u8>>>>>,
-    lost: Arc<AtomicU64>,
-    accept: JoinHandle<()>,
-}
-
-impl LossyProxy {
-    /// A proxy on a free loopback port in front of `server`.
-    pub async fn start(server: &RedisServer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let addr = listener.local_addr().expect("the proxy's address");
-        let upstream = server.addr();
-        let (armed, lost) = (Arc::new(Mutex::new(None)), Arc::new(AtomicU64::new(0)));
-        let (a, l) = (armed.clone(), lost.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if let Ok(server) = TcpStream::connect(&upstream).await {
-                    tokio::spawn(pump(client, server, a.clone(), l.clone()));
-                }
-            }
-        });
-        Self { addr, armed, lost, accept }
-    }
-
-    /// The URL a client connects to the server through.
-    pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    /// Loses the answer to the next request that contains all of `patterns`.
-    pub fn arm(&self, patterns: &[&str]) {
-        let patterns = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
-        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some(patterns);
-    }
-
-    /// How many answers the proxy has lost.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for LossyProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-/// Passes bytes both ways between one client and its server connection until either side
-/// closes, or until the server answers a request the proxy was armed for: then it closes both.
-async fn pump(
-    mut client: TcpStream,
-    mut server: TcpStream,
-    armed: Arc<Mutex<Option<Vec<Vec<u8>>>>>,
-    lost: Arc<AtomicU64>,
-) {
-    let (mut from_client, mut to_client) = client.split();
-    let (mut from_server, mut to_server) = server.split();
-    let (mut up, mut down) = (vec![0_u8; 1 << 16], vec![0_u8; 1 << 16]);
-    let mut doomed = false;
-    loop {
-        tokio::select! {
-            read = from_client.read(&mut up) => {
-                let Ok(n @ 1..) = read else { return };
-                let request = &up[..n];
-                if !doomed {
-                    let mut armed = armed.lock().unwrap_or_else(PoisonError::into_inner);
-                    let hit = armed.as_ref().is_some_and(|patterns| {
-                        patterns.iter().all(|p| request.windows(p.len()).any(|w| w == p.as_slice()))
-                    });
-                    if hit {
-                        *armed = None;
-                        doomed = true;
-                    }
-                }
-                if to_server.write_all(request).await.is_err() {
-                    return;
-                }
-            }
-            read = from_server.read(&mut down) => {
-                let Ok(n @ 1..) = read else { return };
-                if doomed {
-                    lost.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                if to_client.write_all(&down[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }
