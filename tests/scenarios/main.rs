@@ -11,6 +11,7 @@ mod openapi;
 mod ops_http;
 mod redis_bad_input;
 mod redis_limiter;
+mod redis_lost_answer;
 mod redis_restart;
 mod redis_support;
 mod redis_tls;

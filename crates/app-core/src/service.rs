@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use queue_core::{
     ChatEnqueueReceipt, ChatLaneStore, IdempotencyClaim, JobId, JobKind, JobRecord, JobStatus, LaneLoad,
-    Mode, NewJob, QueueResult, RequestId, SharedClock, SystemClock, TenantId,
+    Mode, NewJob, QueueError, QueueResult, RequestId, SharedClock, SystemClock, TenantId,
 };
 use runtime_manager::{
     RuntimeState, TenantBuilder, TenantRegistry, TenantRuntime, validate_master_key_policy,
 };
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{
     ChatStartRequest, ChatStartResponse, ChatStatusResponse, ExamRequest, JobAccepted, JobView,
@@ -427,15 +427,17 @@ impl Laneway {
                 return Err(AppError::Internal(format!("chat job {job_id} was accepted without a lane")));
             }
             Ok(ChatAccept::Coalesced(earlier)) => return Ok(earlier),
+            // Accepted, though the submit's answer was lost: the live receipt.
+            Ok(ChatAccept::Unanswered) => {
+                remember_message(&rt, &chat, &job_id).await;
+                return chat_receipt(&rt, &job_id, false).await;
+            }
             Err(e) => {
                 release_request(&rt, &chat.request_id, &job_id).await;
                 return Err(e);
             }
         };
-        if let Err(e) = rt.lanes.register_recent(&chat.lane, &chat.fingerprint, &job_id).await {
-            // The job is accepted; only coalescing of a repeat is lost.
-            warn!(error = %e, "could not register the message for coalescing");
-        }
+        remember_message(&rt, &chat, &job_id).await;
         info!(tenant = %rt.tenant, lane = %chat.lane, job = %job_id, position = receipt.lane_queue_position, "chat job accepted");
         Ok(ChatStartResponse {
             job_id,
@@ -485,7 +487,11 @@ impl Laneway {
             request_id: Some(chat.request_id.clone()),
             payload,
         };
-        Ok(ChatAccept::Accepted(rt.backend.submit(rt.store.clone(), new_job).await?.lane))
+        match rt.backend.submit(rt.store.clone(), new_job).await {
+            Ok(submitted) => Ok(ChatAccept::Accepted(submitted.lane)),
+            Err(e) if accepted_after_all(rt, &e, job_id).await.is_some() => Ok(ChatAccept::Unanswered),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A chat job's status, live lane position and, once done, its reply.
@@ -585,12 +591,15 @@ impl Laneway {
         // One step, all or nothing (see `QueueBackend::submit`); a refused job frees its request id.
         let record = match rt.backend.submit(rt.store.clone(), new_job).await {
             Ok(submitted) => submitted.record,
-            Err(e) => {
-                if let Some(req) = request_id {
-                    release_request(&rt, &req, &job_id).await;
+            Err(e) => match accepted_after_all(&rt, &e, &job_id).await {
+                Some(record) => record,
+                None => {
+                    if let Some(req) = request_id {
+                        release_request(&rt, &req, &job_id).await;
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
-            }
+            },
         };
         info!(tenant = %rt.tenant, job = %job_id, kind = kind.as_str(), "job accepted");
         Ok(accepted(&record))
@@ -631,6 +640,39 @@ fn accepted(record: &JobRecord) -> JobAccepted {
     }
 }
 
+/// The record of `job` when a submit that failed with `err` made it after all. A submit that
+/// fails for want of an answer (a lost connection, no answer in time: `Unavailable`,
+/// `Storage`) may have run: the job is then accepted, and freeing its request id would let the
+/// client's retry make a second job. So the store is asked, three times at most (0, 100 and
+/// 300 ms) while it cannot answer either. `None` when the job is not there, when `err` says the
+/// submit did not run, or when the store could not tell: the caller then refuses the request and
+/// frees its id (a job made all the same may then run beside the retry's, at least once).
+async fn accepted_after_all(rt: &TenantRuntime, err: &QueueError, job: &JobId) -> Option<JobRecord> {
+    if !matches!(err, QueueError::Unavailable(_) | QueueError::Storage(_)) {
+        return None;
+    }
+    for wait in [0, 100, 200] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        match rt.store.get(job).await {
+            Ok(Some(record)) => {
+                warn!(tenant = %rt.tenant, job = %job, error = %err, "the submit's answer was lost, but the job was made: accepted");
+                return Some(record);
+            }
+            Ok(None) => return None,
+            Err(e) => debug!(error = %e, "cannot tell yet whether the failed submit made its job"),
+        }
+    }
+    None
+}
+
+/// Registers a chat job's message for coalescing; a failure is logged (the job is accepted, only
+/// the coalescing of a repeat is lost).
+async fn remember_message(rt: &TenantRuntime, chat: &ValidChat, job: &JobId) {
+    if let Err(e) = rt.lanes.register_recent(&chat.lane, &chat.fingerprint, job).await {
+        warn!(error = %e, "could not register the message for coalescing");
+    }
+}
+
 /// Frees `request` if it still maps to `job`; a failure is logged (the key then expires).
 async fn release_request(rt: &TenantRuntime, request: &RequestId, job: &JobId) {
     if let Err(e) = rt.idempotency.release(request, job).await {
@@ -645,6 +687,8 @@ enum ChatAccept {
     /// The same message as a pending job of the lane, within the debounce window: that job's
     /// receipt.
     Coalesced(ChatStartResponse),
+    /// A new job, accepted, though the submit's answer was lost (see [`accepted_after_all`]).
+    Unanswered,
 }
 
 async fn chat_receipt(

@@ -395,6 +395,24 @@ fn a_lossy_proxy_passes_commands_through_and_loses_the_answer_it_is_armed_for_af
     assert_eq!(send_raw(&mut conn, &["SET", "doomed", "1"]), "", "the armed request's answer is lost");
     assert_eq!(proxy.lost(), 1);
     assert_eq!(server.command(&["GET", "doomed"]), "1", "Redis ran the command whose answer was lost");
+    // Requests that share a connection (written together, as a multiplexed client does): the
+    // earlier one is answered, the armed one's answer is lost.
+    let mut shared = std::net::TcpStream::connect(&addr).expect("a new connection");
+    shared.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    proxy.arm(&["INCR", "doomed-counter"]);
+    {
+        use std::io::{Read, Write};
+        shared
+            .write_all(
+                b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n*2\r\n$4\r\nINCR\r\n$14\r\ndoomed-counter\r\n",
+            )
+            .expect("write");
+        let mut answers = Vec::new();
+        let _ = shared.read_to_end(&mut answers);
+        assert_eq!(String::from_utf8_lossy(&answers), "+OK\r\n", "the first request's answer only");
+    }
+    assert_eq!(proxy.lost(), 2);
+    assert_eq!(server.command(&["GET", "doomed-counter"]), "1", "Redis ran the armed request");
     let mut again = std::net::TcpStream::connect(&addr).expect("a new connection");
     again.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     assert_eq!(send_raw(&mut again, &["SET", "doomed", "2"]), "+OK\r\n", "one answer only is lost");
