@@ -38,3 +38,27 @@ async fn a_chat_submit_whose_answer_is_lost_is_accepted_once_and_its_retry_gets_
     let records = redis.command(&["KEYS", "*job:j-*"]);
     assert_eq!(records.lines().count(), 2, "one job per message, none made twice: {records}");
 }
+
+/// The answer to a chat start's request-id claim is lost after Redis made the claim: the request
+/// is refused, and the claim, which names a job that was never made, is freed, so the client's
+/// retry makes the job (instead of "not found" until the claim expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_whose_claim_answer_is_lost_is_free_for_the_retry() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(&redis);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = proxy.url();
+    let env = [("JOB_QUEUE_BACKEND", "redis"), ("REDIS_URL", url.as_str())];
+    let api = LanewayProcess::start(&dir.path().join("data"), &env).await;
+    // The claim is a `SET <idem key> <job> NX PX <ttl>`: the only command naming the request id's
+    // key.
+    proxy.arm(&["idem:", "claim-lost-1", "NX"]);
+    let body = student_chat("claim-lost-1", "s3", "is my request id still mine?");
+    let (status, refused) = api.post_json("/chat/start", &body).await;
+    assert_eq!(proxy.lost(), 1, "the claim's answer was lost");
+    assert_ne!(status, 200, "the request is refused: {refused}");
+    let (status, retry) = api.post_json("/chat/start", &body).await;
+    assert_eq!(status, 200, "the retry makes the job: {retry}\n{}", api.context());
+    let job = text(&retry, "job_id").to_owned();
+    wait_until_done(&api, "", &[job], Duration::from_secs(30), &[&api]).await;
+}

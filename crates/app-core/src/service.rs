@@ -414,7 +414,9 @@ impl Laneway {
             rt.lanes.recent_job(&chat.lane, &chat.fingerprint),
             rt.lanes.lane_load(&chat.lane),
         );
-        if let IdempotencyClaim::Existing(existing) = claim? {
+        if let IdempotencyClaim::Existing(existing) =
+            unclaimed_on_error(&rt, &chat.request_id, &job_id, claim).await?
+        {
             return chat_receipt(&rt, &existing, false).await;
         }
         // The request id is this job's now. Whatever refuses or fails before the job is accepted
@@ -577,7 +579,8 @@ impl Laneway {
         let rt = self.tenant(tenant)?;
         let job_id = JobId::generate();
         if let Some(req) = &request_id
-            && let IdempotencyClaim::Existing(existing) = rt.idempotency.claim(req, &job_id).await?
+            && let IdempotencyClaim::Existing(existing) =
+                unclaimed_on_error(&rt, req, &job_id, rt.idempotency.claim(req, &job_id).await).await?
         {
             let record = rt
                 .store
@@ -663,6 +666,26 @@ async fn accepted_after_all(rt: &TenantRuntime, err: &QueueError, job: &JobId) -
         }
     }
     None
+}
+
+/// `claim`, the answer to claiming `request` for `job`; when it is an error, first frees the key
+/// if it names `job`. The claim may have been made with its answer lost (a lost connection, no
+/// answer in time): a key left naming a job that is never made would answer the client's retry
+/// with "not found" until it expired. The release deletes the key only while it names `job`, so
+/// it is harmless when the claim was not made; its own failure is logged at debug (Redis is
+/// likely down, and every refused request would log it).
+async fn unclaimed_on_error(
+    rt: &TenantRuntime,
+    request: &RequestId,
+    job: &JobId,
+    claim: QueueResult<IdempotencyClaim>,
+) -> QueueResult<IdempotencyClaim> {
+    if claim.is_err()
+        && let Err(e) = rt.idempotency.release(request, job).await
+    {
+        debug!(error = %e, "could not free the request id of a failed claim");
+    }
+    claim
 }
 
 /// Registers a chat job's message for coalescing; a failure is logged (the job is accepted, only
