@@ -10,14 +10,21 @@ use redis_harness::{LossyProxy, RedisServer};
 
 use crate::redis_support::{text, wait_until_done};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chat_submit_whose_answer_is_lost_is_accepted_once_and_its_retry_gets_the_same_job() {
+/// A `laneway serve` on Redis whose connections go through a [`LossyProxy`]: the server, the
+/// proxy, the process and its data directory (kept for the process's life).
+async fn serve_through_a_proxy() -> (RedisServer, LossyProxy, LanewayProcess, tempfile::TempDir) {
     let redis = RedisServer::start();
     let proxy = LossyProxy::start(&redis);
     let dir = tempfile::tempdir().expect("temp dir");
     let url = proxy.url();
     let env = [("JOB_QUEUE_BACKEND", "redis"), ("REDIS_URL", url.as_str())];
     let api = LanewayProcess::start(&dir.path().join("data"), &env).await;
+    (redis, proxy, api, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_submit_whose_answer_is_lost_is_accepted_once_and_its_retry_gets_the_same_job() {
+    let (redis, proxy, api, _dir) = serve_through_a_proxy().await;
     // A first submit loads the submit script: the answer lost must be that of a submit Redis ran,
     // not a `NOSCRIPT` error.
     let (status, warm) = api.post_json("/chat/start", &student_chat("warm-1", "s1", "warming up")).await;
@@ -44,12 +51,7 @@ async fn a_chat_submit_whose_answer_is_lost_is_accepted_once_and_its_retry_gets_
 /// retry makes the job (instead of "not found" until the claim expired).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_whose_claim_answer_is_lost_is_free_for_the_retry() {
-    let redis = RedisServer::start();
-    let proxy = LossyProxy::start(&redis);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = proxy.url();
-    let env = [("JOB_QUEUE_BACKEND", "redis"), ("REDIS_URL", url.as_str())];
-    let api = LanewayProcess::start(&dir.path().join("data"), &env).await;
+    let (_redis, proxy, api, _dir) = serve_through_a_proxy().await;
     // The claim is a `SET <idem key> <job> NX PX <ttl>`: the only command naming the request id's
     // key.
     proxy.arm(&["idem:", "claim-lost-1", "NX"]);
