@@ -66,6 +66,11 @@ pub trait QueueBackend: Send + Sync + fmt::Debug {
     /// atomic step (`RedisQueueBackend`: one script, one round trip); such a backend writes the
     /// record where its own job store reads, so `store` must be that store.
     ///
+    /// A submit that fails for want of an answer (`Unavailable` or `Storage` from a backend
+    /// across a network: a lost connection, no answer in time) may have made the job all the
+    /// same, its answer lost on the way back. Submitting the same job again is then safe: its id
+    /// is taken if it was made (`AlreadyExists`), and it is made once if not.
+    ///
     /// # Errors
     /// As [`JobStore::create`] (`AlreadyExists` for a taken id) and the kind's `enqueue_*`.
     async fn submit(&self, store: Arc<dyn JobStore>, job: NewJob) -> QueueResult<Submitted> {

@@ -71,7 +71,10 @@ pub enum QueueError {
     /// The runtime is stopped or stopping and takes no work.
     #[error("the queue runtime is not running")]
     NotRunning,
-    /// The backend cannot be reached now (the operation was not performed).
+    /// The backend cannot be reached now, or did not answer. The operation was not performed,
+    /// unless its request reached the backend and only the answer was lost (a connection
+    /// dropped, or no answer in time): a caller that must know asks again (a submit of the same
+    /// job answers `AlreadyExists` if it was made).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
     /// The storage layer failed.
