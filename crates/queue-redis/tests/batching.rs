@@ -637,48 +637,6 @@ async fn a_chat_submit_with_a_taken_id_is_refused_and_leaves_every_lane_alone() 
     producer.stop().await.expect("stop producer");
 }
 
-/// A batch of chat jobs checks its ids with one `EXISTS` in all when none is taken; an id twice
-/// in the batch is still refused the second time (a job of the call took it), and a batch with an
-/// id taken by a record checks each job's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chat_batch_checks_its_ids_with_one_exists_and_still_refuses_a_taken_one() {
-    let server = RedisServer::start();
-    let rig = Rig::new(&server, "chat-exists");
-    let store = rig.store.clone();
-    let producer = rig.producer().await;
-    producer.submit(store.clone(), chat("old", "student:s0:main")).await.expect("an earlier job");
-    let batch = |jobs: &[(&str, &str)]| {
-        let batch: Vec<NewJob> = jobs.iter().map(|(id, lane)| chat(id, lane)).collect();
-        let (producer, store, server) = (&producer, store.clone(), &server);
-        async move {
-            let before = calls(server, "exists");
-            let answers = producer.submit_many(store, batch).await.expect("the batch");
-            let ids: Vec<String> = answers
-                .iter()
-                .map(|a| match a {
-                    Ok(s) => s.record.id.to_string(),
-                    Err(QueueError::AlreadyExists { job }) => format!("taken {job}"),
-                    Err(e) => panic!("{e}"),
-                })
-                .collect();
-            (ids, calls(server, "exists") - before)
-        }
-    };
-    let free = batch(&[("a1", "student:a:main"), ("b1", "student:b:main"), ("a2", "student:a:main")]).await;
-    assert_eq!(free, (vec!["a1".into(), "b1".into(), "a2".into()], 1), "free ids: one EXISTS");
-    let twice = batch(&[("d1", "student:d:main"), ("d1", "student:e:main")]).await;
-    assert_eq!(twice, (vec!["d1".into(), "taken d1".into()], 1), "an id twice in one batch");
-    let taken = batch(&[("f1", "student:f:main"), ("old", "student:f:main"), ("f2", "student:f:main")]).await;
-    assert_eq!(taken, (vec!["f1".into(), "taken old".into(), "f2".into()], 1 + 3), "a taken id: one each");
-    let lane = LaneId::new("student:e:main").expect("lane");
-    assert_eq!(
-        server.command(&["EXISTS", &TenantKeys::new(&rig.tenant).lane_active(&lane)]),
-        "0",
-        "the refused d1 left its lane alone"
-    );
-    producer.stop().await.expect("stop producer");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_job_whose_lane_redis_cannot_read_fails_alone_and_the_rest_of_its_call_is_accepted() {
     let server = RedisServer::start();

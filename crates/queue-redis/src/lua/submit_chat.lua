@@ -41,18 +41,6 @@ local prefix, hand = ARGV[6], nil
 -- lane's job waiting in ready:chat, nor once this call dispatched a job there (ready:chat only
 -- grows during the call).
 local handing = ARGV[5] == '1'
--- One EXISTS for every job's record (they share the tenant's hash tag, hence the slot). When
--- none is taken, the usual case, a job's id can be taken only by an earlier job of this call
--- (`made`), and no job needs an EXISTS of its own; otherwise, and for the rest of the call once a
--- job has failed midway (its record may be written), each job checks its own (`check_each`).
-local made, check_each = {}, false
-do
-  local keys = {}
-  for i = 8, #ARGV, 4 do
-    keys[#keys + 1] = prefix .. 'job:' .. ARGV[i]
-  end
-  check_each = #keys > 0 and redis.call('EXISTS', unpack(keys)) > 0
-end
 
 local function submit(id, lane, request_id, payload)
   local lk = prefix .. 'lane:' .. lane
@@ -60,7 +48,7 @@ local function submit(id, lane, request_id, payload)
   A[1], A[4], A[5], A[7] = id, lane, request_id, payload
   -- A taken id (its record pending or finished) is refused, whatever its lane holds, and nothing
   -- is written. Checked first: `lane_admit` then need not read the record.
-  if made[id] or (check_each and redis.call('EXISTS', K[1]) == 1) then
+  if redis.call('EXISTS', K[1]) == 1 then
     return {0}
   end
   local answer, active_job, waiting = lane_admit(K[7], K[8], false, id, A[9])
@@ -72,12 +60,10 @@ local function submit(id, lane, request_id, payload)
     local worker = redis.call('ZRANGEBYSCORE', prefix .. 'idle:chat', A[6], '+inf', 'LIMIT', '0', '1')[1]
     if worker and redis.call('LLEN', K[9]) == 0 then
       hand = hand or chat_hand_fns()
-      made[id] = true
       return hand(K, A, worker, waiting)
     end
     handing = false
   end
-  made[id] = true
   local seq = add_job(K, A)
   if not answer then
     answer = lane_append(K[4], K[5], K[6], K[7], K[8], K[9], K[10], id, lane, A[8], A[10], active_job, waiting)
@@ -98,7 +84,6 @@ for i = 8, #ARGV, 4 do
   local ok, answer = pcall(submit, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   if not ok then
     answer = { 'error', type(answer) == 'table' and answer.err or tostring(answer) }
-    check_each = true
   end
   reply[k + 1] = #answer
   for j = 1, #answer do
