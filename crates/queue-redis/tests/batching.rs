@@ -1324,6 +1324,36 @@ async fn a_lane_whose_claim_answer_is_lost_runs_on_in_order_after_its_claim_ttl(
     assert_eq!(events, expected, "the lane's jobs ran in order, one at a time");
 }
 
+/// A lane whose head job was finished while its dispatch waited (as by a worker whose claim had
+/// run out) is moved on by the worker that claims the dispatch (a `FinishLane` claim). When that
+/// move's call never reaches Redis (the proxy drops it, and the connection with it), it is sent
+/// again: the lane's next job runs at once, not after the claim TTL (600 s; the manual clock
+/// never moves), and the finished head does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_move_that_never_reaches_redis_is_sent_again() {
+    let lane = LaneId::new("student:a:main").expect("lane");
+    let config = RedisBackendConfig { chat_concurrency: 1, ..RedisBackendConfig::default() };
+    let chats =
+        ["c1", "c2"].iter().map(|j| new_job(j, JobKind::Chat, Some(lane.as_str()), &Behavior::Ok)).collect();
+    let t = LostAnswer::new("lost-finish", config, chats).await;
+    // c1 claimed the idle lane at its submit and waits in `ready:chat`; its record is finished.
+    let c1 = t.keys.job(&id("c1"));
+    assert_eq!(t.server.command(&["HSET", &c1, "state", "done|0|0|1000000"]), "0");
+    // The lane store's `finish` is the worker's only call that names the lane's waiting list.
+    t.proxy.arm_request(&[&t.keys.lane_waiting(&lane)]);
+    t.worker.start().await.expect("start");
+    eventually("c2 is done", Duration::from_secs(20), || async {
+        status(&t.rig.store, "c2").await == JobStatus::Done
+    })
+    .await;
+    assert_eq!(t.proxy.lost(), 1, "the first move was lost");
+    assert_eq!(t.rig.handler.invocations(&id("c1")), 0, "the finished head did not run");
+    assert_eq!(t.rig.handler.invocations(&id("c2")), 1);
+    assert_eq!(t.worker.stats().lease_expiries, 0, "no claim ran out");
+    t.worker.stop().await.expect("stop");
+    t.producer.stop().await.expect("stop producer");
+}
+
 /// A worker claims non-chat jobs under the short lease and lengthens it to a full one while it
 /// holds them: a job that runs for longer than the short lease keeps its lease, runs once and is
 /// not reaped. (The clock is a manual one: the test moves it past the short lease, and the lease

@@ -8,8 +8,9 @@ use std::thread;
 
 use crate::RedisServer;
 
-/// The patterns of the request whose answer is to be lost, until one is.
-type Armed = Arc<Mutex<Option<Vec<Vec<u8>>>>>;
+/// What the proxy is armed to lose, until it has: the patterns of the request, and whether the
+/// request itself is lost (`true`) or only its answer.
+type Armed = Arc<Mutex<Option<(Vec<Vec<u8>>, bool)>>>;
 
 /// A TCP proxy on a free loopback port in front of a Redis server, which loses one answer on
 /// purpose: once armed, the first request that contains every one of its patterns is passed to
@@ -61,13 +62,24 @@ impl LossyProxy {
         format!("redis://{}", self.addr)
     }
 
-    /// Loses the answer to the next request that contains all of `patterns`.
+    /// Loses the answer to the next request that contains all of `patterns`: Redis runs the
+    /// request, and the client's connection is closed when Redis answers it.
     pub fn arm(&self, patterns: &[&str]) {
-        let patterns = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
-        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some(patterns);
+        self.set(patterns, false);
     }
 
-    /// How many answers the proxy has lost.
+    /// Loses the next request that contains all of `patterns` itself: the client's connection
+    /// is closed in its place, and Redis never sees it.
+    pub fn arm_request(&self, patterns: &[&str]) {
+        self.set(patterns, true);
+    }
+
+    fn set(&self, patterns: &[&str], request: bool) {
+        let patterns = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some((patterns, request));
+    }
+
+    /// How many requests or answers the proxy has lost.
     #[must_use]
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::SeqCst)
@@ -87,29 +99,36 @@ impl Drop for LossyProxy {
 /// until either side closes. Both streams are cut into whole RESP values: the n-th reply answers
 /// the n-th request. When a request matches the armed patterns, its reply is not passed on: the
 /// proxy closes both connections instead, once Redis has sent it (so Redis has run the request,
-/// and every earlier request on the connection got its answer).
+/// and every earlier request on the connection got its answer). Armed to lose the request
+/// itself, the proxy closes both connections in its place, without passing it on.
 fn pump(client: TcpStream, server: TcpStream, armed: Armed, lost: Arc<AtomicU64>) {
     // The 1-based number of the request whose answer is to be lost (0: none).
     let doomed = Arc::new(AtomicU64::new(0));
     let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone()) else { return };
-    let mark = Arc::clone(&doomed);
+    let (mark, drop_lost) = (Arc::clone(&doomed), Arc::clone(&lost));
     thread::spawn(move || {
         let mut requests = Values::default();
         let mut buf = vec![0_u8; 1 << 16];
-        while let Ok(n @ 1..) = from_client.read(&mut buf) {
+        'copy: while let Ok(n @ 1..) = from_client.read(&mut buf) {
             for request in requests.push(&buf[..n]) {
                 let mut armed = armed.lock().unwrap_or_else(PoisonError::into_inner);
-                let hit = armed.as_ref().is_some_and(|patterns| {
+                let hit = armed.as_ref().filter(|(patterns, _)| {
                     patterns.iter().all(|p| request.bytes.windows(p.len()).any(|w| w == p.as_slice()))
                 });
-                if hit {
+                if let Some(&(_, lose_request)) = hit {
                     *armed = None;
+                    if lose_request {
+                        drop_lost.fetch_add(1, Ordering::SeqCst);
+                        let _ = from_client.shutdown(Shutdown::Both);
+                        break 'copy;
+                    }
                     mark.store(request.number, Ordering::SeqCst);
                 }
-            }
-            // Forwarded after the mark: its reply cannot come back before the mark is set.
-            if to_server.write_all(&buf[..n]).is_err() {
-                break;
+                drop(armed);
+                // Forwarded after the mark: its reply cannot come back before the mark is set.
+                if to_server.write_all(&request.bytes).is_err() {
+                    break 'copy;
+                }
             }
         }
         let _ = to_server.shutdown(Shutdown::Both);

@@ -383,7 +383,7 @@ fn send_raw(conn: &mut std::net::TcpStream, command: &[&str]) -> String {
 }
 
 #[test]
-fn a_lossy_proxy_passes_commands_through_and_loses_the_answer_it_is_armed_for_after_redis_ran_it() {
+fn a_lossy_proxy_passes_commands_through_and_loses_the_answer_or_the_request_it_is_armed_for() {
     let server = RedisServer::start();
     let proxy = redis_harness::LossyProxy::start(&server);
     let addr = proxy.url().trim_start_matches("redis://").to_owned();
@@ -416,4 +416,10 @@ fn a_lossy_proxy_passes_commands_through_and_loses_the_answer_it_is_armed_for_af
     let mut again = std::net::TcpStream::connect(&addr).expect("a new connection");
     again.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     assert_eq!(send_raw(&mut again, &["SET", "doomed", "2"]), "+OK\r\n", "one answer only is lost");
+    // Armed to lose a request itself: the connection is closed in its place, and Redis never
+    // sees it.
+    proxy.arm_request(&["SET", "never-sent"]);
+    assert_eq!(send_raw(&mut again, &["SET", "never-sent", "1"]), "", "no answer");
+    assert_eq!(proxy.lost(), 3);
+    assert_eq!(server.command(&["EXISTS", "never-sent"]), "0", "Redis did not run it");
 }
