@@ -1723,23 +1723,8 @@ impl Inner {
                 while timers.try_join_next().is_some() {}
                 timers.spawn(async move {
                     tokio::time::sleep(backoff).await;
-                    // Sent again while Redis does not answer: otherwise the lane would wait for
-                    // its claim to run out before its job ran again.
-                    match me
-                        .resend("queue the lane's job again", &claim.job_id, || me.deps.lanes.reclaim(&claim))
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e @ QueueError::StaleLease { .. }) => {
-                            debug!(error = %e, "retry superseded (the reaper re-dispatched the job)");
-                        }
-                        Err(e) => warn!(
-                            lane = %claim.lane_id,
-                            job = %claim.job_id,
-                            error = %e,
-                            "could not queue the lane's job again; the reaper will once its claim runs out"
-                        ),
-                    }
+                    me.move_lane("queue the lane's job again", &claim, || me.deps.lanes.reclaim(&claim))
+                        .await;
                     lock(&me.held).remove(&claim.job_id);
                 });
             }
@@ -2052,21 +2037,35 @@ impl Inner {
         }
     }
 
-    /// Moves a lane on past its finished head (a `FinishLane` claim): the lane store's script
-    /// fences the claim and dispatches the next job. Sent again while Redis does not answer: a
-    /// lane whose move is lost waits for its claim to run out (the claim TTL, 10 minutes by
-    /// default) before the reaper moves it on.
-    async fn advance_lane(&self, claim: &LaneClaim) {
-        match self.resend("move the lane on", &claim.job_id, || self.deps.lanes.finish(claim)).await {
+    /// Moves `claim`'s lane with `call`, a lane store call fenced on the claim (`what` names it),
+    /// sent again while Redis does not answer ([`Self::resend`]): a lane whose move is lost waits
+    /// for its claim to run out (the claim TTL, 10 minutes by default) before the reaper moves
+    /// it on. A stale claim means the lane has moved on already (the reaper re-dispatched its
+    /// job, or a first call ran and only its answer was lost).
+    async fn move_lane<T, F: Future<Output = QueueResult<T>>>(
+        &self,
+        what: &str,
+        claim: &LaneClaim,
+        call: impl FnMut() -> F,
+    ) {
+        match self.resend(what, &claim.job_id, call).await {
             Ok(_) => {}
-            Err(e @ QueueError::StaleLease { .. }) => debug!(error = %e, "lane already moved on"),
+            Err(e @ QueueError::StaleLease { .. }) => {
+                debug!(error = %e, "could not {what}: the lane moved on already")
+            }
             Err(e) => warn!(
                 lane = %claim.lane_id,
                 job = %claim.job_id,
                 error = %e,
-                "could not move the lane on; the reaper will once its claim runs out"
+                "could not {what}; the reaper will once its claim runs out"
             ),
         }
+    }
+
+    /// Moves a lane on past its finished head (a `FinishLane` claim): the lane store's script
+    /// fences the claim and dispatches the next job.
+    async fn advance_lane(&self, claim: &LaneClaim) {
+        self.move_lane("move the lane on", claim, || self.deps.lanes.finish(claim)).await;
     }
 
     async fn reaper_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {

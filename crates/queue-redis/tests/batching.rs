@@ -1402,6 +1402,15 @@ async fn a_long_job_claimed_under_the_short_lease_gets_a_full_lease_while_it_run
     producer.stop().await.expect("stop producer");
 }
 
+/// Holds every write on `server` for 3 s (`CLIENT PAUSE WRITE`: past the pool's 2 s wait for an
+/// answer, so that a call sent meanwhile fails), does `during`, and returns once the pause is
+/// over (a write of the test's own waits for it).
+fn while_writes_are_held(server: &RedisServer, during: impl FnOnce()) {
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
+    during();
+    assert_eq!(server.command(&["SET", "probe-after-the-pause", "1"]), "OK");
+}
+
 /// An outcome call that fails (here: Redis holds every write for 3 s, `CLIENT PAUSE WRITE`, past
 /// the pool's 2 s wait for an answer) is sent again, fenced as every outcome is: the job's
 /// outcome is recorded once Redis answers, and the job does not wait out its lease (600 s,
@@ -1423,10 +1432,7 @@ async fn an_outcome_call_that_fails_is_sent_again_and_the_job_runs_once() {
         rig.handler.in_flight() == [first.clone()]
     })
     .await;
-    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
-    rig.handler.open("g");
-    // A write of the test's own waits for the pause to end.
-    assert_eq!(server.command(&["SET", "outcome-again:probe", "1"]), "OK");
+    while_writes_are_held(&server, || rig.handler.open("g"));
     eventually("both jobs are done", Duration::from_secs(20), || async {
         status(&rig.store, "first").await == JobStatus::Done
             && status(&rig.store, "next").await == JobStatus::Done
@@ -1469,9 +1475,7 @@ async fn a_lanes_retry_call_that_fails_is_sent_again_and_the_lane_moves_on() {
         rig.handler.invocations(&c1) == 1 && status(&rig.store, "c1").await == JobStatus::Queued
     })
     .await;
-    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000", "WRITE"]), "OK");
-    // A write of the test's own waits for the pause to end.
-    assert_eq!(server.command(&["SET", "reclaim-again:probe", "1"]), "OK");
+    while_writes_are_held(&server, || {});
     eventually("both jobs are done", Duration::from_secs(20), || async {
         status(&rig.store, "c1").await == JobStatus::Done && status(&rig.store, "c2").await == JobStatus::Done
     })
