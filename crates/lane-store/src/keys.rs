@@ -64,7 +64,7 @@ impl TenantKeys {
         self.k(&format!("lane:{lane}:recent"))
     }
 
-    /// LIST of chat claims ready for a worker (`epoch|job|lane`); lane scripts push to it.
+    /// LIST of chat claims ready for a worker (`epoch:deadline|job|lane`); lane scripts push to it.
     #[must_use]
     pub fn chat_ready(&self) -> String {
         self.ready(JobKind::Chat)

@@ -71,20 +71,26 @@ const RESET_BATCH: usize = 100;
 /// The `(lane, job, epoch, deadline, waiting)` row a snapshot script returns per lane.
 type SnapshotRow = (String, String, String, String, Vec<String>);
 
-/// Reads a claim handed to the chat workers (`"{epoch}|{job}|{lane}"`, as pushed to
+/// Reads a claim handed to the chat workers (`"{epoch}:{deadline}|{job}|{lane}"`, as pushed to
 /// [`TenantKeys::chat_ready`] by a store built [`with_dispatch`](RedisLaneStore::with_dispatch)).
 ///
-/// The lease deadline is not part of the string (it changes with every renewal): the returned
-/// claim's `lease_deadline_ms` is 0. Fencing needs only the job and the epoch.
+/// The deadline is the claim's lease deadline when it was pushed (the claim is renewed only
+/// once a worker runs it). An entry pushed by a version before the deadline was part of it,
+/// `"{epoch}|{job}|{lane}"`, is read too, with `lease_deadline_ms` 0.
 ///
 /// Returns `None` for anything else, including ids that break their rule.
 #[must_use]
 pub fn parse_dispatch(s: &str) -> Option<LaneClaim> {
     let mut parts = s.splitn(3, '|');
-    let epoch = parts.next()?.parse().ok()?;
+    let head = parts.next()?;
+    let (epoch, deadline) = match head.split_once(':') {
+        Some((epoch, deadline)) => (epoch, deadline.parse().ok()?),
+        None => (head, 0),
+    };
+    let epoch = epoch.parse().ok()?;
     let job_id = JobId::new(parts.next()?).ok()?;
     let lane_id = LaneId::new(parts.next()?).ok()?;
-    Some(LaneClaim { job_id, lane_id, epoch, lease_deadline_ms: 0 })
+    Some(LaneClaim { job_id, lane_id, epoch, lease_deadline_ms: deadline })
 }
 
 /// What an enqueue made now passes to the Lua of [`ENQUEUE_FN`], from the store's configuration
@@ -109,6 +115,9 @@ pub struct RedisLaneStore {
     keys: TenantKeys,
     /// `lw:{tenant}:lane:`: what scripts prefix to a lane id they find, to build its keys.
     lane_key_prefix: String,
+    /// `lw:{tenant}:job:`: what the reap script prefixes to a job id to find its record (with
+    /// dispatch on, see `reap.lua`).
+    job_key_prefix: String,
     /// Fingerprint windows of lanes that may hold no job (so are not in `lanes`), for `reset`.
     recent_lanes_key: String,
     config: LaneStoreConfig,
@@ -123,6 +132,7 @@ impl RedisLaneStore {
     pub fn new(pool: RedisPool, tenant: &TenantId, config: LaneStoreConfig, clock: SharedClock) -> Self {
         let keys = TenantKeys::new(tenant);
         let lane_key_prefix = format!("{}lane:", keys.prefix());
+        let job_key_prefix = format!("{}job:", keys.prefix());
         // Not a lane key and not in `TenantKeys`: only this store reads it. Same hash tag.
         let recent_lanes_key = format!("{}recent_lanes", keys.prefix());
         Self {
@@ -130,6 +140,7 @@ impl RedisLaneStore {
             tenant: tenant.clone(),
             keys,
             lane_key_prefix,
+            job_key_prefix,
             recent_lanes_key,
             config,
             clock,
@@ -139,9 +150,13 @@ impl RedisLaneStore {
 
     /// With `on`, every claim the store creates (enqueue into an idle lane, finish handing over to
     /// the next job, reclaim, reap) is also pushed, in the same script, onto
-    /// [`TenantKeys::chat_ready`] as `"{epoch}|{job}|{lane}"` (see [`parse_dispatch`]) with a wake
-    /// token on [`TenantKeys::signal`]`(Chat)` (kept to 64): the Redis backend's chat workers
-    /// consume that list, so a claim cannot be lost between the lane store and the queue.
+    /// [`TenantKeys::chat_ready`] as `"{epoch}:{deadline}|{job}|{lane}"` (see [`parse_dispatch`])
+    /// with a wake token on [`TenantKeys::signal`]`(Chat)` (kept to 64): the Redis backend's chat
+    /// workers consume that list, so a claim cannot be lost between the lane store and the queue.
+    ///
+    /// The store is then the Redis backend's, and a reap also writes the new epoch into the
+    /// re-claimed job's record ([`TenantKeys::job`], its `state` field, when `queued` or
+    /// `processing`): the backend fences outcomes and dispatches on the record's epoch.
     #[must_use]
     pub fn with_dispatch(mut self, on: bool) -> Self {
         self.dispatch = on;
@@ -429,7 +444,8 @@ impl RedisLaneStore {
                         .arg(deadline)
                         .arg(&self.lane_key_prefix)
                         .arg(REAP_BATCH)
-                        .arg(self.dispatch_arg()),
+                        .arg(self.dispatch_arg())
+                        .arg(&self.job_key_prefix),
                 )
                 .await?;
             let scanned: usize = number("reaped lanes", field(&out, 0))?;

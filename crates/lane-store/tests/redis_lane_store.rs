@@ -99,7 +99,7 @@ fn ready_entries(server: &RedisServer, keys: &TenantKeys) -> Vec<String> {
 }
 
 fn dispatched(claim: &LaneClaim) -> String {
-    format!("{}|{}|{}", claim.epoch, claim.job_id, claim.lane_id)
+    format!("{}:{}|{}|{}", claim.epoch, claim.lease_deadline_ms, claim.job_id, claim.lane_id)
 }
 
 #[tokio::test]
@@ -150,10 +150,76 @@ async fn with_dispatch_every_claim_is_pushed_once_for_the_workers_and_a_no_op_pu
     let claims = [&a, &b, &reaped[0]];
     for claim in claims {
         let from_list = parsed.iter().find(|p| p.epoch == claim.epoch).unwrap();
-        assert_eq!(from_list, &LaneClaim { lease_deadline_ms: 0, ..claim.clone() });
+        assert_eq!(from_list, claim, "the entry carries the claim, its lease deadline too");
     }
     let tokens = server.command(&["LLEN", &keys.signal(JobKind::Chat)]);
     assert_eq!(tokens, "4", "one wake token per claim");
+}
+
+#[test]
+fn a_dispatch_is_read_with_its_deadline_and_one_pushed_before_the_deadline_was_in_it_without() {
+    let claim = |deadline| LaneClaim {
+        job_id: job("j-1"),
+        lane_id: lane("student:s1:main"),
+        epoch: 42,
+        lease_deadline_ms: deadline,
+    };
+    assert_eq!(parse_dispatch("42:1600000|j-1|student:s1:main"), Some(claim(1_600_000)));
+    assert_eq!(parse_dispatch("42|j-1|student:s1:main"), Some(claim(0)));
+    for bad in ["", "42", "42:|j-1|l", "x:1|j-1|l", "42:x|j-1|l", "42:1|j-1", "42:1||l"] {
+        assert_eq!(parse_dispatch(bad), None, "{bad:?} was read");
+    }
+}
+
+/// With dispatch on, the store is the Redis backend's: a reap writes the new epoch into the
+/// re-claimed job's record, whose `state` is `<status>|<epoch>|<attempt>|<updated>`, when it is
+/// queued or running, and leaves a finished record and a missing one alone.
+#[tokio::test]
+async fn with_dispatch_a_reap_moves_the_epoch_of_a_queued_or_running_record_and_no_other() {
+    let server = shared_server();
+    let clock = ManualClock::new(1_000_000);
+    let store = store_on(&server.url(), &fresh_tenant("stamp"), config(), &clock).with_dispatch(true);
+    let keys = store.keys().clone();
+    let states = [
+        ("queued", "queued|0|0|900"),
+        ("running", "processing|7|2|950"),
+        ("finished", "done|7|1|990"),
+        ("missing", ""),
+    ];
+    let mut claims = Vec::new();
+    for (name, state) in states {
+        let id = job(name);
+        claims.push(store.enqueue(&id, &lane(name)).await.unwrap().dispatch.unwrap());
+        // Written after the enqueue, which refuses a job whose record is finished.
+        if !state.is_empty() {
+            server.command(&["HSET", &keys.job(&id), "state", state, "kind", "chat"]);
+        }
+    }
+    clock.advance(TTL_MS);
+    let reaped = store.reap_expired().await.unwrap();
+    assert_eq!(reaped.len(), 4);
+    let epoch_of = |name: &str| reaped.iter().find(|c| c.job_id == job(name)).unwrap().epoch;
+    let state_of = |name: &str| server.command(&["HGET", &keys.job(&job(name)), "state"]);
+    assert_eq!(state_of("queued"), format!("queued|{}|0|900", epoch_of("queued")));
+    assert_eq!(state_of("running"), format!("processing|{}|2|950", epoch_of("running")));
+    assert_eq!(state_of("finished"), "done|7|1|990");
+    assert_eq!(server.command(&["EXISTS", &keys.job(&job("missing"))]), "0", "a record was made");
+    for (claim, reclaimed) in claims.iter().zip(&reaped) {
+        assert!(reclaimed.epoch > claim.epoch);
+    }
+}
+
+#[tokio::test]
+async fn without_dispatch_a_reap_leaves_job_records_alone() {
+    let server = shared_server();
+    let clock = ManualClock::new(1_000_000);
+    let store = store_on(&server.url(), &fresh_tenant("nostamp"), config(), &clock);
+    let keys = store.keys().clone();
+    server.command(&["HSET", &keys.job(&job("a")), "state", "processing|7|2|950"]);
+    store.enqueue(&job("a"), &lane("l")).await.unwrap();
+    clock.advance(TTL_MS);
+    assert_eq!(store.reap_expired().await.unwrap().len(), 1);
+    assert_eq!(server.command(&["HGET", &keys.job(&job("a")), "state"]), "processing|7|2|950");
 }
 
 #[tokio::test]

@@ -498,6 +498,47 @@ async fn a_chat_start_restarts_a_lease_that_ran_down_and_leaves_a_fresh_one_alon
     producer.stop().await.expect("stop producer");
 }
 
+/// A dispatch is pushed as `epoch:deadline|job|lane`, and a worker claims it without reading the
+/// lane's claim (the record's epoch fences it). One pushed by a version before the deadline was
+/// in the entry (`epoch|job|lane`) is still claimed, checked against the lane's claim: a current
+/// one runs, a stale one is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_in_the_format_before_its_deadline_was_in_it_is_still_claimed_and_checked() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let lanes = LaneStoreConfig { claim_ttl_ms: 10_000, ..LaneStoreConfig::default() };
+    let rig = Rig::with(&server, "old-dispatch", Arc::new(clock.clone()), lanes);
+    let (store, handler) = (rig.store.clone(), &rig.handler);
+    let producer = rig.producer().await;
+    producer.submit(store.clone(), chat("a1", "student:a:main")).await.expect("submit a1");
+    producer.submit(store.clone(), chat("b1", "student:b:main")).await.expect("submit b1");
+    let keys = TenantKeys::new(&rig.tenant);
+    let epoch_of =
+        |lane: &str| server.command(&["HGET", &keys.lane_active(&LaneId::new(lane).expect("lane")), "epoch"]);
+    let (a, b) = (epoch_of("student:a:main"), epoch_of("student:b:main"));
+    assert_eq!(
+        server.command(&["LRANGE", &keys.chat_ready(), "0", "-1"]),
+        format!("{a}:1010000|a1|student:a:main\n{b}:1010000|b1|student:b:main")
+    );
+    // a1's dispatch as the version before wrote it, and a stale one of b1's in that format.
+    server.command(&["LSET", &keys.chat_ready(), "0", &format!("{a}|a1|student:a:main")]);
+    server.command(&["LPUSH", &keys.chat_ready(), &format!("{a}|b1|student:b:main")]);
+
+    // Slots for all three entries: the worker's first claim takes them in one call.
+    let backend = rig.backend(RedisBackendConfig { chat_concurrency: 4, ..RedisBackendConfig::default() });
+    backend.start().await.expect("start");
+    eventually("both chat jobs done", Duration::from_secs(20), || async {
+        store.counts(JobKind::Chat).await.expect("counts").done == 2
+    })
+    .await;
+    for id in ["a1", "b1"] {
+        assert_eq!(handler.invocations(&JobId::new(id).expect("id")), 1, "{id} ran more than once");
+    }
+    assert_eq!(server.command(&["LLEN", &keys.chat_ready()]), "0");
+    backend.stop().await.expect("stop");
+    producer.stop().await.expect("stop producer");
+}
+
 /// A chat job of `lane` for the chat-submit tests.
 fn chat(id: &str, lane: &str) -> NewJob {
     new_job(id, JobKind::Chat, Some(lane), &Behavior::Ok)
@@ -723,7 +764,7 @@ async fn chat_submits_keep_their_lane_order_and_an_idle_lane_claims_its_first() 
     assert_eq!(server.command(&["ZSCORE", &keys.lanes(), lane]), "0");
     assert_eq!(server.command(&["LRANGE", &keys.lane_waiting(&lane_id), "0", "-1"]), "c2\nc3\nc4");
     let ready = server.command(&["LRANGE", &keys.chat_ready(), "0", "-1"]);
-    assert_eq!(ready.lines().last(), Some(format!("{epoch}|c1|{lane}").as_str()), "dispatched");
+    assert_eq!(ready.lines().last(), Some(format!("{epoch}:1010000|c1|{lane}").as_str()), "dispatched");
     assert_eq!(ready.lines().count(), 2, "one dispatch per claimed lane (warm, then c1)");
     assert_eq!(server.command(&["LLEN", &keys.signal(JobKind::Chat)]), "2", "a wake-up per dispatch");
     // Sequence numbers follow submission order.

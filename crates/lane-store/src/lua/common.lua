@@ -19,9 +19,16 @@ end
 
 -- With dispatch on ('1'), hands the new claim to the Redis backend's chat workers in the same
 -- script as the claim itself, so a claim can never be lost between the lane store and the queue.
-local function push_dispatch(on, ready_key, signal_key, epoch, job, lane)
+-- The entry is `<epoch>:<deadline>|<job>|<lane>` (`dispatch_entry`; `parse_dispatch` in
+-- redis_store.rs reads it): the claim's lease deadline travels with it, so that the worker that
+-- claims it knows how much of the lease is left without reading the lane's claim.
+local function dispatch_entry(epoch, deadline, job, lane)
+  return epoch .. ':' .. deadline .. '|' .. job .. '|' .. lane
+end
+
+local function push_dispatch(on, ready_key, signal_key, epoch, deadline, job, lane)
   if on == '1' then
-    redis.call('RPUSH', ready_key, epoch .. '|' .. job .. '|' .. lane)
+    redis.call('RPUSH', ready_key, dispatch_entry(epoch, deadline, job, lane))
     -- Tokens beyond 64 would wake no one more; the list is cut back to 64 only when a push
     -- takes it past 128, so a push onto a full list is one command 63 times in 64 (as the
     -- Redis backend's `wake` does).

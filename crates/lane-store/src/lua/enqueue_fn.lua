@@ -47,6 +47,6 @@ local function lane_append(lanes_key, leases_key, epoch_key, active_key, waiting
   -- No active claim means an idle lane: every script keeps "waiting jobs imply an active claim".
   local epoch = claim(active_key, leases_key, epoch_key, job, lane, deadline)
   redis.call('ZADD', lanes_key, '0', lane)
-  push_dispatch(dispatch, ready_key, signal_key, epoch, job, lane)
+  push_dispatch(dispatch, ready_key, signal_key, epoch, deadline, job, lane)
   return {'claimed', 0, waiting + 1, epoch}
 end

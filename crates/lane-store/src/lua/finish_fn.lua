@@ -14,7 +14,7 @@ local function finish_lane(lanes_key, leases_key, epoch_key, active_key, waiting
   local next_job = redis.call('LPOP', waiting_key)
   if next_job then
     local next_epoch = claim(active_key, leases_key, epoch_key, next_job, lane, deadline, add_lease)
-    push_dispatch(dispatch, ready_key, signal_key, next_epoch, next_job, lane)
+    push_dispatch(dispatch, ready_key, signal_key, next_epoch, deadline, next_job, lane)
     return {'next', next_job, next_epoch}
   end
   -- Idle now: leave nothing behind (LPOP of the last element already removed the list).

@@ -7,5 +7,5 @@ if current then
   return {'stale', current}
 end
 local epoch = claim(KEYS[3], KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4])
-push_dispatch(ARGV[5], KEYS[4], KEYS[5], epoch, ARGV[1], ARGV[3])
+push_dispatch(ARGV[5], KEYS[4], KEYS[5], epoch, ARGV[4], ARGV[1], ARGV[3])
 return {'ok', epoch}

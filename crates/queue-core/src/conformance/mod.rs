@@ -97,6 +97,7 @@ macro_rules! conformance_tests {
             lanes_run_in_order_one_job_at_a_time,
             a_long_job_renews_its_lease_and_keeps_its_lane,
             an_expired_lease_is_reaped_and_the_late_result_is_rejected,
+            a_late_result_before_the_reclaimed_job_restarts_is_rejected,
             a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease,
             a_failing_head_is_dead_lettered_and_the_lane_moves_on,
             a_retried_job_keeps_its_place_at_the_head,

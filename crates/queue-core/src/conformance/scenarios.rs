@@ -347,6 +347,46 @@ pub async fn an_expired_lease_is_reaped_and_the_late_result_is_rejected(factory:
     rig.backend.stop().await.expect("stop");
 }
 
+/// G3 + G4: the late result comes after the reaper re-claimed the lane but before anyone has
+/// started the re-dispatched job (the only chat slot is the stalled one's): it is rejected all
+/// the same, and the job then runs under the new claim, once.
+pub async fn a_late_result_before_the_reclaimed_job_restarts_is_rejected(factory: &dyn RigFactory) {
+    let h = RecordingHandler::new();
+    let options = RigOptions { heartbeats: false, chat_workers: 1, ..RigOptions::default() };
+    let ttl = options.lanes.claim_ttl_ms;
+    let rig = factory.build(handlers(&h), options).await;
+    let l = "student:late:main";
+    submit_chat(&rig, "stall", l, &Behavior::GateFirst("stall".into())).await.expect("submit");
+    submit_chat(&rig, "after", l, &Behavior::Ok).await.expect("submit");
+    wait_started(&h, "stall", 1).await;
+    let first_epoch =
+        rig.lanes.snapshot(None, 10).await.expect("snapshot")[0].active.as_ref().expect("active claim").epoch;
+
+    rig.clock.advance(ttl + 1);
+    let lanes = rig.lanes.clone();
+    wait_until("the reaper re-claims the lane", || {
+        let lanes = lanes.clone();
+        async move {
+            let snapshot = lanes.snapshot(None, 10).await.expect("snapshot");
+            snapshot[0].active.as_ref().is_some_and(|c| c.epoch > first_epoch)
+        }
+    })
+    .await;
+    assert_eq!(h.invocations(&job("stall")), 1, "the re-claimed job started beside the stalled one");
+    // The stalled worker ends its job now, with its lease gone and the new claim not yet started.
+    h.open("stall");
+    wait_status(&rig, "after", JobStatus::Done).await;
+    let stalled = record(&rig, "stall").await;
+    assert_eq!(stalled.status, JobStatus::Done);
+    assert_eq!(stalled.result, Some(json!({"job": "stall", "invocation": 2})), "the late result was written");
+    assert_eq!(h.invocations(&job("stall")), 2);
+    assert_eq!(h.invocations(&job("after")), 1);
+    assert_no_overlap(&h.events());
+    let order: Vec<String> = starts_in_lane(&h.events(), l).into_iter().map(|(j, _)| j).collect();
+    assert_eq!(order, ["stall", "stall", "after"]);
+    rig.backend.stop().await.expect("stop");
+}
+
 /// G2 + G3: a dispatch can wait for a free worker for most of its lease; the worker that takes
 /// it starts a fresh lease, so the reaper does not hand the running job out a second time.
 pub async fn a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease(factory: &dyn RigFactory) {

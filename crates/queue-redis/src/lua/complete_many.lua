@@ -8,7 +8,11 @@
 -- the callers' order: the ready list is FIFO, so each caller gets the jobs it would have got by
 -- claiming right after its own outcome.
 -- An outcome is refused (and counted in `fenced`) unless the record is `processing` under the
--- caller's epoch and, for a chat job, its lane's active claim is still that job and epoch.
+-- caller's epoch. For a chat job that also means that its lane's active claim is still that job
+-- and epoch, which is not read: a chat record is `processing` under the epoch of the claim that
+-- started it, and its lane's claim leaves that job and epoch only by this script's outcome (the
+-- record ends or is queued for a retry), or by the lane reaper, which writes its new epoch into
+-- the record (the lane store's reap.lua).
 -- A non-chat job's slot claims up to `n` ready jobs of its kind (finish-and-claim-next). A chat
 -- job's final outcome moves its lane on (`finish_lane`): with `n` > 0, and no other lane's job
 -- waiting in ready:chat, the lane's next job is started here and handed to the same slot (no
@@ -87,13 +91,6 @@ for i = 5, #ARGV, 9 do
   end
   local ak = kind == 'chat' and prefix .. 'lane:' .. lane .. ':active'
   local answer
-  if kind == 'chat' then
-    local active = redis.call('HMGET', ak, 'job', 'epoch')
-    if active[1] ~= id or active[2] ~= epoch then
-      fenced = true
-      current = active[2] or current
-    end
-  end
   local at, chat_next = #answers + 1, nil
   if not state then
     answer = 'notfound'
@@ -112,7 +109,7 @@ for i = 5, #ARGV, 9 do
           waiting = redis.call('LLEN', KEYS[7])
         end
         local keep = n > 0 and waiting + dispatched == 0
-        -- The claim was checked above (the fence): finish_lane need not read it again. The
+        -- The claim is current (the fence above): finish_lane need not read it again. The
         -- next job's claim is made with the lease it runs under: start_chat leaves it. A next
         -- job for any worker is pushed with the others at the end (finish_lane does not push).
         local moved = finish_lane(KEYS[4], KEYS[5], KEYS[6], ak, prefix .. 'lane:' .. lane .. ':q', KEYS[7],
@@ -121,7 +118,7 @@ for i = 5, #ARGV, 9 do
           chat_next = { start_chat(b, prefix, KEYS[2], KEYS[5], moved[2], moved[3], lane, now, chat_ttl,
                                    next_deadline, true) }
         elseif moved[1] == 'next' then
-          batch_rpush(b, KEYS[7], moved[3] .. '|' .. moved[2] .. '|' .. lane)
+          batch_rpush(b, KEYS[7], dispatch_entry(moved[3], next_deadline, moved[2], lane))
           dispatched = dispatched + 1
         end
         local kept = chat_next and 1 or 0
