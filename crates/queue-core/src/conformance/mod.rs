@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
             an_expired_lease_is_reaped_and_the_late_result_is_rejected,
             a_late_result_before_the_reclaimed_job_restarts_is_rejected,
             a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease,
+            a_dispatch_that_waited_past_its_lease_runs_once_after_the_reaper_dispatched_it_again,
             a_failing_head_is_dead_lettered_and_the_lane_moves_on,
             a_retried_job_keeps_its_place_at_the_head,
             resubmitting_never_runs_a_job_twice,

@@ -387,6 +387,63 @@ pub async fn a_late_result_before_the_reclaimed_job_restarts_is_rejected(factory
     rig.backend.stop().await.expect("stop");
 }
 
+/// G2 + G3: a dispatch waits for a free worker past its whole lease, so the reaper re-claims its
+/// lane and dispatches the job again while the first dispatch still waits. Only one of the two
+/// may start the job: it runs once, never beside itself.
+pub async fn a_dispatch_that_waited_past_its_lease_runs_once_after_the_reaper_dispatched_it_again(
+    factory: &dyn RigFactory,
+) {
+    let h = RecordingHandler::new();
+    let options = RigOptions { heartbeats: false, chat_workers: 2, ..RigOptions::default() };
+    let ttl = options.lanes.claim_ttl_ms;
+    let rig = factory.build(handlers(&h), options).await;
+    // Both chat slots are busy, so b's dispatch waits.
+    for id in ["a1", "a2"] {
+        submit_chat(&rig, id, &format!("student:{id}:main"), &Behavior::GateFirst(id.into()))
+            .await
+            .expect("submit");
+        wait_started(&h, id, 1).await;
+    }
+    let b_lane = "student:b:main";
+    submit_chat(&rig, "b", b_lane, &Behavior::GateFirst("b".into())).await.expect("submit");
+    let b_epoch = |snapshot: &[crate::lane::LaneSnapshot]| {
+        snapshot
+            .iter()
+            .find(|s| s.lane_id.as_str() == b_lane)
+            .and_then(|s| s.active.as_ref())
+            .map(|c| c.epoch)
+    };
+    let first_epoch = b_epoch(&rig.lanes.snapshot(None, 10).await.expect("snapshot")).expect("b's claim");
+
+    rig.clock.advance(ttl + 1);
+    let lanes = rig.lanes.clone();
+    wait_until("the reaper re-claims b's lane", || {
+        let lanes = lanes.clone();
+        async move { b_epoch(&lanes.snapshot(None, 10).await.expect("snapshot")).is_some_and(|e| e > first_epoch) }
+    })
+    .await;
+    assert_eq!(h.invocations(&job("b")), 0, "b started while both slots were busy");
+    // The slots come free (the stalled results are refused) and take what waits, both of b's
+    // dispatches among it.
+    h.open("a1");
+    h.open("a2");
+    wait_started(&h, "b", 1).await;
+    wait_status(&rig, "a1", JobStatus::Done).await;
+    wait_status(&rig, "a2", JobStatus::Done).await;
+    // A negative cannot be awaited: watch b for a while (it blocks at its first run, so a
+    // second start would run beside it).
+    let watch_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watch_until {
+        assert_eq!(h.invocations(&job("b")), 1, "b was started by both of its dispatches");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.open("b");
+    wait_status(&rig, "b", JobStatus::Done).await;
+    assert_eq!(h.invocations(&job("b")), 1);
+    assert_no_overlap(&h.events());
+    rig.backend.stop().await.expect("stop");
+}
+
 /// G2 + G3: a dispatch can wait for a free worker for most of its lease; the worker that takes
 /// it starts a fresh lease, so the reaper does not hand the running job out a second time.
 pub async fn a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease(factory: &dyn RigFactory) {
