@@ -173,7 +173,8 @@ fn a_dispatch_is_read_with_its_deadline_and_one_pushed_before_the_deadline_was_i
 
 /// With dispatch on, the store is the Redis backend's: a reap writes the new epoch into the
 /// re-claimed job's record, whose `state` is `<status>|<epoch>|<attempt>|<updated>`, when it is
-/// queued or running, and leaves a finished record and a missing one alone.
+/// queued or running (in a record written before that field, its `epoch` field), and leaves a
+/// finished record and a missing one alone.
 #[tokio::test]
 async fn with_dispatch_a_reap_moves_the_epoch_of_a_queued_or_running_record_and_no_other() {
     let server = shared_server();
@@ -185,25 +186,34 @@ async fn with_dispatch_a_reap_moves_the_epoch_of_a_queued_or_running_record_and_
         ("running", "processing|7|2|950"),
         ("finished", "done|7|1|990"),
         ("missing", ""),
+        ("legacy-running", "legacy"),
+        ("legacy-finished", "legacy"),
     ];
     let mut claims = Vec::new();
     for (name, state) in states {
         let id = job(name);
         claims.push(store.enqueue(&id, &lane(name)).await.unwrap().dispatch.unwrap());
         // Written after the enqueue, which refuses a job whose record is finished.
-        if !state.is_empty() {
+        if state == "legacy" {
+            // A record of a build before the `state` field: status and epoch apart.
+            let status = if name == "legacy-running" { "processing" } else { "done" };
+            server.command(&["HSET", &keys.job(&id), "status", status, "epoch", "7", "attempt", "2"]);
+        } else if !state.is_empty() {
             server.command(&["HSET", &keys.job(&id), "state", state, "kind", "chat"]);
         }
     }
     clock.advance(TTL_MS);
     let reaped = store.reap_expired().await.unwrap();
-    assert_eq!(reaped.len(), 4);
+    assert_eq!(reaped.len(), 6);
     let epoch_of = |name: &str| reaped.iter().find(|c| c.job_id == job(name)).unwrap().epoch;
     let state_of = |name: &str| server.command(&["HGET", &keys.job(&job(name)), "state"]);
     assert_eq!(state_of("queued"), format!("queued|{}|0|900", epoch_of("queued")));
     assert_eq!(state_of("running"), format!("processing|{}|2|950", epoch_of("running")));
     assert_eq!(state_of("finished"), "done|7|1|990");
     assert_eq!(server.command(&["EXISTS", &keys.job(&job("missing"))]), "0", "a record was made");
+    let legacy = |name: &str| server.command(&["HMGET", &keys.job(&job(name)), "epoch", "state"]);
+    assert_eq!(legacy("legacy-running"), format!("{}\n(nil)", epoch_of("legacy-running")));
+    assert_eq!(legacy("legacy-finished"), "7\n(nil)");
     for (claim, reclaimed) in claims.iter().zip(&reaped) {
         assert!(reclaimed.epoch > claim.epoch);
     }

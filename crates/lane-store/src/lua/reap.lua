@@ -10,10 +10,16 @@
 -- that epoch (complete_many.lua, claim_chat_fn.lua), without reading the lane's claim, so a
 -- re-claim must move it too: a `queued` or `processing` record gets the new epoch, and the
 -- worker whose lease ran out can no longer end the job, nor can an older dispatch of it start.
--- A finished record is left as it is (its dispatch tells the worker to move the lane on).
+-- A finished record is left as it is (its dispatch tells the worker to move the lane on). A record
+-- written before the `state` field keeps its status and epoch in fields of their own (the backend
+-- moves them into `state` when it first reads the record).
 local function stamp(record_key, epoch)
   local state = redis.call('HGET', record_key, 'state')
   if not state then
+    local status = redis.call('HGET', record_key, 'status')
+    if status == 'queued' or status == 'processing' then
+      redis.call('HSET', record_key, 'epoch', epoch)
+    end
     return
   end
   local status, rest = string.match(state, '^(%a+)|%d+|(.*)$')
