@@ -440,7 +440,10 @@ pub async fn a_dispatch_that_waited_past_its_lease_runs_once_after_the_reaper_di
     h.open("b");
     wait_status(&rig, "b", JobStatus::Done).await;
     assert_eq!(h.invocations(&job("b")), 1);
-    assert_no_overlap(&h.events());
+    // Only b's lane: a1's and a2's leases ran out while they stalled, so their second runs may
+    // start beside their first (the stalled worker counts as gone), as the reaper means them to.
+    let b_events: Vec<Event> = h.events().into_iter().filter(|e| e.lane.as_deref() == Some(b_lane)).collect();
+    assert_no_overlap(&b_events);
     rig.backend.stop().await.expect("stop");
 }
 
