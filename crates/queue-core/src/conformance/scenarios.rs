@@ -347,6 +347,23 @@ pub async fn an_expired_lease_is_reaped_and_the_late_result_is_rejected(factory:
     rig.backend.stop().await.expect("stop");
 }
 
+/// The epoch of `lane`'s active claim (`None` when it has none).
+async fn lane_epoch(rig: &Rig, lane: &str) -> Option<u64> {
+    let snapshot = rig.lanes.snapshot(None, 10).await.expect("snapshot");
+    snapshot.iter().find(|s| s.lane_id.as_str() == lane).and_then(|s| s.active.as_ref()).map(|c| c.epoch)
+}
+
+/// Moves the manual clock past `lane`'s claim TTL (`ttl`, ms) and waits until the reaper has
+/// re-claimed the lane under a new epoch.
+async fn let_the_reaper_reclaim(rig: &Rig, lane: &str, ttl: u64) {
+    let first = lane_epoch(rig, lane).await.expect("an active claim");
+    rig.clock.advance(ttl + 1);
+    wait_until(&format!("the reaper re-claims {lane}"), || async {
+        lane_epoch(rig, lane).await.is_some_and(|epoch| epoch > first)
+    })
+    .await;
+}
+
 /// G3 + G4: the late result comes after the reaper re-claimed the lane but before anyone has
 /// started the re-dispatched job (the only chat slot is the stalled one's): it is rejected all
 /// the same, and the job then runs under the new claim, once.
@@ -359,19 +376,7 @@ pub async fn a_late_result_before_the_reclaimed_job_restarts_is_rejected(factory
     submit_chat(&rig, "stall", l, &Behavior::GateFirst("stall".into())).await.expect("submit");
     submit_chat(&rig, "after", l, &Behavior::Ok).await.expect("submit");
     wait_started(&h, "stall", 1).await;
-    let first_epoch =
-        rig.lanes.snapshot(None, 10).await.expect("snapshot")[0].active.as_ref().expect("active claim").epoch;
-
-    rig.clock.advance(ttl + 1);
-    let lanes = rig.lanes.clone();
-    wait_until("the reaper re-claims the lane", || {
-        let lanes = lanes.clone();
-        async move {
-            let snapshot = lanes.snapshot(None, 10).await.expect("snapshot");
-            snapshot[0].active.as_ref().is_some_and(|c| c.epoch > first_epoch)
-        }
-    })
-    .await;
+    let_the_reaper_reclaim(&rig, l, ttl).await;
     assert_eq!(h.invocations(&job("stall")), 1, "the re-claimed job started beside the stalled one");
     // The stalled worker ends its job now, with its lease gone and the new claim not yet started.
     h.open("stall");
@@ -406,22 +411,7 @@ pub async fn a_dispatch_that_waited_past_its_lease_runs_once_after_the_reaper_di
     }
     let b_lane = "student:b:main";
     submit_chat(&rig, "b", b_lane, &Behavior::GateFirst("b".into())).await.expect("submit");
-    let b_epoch = |snapshot: &[crate::lane::LaneSnapshot]| {
-        snapshot
-            .iter()
-            .find(|s| s.lane_id.as_str() == b_lane)
-            .and_then(|s| s.active.as_ref())
-            .map(|c| c.epoch)
-    };
-    let first_epoch = b_epoch(&rig.lanes.snapshot(None, 10).await.expect("snapshot")).expect("b's claim");
-
-    rig.clock.advance(ttl + 1);
-    let lanes = rig.lanes.clone();
-    wait_until("the reaper re-claims b's lane", || {
-        let lanes = lanes.clone();
-        async move { b_epoch(&lanes.snapshot(None, 10).await.expect("snapshot")).is_some_and(|e| e > first_epoch) }
-    })
-    .await;
+    let_the_reaper_reclaim(&rig, b_lane, ttl).await;
     assert_eq!(h.invocations(&job("b")), 0, "b started while both slots were busy");
     // The slots come free (the stalled results are refused) and take what waits, both of b's
     // dispatches among it.
