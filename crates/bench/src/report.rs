@@ -173,7 +173,7 @@ pub const ROWS: &[(&str, &str, &str)] = &[
     ("w4", "W4 lanes × 5 chat jobs, concurrency 50", "jobs/s"),
     ("w4_cpu", "W4 worker CPU per job (the worker process alone)", "µs"),
     ("w4_wait", "W4 lanes with claiming ahead off", "jobs/s"),
-    ("w4_ratio", "W4 / W2 (what lanes cost)", "ratio"),
+    ("w4_ratio", "W4 / W2 (what lanes cost; each W4 drain over the W2 drain run just before it)", "ratio"),
     ("w5_enqueue_ratio", "W5 enqueue cost, big / small backlog", "ratio"),
     ("w5_claim_ratio", "W5 claim cost, big / small backlog", "ratio"),
     ("w5_mem", "W5 memory per queued job", "bytes"),

@@ -364,51 +364,39 @@ impl Bench {
         self.put(&format!("{row}_cpu.{col}"), Figure::of("µs", cpu));
     }
 
-    async fn w2(&mut self) -> BenchResult<()> {
+    /// One W2 drain on the embedded backend: a child process that enqueues behind a closed gate,
+    /// then drains.
+    async fn w2_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
+        self.progress(&format!("W2 drain · {col} ({} jobs)", self.p.w2_jobs), run);
+        let task = ChildTask::InlineDrain {
+            store,
+            shape: Shape::Plain { jobs: self.p.w2_jobs },
+            concurrency: self.p.concurrency,
+            producers: self.p.producers,
+            tmp: self.opts.tmp.clone(),
+        };
+        ChildProcess::spawn(&task, "inline W2 worker")?.result(CHILD_TIMEOUT).await
+    }
+
+    /// One W2 drain on Redis: the runner enqueues, a worker process drains. `ahead` false runs
+    /// the slots that wait for each outcome call (`claim_ahead_below: 0`).
+    async fn w2_redis(&mut self, run: usize, ahead: bool) -> BenchResult<ChildReport> {
         let jobs = self.p.w2_jobs;
-        for (col, store) in INLINE {
-            let mut reports = Vec::new();
-            for run in 0..self.runs() {
-                self.progress(&format!("W2 drain · {col} ({jobs} jobs)"), run);
-                let task = ChildTask::InlineDrain {
-                    store,
-                    shape: Shape::Plain { jobs },
-                    concurrency: self.p.concurrency,
-                    producers: self.p.producers,
-                    tmp: self.opts.tmp.clone(),
-                };
-                reports.push(ChildProcess::spawn(&task, "inline W2 worker")?.result(CHILD_TIMEOUT).await?);
-            }
-            self.put_drain("w2", col, &reports);
+        let shape = if ahead { "" } else { ", claiming ahead off" };
+        self.progress(&format!("W2 drain · redis ({jobs} jobs{shape})"), run);
+        self.flush();
+        let producer = self.producer().await?;
+        targets::enqueue_concurrent(&producer, jobs, self.p.producers, None).await?;
+        producer.kill().await;
+        let before = self.begin();
+        let mut worker = self.redis_worker(jobs, RecordKind::Counts, None, ahead)?;
+        worker.expect("done", CHILD_TIMEOUT).await?;
+        let after = self.end();
+        let report = worker.result(CHILD_TIMEOUT).await?;
+        if run == 0 && ahead {
+            self.track(&before, &after, "w2.redis", "W2 drain", jobs, report.cpu_s);
         }
-        // The backend's default (quick slots claim ahead), then slots that wait for each outcome
-        // call, as they all did before claiming ahead (`claim_ahead_below: 0`).
-        for ahead in [true, false] {
-            let mut reports = Vec::new();
-            for run in 0..self.runs() {
-                let shape = if ahead { "" } else { ", claiming ahead off" };
-                self.progress(&format!("W2 drain · redis ({jobs} jobs{shape})"), run);
-                self.flush();
-                let producer = self.producer().await?;
-                targets::enqueue_concurrent(&producer, jobs, self.p.producers, None).await?;
-                producer.kill().await;
-                let before = self.begin();
-                let mut worker = self.redis_worker(jobs, RecordKind::Counts, None, ahead)?;
-                worker.expect("done", CHILD_TIMEOUT).await?;
-                let after = self.end();
-                let report = worker.result(CHILD_TIMEOUT).await?;
-                if run == 0 && ahead {
-                    self.track(&before, &after, "w2.redis", "W2 drain", jobs, report.cpu_s);
-                }
-                reports.push(report);
-            }
-            if ahead {
-                self.put_drain("w2", "redis", &reports);
-            } else {
-                self.put_rate("w2_wait.redis", &reports);
-            }
-        }
-        Ok(())
+        Ok(report)
     }
 
     /// Jobs/s of each drain in `reports`.
@@ -517,88 +505,111 @@ impl Bench {
 
     // ----- W4 -----
 
-    async fn w4(&mut self) -> BenchResult<()> {
+    /// One W4 drain on the embedded backend; fails when a lane broke its order.
+    async fn w4_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
+        let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
+        self.progress(&format!("W4 lanes · {col} ({lanes} lanes × {per_lane})"), run);
+        let task = ChildTask::InlineDrain {
+            store,
+            shape: Shape::Lanes { lanes, per_lane },
+            concurrency: self.p.concurrency,
+            producers: self.p.producers,
+            tmp: self.opts.tmp.clone(),
+        };
+        let report = ChildProcess::spawn(&task, "inline W4 worker")?.result(CHILD_TIMEOUT).await?;
+        lanes_in_order(col, &report)?;
+        Ok(report)
+    }
+
+    /// One W4 drain on Redis (as [`Self::w2_redis`], with chat jobs in lanes); fails when a lane
+    /// broke its order.
+    async fn w4_redis(&mut self, run: usize, ahead: bool) -> BenchResult<ChildReport> {
         let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
         let jobs = lanes * per_lane;
-        let fail = |col: &str, problems: &[String]| -> BenchResult<()> {
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("W4 on {col}: lanes broke their order: {}", problems.join("; ")).into())
-            }
-        };
-        for (col, store) in INLINE {
-            let mut reports = Vec::new();
-            for run in 0..self.runs() {
-                self.progress(&format!("W4 lanes · {col} ({lanes} lanes × {per_lane})"), run);
-                let task = ChildTask::InlineDrain {
-                    store,
-                    shape: Shape::Lanes { lanes, per_lane },
-                    concurrency: self.p.concurrency,
-                    producers: self.p.producers,
-                    tmp: self.opts.tmp.clone(),
-                };
-                let report = ChildProcess::spawn(&task, "inline W4 worker")?.result(CHILD_TIMEOUT).await?;
-                fail(col, &report.lane_problems)?;
-                reports.push(report);
-            }
-            self.put_drain("w4", col, &reports);
-            self.say(&format!(
-                "  every one of {lanes} lanes ran in order without overlap, in every run ({col})"
-            ));
+        let shape = if ahead { "" } else { ", claiming ahead off" };
+        self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane}{shape})"), run);
+        self.flush();
+        let producer = self.producer().await?;
+        let before = self.begin();
+        targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
+        if run == 0 && ahead {
+            let after = self.end();
+            self.track(
+                &before,
+                &after,
+                "w4_enqueue.redis",
+                "W4 enqueue of chat jobs, 50 producers",
+                jobs,
+                0.0,
+            );
         }
-        // As for W2: the backend's default, then slots that wait for each outcome call.
-        for ahead in [true, false] {
-            let shape = if ahead { "" } else { ", claiming ahead off" };
-            let mut reports = Vec::new();
+        producer.kill().await;
+        let before = self.begin();
+        let mut worker = self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), ahead)?;
+        worker.expect("done", CHILD_TIMEOUT).await?;
+        let after = self.end();
+        let report = worker.result(CHILD_TIMEOUT).await?;
+        if run == 0 && ahead {
+            self.track(&before, &after, "w4.redis", "W4 drain of chat jobs in lanes", jobs, report.cpu_s);
+        }
+        lanes_in_order("redis", &report)?;
+        Ok(report)
+    }
+
+    /// W2 and W4, each wanted one, per column: with both, each W4 drain runs right after a W2
+    /// drain on the same backend, and W4 / W2 is the median of these pairs' ratios, so that a
+    /// shared machine's drift between the two workloads does not enter the ratio (run apart,
+    /// minutes lay between a column's W2 and W4 drains).
+    async fn drains(&mut self) -> BenchResult<()> {
+        let (w2, w4) = (self.opts.wants("w2"), self.opts.wants("w4"));
+        let lanes = self.p.w4_lanes;
+        let mut columns = Vec::new();
+        for (col, store) in INLINE {
+            let (mut r2, mut r4) = (Vec::new(), Vec::new());
             for run in 0..self.runs() {
-                self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane}{shape})"), run);
-                self.flush();
-                let producer = self.producer().await?;
-                let before = self.begin();
-                targets::enqueue_lanes(&producer, lanes, per_lane, self.p.producers).await?;
-                if run == 0 && ahead {
-                    let after = self.end();
-                    self.track(
-                        &before,
-                        &after,
-                        "w4_enqueue.redis",
-                        "W4 enqueue of chat jobs, 50 producers",
-                        jobs,
-                        0.0,
-                    );
+                if w2 {
+                    r2.push(self.w2_inline(col, store, run).await?);
                 }
-                producer.kill().await;
-                let before = self.begin();
-                let mut worker =
-                    self.redis_worker(jobs, RecordKind::Lanes, Some((lanes, per_lane)), ahead)?;
-                worker.expect("done", CHILD_TIMEOUT).await?;
-                let after = self.end();
-                let report = worker.result(CHILD_TIMEOUT).await?;
-                if run == 0 && ahead {
-                    self.track(
-                        &before,
-                        &after,
-                        "w4.redis",
-                        "W4 drain of chat jobs in lanes",
-                        jobs,
-                        report.cpu_s,
-                    );
+                if w4 {
+                    r4.push(self.w4_inline(col, store, run).await?);
                 }
-                fail("redis", &report.lane_problems)?;
-                reports.push(report);
+            }
+            columns.push((col, r2, r4));
+        }
+        // The backend's default (quick slots claim ahead), then slots that wait for each outcome
+        // call, as they all did before claiming ahead (`claim_ahead_below: 0`).
+        for ahead in [true, false] {
+            let (mut r2, mut r4) = (Vec::new(), Vec::new());
+            for run in 0..self.runs() {
+                if w2 {
+                    r2.push(self.w2_redis(run, ahead).await?);
+                }
+                if w4 {
+                    r4.push(self.w4_redis(run, ahead).await?);
+                }
             }
             if ahead {
-                self.put_drain("w4", "redis", &reports);
+                columns.push(("redis", r2, r4));
             } else {
-                self.put_rate("w4_wait.redis", &reports);
+                self.put_rate("w2_wait.redis", &r2);
+                self.put_rate("w4_wait.redis", &r4);
             }
-            self.say(&format!(
-                "  every one of {lanes} lanes ran in order without overlap, in every run (redis{shape})"
-            ));
         }
-        for col in ["mem", "sqlite", "redis"] {
-            self.ratio(&format!("w4_ratio.{col}"), &format!("w4.{col}"), &format!("w2.{col}"));
+        for (col, r2, r4) in columns {
+            if w2 {
+                self.put_drain("w2", col, &r2);
+            }
+            if w4 {
+                self.put_drain("w4", col, &r4);
+                self.say(&format!(
+                    "  every one of {lanes} lanes ran in order without overlap, in every run ({col})"
+                ));
+            }
+            let paired = match (self.fig(&format!("w4.{col}")), self.fig(&format!("w2.{col}"))) {
+                (Some(a), Some(b)) => a.paired_ratio_to(b),
+                _ => None,
+            };
+            self.put(&format!("w4_ratio.{col}"), paired);
         }
         Ok(())
     }
@@ -799,6 +810,15 @@ impl Bench {
 }
 
 /// The `p`th percentile of each run's µs samples, in ms.
+/// Fails the run when a W4 drain's lanes broke their order.
+fn lanes_in_order(col: &str, report: &ChildReport) -> BenchResult<()> {
+    if report.lane_problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("W4 on {col}: lanes broke their order: {}", report.lane_problems.join("; ")).into())
+    }
+}
+
 fn percentile_ms(runs: &[Vec<f64>], p: f64) -> Vec<f64> {
     runs.iter().filter_map(|l| percentile(l, p)).map(|us| us / 1_000.0).collect()
 }
@@ -838,8 +858,8 @@ pub async fn run(opts: Options) -> BenchResult<()> {
         bench.w1().await?;
         bench.w1_single_current_thread().await?;
     }
-    if bench.opts.wants("w2") {
-        bench.w2().await?;
+    if bench.opts.wants("w2") || bench.opts.wants("w4") {
+        bench.drains().await?;
     }
     bench.ratio("ratio.mem_w2_vs_tokio", "w2.mem", "base.tokio_w2");
     bench.ratio("ratio.redis_w1_single_vs_lpush", "w1_single.redis", "base.redis_lpush_serial");
@@ -850,9 +870,6 @@ pub async fn run(opts: Options) -> BenchResult<()> {
         bench.w3().await?;
     }
     bench.ratio("ratio.redis_w3_p50_vs_ping", "w3_p50.redis", "base.redis_ping_paced_p50");
-    if bench.opts.wants("w4") {
-        bench.w4().await?;
-    }
     if bench.opts.wants("w5") {
         bench.w5().await?;
     }

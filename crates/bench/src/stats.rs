@@ -66,6 +66,20 @@ impl Figure {
         self
     }
 
+    /// `self / other` for figures whose runs were made in pairs (the `i`-th run of each one
+    /// after the other): the figure of the pairs' ratios, so that its median and range are
+    /// those of real pairs. `None` unless both have the same number of runs and every run of
+    /// `other` is above zero.
+    #[must_use]
+    pub fn paired_ratio_to(&self, other: &Self) -> Option<Self> {
+        if self.samples.len() != other.samples.len() || other.samples.iter().any(|&b| b <= 0.0) {
+            return None;
+        }
+        let ratios = self.samples.iter().zip(&other.samples).map(|(a, b)| a / b).collect();
+        Self::of("ratio", ratios)
+            .map(|f| f.noted("the median of run-by-run pairs, each W4 drain right after a W2 drain"))
+    }
+
     /// `self / other` for figures from separate runs: the ratio of the medians, and the widest
     /// range the runs allow (`min/max` to `max/min`), since the runs are not paired.
     #[must_use]
@@ -114,6 +128,25 @@ mod tests {
         assert_eq!((f.median, f.min, f.max), (20.0, 10.0, 30.0));
         assert_eq!(f.samples, vec![30.0, 10.0, 20.0]);
         assert!(Figure::of("jobs/s", Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_ratio_of_paired_runs_is_the_median_of_the_pairs() {
+        // Drift that moves both figures of a pair together leaves their ratio alone.
+        let w4 = Figure::of("jobs/s", vec![30.0, 60.0, 45.0]).expect("w4");
+        let w2 = Figure::of("jobs/s", vec![50.0, 100.0, 60.0]).expect("w2");
+        let r = w4.paired_ratio_to(&w2).expect("ratio");
+        assert_eq!(r.unit, "ratio");
+        assert_eq!(r.samples, vec![0.6, 0.6, 0.75]);
+        assert!((r.median - 0.6).abs() < 1e-12);
+        assert!((r.min - 0.6).abs() < 1e-12 && (r.max - 0.75).abs() < 1e-12);
+        // The unpaired ratio of the same runs spans 0.3 to 1.2.
+        let wide = w4.ratio_to(&w2).expect("unpaired");
+        assert!((wide.min - 0.3).abs() < 1e-12 && (wide.max - 1.2).abs() < 1e-12);
+        let short = Figure::of("jobs/s", vec![50.0, 100.0]).expect("short");
+        assert!(w4.paired_ratio_to(&short).is_none());
+        let zero = Figure::of("jobs/s", vec![50.0, 0.0, 60.0]).expect("zero");
+        assert!(w4.paired_ratio_to(&zero).is_none());
     }
 
     #[test]
