@@ -14,6 +14,7 @@ mod child;
 mod machine;
 mod peers;
 mod probe;
+mod progress;
 mod redis_stats;
 mod report;
 mod runner;

@@ -16,6 +16,7 @@ use crate::baseline;
 use crate::child::{ChildProcess, ChildReport, ChildTask, RecordKind, ScalePoint, Shape, scale_probe};
 use crate::machine::{self, cpu_seconds};
 use crate::probe::{Probe, Record, wall_ns};
+use crate::progress::{Plan, Progress, Stage};
 use crate::redis_stats::{Counters, used_memory};
 use crate::report::{self, Params, Results, RoundTrips};
 use crate::stats::{Figure, percentile};
@@ -121,11 +122,24 @@ struct Bench {
     started: Instant,
     figures: BTreeMap<String, Figure>,
     round_trips: Vec<RoundTrips>,
+    progress: Arc<Progress>,
 }
 
 impl Bench {
     fn say(&self, msg: &str) {
-        eprintln!("[bench {:>5.1}s] {msg}", self.started.elapsed().as_secs_f64());
+        self.print(msg, false);
+    }
+
+    fn print(&self, msg: &str, step: bool) {
+        let elapsed = self.started.elapsed();
+        self.progress.print(&format!("[bench {:>5.1}s] {msg}", elapsed.as_secs_f64()), elapsed, step);
+    }
+
+    /// A step of the run begins (one run of a measurement, a W5 fill or probe): counted for the
+    /// progress bar, and logged.
+    fn step(&self, stage: Stage, msg: &str) {
+        self.progress.begin(stage);
+        self.print(msg, true);
     }
 
     fn put(&mut self, id: &str, figure: Option<Figure>) {
@@ -147,6 +161,37 @@ impl Bench {
         self.put(id, r);
     }
 
+    /// The workloads asked for, in order, and the ratios between them and the baselines.
+    async fn measure(&mut self) -> BenchResult<()> {
+        if self.opts.wants("base") {
+            self.baselines().await?;
+        }
+        if self.opts.wants("w1") {
+            self.w1().await?;
+            self.w1_single_current_thread().await?;
+        }
+        if self.opts.wants("w2") || self.opts.wants("w4") {
+            self.drains().await?;
+        }
+        self.ratio("ratio.mem_w2_vs_tokio", "w2.mem", "base.tokio_w2");
+        self.ratio("ratio.redis_w1_single_vs_lpush", "w1_single.redis", "base.redis_lpush_serial");
+        self.ratio(
+            "ratio.redis_w1_single_ct_vs_lpush_ct",
+            "w1_single_ct.redis",
+            "base.redis_lpush_serial_ct",
+        );
+        self.ratio("ratio.redis_w1_p50_vs_lpush", "w1_p50.redis", "base.redis_lpush_50");
+        self.ratio("ratio.redis_w2_vs_pipe", "w2.redis", "base.redis_drain_pipe");
+        if self.opts.wants("w3") {
+            self.w3().await?;
+        }
+        self.ratio("ratio.redis_w3_p50_vs_ping", "w3_p50.redis", "base.redis_ping_paced_p50");
+        if self.opts.wants("w5") {
+            self.w5().await?;
+        }
+        Ok(())
+    }
+
     fn url(&self) -> String {
         self.redis.url()
     }
@@ -159,8 +204,8 @@ impl Bench {
         self.p.runs
     }
 
-    fn progress(&self, what: &str, run: usize) {
-        self.say(&format!("{what} · run {}/{}", run + 1, self.runs()));
+    fn progress(&self, stage: Stage, what: &str, run: usize) {
+        self.step(stage, &format!("{what} · run {}/{}", run + 1, self.runs()));
     }
 
     fn begin(&self) -> Phase {
@@ -262,7 +307,7 @@ impl Bench {
                 let mut samples = Vec::new();
                 let mut capped = Vec::new();
                 for run in 0..self.runs() {
-                    self.progress(&format!("W1 enqueue{shape} · {col}"), run);
+                    self.progress(Stage::W1, &format!("W1 enqueue{shape} · {col}"), run);
                     let (target, _gate) = if col == "redis" {
                         self.flush();
                         (self.producer().await?, None)
@@ -315,7 +360,7 @@ impl Bench {
         let mut samples = Vec::new();
         let mut capped = Vec::new();
         for run in 0..self.runs() {
-            self.progress("W1 enqueue, 1 producer, current-thread runtime · redis", run);
+            self.progress(Stage::W1, "W1 enqueue, 1 producer, current-thread runtime · redis", run);
             self.flush();
             let before = self.begin();
             let (url, concurrency, total) = (self.url(), self.p.concurrency, self.p.w1_jobs);
@@ -367,7 +412,7 @@ impl Bench {
     /// One W2 drain on the embedded backend: a child process that enqueues behind a closed gate,
     /// then drains.
     async fn w2_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
-        self.progress(&format!("W2 drain · {col} ({} jobs)", self.p.w2_jobs), run);
+        self.progress(Stage::Drains, &format!("W2 drain · {col} ({} jobs)", self.p.w2_jobs), run);
         let task = ChildTask::InlineDrain {
             store,
             shape: Shape::Plain { jobs: self.p.w2_jobs },
@@ -383,7 +428,7 @@ impl Bench {
     async fn w2_redis(&mut self, run: usize, ahead: bool) -> BenchResult<ChildReport> {
         let jobs = self.p.w2_jobs;
         let shape = if ahead { "" } else { ", claiming ahead off" };
-        self.progress(&format!("W2 drain · redis ({jobs} jobs{shape})"), run);
+        self.progress(Stage::Drains, &format!("W2 drain · redis ({jobs} jobs{shape})"), run);
         self.flush();
         let producer = self.producer().await?;
         targets::enqueue_concurrent(&producer, jobs, self.p.producers, None).await?;
@@ -458,7 +503,11 @@ impl Bench {
         for (col, store) in INLINE {
             let mut runs = Vec::new();
             for run in 0..self.runs() {
-                self.progress(&format!("W3 latency · {col} ({jobs} jobs at {}/s)", self.p.w3_rate), run);
+                self.progress(
+                    Stage::W3,
+                    &format!("W3 latency · {col} ({jobs} jobs at {}/s)", self.p.w3_rate),
+                    run,
+                );
                 let probe = Probe::new(Record::Latency, None);
                 let target = self.inline_target(store, &probe).await?;
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -478,7 +527,11 @@ impl Bench {
         ] {
             let (mut runs, mut rss) = (Vec::new(), Vec::new());
             for run in 0..self.runs() {
-                self.progress(&format!("{what} · redis ({jobs} jobs at {}/s)", self.p.w3_rate), run);
+                self.progress(
+                    Stage::W3,
+                    &format!("{what} · redis ({jobs} jobs at {}/s)", self.p.w3_rate),
+                    run,
+                );
                 self.flush();
                 let mut worker = self.redis_worker(jobs, RecordKind::Latency, None, true)?;
                 worker.expect("ready", Duration::from_secs(30)).await?;
@@ -508,7 +561,7 @@ impl Bench {
     /// One W4 drain on the embedded backend; fails when a lane broke its order.
     async fn w4_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
         let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
-        self.progress(&format!("W4 lanes · {col} ({lanes} lanes × {per_lane})"), run);
+        self.progress(Stage::Drains, &format!("W4 lanes · {col} ({lanes} lanes × {per_lane})"), run);
         let task = ChildTask::InlineDrain {
             store,
             shape: Shape::Lanes { lanes, per_lane },
@@ -527,7 +580,7 @@ impl Bench {
         let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
         let jobs = lanes * per_lane;
         let shape = if ahead { "" } else { ", claiming ahead off" };
-        self.progress(&format!("W4 lanes · redis ({lanes} lanes × {per_lane}{shape})"), run);
+        self.progress(Stage::Drains, &format!("W4 lanes · redis ({lanes} lanes × {per_lane}{shape})"), run);
         self.flush();
         let producer = self.producer().await?;
         let before = self.begin();
@@ -647,10 +700,13 @@ impl Bench {
     async fn w5(&mut self) -> BenchResult<()> {
         let (small, big, probe_jobs) = (self.p.w5_small, self.p.w5_big, self.p.w5_probe);
         for (col, store) in INLINE {
-            self.say(&format!(
-                "W5 scale · {col}: {small} then {big} queued, {} probes of {probe_jobs}",
-                self.p.w5_runs
-            ));
+            self.step(
+                Stage::W5,
+                &format!(
+                    "W5 scale · {col}: {small} then {big} queued, {} probes of {probe_jobs}",
+                    self.p.w5_runs
+                ),
+            );
             let task = ChildTask::InlineScale {
                 store,
                 small,
@@ -667,7 +723,7 @@ impl Bench {
         let mut points = Vec::new();
         let mut starts = Vec::new();
         for queued in [small, big] {
-            self.say(&format!("W5 scale · redis: filling {queued} jobs"));
+            self.step(Stage::W5, &format!("W5 scale · redis: filling {queued} jobs"));
             self.flush();
             let memory_before = used_memory(&self.redis);
             let producer = self.producer().await?;
@@ -685,11 +741,10 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut point = ScalePoint { queued, bytes_per_job, ..ScalePoint::default() };
             for run in 0..self.p.w5_runs {
-                self.say(&format!(
-                    "W5 probe · redis at {queued} queued · run {}/{}",
-                    run + 1,
-                    self.p.w5_runs
-                ));
+                self.step(
+                    Stage::W5,
+                    &format!("W5 probe · redis at {queued} queued · run {}/{}", run + 1, self.p.w5_runs),
+                );
                 let (enqueue_us, claim_us) = scale_probe(&producer, &probe, &gate, probe_jobs).await?;
                 point.enqueue_us.push(enqueue_us);
                 point.claim_us.push(claim_us);
@@ -716,7 +771,7 @@ impl Bench {
         let jobs = self.p.w2_jobs;
         let mut samples = Vec::new();
         for run in 0..self.runs() {
-            self.progress("baseline · bare tokio drain", run);
+            self.progress(Stage::Baselines, "baseline · bare tokio drain", run);
             let task = ChildTask::TokioDrain { jobs, concurrency: self.p.concurrency };
             let r = ChildProcess::spawn(&task, "tokio baseline")?.result(CHILD_TIMEOUT).await?;
             #[allow(clippy::cast_precision_loss)]
@@ -729,7 +784,7 @@ impl Bench {
         let (mut serial, mut serial_ct, mut fifty, mut enqueue, mut drain) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for run in 0..self.runs() {
-            self.progress("baseline · redis-rs LPUSH / LMOVE / LREM", run);
+            self.progress(Stage::Baselines, "baseline · redis-rs LPUSH / LMOVE / LREM", run);
             self.flush();
             serial.push(baseline::lpush_serial(&url, self.p.w1_jobs, Instant::now() + cap).await?);
             self.flush();
@@ -773,7 +828,7 @@ impl Bench {
         let pings = (self.p.w3_jobs / 2).max(1);
         let mut paced = Vec::new();
         for run in 0..self.runs() {
-            self.progress(&format!("baseline · PING at {}/s", self.p.w3_rate), run);
+            self.progress(Stage::Baselines, &format!("baseline · PING at {}/s", self.p.w3_rate), run);
             paced.push(baseline::ping_paced(&url, pings, self.p.w3_rate).await?);
         }
         self.put("base.redis_ping_paced_p50", Figure::of("ms", percentile_ms(&paced, 50.0)));
@@ -785,7 +840,7 @@ impl Bench {
         let requests = if self.opts.quick { 200_000 } else { 1_000_000 };
         let (mut ping1, mut p1, mut p16, mut eval16) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for run in 0..self.runs() {
-            self.progress("baseline · redis-benchmark", run);
+            self.progress(Stage::Baselines, "baseline · redis-benchmark", run);
             ping1.push(baseline::redis_benchmark(port, 1, requests / 10, 1, &["-t", "ping_mbulk"])?);
             self.flush();
             p1.push(baseline::redis_benchmark(port, 50, requests / 4, 1, &["-t", "lpush"])?);
@@ -849,31 +904,41 @@ pub async fn run(opts: Options) -> BenchResult<()> {
             return Err(format!("{REDIS_CONFIG_VAR}: CONFIG SET {setting} answered {answer}").into());
         }
     }
-    let mut bench = Bench { opts, p, redis, started, figures: BTreeMap::new(), round_trips: Vec::new() };
+    let plan = Plan::new(
+        u32::try_from(p.runs).unwrap_or(u32::MAX),
+        u32::try_from(p.w5_runs).unwrap_or(u32::MAX),
+        |w| opts.wants(w),
+    );
+    let progress = Arc::new(Progress::new(plan));
+    // On a terminal, the bar's clock moves once a second, also through a step that prints
+    // nothing for a while (a W3 run, a W5 fill). Nothing of the sort runs for a log.
+    let ticker = progress.on_terminal().then(|| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                progress.redraw(started.elapsed());
+            }
+        })
+    });
+    let mut bench =
+        Bench { opts, p, redis, started, figures: BTreeMap::new(), round_trips: Vec::new(), progress };
     bench.say(&format!("redis-server on {}", bench.redis.addr()));
-    if bench.opts.wants("base") {
-        bench.baselines().await?;
+    let measured = bench.measure().await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
     }
-    if bench.opts.wants("w1") {
-        bench.w1().await?;
-        bench.w1_single_current_thread().await?;
+    if measured.is_ok()
+        && let Some((planned, taken)) = bench.progress.mismatch()
+    {
+        bench.say(&format!(
+            "progress: {planned} steps were planned and {taken} taken (progress.rs's Plan is out of date)"
+        ));
     }
-    if bench.opts.wants("w2") || bench.opts.wants("w4") {
-        bench.drains().await?;
-    }
-    bench.ratio("ratio.mem_w2_vs_tokio", "w2.mem", "base.tokio_w2");
-    bench.ratio("ratio.redis_w1_single_vs_lpush", "w1_single.redis", "base.redis_lpush_serial");
-    bench.ratio("ratio.redis_w1_single_ct_vs_lpush_ct", "w1_single_ct.redis", "base.redis_lpush_serial_ct");
-    bench.ratio("ratio.redis_w1_p50_vs_lpush", "w1_p50.redis", "base.redis_lpush_50");
-    bench.ratio("ratio.redis_w2_vs_pipe", "w2.redis", "base.redis_drain_pipe");
-    if bench.opts.wants("w3") {
-        bench.w3().await?;
-    }
-    bench.ratio("ratio.redis_w3_p50_vs_ping", "w3_p50.redis", "base.redis_ping_paced_p50");
-    if bench.opts.wants("w5") {
-        bench.w5().await?;
-    }
-
+    // Off the screen before the tables, or before the error that ended the run.
+    bench.progress.finish();
+    measured?;
     let Bench { opts, p, figures, round_trips, .. } = bench;
     let machine = crate::report::Machine { load_at_end: machine::load_average(), ..machine };
     let bars = report::evaluate_bars(&figures, p.w5_big);
