@@ -366,18 +366,39 @@ pub async fn scale_probe(
     gate: &Semaphore,
     jobs: u64,
 ) -> BenchResult<(f64, f64)> {
+    let enqueue = probe_enqueue(target, jobs).await?;
+    Ok((enqueue, probe_claim(probe, gate, jobs).await?))
+}
+
+/// A W5 probe's first half: `jobs` awaited submits, in µs per job.
+///
+/// # Errors
+/// A refused submit.
+pub async fn probe_enqueue(target: &Target, jobs: u64) -> BenchResult<f64> {
     let started = Instant::now();
     targets::enqueue_serial(target, jobs, None).await?;
-    let enqueue = started.elapsed();
+    Ok(per_job(started.elapsed(), jobs))
+}
+
+/// A W5 probe's second half: `jobs` permits of `gate` and the time until that many more handlers
+/// have returned, in µs per job.
+///
+/// # Errors
+/// The handlers not returning in time.
+pub async fn probe_claim(probe: &Probe, gate: &Semaphore, jobs: u64) -> BenchResult<f64> {
     let ended = probe.ended();
     let opened = Instant::now();
     gate.add_permits(usize::try_from(jobs)?);
     let done =
         wait_until("a W5 claim probe", opened + DRAIN_TIMEOUT, DRAIN_POLL, || probe.ended() >= ended + jobs)
             .await?;
+    Ok(per_job(done.saturating_duration_since(opened), jobs))
+}
+
+fn per_job(d: Duration, jobs: u64) -> f64 {
     #[allow(clippy::cast_precision_loss)] // jobs far below 2^53
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / jobs as f64;
-    Ok((per(enqueue), per(done.saturating_duration_since(opened))))
+    let jobs = jobs as f64;
+    d.as_secs_f64() * 1e6 / jobs
 }
 
 /// The status lines a child may print before its result.

@@ -239,7 +239,7 @@ pub fn format_value(value: f64, unit: &str) -> String {
     }
 }
 
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     // Rates and sizes here are far below 2^53; rounding to an integer is the point.
     #[allow(clippy::cast_possible_truncation)]
     let n = value.round() as i64;

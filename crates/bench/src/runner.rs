@@ -13,7 +13,9 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::baseline;
-use crate::child::{ChildProcess, ChildReport, ChildTask, RecordKind, ScalePoint, Shape, scale_probe};
+use crate::child::{
+    ChildProcess, ChildReport, ChildTask, RecordKind, ScalePoint, Shape, probe_claim, probe_enqueue,
+};
 use crate::machine::{self, cpu_seconds};
 use crate::probe::{Probe, Record, wall_ns};
 use crate::progress::{Plan, Progress, Stage};
@@ -740,12 +742,37 @@ impl Bench {
             // Let the worker take its first jobs (they wait at the gate) and go idle.
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut point = ScalePoint { queued, bytes_per_job, ..ScalePoint::default() };
+            #[allow(clippy::cast_precision_loss)] // sizes far below 2^53
+            let shown = report::thousands(queued as f64);
             for run in 0..self.p.w5_runs {
                 self.step(
                     Stage::W5,
                     &format!("W5 probe · redis at {queued} queued · run {}/{}", run + 1, self.p.w5_runs),
                 );
-                let (enqueue_us, claim_us) = scale_probe(&producer, &probe, &gate, probe_jobs).await?;
+                // The first probe at each backlog is also counted in the calls table (round trips,
+                // commands and Redis's CPU per job), which an O(n) step would show where the wall
+                // time of one producer's awaited calls is mostly round trips.
+                let counted = (run == 0).then(|| self.begin());
+                let enqueue_us = probe_enqueue(&producer, probe_jobs).await?;
+                if let Some(before) = counted {
+                    let after = self.end();
+                    let label = format!("W5 enqueue probe, {shown} queued: awaited submits");
+                    self.track(
+                        &before,
+                        &after,
+                        &format!("w5_enqueue_{queued}.redis"),
+                        &label,
+                        probe_jobs,
+                        0.0,
+                    );
+                }
+                let counted = (run == 0).then(|| self.begin());
+                let claim_us = probe_claim(&probe, &gate, probe_jobs).await?;
+                if let Some(before) = counted {
+                    let after = self.end();
+                    let label = format!("W5 claim probe, {shown} queued: claims and ends");
+                    self.track(&before, &after, &format!("w5_claim_{queued}.redis"), &label, probe_jobs, 0.0);
+                }
                 point.enqueue_us.push(enqueue_us);
                 point.claim_us.push(claim_us);
             }
