@@ -426,8 +426,9 @@ impl Bench {
     }
 
     /// One W2 drain on Redis: the runner enqueues, a worker process drains. `ahead` false runs
-    /// the slots that wait for each outcome call (`claim_ahead_below: 0`).
-    async fn w2_redis(&mut self, run: usize, ahead: bool) -> BenchResult<ChildReport> {
+    /// the slots that wait for each outcome call (`claim_ahead_below: 0`). Returns the worker's
+    /// report and Redis's CPU per drained job (µs).
+    async fn w2_redis(&mut self, run: usize, ahead: bool) -> BenchResult<(ChildReport, f64)> {
         let jobs = self.p.w2_jobs;
         let shape = if ahead { "" } else { ", claiming ahead off" };
         self.progress(Stage::Drains, &format!("W2 drain · redis ({jobs} jobs{shape})"), run);
@@ -443,7 +444,7 @@ impl Bench {
         if run == 0 && ahead {
             self.track(&before, &after, "w2.redis", "W2 drain", jobs, report.cpu_s);
         }
-        Ok(report)
+        Ok((report, redis_cpu_per_job(&before, &after, jobs)))
     }
 
     /// Jobs/s of each drain in `reports`.
@@ -578,7 +579,7 @@ impl Bench {
 
     /// One W4 drain on Redis (as [`Self::w2_redis`], with chat jobs in lanes); fails when a lane
     /// broke its order.
-    async fn w4_redis(&mut self, run: usize, ahead: bool) -> BenchResult<ChildReport> {
+    async fn w4_redis(&mut self, run: usize, ahead: bool) -> BenchResult<(ChildReport, f64)> {
         let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
         let jobs = lanes * per_lane;
         let shape = if ahead { "" } else { ", claiming ahead off" };
@@ -608,7 +609,7 @@ impl Bench {
             self.track(&before, &after, "w4.redis", "W4 drain of chat jobs in lanes", jobs, report.cpu_s);
         }
         lanes_in_order("redis", &report)?;
-        Ok(report)
+        Ok((report, redis_cpu_per_job(&before, &after, jobs)))
     }
 
     /// W2 and W4, each wanted one, per column: with both, each W4 drain runs right after a W2
@@ -635,15 +636,27 @@ impl Bench {
         // call, as they all did before claiming ahead (`claim_ahead_below: 0`).
         for ahead in [true, false] {
             let (mut r2, mut r4) = (Vec::new(), Vec::new());
+            let (mut c2, mut c4) = (Vec::new(), Vec::new());
             for run in 0..self.runs() {
                 if w2 {
-                    r2.push(self.w2_redis(run, ahead).await?);
+                    let (report, cpu) = self.w2_redis(run, ahead).await?;
+                    r2.push(report);
+                    c2.push(cpu);
                 }
                 if w4 {
-                    r4.push(self.w4_redis(run, ahead).await?);
+                    let (report, cpu) = self.w4_redis(run, ahead).await?;
+                    r4.push(report);
+                    c4.push(cpu);
                 }
             }
             if ahead {
+                // Redis's CPU per job, drain by drain: a drain that keeps Redis busy runs at about
+                // its inverse, and it moves less with the machine's load than the rate does.
+                let (f2, f4) = (Figure::of("µs", c2), Figure::of("µs", c4));
+                let ratio = f2.as_ref().zip(f4.as_ref()).and_then(|(a, b)| a.paired_ratio_to(b));
+                self.put("w2_redis_cpu.redis", f2);
+                self.put("w4_redis_cpu.redis", f4);
+                self.put("w4_cpu_ratio.redis", ratio);
                 columns.push(("redis", r2, r4));
             } else {
                 self.put_rate("w2_wait.redis", &r2);
@@ -892,6 +905,13 @@ impl Bench {
 }
 
 /// The `p`th percentile of each run's µs samples, in ms.
+/// Redis's CPU per job (µs) between two phase readings.
+fn redis_cpu_per_job(before: &Phase, after: &Phase, jobs: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // jobs far below 2^53
+    let jobs = jobs.max(1) as f64;
+    (after.redis_cpu - before.redis_cpu) * 1e6 / jobs
+}
+
 /// Fails the run when a W4 drain's lanes broke their order.
 fn lanes_in_order(col: &str, report: &ChildReport) -> BenchResult<()> {
     if report.lane_problems.is_empty() {
