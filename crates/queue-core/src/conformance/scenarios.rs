@@ -100,6 +100,16 @@ async fn record(rig: &Rig, id: &str) -> JobRecord {
     rig.store.get(&job(id)).await.expect("store get").unwrap_or_else(|| panic!("job {id} missing"))
 }
 
+/// A negative cannot be awaited: runs `check`, which asserts, every 10 ms for 300 ms, so that
+/// what it rules out has had the time to happen.
+async fn keep_checking(mut check: impl AsyncFnMut()) {
+    let watch_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watch_until {
+        check().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_status(rig: &Rig, id: &str, status: JobStatus) {
     let what = format!("job {id} is {status}");
     wait_until(&what, || async { record(rig, id).await.status == status }).await;
@@ -332,15 +342,14 @@ pub async fn an_expired_lease_is_reaped_and_the_late_result_is_rejected(factory:
         async move { done }
     })
     .await;
-    // A negative cannot be awaited: watch the record for a while to see the late result is never
-    // written (the stalled worker settles right after its handler returns).
-    let watch_until = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < watch_until {
+    // Watch the record for a while to see the late result is never written (the stalled worker
+    // settles right after its handler returns).
+    keep_checking(async || {
         let after = record(&rig, "stall").await;
         assert_eq!(after.result, Some(json!({"job": "stall", "invocation": 2})), "late result was written");
         assert_eq!(after.status, JobStatus::Done);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     assert_eq!(h.invocations(&job("after")), 1, "the next job ran twice");
     let order: Vec<String> = starts_in_lane(&h.events(), l).into_iter().map(|(j, _)| j).collect();
     assert_eq!(order, ["stall", "stall", "after"]);
@@ -420,13 +429,11 @@ pub async fn a_dispatch_that_waited_past_its_lease_runs_once_after_the_reaper_di
     wait_started(&h, "b", 1).await;
     wait_status(&rig, "a1", JobStatus::Done).await;
     wait_status(&rig, "a2", JobStatus::Done).await;
-    // A negative cannot be awaited: watch b for a while (it blocks at its first run, so a
-    // second start would run beside it).
-    let watch_until = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < watch_until {
-        assert_eq!(h.invocations(&job("b")), 1, "b was started by both of its dispatches");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Watch b for a while (it blocks at its first run, so a second start would run beside it).
+    keep_checking(async || {
+        assert_eq!(h.invocations(&job("b")), 1, "b was started by both of its dispatches")
+    })
+    .await;
     h.open("b");
     wait_status(&rig, "b", JobStatus::Done).await;
     assert_eq!(h.invocations(&job("b")), 1);
@@ -457,11 +464,10 @@ pub async fn a_dispatch_that_waited_for_a_worker_starts_with_a_fresh_lease(facto
     wait_started(&h, "waited", 1).await;
     // Past the lease the dispatch was created with, well within one taken at the start.
     rig.clock.advance(2);
-    let watch_until = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < watch_until {
-        assert_eq!(h.invocations(&job("waited")), 1, "the running job was handed out again");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    keep_checking(async || {
+        assert_eq!(h.invocations(&job("waited")), 1, "the running job was handed out again")
+    })
+    .await;
     h.open("waited");
     wait_status(&rig, "waited", JobStatus::Done).await;
     assert_eq!(record(&rig, "waited").await.result, Some(json!({"job": "waited", "invocation": 1})));
