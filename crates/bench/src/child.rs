@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::BenchResult;
 use crate::machine::{cpu_seconds, status_kib};
 use crate::probe::{Probe, Record, check_lanes};
+use crate::stats::us_per_job;
 use crate::targets::{self, DRAIN_POLL, IDLE_POLL, StoreKind, Target, wait_until};
 
 /// The jobs of a drain.
@@ -377,7 +378,7 @@ pub async fn scale_probe(
 pub async fn probe_enqueue(target: &Target, jobs: u64) -> BenchResult<f64> {
     let started = Instant::now();
     targets::enqueue_serial(target, jobs, None).await?;
-    Ok(per_job(started.elapsed(), jobs))
+    Ok(us_per_job(started.elapsed().as_secs_f64(), jobs))
 }
 
 /// A W5 probe's second half: `jobs` permits of `gate` and the time until that many more handlers
@@ -392,13 +393,7 @@ pub async fn probe_claim(probe: &Probe, gate: &Semaphore, jobs: u64) -> BenchRes
     let done =
         wait_until("a W5 claim probe", opened + DRAIN_TIMEOUT, DRAIN_POLL, || probe.ended() >= ended + jobs)
             .await?;
-    Ok(per_job(done.saturating_duration_since(opened), jobs))
-}
-
-fn per_job(d: Duration, jobs: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss)] // jobs far below 2^53
-    let jobs = jobs as f64;
-    d.as_secs_f64() * 1e6 / jobs
+    Ok(us_per_job(done.saturating_duration_since(opened).as_secs_f64(), jobs))
 }
 
 /// The status lines a child may print before its result.

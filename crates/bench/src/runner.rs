@@ -21,7 +21,7 @@ use crate::probe::{Probe, Record, wall_ns};
 use crate::progress::{Plan, Progress, Stage};
 use crate::redis_stats::{Counters, used_memory};
 use crate::report::{self, Params, Results, RoundTrips};
-use crate::stats::{Figure, percentile};
+use crate::stats::{Figure, percentile, us_per_job};
 use crate::targets::{self, IDLE_POLL, StoreKind, Target, wait_until};
 use crate::{BenchError, BenchResult};
 
@@ -155,9 +155,19 @@ impl Bench {
         self.figures.get(id)
     }
 
+    /// Figure `a` over figure `b` as `id`, their runs apart ([`Figure::ratio_to`]).
     fn ratio(&mut self, id: &str, a: &str, b: &str) {
         let r = match (self.fig(a), self.fig(b)) {
             (Some(a), Some(b)) => a.ratio_to(b),
+            _ => None,
+        };
+        self.put(id, r);
+    }
+
+    /// Figure `a` over figure `b` as `id`, their runs made in pairs ([`Figure::paired_ratio_to`]).
+    fn paired_ratio(&mut self, id: &str, a: &str, b: &str) {
+        let r = match (self.fig(a), self.fig(b)) {
+            (Some(a), Some(b)) => a.paired_ratio_to(b),
             _ => None,
         };
         self.put(id, r);
@@ -257,10 +267,8 @@ impl Bench {
     ) {
         self.hook(&["phase", phase]);
         let mut t = before.counters.per_job(&after.counters, phase, label, jobs);
-        #[allow(clippy::cast_precision_loss)]
-        let per_job_us = |s: f64| if jobs == 0 { 0.0 } else { s * 1e6 / jobs as f64 };
-        t.redis_cpu_us_per_job = per_job_us(after.redis_cpu - before.redis_cpu);
-        t.client_cpu_us_per_job = per_job_us(after.own_cpu - before.own_cpu + child_cpu_s);
+        t.redis_cpu_us_per_job = redis_cpu_per_job(before, after, jobs);
+        t.client_cpu_us_per_job = us_per_job(after.own_cpu - before.own_cpu + child_cpu_s, jobs);
         self.say(&format!(
             "  {label}: {:.2} round trips/job ({:.2} scripts, {:.2} PINGs, {:.1} commands); CPU µs/job: redis {:.0}, client {:.0}",
             t.reads_per_job,
@@ -411,18 +419,23 @@ impl Bench {
         self.put(&format!("{row}_cpu.{col}"), Figure::of("µs", cpu));
     }
 
-    /// One W2 drain on the embedded backend: a child process that enqueues behind a closed gate,
-    /// then drains.
-    async fn w2_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
-        self.progress(Stage::Drains, &format!("W2 drain · {col} ({} jobs)", self.p.w2_jobs), run);
+    /// One drain of `shape` on the embedded backend: a child process (`what`) that enqueues
+    /// behind a closed gate, then drains.
+    async fn inline_drain(&self, store: StoreKind, shape: Shape, what: &str) -> BenchResult<ChildReport> {
         let task = ChildTask::InlineDrain {
             store,
-            shape: Shape::Plain { jobs: self.p.w2_jobs },
+            shape,
             concurrency: self.p.concurrency,
             producers: self.p.producers,
             tmp: self.opts.tmp.clone(),
         };
-        ChildProcess::spawn(&task, "inline W2 worker")?.result(CHILD_TIMEOUT).await
+        ChildProcess::spawn(&task, what)?.result(CHILD_TIMEOUT).await
+    }
+
+    /// One W2 drain on the embedded backend.
+    async fn w2_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
+        self.progress(Stage::Drains, &format!("W2 drain · {col} ({} jobs)", self.p.w2_jobs), run);
+        self.inline_drain(store, Shape::Plain { jobs: self.p.w2_jobs }, "inline W2 worker").await
     }
 
     /// One W2 drain on Redis: the runner enqueues, a worker process drains. `ahead` false runs
@@ -565,14 +578,7 @@ impl Bench {
     async fn w4_inline(&self, col: &str, store: StoreKind, run: usize) -> BenchResult<ChildReport> {
         let (lanes, per_lane) = (self.p.w4_lanes, self.p.w4_per_lane);
         self.progress(Stage::Drains, &format!("W4 lanes · {col} ({lanes} lanes × {per_lane})"), run);
-        let task = ChildTask::InlineDrain {
-            store,
-            shape: Shape::Lanes { lanes, per_lane },
-            concurrency: self.p.concurrency,
-            producers: self.p.producers,
-            tmp: self.opts.tmp.clone(),
-        };
-        let report = ChildProcess::spawn(&task, "inline W4 worker")?.result(CHILD_TIMEOUT).await?;
+        let report = self.inline_drain(store, Shape::Lanes { lanes, per_lane }, "inline W4 worker").await?;
         lanes_in_order(col, &report)?;
         Ok(report)
     }
@@ -651,12 +657,10 @@ impl Bench {
             }
             if ahead {
                 // Redis's CPU per job, drain by drain: a drain that keeps Redis busy runs at about
-                // its inverse, and it moves less with the machine's load than the rate does.
-                let (f2, f4) = (Figure::of("µs", c2), Figure::of("µs", c4));
-                let ratio = f2.as_ref().zip(f4.as_ref()).and_then(|(a, b)| a.paired_ratio_to(b));
-                self.put("w2_redis_cpu.redis", f2);
-                self.put("w4_redis_cpu.redis", f4);
-                self.put("w4_cpu_ratio.redis", ratio);
+                // its inverse, which the machine's load moves too, if less than the rate.
+                self.put("w2_redis_cpu.redis", Figure::of("µs", c2));
+                self.put("w4_redis_cpu.redis", Figure::of("µs", c4));
+                self.paired_ratio("w4_cpu_ratio.redis", "w2_redis_cpu.redis", "w4_redis_cpu.redis");
                 columns.push(("redis", r2, r4));
             } else {
                 self.put_rate("w2_wait.redis", &r2);
@@ -673,11 +677,7 @@ impl Bench {
                     "  every one of {lanes} lanes ran in order without overlap, in every run ({col})"
                 ));
             }
-            let paired = match (self.fig(&format!("w4.{col}")), self.fig(&format!("w2.{col}"))) {
-                (Some(a), Some(b)) => a.paired_ratio_to(b),
-                _ => None,
-            };
-            self.put(&format!("w4_ratio.{col}"), paired);
+            self.paired_ratio(&format!("w4_ratio.{col}"), &format!("w4.{col}"), &format!("w2.{col}"));
         }
         Ok(())
     }
@@ -907,9 +907,7 @@ impl Bench {
 /// The `p`th percentile of each run's µs samples, in ms.
 /// Redis's CPU per job (µs) between two phase readings.
 fn redis_cpu_per_job(before: &Phase, after: &Phase, jobs: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss)] // jobs far below 2^53
-    let jobs = jobs.max(1) as f64;
-    (after.redis_cpu - before.redis_cpu) * 1e6 / jobs
+    us_per_job(after.redis_cpu - before.redis_cpu, jobs)
 }
 
 /// Fails the run when a W4 drain's lanes broke their order.

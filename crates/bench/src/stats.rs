@@ -31,6 +31,17 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { sorted[n / 2] } else { f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]) })
 }
 
+/// `seconds` spread over `jobs`, in µs per job; 0 when there are no jobs.
+#[must_use]
+pub fn us_per_job(seconds: f64, jobs: u64) -> f64 {
+    if jobs == 0 {
+        return 0.0;
+    }
+    #[allow(clippy::cast_precision_loss)] // job counts far below 2^53
+    let jobs = jobs as f64;
+    seconds * 1e6 / jobs
+}
+
 /// One reported figure: the median of its runs with their range, every run kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
@@ -128,6 +139,12 @@ mod tests {
         assert_eq!((f.median, f.min, f.max), (20.0, 10.0, 30.0));
         assert_eq!(f.samples, vec![30.0, 10.0, 20.0]);
         assert!(Figure::of("jobs/s", Vec::new()).is_none());
+    }
+
+    #[test]
+    fn time_per_job_is_in_microseconds_and_zero_without_jobs() {
+        assert!((us_per_job(0.5, 1_000) - 500.0).abs() < 1e-9);
+        assert!(us_per_job(0.5, 0).abs() < f64::EPSILON);
     }
 
     #[test]
